@@ -1,0 +1,1 @@
+//! The agent: runs the HA engine against the real DCS and PostgreSQL

@@ -1,0 +1,1 @@
+//! The REST API: Patroni-compatible health endpoints, status, metrics and management calls

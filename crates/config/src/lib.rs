@@ -1,0 +1,1 @@
+//! Patroni-compatible YAML configuration: parsing, PATRONI_* overrides, validation

@@ -1,0 +1,26 @@
+use thiserror::Error;
+
+/// Why a DCS operation failed. `Unavailable` errors are retried by the backend within
+/// `retry_timeout` before they reach the caller; whatever reaches the caller means the HA loop
+/// must treat the DCS as unreachable for this cycle.
+#[derive(Debug, Error)]
+pub enum DcsError {
+    #[error("etcd at {endpoints} is unreachable while {doing}: {source}; is etcd running? check the etcd3.hosts setting")]
+    Unavailable {
+        endpoints: String,
+        doing: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("DCS operation {doing} timed out after {seconds:.1}s (retry_timeout)")]
+    Timeout { doing: &'static str, seconds: f64 },
+    #[error("DCS rejected {doing}: {message}")]
+    Rejected {
+        doing: &'static str,
+        message: String,
+    },
+    #[error("malformed value at {key}: {message}")]
+    Malformed { key: String, message: String },
+    #[error("DCS not supported yet: {0}")]
+    Unsupported(String),
+}

@@ -1,0 +1,1 @@
+//! In-memory backend (tests and simulation only).

@@ -1,0 +1,1 @@
+//! Test and demo harness: temporary etcd and pgherd agents on loopback
