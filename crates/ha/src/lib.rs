@@ -1,1 +1,19 @@
-//! The pure HA engine: cluster view + local state + time in, actions with reasons out
+//! The HA engine: a pure state machine.
+//!
+//! Each cycle the agent (or the simulator) gathers an [`Observation`] — the DCS cluster view,
+//! the local PostgreSQL state, peer probes and the current monotonic time — and calls
+//! [`Engine::step`]. The engine returns a [`Decision`]: ordered [`Action`]s plus one human
+//! sentence saying why. It performs no I/O and never reads a clock, so every decision can be
+//! replayed in a deterministic simulation.
+
+mod action;
+mod election;
+mod engine;
+mod observation;
+
+pub use action::{Action, Decision, DemoteMode, StartRole};
+pub use election::{Candidate, CandidateRank};
+pub use engine::Engine;
+pub use observation::{
+    AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings,
+};

@@ -1,0 +1,95 @@
+//! What the engine asks the agent to do.
+
+/// How PostgreSQL should come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartRole {
+    /// As the primary (only while holding the lock).
+    Primary,
+    /// As a standby following `upstream`, or with no upstream (`None`) when there is no leader.
+    Replica { upstream: Option<String> },
+}
+
+/// Demotion modes (compat §4.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// Switchover: checkpoint, fast shutdown, release the lock, follow the new leader.
+    Graceful,
+    /// Start timeout / crash with failover preferred: immediate stop, release the lock.
+    Immediate,
+    /// Lost the lock: immediate stop, nothing to release.
+    ImmediateNoLock,
+    /// DCS unreachable: stop at once, restart read-only without upstream.
+    Offline,
+}
+
+/// One step for the agent. Actions in a [`Decision`] run in order; if one fails (an error, or
+/// a lock operation answering "no"), the rest are skipped and the agent runs a new cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Atomically create `initialize` (the bootstrap race), then initdb and start as primary,
+    /// create users, run post_init, write `initialize`=sysid and `config`, take the lock.
+    Bootstrap,
+    /// Write our system identifier into `initialize` (key missing, cluster unlocked).
+    WriteInitialize {
+        sysid: String,
+    },
+    /// pg_basebackup from `source`, then start as a replica of `upstream`.
+    Clone {
+        source: String,
+        upstream: String,
+    },
+    /// Atomically create the leader key.
+    AcquireLock,
+    /// Keep the lease alive and check the key still holds our name.
+    RenewLock,
+    /// Delete the leader key if it is ours.
+    ReleaseLock,
+    StartPostgres(StartRole),
+    Promote,
+    Demote(DemoteMode),
+    /// Point `primary_conninfo` at `upstream` (reload; no basebackup).
+    Follow {
+        upstream: String,
+    },
+    /// pg_rewind from `source`, then start as a replica of it.
+    Rewind {
+        source: String,
+    },
+    /// Remove the data directory (configuration allows it) and clone again from `source`.
+    Reinitialize {
+        source: String,
+    },
+    /// Leader housekeeping after a successful renewal: `status`, slots, history, failover key.
+    PublishLeaderState,
+    /// Clear a stale or completed `failover` request (CAS on its index).
+    ClearFailover {
+        index: i64,
+    },
+    /// Stop here: the local data belongs to another cluster; never deleted.
+    Fatal {
+        message: String,
+    },
+}
+
+/// The outcome of one cycle: what to do and why, as one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub reason: String,
+}
+
+impl Decision {
+    pub fn idle(reason: impl Into<String>) -> Decision {
+        Decision {
+            actions: Vec::new(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn act(actions: Vec<Action>, reason: impl Into<String>) -> Decision {
+        Decision {
+            actions,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Leader election: am I the best candidate to take the free leader key? (compat §4.5)
+
+use crate::observation::{Observation, PeerProbe};
+use std::cmp::Ordering;
+
+/// Ordering of candidates: more WAL first, then higher `failover_priority`, then the
+/// lexicographically smaller name. Total, so every node that sees the same facts picks the
+/// same winner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateRank {
+    pub wal_position: u64,
+    pub failover_priority: i64,
+    pub name: String,
+}
+
+impl Ord for CandidateRank {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.wal_position
+            .cmp(&other.wal_position)
+            .then(self.failover_priority.cmp(&other.failover_priority))
+            .then_with(|| other.name.cmp(&self.name))
+    }
+}
+
+impl PartialOrd for CandidateRank {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The verdict with its reason, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    Best { rivals: usize },
+    Ineligible(String),
+    Behind(String),
+}
+
+/// Decides whether this node should race for the leader key.
+pub fn evaluate(obs: &Observation<'_>) -> Candidate {
+    let s = obs.settings;
+    let pg = obs.pg;
+    if s.nofailover {
+        return Candidate::Ineligible("tagged nofailover".into());
+    }
+    if !pg.running || !pg.queryable {
+        return Candidate::Ineligible("postgres is not running".into());
+    }
+    let Some(cluster) = obs.cluster else {
+        return Candidate::Ineligible("DCS is not accessible".into());
+    };
+    if let Some(optime) = cluster.optime() {
+        let lag = optime.saturating_sub(pg.wal_position);
+        if pg.in_recovery && lag > s.maximum_lag_on_failover {
+            return Candidate::Ineligible(format!(
+                "my WAL position lags {lag} B behind the last leader position, more than maximum_lag_on_failover {} B",
+                s.maximum_lag_on_failover
+            ));
+        }
+    }
+    if s.check_timeline && pg.in_recovery && pg.timeline < cluster.timeline() {
+        return Candidate::Ineligible(format!(
+            "my timeline {} is behind the cluster timeline {}",
+            pg.timeline,
+            cluster.timeline()
+        ));
+    }
+    let sync_members = if s.synchronous_mode {
+        cluster
+            .sync_state()
+            .map(|st| (st.leader.clone(), st.standbys()))
+    } else {
+        None
+    };
+    if let Some((leader, standbys)) = &sync_members {
+        let listed = leader.as_deref() == Some(s.name.as_str()) || standbys.contains(&s.name);
+        if !standbys.is_empty() && !listed {
+            return Candidate::Ineligible(
+                "synchronous mode: I am not a synchronous standby".into(),
+            );
+        }
+    }
+
+    let me = CandidateRank {
+        wal_position: pg.wal_position,
+        failover_priority: s.failover_priority,
+        name: s.name.clone(),
+    };
+    let mut rivals = 0;
+    for PeerProbe { name, reply } in obs.peers {
+        if *name == s.name {
+            continue;
+        }
+        let Some(reply) = reply else { continue };
+        if !reply.running {
+            continue;
+        }
+        if reply.is_primary {
+            return Candidate::Behind(format!("primary ({name}) is still alive"));
+        }
+        if reply.nofailover {
+            continue;
+        }
+        if let Some((_, standbys)) = &sync_members {
+            if !standbys.is_empty() && !standbys.contains(name) {
+                continue;
+            }
+        }
+        let Some(wal) = reply.wal_position else {
+            continue;
+        };
+        rivals += 1;
+        let them = CandidateRank {
+            wal_position: wal,
+            failover_priority: reply.failover_priority,
+            name: name.clone(),
+        };
+        if them > me {
+            return Candidate::Behind(if wal > me.wal_position {
+                format!(
+                    "WAL position of {name} ({wal}) is ahead of mine ({})",
+                    me.wal_position
+                )
+            } else {
+                format!("{name} has the same WAL position and wins the tie")
+            });
+        }
+    }
+    Candidate::Best { rivals }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(wal: u64, prio: i64, name: &str) -> CandidateRank {
+        CandidateRank {
+            wal_position: wal,
+            failover_priority: prio,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn ranks_by_wal_then_priority_then_name() {
+        assert!(rank(10, 1, "b") > rank(9, 9, "a"));
+        assert!(rank(10, 2, "b") > rank(10, 1, "a"));
+        assert!(rank(10, 1, "a") > rank(10, 1, "b"));
+    }
+}

@@ -1,0 +1,481 @@
+//! One HA cycle: observation in, decision out (compat §4.2–§4.14).
+
+use crate::action::{Action, Decision, DemoteMode, StartRole};
+use crate::election::{self, Candidate};
+use crate::observation::{DataDir, Millis, Observation};
+use pgherd_dcs::Cluster;
+
+/// The engine's memory between cycles. Only facts the observation cannot give back
+/// (when a primary restart began, the last pause flag seen) live here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Engine {
+    /// When we began trying to bring our crashed primary back while holding the lock.
+    primary_restart_since: Option<Millis>,
+    /// Pause flag of the last cluster view (kept for cycles without a DCS view).
+    paused: bool,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    pub fn step(&mut self, obs: &Observation<'_>) -> Decision {
+        let decision = self.decide(obs);
+        if self.paused && !decision.reason.starts_with("PAUSE: ") {
+            return Decision {
+                reason: format!("PAUSE: {}", decision.reason),
+                ..decision
+            };
+        }
+        decision
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+
+        // Self-fencing comes first: a primary whose lease may be about to expire stops being
+        // writable, whatever else is going on.
+        if let Some(confirmed) = obs.lock_confirmed_at {
+            let deadline = confirmed + s.ttl.saturating_sub(s.fencing_margin);
+            if obs.now >= deadline && pg.running && !pg.in_recovery && !self.paused {
+                return Decision::act(
+                    vec![Action::Demote(DemoteMode::ImmediateNoLock)],
+                    format!(
+                        "demoting self: leader lease last confirmed {} ms ago, beyond ttl - safety margin ({} ms)",
+                        obs.now - confirmed,
+                        s.ttl.saturating_sub(s.fencing_margin)
+                    ),
+                );
+            }
+        }
+
+        let Some(cluster) = obs.cluster else {
+            if pg.is_primary() && !self.paused {
+                return Decision::act(
+                    vec![Action::Demote(DemoteMode::Offline)],
+                    "demoting self because DCS is not accessible and I was a leader",
+                );
+            }
+            return Decision::idle("DCS is not accessible");
+        };
+        self.paused = cluster.is_paused();
+        let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
+
+        if let Some(action) = obs.in_progress {
+            if i_am_leader {
+                return Decision::act(
+                    vec![Action::RenewLock],
+                    format!("updated leader lock during {}", action.describe()),
+                );
+            }
+            return Decision::idle(format!("{} in progress", action.describe()));
+        }
+
+        let mut prelude = Vec::new();
+        match &pg.data_dir {
+            DataDir::Invalid(why) => {
+                let mut actions = Vec::new();
+                if i_am_leader {
+                    actions.push(Action::ReleaseLock);
+                }
+                return Decision::act(actions, format!("data directory is not usable: {why}"));
+            }
+            DataDir::Empty => return self.empty_data_dir(obs, cluster, i_am_leader),
+            DataDir::Initialized { sysid } => {
+                if let Some(cluster_sysid) = cluster.sysid() {
+                    if cluster_sysid != sysid {
+                        let message = format!(
+                            "system identifier of the data directory ({sysid}) differs from the cluster's ({cluster_sysid}): this data belongs to another cluster; refusing to run (nothing was deleted)"
+                        );
+                        if self.paused {
+                            return Decision::idle(message);
+                        }
+                        return Decision::act(
+                            vec![Action::Fatal {
+                                message: message.clone(),
+                            }],
+                            message,
+                        );
+                    }
+                }
+                let replica_not_ours = pg.running && pg.in_recovery;
+                if cluster.initialize.is_none()
+                    && cluster.leader.is_none()
+                    && !self.paused
+                    && !replica_not_ours
+                {
+                    prelude.push(Action::WriteInitialize {
+                        sysid: sysid.clone(),
+                    });
+                }
+            }
+        }
+
+        let mut decision = if !pg.running {
+            self.postgres_not_running(obs, cluster, i_am_leader)
+        } else {
+            self.primary_restart_since = None;
+            match cluster.leader_name() {
+                Some(_) if i_am_leader => self.leader_cycle(obs, cluster),
+                Some(leader) => self.follower_cycle(obs, cluster, leader),
+                None => self.no_leader_cycle(obs, cluster),
+            }
+        };
+        if !prelude.is_empty() {
+            prelude.append(&mut decision.actions);
+            decision.actions = prelude;
+        }
+        decision
+    }
+
+    fn empty_data_dir(
+        &self,
+        obs: &Observation<'_>,
+        cluster: &Cluster,
+        i_am_leader: bool,
+    ) -> Decision {
+        let s = obs.settings;
+        let mut actions = Vec::new();
+        if i_am_leader {
+            actions.push(Action::ReleaseLock);
+        }
+        if self.paused {
+            return Decision::act(
+                actions,
+                "data directory is empty; not creating it while paused",
+            );
+        }
+        match cluster.leader_name().filter(|l| *l != s.name) {
+            Some(leader) => {
+                let source = clone_source(cluster, &s.name, leader);
+                let reason = if source == leader {
+                    format!("bootstrapping from leader ({leader})")
+                } else {
+                    format!("bootstrapping from member {source} (tagged clonefrom), following leader ({leader})")
+                };
+                actions.push(Action::Clone {
+                    source,
+                    upstream: leader.to_string(),
+                });
+                Decision::act(actions, reason)
+            }
+            None => match cluster.initialize.as_deref() {
+                None if s.can_bootstrap && !s.nofailover => {
+                    actions.push(Action::Bootstrap);
+                    Decision::act(actions, "trying to bootstrap a new cluster")
+                }
+                None if s.nofailover => Decision::act(
+                    actions,
+                    "waiting for leader to bootstrap (tagged nofailover: never bootstraps)",
+                ),
+                None => Decision::act(
+                    actions,
+                    "waiting for leader to bootstrap (no bootstrap section in the configuration)",
+                ),
+                Some(_) => Decision::act(actions, "waiting for leader to bootstrap"),
+            },
+        }
+    }
+
+    fn postgres_not_running(
+        &mut self,
+        obs: &Observation<'_>,
+        cluster: &Cluster,
+        i_am_leader: bool,
+    ) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+        if self.paused {
+            if i_am_leader {
+                return Decision::act(
+                    vec![Action::ReleaseLock],
+                    "removed leader lock because postgres is not running",
+                );
+            }
+            return Decision::idle("postgres is not running");
+        }
+        if i_am_leader {
+            let since = *self.primary_restart_since.get_or_insert(obs.now);
+            let failover_target = failover_target(obs, cluster);
+            if let Some(target) = &failover_target {
+                if s.primary_start_timeout == 0 {
+                    self.primary_restart_since = None;
+                    return Decision::act(
+                        vec![
+                            Action::ReleaseLock,
+                            Action::StartPostgres(StartRole::Replica { upstream: None }),
+                        ],
+                        format!(
+                            "postgres crashed and primary_start_timeout is 0: releasing the leader lock for a failover ({target} is a healthy candidate)"
+                        ),
+                    );
+                }
+                if obs.now.saturating_sub(since) >= s.primary_start_timeout {
+                    self.primary_restart_since = None;
+                    return Decision::act(
+                        vec![
+                            Action::ReleaseLock,
+                            Action::StartPostgres(StartRole::Replica { upstream: None }),
+                        ],
+                        format!(
+                            "postgres did not come back within primary_start_timeout ({} ms): releasing the leader lock for a failover ({target} is a healthy candidate)",
+                            s.primary_start_timeout
+                        ),
+                    );
+                }
+            }
+            return Decision::act(
+                vec![Action::RenewLock, Action::StartPostgres(StartRole::Primary)],
+                "starting primary after failure: I hold the leader lock",
+            );
+        }
+        match cluster.leader_name() {
+            Some(leader) => {
+                let upstream = upstream_for(obs, cluster, leader);
+                match pg.diverged {
+                    Some(true) if s.use_pg_rewind => Decision::act(
+                        vec![Action::Rewind { source: leader.to_string() }],
+                        format!("my timeline diverged from leader ({leader}): running pg_rewind"),
+                    ),
+                    Some(true) if s.remove_data_directory_on_diverged_timelines => Decision::act(
+                        vec![Action::Reinitialize { source: clone_source(cluster, &s.name, leader) }],
+                        format!(
+                            "my timeline diverged from leader ({leader}) and pg_rewind is off: reinitializing (remove_data_directory_on_diverged_timelines)"
+                        ),
+                    ),
+                    Some(true) => Decision::idle(format!(
+                        "my timeline diverged from leader ({leader}); use_pg_rewind and remove_data_directory_on_diverged_timelines are off: staying stopped, intervention needed"
+                    )),
+                    _ => Decision::act(
+                        vec![Action::StartPostgres(StartRole::Replica { upstream: Some(upstream.clone()) })],
+                        format!("starting as a secondary following {upstream}"),
+                    ),
+                }
+            }
+            None => {
+                let ahead_of_cluster = cluster.optime().is_none_or(|o| o <= pg.wal_position)
+                    && pg.timeline >= cluster.timeline();
+                if pg.shutdown_as_primary && !s.nofailover && ahead_of_cluster {
+                    Decision::act(
+                        vec![Action::AcquireLock, Action::StartPostgres(StartRole::Primary)],
+                        "no leader: I was the primary at shutdown and nobody is ahead of me; taking the leader lock and starting as primary",
+                    )
+                } else {
+                    Decision::act(
+                        vec![Action::StartPostgres(StartRole::Replica { upstream: None })],
+                        "no leader: starting as a secondary to join the election",
+                    )
+                }
+            }
+        }
+    }
+
+    fn leader_cycle(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+        if self.paused && !pg.is_primary() && pg.queryable {
+            return Decision::act(
+                vec![Action::ReleaseLock],
+                "released the leader lock: postgres is not running as a primary",
+            );
+        }
+        if !pg.queryable {
+            return Decision::act(
+                vec![Action::RenewLock],
+                "updated leader lock; postgres is not accepting connections yet",
+            );
+        }
+        if pg.in_recovery {
+            return Decision::act(
+                vec![Action::RenewLock, Action::Promote],
+                "promoted self to leader because I had the session lock",
+            );
+        }
+        let mut actions = vec![Action::RenewLock, Action::PublishLeaderState];
+        if let Some(request) = cluster.failover.as_ref().filter(|f| f.value.is_present()) {
+            let f = &request.value;
+            let from_me = f.leader.as_deref().is_none_or(|l| l == s.name);
+            let to_other = f.member.as_deref() != Some(s.name.as_str());
+            if f.scheduled_at.is_some() {
+                // Scheduled requests are handled by the control layer's scheduler.
+            } else if from_me && to_other && !self.paused {
+                match failover_target_for(obs, cluster, f.member.as_deref()) {
+                    Some(target) => {
+                        actions.push(Action::Demote(DemoteMode::Graceful));
+                        return Decision::act(
+                            actions,
+                            format!("manual failover: demoting myself, {target} will take over"),
+                        );
+                    }
+                    None => {
+                        actions.push(Action::ClearFailover {
+                            index: request.index,
+                        });
+                        return Decision::act(
+                            actions,
+                            "manual failover: no healthy candidate found; request cleared",
+                        );
+                    }
+                }
+            } else if !from_me || !to_other {
+                actions.push(Action::ClearFailover {
+                    index: request.index,
+                });
+            }
+        }
+        Decision::act(
+            actions,
+            format!("no action. I am ({}), the leader with the lock", s.name),
+        )
+    }
+
+    fn follower_cycle(&self, obs: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+        if pg.is_primary() && !self.paused {
+            return Decision::act(
+                vec![Action::Demote(DemoteMode::ImmediateNoLock)],
+                format!("demoting self because I do not have the lock and I was a leader ({leader} holds it)"),
+            );
+        }
+        let upstream = upstream_for(obs, cluster, leader);
+        if self.paused || pg.following.as_deref() == Some(upstream.as_str()) || !pg.in_recovery {
+            return Decision::idle(format!(
+                "no action. I am ({}), a secondary, and following a leader ({leader})",
+                s.name
+            ));
+        }
+        Decision::act(
+            vec![Action::Follow {
+                upstream: upstream.clone(),
+            }],
+            format!("changing primary_conninfo to follow {upstream} (leader {leader})"),
+        )
+    }
+
+    fn no_leader_cycle(&self, obs: &Observation<'_>, cluster: &Cluster) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+        if !pg.queryable {
+            return Decision::idle("no leader; postgres is not accepting connections yet");
+        }
+        let manual_candidate = cluster.failover_request().and_then(|f| f.member.clone());
+        if self.paused {
+            if pg.is_primary() {
+                return Decision::act(
+                    vec![Action::AcquireLock, Action::PublishLeaderState],
+                    "acquired session lock as a leader (postgres is running as primary)",
+                );
+            }
+            if manual_candidate.as_deref() == Some(s.name.as_str()) {
+                return Decision::act(
+                    vec![Action::AcquireLock, Action::Promote],
+                    "promoted self to leader by acquiring session lock (manual failover while paused)",
+                );
+            }
+            return Decision::idle("no leader; no automatic failover while paused");
+        }
+        if pg.is_primary() && !s.nofailover {
+            return Decision::act(
+                vec![Action::AcquireLock, Action::PublishLeaderState],
+                "acquired session lock as a leader (postgres is running as primary)",
+            );
+        }
+        if let Some(candidate) = &manual_candidate {
+            if *candidate == s.name && !s.nofailover {
+                return Decision::act(
+                    vec![Action::AcquireLock, Action::Promote],
+                    "promoted self to leader by acquiring session lock (manual failover candidate)",
+                );
+            }
+            let candidate_alive = obs
+                .peers
+                .iter()
+                .any(|p| p.name == *candidate && p.reply.as_ref().is_some_and(|r| r.running));
+            if candidate_alive {
+                return Decision::idle(format!(
+                    "manual failover in progress: waiting for {candidate} to take over"
+                ));
+            }
+        }
+        match election::evaluate(obs) {
+            Candidate::Best { rivals } => {
+                let actions = if pg.is_primary() {
+                    vec![Action::AcquireLock, Action::PublishLeaderState]
+                } else {
+                    vec![Action::AcquireLock, Action::Promote]
+                };
+                Decision::act(
+                    actions,
+                    format!(
+                        "promoted self to leader by acquiring session lock: I am the healthiest of {} candidates (WAL position {})",
+                        rivals + 1,
+                        pg.wal_position
+                    ),
+                )
+            }
+            Candidate::Behind(why) | Candidate::Ineligible(why) => {
+                Decision::idle(format!("no leader, not racing: {why}"))
+            }
+        }
+    }
+}
+
+/// A running member tagged `clonefrom` (not us, not the leader) is preferred as basebackup
+/// source; otherwise the leader. Deterministic: the first by name.
+fn clone_source(cluster: &Cluster, me: &str, leader: &str) -> String {
+    cluster
+        .members
+        .values()
+        .find(|m| m.name != me && m.name != leader && m.data.clonefrom() && m.data.is_running())
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| leader.to_string())
+}
+
+/// The member we stream from: the `replicatefrom` member when it exists and runs, else the leader.
+fn upstream_for(obs: &Observation<'_>, cluster: &Cluster, leader: &str) -> String {
+    obs.settings
+        .replicatefrom
+        .as_deref()
+        .filter(|r| *r != obs.settings.name)
+        .filter(|r| cluster.members.get(*r).is_some_and(|m| m.data.is_running()))
+        .unwrap_or(leader)
+        .to_string()
+}
+
+/// A member that could take over from us (for crash-with-lock and primary_start_timeout).
+fn failover_target(obs: &Observation<'_>, cluster: &Cluster) -> Option<String> {
+    failover_target_for(obs, cluster, None)
+}
+
+/// Eligible targets from the DCS member view: running, not us, not nofailover, within
+/// `maximum_lag_on_failover`, and in `sync` when synchronous mode is on.
+fn failover_target_for(
+    obs: &Observation<'_>,
+    cluster: &Cluster,
+    wanted: Option<&str>,
+) -> Option<String> {
+    let s = obs.settings;
+    let optime = cluster.optime().unwrap_or(0).max(if obs.pg.is_primary() {
+        obs.pg.wal_position
+    } else {
+        0
+    });
+    let sync = cluster.sync_state().filter(|_| s.synchronous_mode);
+    cluster
+        .members
+        .values()
+        .filter(|m| m.name != s.name)
+        .filter(|m| wanted.is_none_or(|w| w == m.name))
+        .filter(|m| m.data.is_running() && !m.data.nofailover())
+        .filter(|m| {
+            m.data
+                .xlog_location
+                .is_some_and(|x| optime.saturating_sub(x) <= s.maximum_lag_on_failover)
+        })
+        .filter(|m| sync.is_none_or(|st| st.is_sync_standby(&m.name)))
+        .map(|m| m.name.clone())
+        .next()
+}

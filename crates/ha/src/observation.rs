@@ -1,0 +1,171 @@
+//! What the engine sees in one cycle.
+
+use pgherd_dcs::Cluster;
+
+/// Milliseconds on a monotonic clock chosen by the caller (the agent: since process start;
+/// the simulator: simulated time). Only differences matter.
+pub type Millis = u64;
+
+/// Static and dynamic settings the engine needs, already merged by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub name: String,
+    pub ttl: Millis,
+    pub loop_wait: Millis,
+    pub retry_timeout: Millis,
+    /// The leader stops being writable this long before its lease could expire.
+    pub fencing_margin: Millis,
+    pub maximum_lag_on_failover: u64,
+    /// `primary_start_timeout` (alias `master_start_timeout`); 0 = fail over at once.
+    pub primary_start_timeout: Millis,
+    pub check_timeline: bool,
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+    pub use_pg_rewind: bool,
+    pub remove_data_directory_on_rewind_failure: bool,
+    pub remove_data_directory_on_diverged_timelines: bool,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+    pub replicatefrom: Option<String>,
+    /// The local configuration has a `bootstrap` section (may initialize a new cluster).
+    pub can_bootstrap: bool,
+}
+
+impl Settings {
+    /// Test/simulation defaults for a member called `name`.
+    pub fn for_member(name: &str) -> Settings {
+        Settings {
+            name: name.to_string(),
+            ttl: 10_000,
+            loop_wait: 1_000,
+            retry_timeout: 3_000,
+            fencing_margin: 2_000,
+            maximum_lag_on_failover: 1_048_576,
+            primary_start_timeout: 300_000,
+            check_timeline: false,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+            use_pg_rewind: true,
+            remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
+            nofailover: false,
+            failover_priority: 1,
+            replicatefrom: None,
+            can_bootstrap: true,
+        }
+    }
+}
+
+/// The data directory as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty: this node must bootstrap or clone.
+    Empty,
+    Initialized {
+        sysid: String,
+    },
+    /// Present but unusable; never touched automatically.
+    Invalid(String),
+}
+
+/// Local PostgreSQL as observed this cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPg {
+    pub data_dir: DataDir,
+    /// The postmaster is alive.
+    pub running: bool,
+    /// It answered the state query (accepting connections).
+    pub queryable: bool,
+    pub in_recovery: bool,
+    /// Primary: current WAL LSN; replica: max(received, replayed).
+    pub wal_position: u64,
+    pub timeline: u64,
+    /// The member named in our `primary_conninfo`, if any (`Some("")`: standby without upstream).
+    pub following: Option<String>,
+    /// Stopped, and the last shutdown was a clean one as primary (`pg_controldata`: "shut down").
+    pub shutdown_as_primary: bool,
+    /// Stopped, with a leader present: our timeline diverged from the leader's (rewind needed).
+    /// `None` when unknown or not checked.
+    pub diverged: Option<bool>,
+}
+
+impl LocalPg {
+    pub fn stopped(data_dir: DataDir) -> LocalPg {
+        LocalPg {
+            data_dir,
+            running: false,
+            queryable: false,
+            in_recovery: false,
+            wal_position: 0,
+            timeline: 0,
+            following: None,
+            shutdown_as_primary: false,
+            diverged: None,
+        }
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.running && self.queryable && !self.in_recovery
+    }
+}
+
+/// A peer's `GET /patroni` answer (only gathered while the cluster has no leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProbe {
+    pub name: String,
+    /// `None`: unreachable or not answering within the probe timeout.
+    pub reply: Option<PeerReply>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReply {
+    pub running: bool,
+    pub is_primary: bool,
+    pub wal_position: Option<u64>,
+    pub timeline: Option<u64>,
+    pub nofailover: bool,
+    pub failover_priority: i64,
+}
+
+/// A long-running operation the agent is executing in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncAction {
+    Bootstrap,
+    Clone,
+    Start,
+    Stop,
+    Restart,
+    Promote,
+    Rewind,
+    Reinitialize,
+}
+
+impl AsyncAction {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AsyncAction::Bootstrap => "bootstrap",
+            AsyncAction::Clone => "replica creation",
+            AsyncAction::Start => "starting",
+            AsyncAction::Stop => "stopping",
+            AsyncAction::Restart => "restart",
+            AsyncAction::Promote => "promote",
+            AsyncAction::Rewind => "rewind",
+            AsyncAction::Reinitialize => "reinitialize",
+        }
+    }
+}
+
+/// Everything the engine may look at in one cycle.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    pub now: Millis,
+    pub settings: &'a Settings,
+    /// `None`: the DCS could not be read within `retry_timeout`.
+    pub cluster: Option<&'a Cluster>,
+    pub pg: &'a LocalPg,
+    /// Probes of the other members; empty unless the cluster has no leader.
+    pub peers: &'a [PeerProbe],
+    pub in_progress: Option<AsyncAction>,
+    /// Last time (sent-at, conservative) our leader lease was confirmed by the DCS.
+    pub lock_confirmed_at: Option<Millis>,
+}

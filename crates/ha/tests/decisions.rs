@@ -1,0 +1,368 @@
+//! Decisions as data: each scenario asserts the actions and the reason sentence.
+
+use pgherd_dcs::{Cluster, MemberData, Role};
+use pgherd_ha::{
+    Action, DataDir, DemoteMode, Engine, LocalPg, Observation, PeerProbe, PeerReply, Settings,
+    StartRole,
+};
+
+const SYSID: &str = "7711336143377005909";
+
+fn member(name: &str, role: Role, xlog: u64) -> (String, String) {
+    let data = MemberData {
+        conn_url: format!("postgres://127.0.0.1:5432/{name}"),
+        api_url: format!("http://127.0.0.1:8008/{name}"),
+        state: "running".into(),
+        role: Some(role),
+        version: "3.0.2".into(),
+        xlog_location: Some(xlog),
+        timeline: Some(1),
+        ..MemberData::default()
+    };
+    (format!("members/{name}"), data.to_json())
+}
+
+fn cluster(leader: Option<&str>, extra: &[(&str, &str)]) -> Cluster {
+    let mut rows: Vec<(String, String)> = vec![
+        ("initialize".into(), SYSID.into()),
+        ("config".into(), r#"{"ttl":10}"#.into()),
+        ("status".into(), r#"{"optime":1000}"#.into()),
+        member("n1", Role::Primary, 1000),
+        member("n2", Role::Replica, 1000),
+        member("n3", Role::Replica, 900),
+    ];
+    if let Some(l) = leader {
+        rows.push(("leader".into(), l.into()));
+    }
+    for (k, v) in extra {
+        rows.push((k.to_string(), v.to_string()));
+    }
+    Cluster::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_str(), 1, 0)), 1)
+}
+
+fn replica(wal: u64, following: &str) -> LocalPg {
+    LocalPg {
+        data_dir: DataDir::Initialized {
+            sysid: SYSID.into(),
+        },
+        running: true,
+        queryable: true,
+        in_recovery: true,
+        wal_position: wal,
+        timeline: 1,
+        following: Some(following.into()),
+        shutdown_as_primary: false,
+        diverged: None,
+    }
+}
+
+fn primary(wal: u64) -> LocalPg {
+    LocalPg {
+        in_recovery: false,
+        following: None,
+        ..replica(wal, "")
+    }
+}
+
+fn peer(name: &str, wal: u64, is_primary: bool) -> PeerProbe {
+    PeerProbe {
+        name: name.into(),
+        reply: Some(PeerReply {
+            running: true,
+            is_primary,
+            wal_position: Some(wal),
+            timeline: Some(1),
+            nofailover: false,
+            failover_priority: 1,
+        }),
+    }
+}
+
+fn obs<'a>(
+    s: &'a Settings,
+    c: Option<&'a Cluster>,
+    pg: &'a LocalPg,
+    peers: &'a [PeerProbe],
+) -> Observation<'a> {
+    Observation {
+        now: 100_000,
+        settings: s,
+        cluster: c,
+        pg,
+        peers,
+        in_progress: None,
+        lock_confirmed_at: None,
+    }
+}
+
+#[test]
+fn empty_cluster_bootstraps() {
+    let s = Settings::for_member("n1");
+    let c = Cluster::default();
+    let pg = LocalPg::stopped(DataDir::Empty);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(d.actions, vec![Action::Bootstrap]);
+    assert_eq!(d.reason, "trying to bootstrap a new cluster");
+}
+
+#[test]
+fn empty_node_clones_from_leader() {
+    let s = Settings::for_member("n4");
+    let c = cluster(Some("n1"), &[]);
+    let pg = LocalPg::stopped(DataDir::Empty);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::Clone {
+            source: "n1".into(),
+            upstream: "n1".into()
+        }]
+    );
+    assert_eq!(d.reason, "bootstrapping from leader (n1)");
+}
+
+#[test]
+fn bootstrap_in_progress_waits() {
+    let s = Settings::for_member("n2");
+    let c = Cluster {
+        initialize: Some(String::new()),
+        ..Cluster::default()
+    };
+    let pg = LocalPg::stopped(DataDir::Empty);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.reason, "waiting for leader to bootstrap");
+}
+
+#[test]
+fn leader_renews_and_publishes() {
+    let s = Settings::for_member("n1");
+    let c = cluster(Some("n1"), &[]);
+    let pg = primary(1000);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::RenewLock, Action::PublishLeaderState]
+    );
+    assert_eq!(d.reason, "no action. I am (n1), the leader with the lock");
+}
+
+#[test]
+fn replica_follows_leader() {
+    let s = Settings::for_member("n2");
+    let c = cluster(Some("n1"), &[]);
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.reason,
+        "no action. I am (n2), a secondary, and following a leader (n1)"
+    );
+    let pg = replica(1000, "n3");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::Follow {
+            upstream: "n1".into()
+        }]
+    );
+}
+
+#[test]
+fn primary_without_lock_demotes() {
+    let s = Settings::for_member("n2");
+    let c = cluster(Some("n1"), &[]);
+    let pg = primary(1000);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
+}
+
+#[test]
+fn healthiest_replica_promotes_and_ties_break_by_name() {
+    let c = cluster(None, &[]);
+    let s2 = Settings::for_member("n2");
+    let s3 = Settings::for_member("n3");
+    let pg = replica(1000, "n1");
+    let peers = [peer("n3", 1000, false), peer("n1", 0, false)];
+    let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers[..1]));
+    assert_eq!(d.actions, vec![Action::AcquireLock, Action::Promote]);
+    assert!(
+        d.reason
+            .starts_with("promoted self to leader by acquiring session lock"),
+        "{}",
+        d.reason
+    );
+    let peers3 = [peer("n2", 1000, false)];
+    let d = Engine::new().step(&obs(&s3, Some(&c), &pg, &peers3));
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.reason,
+        "no leader, not racing: n2 has the same WAL position and wins the tie"
+    );
+}
+
+#[test]
+fn replica_behind_does_not_race() {
+    let c = cluster(None, &[]);
+    let s = Settings::for_member("n3");
+    let pg = replica(900, "n1");
+    let peers = [peer("n2", 1000, false)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("is ahead of mine"), "{}", d.reason);
+}
+
+#[test]
+fn replica_too_far_behind_is_ineligible_even_alone() {
+    let c = cluster(None, &[("status", r#"{"optime":50000000}"#)]);
+    let s = Settings::for_member("n3");
+    let pg = replica(900, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("maximum_lag_on_failover"), "{}", d.reason);
+}
+
+#[test]
+fn live_primary_blocks_election() {
+    let c = cluster(None, &[]);
+    let s = Settings::for_member("n2");
+    let pg = replica(1000, "n1");
+    let peers = [peer("n1", 1000, true)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.reason,
+        "no leader, not racing: primary (n1) is still alive"
+    );
+}
+
+#[test]
+fn nofailover_never_races() {
+    let c = cluster(None, &[]);
+    let mut s = Settings::for_member("n2");
+    s.nofailover = true;
+    let pg = replica(5000, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.reason, "no leader, not racing: tagged nofailover");
+}
+
+#[test]
+fn dcs_loss_demotes_primary() {
+    let s = Settings::for_member("n1");
+    let pg = primary(1000);
+    let d = Engine::new().step(&obs(&s, None, &pg, &[]));
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::Offline)]);
+}
+
+#[test]
+fn stale_lease_fences_primary_before_expiry() {
+    let s = Settings::for_member("n1");
+    let c = cluster(Some("n1"), &[]);
+    let pg = primary(1000);
+    let mut o = obs(&s, Some(&c), &pg, &[]);
+    o.lock_confirmed_at = Some(o.now - (s.ttl - s.fencing_margin));
+    let d = Engine::new().step(&o);
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
+    o.lock_confirmed_at = Some(o.now - s.loop_wait);
+    let d = Engine::new().step(&o);
+    assert_eq!(
+        d.actions,
+        vec![Action::RenewLock, Action::PublishLeaderState]
+    );
+}
+
+#[test]
+fn sysid_mismatch_is_fatal_and_deletes_nothing() {
+    let s = Settings::for_member("n2");
+    let c = cluster(Some("n1"), &[]);
+    let mut pg = replica(1000, "n1");
+    pg.data_dir = DataDir::Initialized {
+        sysid: "1111111111111111111".into(),
+    };
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(matches!(d.actions.as_slice(), [Action::Fatal { .. }]));
+    assert!(d.reason.contains("belongs to another cluster"));
+}
+
+#[test]
+fn crashed_primary_restarts_in_place_or_fails_over() {
+    let c = cluster(Some("n1"), &[]);
+    let mut s = Settings::for_member("n1");
+    let mut pg = primary(1000);
+    pg.running = false;
+    pg.queryable = false;
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::RenewLock, Action::StartPostgres(StartRole::Primary)]
+    );
+    s.primary_start_timeout = 0;
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::ReleaseLock,
+            Action::StartPostgres(StartRole::Replica { upstream: None })
+        ]
+    );
+    assert!(
+        d.reason.contains("primary_start_timeout is 0"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn former_primary_with_diverged_timeline_rewinds() {
+    let c = cluster(Some("n2"), &[]);
+    let s = Settings::for_member("n1");
+    let mut pg = LocalPg::stopped(DataDir::Initialized {
+        sysid: SYSID.into(),
+    });
+    pg.diverged = Some(true);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::Rewind {
+            source: "n2".into()
+        }]
+    );
+    let mut s = s;
+    s.use_pg_rewind = false;
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("staying stopped"));
+}
+
+#[test]
+fn paused_cluster_takes_no_automatic_action() {
+    let c = cluster(None, &[("config", r#"{"pause":true}"#)]);
+    let s = Settings::for_member("n2");
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert_eq!(
+        d.reason,
+        "PAUSE: no leader; no automatic failover while paused"
+    );
+}
+
+#[test]
+fn switchover_request_demotes_leader_gracefully() {
+    let c = cluster(
+        Some("n1"),
+        &[("failover", r#"{"leader":"n1","member":"n2"}"#)],
+    );
+    let s = Settings::for_member("n1");
+    let pg = primary(1000);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::RenewLock,
+            Action::PublishLeaderState,
+            Action::Demote(DemoteMode::Graceful)
+        ]
+    );
+}
