@@ -1,1 +1,4 @@
-//! Operator commands (patronictl-compatible): list, topology, ...
+//! Operator commands, patronictl-compatible: thin clients of the DCS and the REST API.
+
+pub mod list;
+pub mod table;

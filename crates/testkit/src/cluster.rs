@@ -1,0 +1,446 @@
+//! A whole pgherd cluster on loopback: one etcd and N agents started as `pgherd agent`
+//! processes, each with its own Patroni-style YAML file, data directory and ports.
+//! Everything started here is stopped by PID when the harness is dropped.
+
+use crate::etcd::EtcdServer;
+use crate::ports::free_ports;
+use crate::wait::poll;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SUPERUSER_PASSWORD: &str = "pgherd-secret";
+
+/// How to build the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub scope: String,
+    pub members: usize,
+    pub ttl: u64,
+    pub loop_wait: u64,
+    pub retry_timeout: u64,
+    /// Extra YAML lines placed under `bootstrap.dcs` (indented by the caller to 4 spaces).
+    pub extra_dcs: String,
+    /// Extra YAML lines placed under `postgresql.parameters` of every member (6 spaces).
+    pub extra_parameters: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            scope: "it".into(),
+            members: 3,
+            ttl: 10,
+            loop_wait: 1,
+            retry_timeout: 3,
+            extra_dcs: String::new(),
+            extra_parameters: String::new(),
+        }
+    }
+}
+
+/// One member: its configuration, ports and agent process.
+pub struct Member {
+    pub name: String,
+    pub pg_port: u16,
+    pub api_port: u16,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    agent: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub options: ClusterOptions,
+    pub etcd: EtcdServer,
+    pub members: Vec<Member>,
+    pub root: PathBuf,
+    pgherd: PathBuf,
+    /// Removed on drop unless `PGHERD_KEEP_TEST_DIRS` is set (for post-mortems).
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// Creates the directories and configuration files and starts etcd (not the agents).
+    pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<TestCluster> {
+        let tempdir = tempfile::Builder::new().prefix("pgherd-").tempdir_in("/tmp")?;
+        let root = tempdir.path().to_path_buf();
+        // PostgreSQL runs as an unprivileged user when we are root: it must reach the tree.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
+        let etcd = EtcdServer::start(&root.join("etcd"))?;
+        let mut members = Vec::new();
+        for i in 0..options.members {
+            let ports = free_ports(2)?;
+            let name = format!("node{}", i + 1);
+            let dir = root.join(&name);
+            fs::create_dir_all(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
+            let member = Member {
+                config: dir.join(format!("{name}.yml")),
+                data_dir: dir.join("data"),
+                log: dir.join("agent.log"),
+                name,
+                pg_port: ports[0],
+                api_port: ports[1],
+                dir,
+                agent: None,
+            };
+            fs::write(&member.config, member_yaml(&options, &member, &etcd.client_url()))?;
+            members.push(member);
+        }
+        let keep = std::env::var_os("PGHERD_KEEP_TEST_DIRS").is_some();
+        let tempdir = if keep {
+            let _ = tempdir.keep();
+            None
+        } else {
+            Some(tempdir)
+        };
+        Ok(TestCluster { options, etcd, members, root, pgherd: pgherd.to_path_buf(), _tempdir: tempdir })
+    }
+
+    /// Starts every agent.
+    pub fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.members.len() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        let pgherd = self.pgherd.clone();
+        let m = &mut self.members[i];
+        if m.agent.is_some() {
+            bail!("agent {} already running", m.name);
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
+        let child = Command::new(&pgherd)
+            .arg("agent")
+            .arg(&m.config)
+            .env("RUST_LOG", "info,pgherd=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", pgherd.display()))?;
+        m.agent = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM to the agent (which stops its PostgreSQL), waiting up to `timeout`.
+    pub fn stop(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let m = &mut self.members[i];
+        if let Some(mut child) = m.agent.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + timeout;
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("agent {} did not stop within {timeout:?} after SIGTERM", m.name);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL to the agent only (PostgreSQL keeps running).
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
+        if let Some(mut child) = self.members[i].agent.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn agent_pid(&self, i: usize) -> Option<i32> {
+        self.members[i].agent.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// The postmaster's PID from `postmaster.pid`, if that process is alive.
+    pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
+        let text = fs::read_to_string(self.members[i].data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        kill(Pid::from_raw(pid), None).ok().map(|_| pid)
+    }
+
+    /// The postmaster and every process it forked (backends, walsender, ...).
+    pub fn postgres_pids(&self, i: usize) -> Vec<i32> {
+        let Some(pm) = self.postmaster_pid(i) else { return Vec::new() };
+        let mut pids = vec![pm];
+        if let Ok(entries) = fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+                // Field 4 (after the parenthesised command) is the parent PID.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<i32>().ok());
+                if ppid == Some(pm) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// SIGKILL to the postmaster only.
+    pub fn kill_postmaster(&self, i: usize) -> Result<i32> {
+        let pid = self.postmaster_pid(i).context("postmaster is not running")?;
+        kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+        Ok(pid)
+    }
+
+    /// Sends `signal` to the agent and to every PostgreSQL process of member `i`
+    /// (SIGSTOP/SIGCONT: a frozen node; SIGKILL: a crashed node).
+    pub fn signal_node(&mut self, i: usize, signal: Signal) -> Result<()> {
+        let pg = self.postgres_pids(i);
+        if let Some(pid) = self.agent_pid(i) {
+            kill(Pid::from_raw(pid), signal)?;
+        }
+        for pid in pg {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+        if signal == Signal::SIGKILL {
+            if let Some(mut child) = self.members[i].agent.take() {
+                let _ = child.wait();
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET` on member `i`'s REST API: (status, body).
+    pub fn api(&self, i: usize, method: &str, path: &str) -> Result<(u16, String)> {
+        http_request(self.members[i].api_port, method, path, None)
+    }
+
+    /// Runs SQL with psql as the superuser over TCP; returns trimmed unaligned output.
+    pub fn sql(&self, i: usize, sql: &str) -> Result<String> {
+        psql(self.members[i].pg_port, sql)
+    }
+
+    /// Index of the member whose REST API says it is the leader (GET /leader = 200).
+    pub fn leader_index(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.members.len())
+            .filter(|&i| matches!(self.api(i, "GET", "/leader"), Ok((200, _))))
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Waits until exactly one leader and `replicas` streaming replicas, returns the leader.
+    pub fn wait_healthy(&self, replicas: usize, timeout: Duration) -> Result<usize> {
+        poll("one leader with streaming replicas", timeout, Duration::from_millis(250), || {
+            let leader = self.leader_index()?;
+            let out = self
+                .sql(leader, "select count(*) from pg_stat_replication where state = 'streaming'")
+                .ok()?;
+            (out.trim().parse::<usize>().ok()? >= replicas).then_some(leader)
+        })
+    }
+
+    /// Runs `pgherd <args> -c <member i config>` and returns stdout.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.pgherd)
+            .args(args)
+            .arg("-c")
+            .arg(&self.members[i].config)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pgherd {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The last lines of member `i`'s agent log (for failure messages).
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let text = fs::read_to_string(&self.members[i].log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Stops every agent (SIGTERM, then SIGKILL) and any PostgreSQL left behind.
+    pub fn shutdown(&mut self) {
+        for i in 0..self.members.len() {
+            if let Some(pid) = self.agent_pid(i) {
+                // A stopped (SIGSTOP) agent cannot handle SIGTERM.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+            }
+            let _ = self.stop(i, Duration::from_secs(30));
+        }
+        for i in 0..self.members.len() {
+            for pid in self.postgres_pids(i) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+            }
+            if let Some(pid) = self.postmaster_pid(i) {
+                // SIGQUIT = immediate shutdown; then make sure it is gone.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+                let gone = poll("postmaster exit", Duration::from_secs(10), Duration::from_millis(50), || {
+                    kill(Pid::from_raw(pid), None).is_err().then_some(())
+                });
+                if gone.is_err() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
+    let etcd_host = etcd_url.trim_start_matches("http://");
+    let dir = m.dir.display();
+    format!(
+        r#"scope: {scope}
+namespace: /service/
+name: {name}
+
+restapi:
+  listen: 127.0.0.1:{api}
+  connect_address: 127.0.0.1:{api}
+
+etcd3:
+  hosts: {etcd_host}
+
+bootstrap:
+  dcs:
+    ttl: {ttl}
+    loop_wait: {loop_wait}
+    retry_timeout: {retry_timeout}
+    maximum_lag_on_failover: 1048576
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_log_hints: "on"
+        max_connections: 50
+{extra_dcs}
+  initdb:
+  - encoding: UTF8
+  - data-checksums
+  pg_hba:
+  - host replication replicator 127.0.0.1/32 md5
+  - host all all 127.0.0.1/32 md5
+  users:
+    admin:
+      password: admin-pass
+      options:
+        - createrole
+        - createdb
+
+postgresql:
+  listen: 127.0.0.1:{pg}
+  connect_address: 127.0.0.1:{pg}
+  data_dir: {dir}/data
+  pgpass: {dir}/pgpass
+  authentication:
+    replication:
+      username: replicator
+      password: rep-pass
+    superuser:
+      username: postgres
+      password: {su}
+    rewind:
+      username: rewind_user
+      password: rewind-pass
+  parameters:
+    unix_socket_directories: '{dir}'
+    shared_buffers: 16MB
+    fsync: 'off'
+{extra_parameters}
+tags:
+  nofailover: false
+  noloadbalance: false
+  clonefrom: false
+  nosync: false
+"#,
+        scope = o.scope,
+        name = m.name,
+        api = m.api_port,
+        pg = m.pg_port,
+        ttl = o.ttl,
+        loop_wait = o.loop_wait,
+        retry_timeout = o.retry_timeout,
+        extra_dcs = o.extra_dcs,
+        extra_parameters = o.extra_parameters,
+        su = SUPERUSER_PASSWORD,
+    )
+}
+
+/// A minimal HTTP/1.1 client for the REST API (no TLS), with short timeouts.
+pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("malformed HTTP response: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, decode_chunked(&body)))
+}
+
+/// Undoes `Transfer-Encoding: chunked` when present (best effort, test use only).
+fn decode_chunked(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size_line, after)) = rest.split_once("\r\n") else { return body.to_string() };
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else { return body.to_string() };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_string();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// Runs SQL through `psql` against 127.0.0.1:`port` as the superuser.
+pub fn psql(port: u16, sql: &str) -> Result<String> {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(sql)
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()?;
+    if !out.status.success() {
+        bail!("psql on port {port}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
