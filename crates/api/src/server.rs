@@ -1,0 +1,152 @@
+//! The HTTP server: one dispatch function over [`crate::routing::resolve`], and the GET
+//! handlers.
+
+use crate::cluster_view::{config_json, history_json, ClusterJson};
+use crate::error::{EndpointError, ServeError};
+use crate::health::{self, HealthQuery};
+use crate::json::{error_response, json_response, status_only, with_content_type};
+use crate::metrics;
+use crate::routing::{resolve, GetEndpoint, Route};
+use crate::snapshot::NodeSnapshot;
+use crate::status::StatusBody;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use pgherd_dcs::Dcs;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// What the handlers need. Management endpoints will add a command channel to the agent here.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The agent's latest state; health checks read only this.
+    pub snapshot: watch::Receiver<Arc<NodeSnapshot>>,
+    /// For the endpoints that report the whole cluster (`/cluster`, `/history`, `/config`),
+    /// which read the DCS afresh on each request.
+    pub dcs: Arc<dyn Dcs>,
+}
+
+/// All routes. Routing is ours (Patroni-style first-segment and substring matching), so axum
+/// only sees a fallback.
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new().fallback(dispatch).with_state(ctx)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve<F>(listener: TcpListener, ctx: ApiContext, shutdown: F) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().ok();
+    tracing::info!(listen = ?addr, "REST API listening");
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|err| ServeError::io(addr, err))
+}
+
+async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Response {
+    let started = std::time::Instant::now();
+    let path = uri.path();
+    let mut response = match resolve(&method, path) {
+        Route::Get(endpoint) => get(&ctx, endpoint).await,
+        Route::Health(check) => {
+            // Clone the Arc so the watch channel's lock is not held while we build the answer.
+            let snap = Arc::clone(&ctx.snapshot.borrow());
+            let now = Instant::now();
+            let body = StatusBody::build(&snap, now);
+            let code = health::evaluate(check, &HealthQuery::parse(uri.query()), &body, &snap, now);
+            if method == Method::GET {
+                json_response(code, &body)
+            } else {
+                // HAProxy reads only the status line of HEAD/OPTIONS checks.
+                status_only(code)
+            }
+        }
+        Route::NotImplemented => error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("{method} {path} is not implemented yet"),
+            None,
+        ),
+        Route::UnsupportedMethod => error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("Unsupported method ('{method}')"),
+            None,
+        ),
+        Route::NotFound => error_response(StatusCode::NOT_FOUND, "not found", Some(path)),
+    };
+    if method == Method::HEAD {
+        *response.body_mut() = Body::empty();
+    }
+    tracing::debug!(
+        %method,
+        %uri,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "REST API request"
+    );
+    response
+}
+
+async fn get(ctx: &ApiContext, endpoint: GetEndpoint) -> Response {
+    let snap = Arc::clone(&ctx.snapshot.borrow());
+    let now = Instant::now();
+    let result = match endpoint {
+        GetEndpoint::Patroni => Ok(json_response(
+            StatusCode::OK,
+            &StatusBody::build(&snap, now),
+        )),
+        GetEndpoint::Metrics => Ok(with_content_type(
+            StatusCode::OK,
+            Body::from(metrics::render(&StatusBody::build(&snap, now), &snap)),
+            METRICS_CONTENT_TYPE,
+        )),
+        GetEndpoint::Liveness => Ok(status_only(health::liveness(&snap, now))),
+        GetEndpoint::Readiness => Ok(status_only(health::readiness(&snap, now))),
+        GetEndpoint::Failsafe => failsafe(&snap),
+        GetEndpoint::Cluster => read_cluster(ctx)
+            .await
+            .map(|c| json_response(StatusCode::OK, &ClusterJson::build(&c))),
+        GetEndpoint::History => read_cluster(ctx)
+            .await
+            .map(|c| json_response(StatusCode::OK, &history_json(&c))),
+        GetEndpoint::Config => read_cluster(ctx).await.and_then(|c| {
+            config_json(&c)
+                .map(|config| json_response(StatusCode::OK, &config))
+                .ok_or(EndpointError::NoConfig)
+        }),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A fresh read: after `PATCH /config` or a switchover the caller expects to see the change,
+/// and these endpoints are far too rare to need the cached view.
+async fn read_cluster(ctx: &ApiContext) -> Result<pgherd_dcs::Cluster, EndpointError> {
+    ctx.dcs.get_cluster().await.map_err(|err| {
+        tracing::warn!(error = %err, "REST API: DCS read failed");
+        EndpointError::Dcs(err)
+    })
+}
+
+/// `GET /failsafe`: the `failsafe` key as of the last DCS read (however old, like Patroni's
+/// `dcs.failsafe`), if it is an object.
+fn failsafe(snap: &NodeSnapshot) -> Result<Response, EndpointError> {
+    let raw = snap
+        .cluster
+        .as_ref()
+        .and_then(|view| view.cluster.other.get("failsafe"))
+        .ok_or(EndpointError::NoFailsafe)?;
+    match serde_json::from_str::<Value>(raw) {
+        Ok(value @ Value::Object(_)) => Ok(json_response(StatusCode::OK, &value)),
+        _ => Err(EndpointError::NoFailsafe),
+    }
+}
