@@ -84,6 +84,8 @@ pub trait Dcs: Send + Sync {
     async fn release_lease(&self) -> Result<(), DcsError>;
 
     /// A receiver that ticks whenever something under `<base>/` changes (leader key, failover,
-    /// config, status, members). Wakes the HA loop early; the value is a change counter.
+    /// config, status, members). Wakes the HA loop early; the value is a change counter (one
+    /// per changed key, our own writes included). The etcd backend starts its watch on the
+    /// first call, which must be made inside a tokio runtime.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 }
