@@ -284,7 +284,7 @@ mod tests {
                 r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"{role}","version":"3.0.2","timeline":2{xl}}}"#
             )
         };
-        let rows = vec![
+        let rows = [
             ("initialize".to_string(), "7711336143377005909".to_string()),
             ("leader".into(), "node1".into()),
             ("status".into(), r#"{"optime":4194304}"#.into()),

@@ -89,7 +89,7 @@ fn embed_title(border: &str, title: &str) -> String {
     if used < total {
         out.extend(border.chars().skip(used));
     } else {
-        out.push_str("+");
+        out.push('+');
     }
     out
 }

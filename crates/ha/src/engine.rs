@@ -257,7 +257,9 @@ impl Engine {
             None => {
                 let ahead_of_cluster = cluster.optime().is_none_or(|o| o <= pg.wal_position)
                     && pg.timeline >= cluster.timeline();
-                if pg.shutdown_as_primary && !s.nofailover && ahead_of_cluster {
+                // During a switchover the demoted primary must not take the lock back.
+                let switchover = cluster.failover_request().is_some();
+                if pg.shutdown_as_primary && !s.nofailover && ahead_of_cluster && !switchover {
                     Decision::act(
                         vec![Action::AcquireLock, Action::StartPostgres(StartRole::Primary)],
                         "no leader: I was the primary at shutdown and nobody is ahead of me; taking the leader lock and starting as primary",

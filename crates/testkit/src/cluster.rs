@@ -71,7 +71,9 @@ pub struct TestCluster {
 impl TestCluster {
     /// Creates the directories and configuration files and starts etcd (not the agents).
     pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<TestCluster> {
-        let tempdir = tempfile::Builder::new().prefix("pgherd-").tempdir_in("/tmp")?;
+        let tempdir = tempfile::Builder::new()
+            .prefix("pgherd-")
+            .tempdir_in("/tmp")?;
         let root = tempdir.path().to_path_buf();
         // PostgreSQL runs as an unprivileged user when we are root: it must reach the tree.
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
@@ -93,7 +95,10 @@ impl TestCluster {
                 dir,
                 agent: None,
             };
-            fs::write(&member.config, member_yaml(&options, &member, &etcd.client_url()))?;
+            fs::write(
+                &member.config,
+                member_yaml(&options, &member, &etcd.client_url()),
+            )?;
             members.push(member);
         }
         let keep = std::env::var_os("PGHERD_KEEP_TEST_DIRS").is_some();
@@ -103,7 +108,14 @@ impl TestCluster {
         } else {
             Some(tempdir)
         };
-        Ok(TestCluster { options, etcd, members, root, pgherd: pgherd.to_path_buf(), _tempdir: tempdir })
+        Ok(TestCluster {
+            options,
+            etcd,
+            members,
+            root,
+            pgherd: pgherd.to_path_buf(),
+            _tempdir: tempdir,
+        })
     }
 
     /// Starts every agent.
@@ -120,7 +132,10 @@ impl TestCluster {
         if m.agent.is_some() {
             bail!("agent {} already running", m.name);
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(&m.log)?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)?;
         let child = Command::new(&pgherd)
             .arg("agent")
             .arg(&m.config)
@@ -147,7 +162,10 @@ impl TestCluster {
                 if Instant::now() >= deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!("agent {} did not stop within {timeout:?} after SIGTERM", m.name);
+                    bail!(
+                        "agent {} did not stop within {timeout:?} after SIGTERM",
+                        m.name
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -177,12 +195,18 @@ impl TestCluster {
 
     /// The postmaster and every process it forked (backends, walsender, ...).
     pub fn postgres_pids(&self, i: usize) -> Vec<i32> {
-        let Some(pm) = self.postmaster_pid(i) else { return Vec::new() };
+        let Some(pm) = self.postmaster_pid(i) else {
+            return Vec::new();
+        };
         let mut pids = vec![pm];
         if let Ok(entries) = fs::read_dir("/proc") {
             for e in entries.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                    continue;
+                };
                 // Field 4 (after the parenthesised command) is the parent PID.
                 let ppid = stat
                     .rsplit_once(')')
@@ -198,7 +222,9 @@ impl TestCluster {
 
     /// SIGKILL to the postmaster only.
     pub fn kill_postmaster(&self, i: usize) -> Result<i32> {
-        let pid = self.postmaster_pid(i).context("postmaster is not running")?;
+        let pid = self
+            .postmaster_pid(i)
+            .context("postmaster is not running")?;
         kill(Pid::from_raw(pid), Signal::SIGKILL)?;
         Ok(pid)
     }
@@ -241,13 +267,25 @@ impl TestCluster {
 
     /// Waits until exactly one leader and `replicas` streaming replicas, returns the leader.
     pub fn wait_healthy(&self, replicas: usize, timeout: Duration) -> Result<usize> {
-        poll("one leader with streaming replicas", timeout, Duration::from_millis(250), || {
-            let leader = self.leader_index()?;
-            let out = self
-                .sql(leader, "select count(*) from pg_stat_replication where state = 'streaming'")
-                .ok()?;
-            (out.trim().parse::<usize>().ok()? >= replicas).then_some(leader)
-        })
+        let names: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("'{}'", m.name))
+            .collect();
+        let query = format!(
+            "select count(*) from pg_stat_replication where state = 'streaming' and application_name in ({})",
+            names.join(",")
+        );
+        poll(
+            "one leader with streaming replicas",
+            timeout,
+            Duration::from_millis(250),
+            || {
+                let leader = self.leader_index()?;
+                let out = self.sql(leader, &query).ok()?;
+                (out.trim().parse::<usize>().ok()? >= replicas).then_some(leader)
+            },
+        )
     }
 
     /// Runs `pgherd <args> -c <member i config>` and returns stdout.
@@ -290,9 +328,12 @@ impl TestCluster {
             if let Some(pid) = self.postmaster_pid(i) {
                 // SIGQUIT = immediate shutdown; then make sure it is gone.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
-                let gone = poll("postmaster exit", Duration::from_secs(10), Duration::from_millis(50), || {
-                    kill(Pid::from_raw(pid), None).is_err().then_some(())
-                });
+                let gone = poll(
+                    "postmaster exit",
+                    Duration::from_secs(10),
+                    Duration::from_millis(50),
+                    || kill(Pid::from_raw(pid), None).is_err().then_some(()),
+                );
                 if gone.is_err() {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
@@ -388,7 +429,12 @@ tags:
 }
 
 /// A minimal HTTP/1.1 client for the REST API (no TLS), with short timeouts.
-pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -406,7 +452,10 @@ pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("malformed HTTP response: {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, decode_chunked(&body)))
 }
 
@@ -415,8 +464,12 @@ fn decode_chunked(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     loop {
-        let Some((size_line, after)) = rest.split_once("\r\n") else { return body.to_string() };
-        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else { return body.to_string() };
+        let Some((size_line, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
+            return body.to_string();
+        };
         if size == 0 {
             return out;
         }
@@ -431,7 +484,19 @@ fn decode_chunked(body: &str) -> String {
 /// Runs SQL through `psql` against 127.0.0.1:`port` as the superuser.
 pub fn psql(port: u16, sql: &str) -> Result<String> {
     let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
         .arg("-p")
         .arg(port.to_string())
         .arg("-c")
@@ -440,7 +505,10 @@ pub fn psql(port: u16, sql: &str) -> Result<String> {
         .env("PGCONNECT_TIMEOUT", "3")
         .output()?;
     if !out.status.success() {
-        bail!("psql on port {port}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "psql on port {port}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -1,1 +1,7 @@
-//! Test and demo harness: temporary etcd and pgherd agents on loopback
+//! Test and demo harness: a temporary etcd and pgherd agents on loopback, started and
+//! stopped by PID. Used by the integration tests, the benchmarks and `pgherd demo`.
+
+pub mod cluster;
+pub mod etcd;
+pub mod ports;
+pub mod wait;

@@ -1,0 +1,224 @@
+//! Carrying out the engine's actions, in order. A failed action (error, or a lock operation
+//! answering "no") skips the rest; the next cycle decides again on fresh facts.
+
+use crate::agent::Agent;
+use crate::tasks::RunningTask;
+use anyhow::{anyhow, Context, Result};
+use pgherd_dcs::{Cluster, Role};
+use pgherd_ha::{Action, AsyncAction, Decision, DemoteMode, LocalPg, StartRole};
+use pgherd_postgres::{CallbackAction, StopMode};
+use std::future::Future;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+pub async fn run(
+    a: &mut Agent,
+    decision: &Decision,
+    cluster: Option<&Arc<Cluster>>,
+    local: &LocalPg,
+) -> Result<()> {
+    for action in &decision.actions {
+        match one(a, action, cluster, local).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                if let Action::Fatal { .. } = action {
+                    return Err(e);
+                }
+                warn!("{action:?} failed: {e:#}");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn<F>(a: &mut Agent, kind: AsyncAction, fut: F)
+where
+    F: Future<Output = Result<crate::tasks::TaskOutcome>> + Send + 'static,
+{
+    a.task = Some(RunningTask {
+        kind,
+        handle: tokio::spawn(fut),
+    });
+}
+
+fn need_cluster(cluster: Option<&Arc<Cluster>>) -> Result<Arc<Cluster>> {
+    cluster.cloned().context("no DCS view")
+}
+
+async fn one(
+    a: &mut Agent,
+    action: &Action,
+    cluster: Option<&Arc<Cluster>>,
+    local: &LocalPg,
+) -> Result<bool> {
+    match action {
+        Action::Bootstrap => {
+            if !a.dcs.initialize(true, "").await? {
+                info!("failed to acquire initialize lock");
+                return Ok(false);
+            }
+            info!("won the initialize race: bootstrapping a new cluster");
+            let ctx = a.task_context();
+            spawn(a, AsyncAction::Bootstrap, ctx.bootstrap());
+            Ok(true)
+        }
+        Action::WriteInitialize { sysid } => {
+            a.dcs.initialize(false, sysid).await?;
+            Ok(true)
+        }
+        Action::Clone { source, upstream } => {
+            let ctx = a.task_context();
+            let cluster = need_cluster(cluster)?;
+            spawn(
+                a,
+                AsyncAction::Clone,
+                ctx.clone_replica(cluster, source.clone(), upstream.clone()),
+            );
+            Ok(true)
+        }
+        Action::AcquireLock => {
+            let sent = a.clock.now();
+            let won = a.dcs.attempt_to_acquire_leader().await?;
+            if won {
+                a.set_lock_confirmed(Some(sent));
+                info!("acquired the leader lock");
+            } else {
+                info!("lost the leader race: another member took the lock first");
+            }
+            Ok(won)
+        }
+        Action::RenewLock => {
+            let sent = a.clock.now();
+            if a.dcs.update_leader().await? {
+                a.set_lock_confirmed(Some(sent));
+                Ok(true)
+            } else {
+                a.set_lock_confirmed(None);
+                warn!("the leader lock is no longer ours");
+                Ok(false)
+            }
+        }
+        Action::ReleaseLock => {
+            a.dcs.delete_leader().await?;
+            a.set_lock_confirmed(None);
+            info!("released the leader lock");
+            Ok(true)
+        }
+        Action::StartPostgres(role) => {
+            let upstream = match role {
+                StartRole::Primary => None,
+                StartRole::Replica { upstream } => Some(upstream.clone().unwrap_or_default()),
+            };
+            let ctx = a.task_context();
+            spawn(a, AsyncAction::Start, ctx.start(cluster.cloned(), upstream));
+            Ok(true)
+        }
+        Action::Promote => {
+            a.pg.promote(true).await.context("pg_ctl promote")?;
+            a.upstream = None;
+            a.role = Role::Primary;
+            // Rewrite the configuration as a primary (no recovery settings).
+            let params = a.parameters();
+            a.pg.write_config(&params, None)?;
+            a.applied_params = Some(params);
+            // A checkpoint makes the new timeline visible in pg_control at once, which
+            // pg_rewind on the former primary relies on.
+            if let Err(e) = a.pg.checkpoint().await {
+                warn!("checkpoint after promote failed: {e:#}");
+            }
+            info!("promoted PostgreSQL to primary");
+            crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRoleChange, Role::Primary);
+            Ok(true)
+        }
+        Action::Demote(mode) => demote(a, *mode).await,
+        Action::Follow { upstream } => {
+            let recovery = crate::tasks::recovery_conf_for(
+                &a.cfg,
+                &a.name,
+                cluster.map(|c| c.as_ref()),
+                Some(upstream),
+            );
+            let params = a.parameters();
+            let changed = a.pg.write_config(&params, recovery.as_ref())?;
+            a.applied_params = Some(params);
+            if changed {
+                a.pg.reload().await?;
+            }
+            a.upstream = Some(upstream.clone());
+            info!("now following {upstream}");
+            Ok(true)
+        }
+        Action::Rewind { source } => {
+            let ctx = a.task_context();
+            let cluster = need_cluster(cluster)?;
+            let remove = a.settings.remove_data_directory_on_rewind_failure;
+            spawn(
+                a,
+                AsyncAction::Rewind,
+                ctx.rewind(cluster, source.clone(), remove),
+            );
+            Ok(true)
+        }
+        Action::Reinitialize { source } => {
+            let ctx = a.task_context();
+            let cluster = need_cluster(cluster)?;
+            spawn(
+                a,
+                AsyncAction::Reinitialize,
+                ctx.reinitialize(
+                    cluster,
+                    source.clone(),
+                    "remove_data_directory_on_diverged_timelines is set",
+                ),
+            );
+            Ok(true)
+        }
+        Action::PublishLeaderState => {
+            let cluster = need_cluster(cluster)?;
+            crate::leader::publish(a, &cluster, local).await
+        }
+        Action::ClearFailover { index } => {
+            a.dcs.set_failover_value("{}", Some(*index)).await?;
+            Ok(true)
+        }
+        Action::Fatal { message } => Err(anyhow!("{message}")),
+    }
+}
+
+/// Demotion (compat §4.8). The server is left stopped except for `Offline`: the next cycle
+/// decides how it comes back (follow, rewind) with the leader it then sees.
+async fn demote(a: &mut Agent, mode: DemoteMode) -> Result<bool> {
+    let timeout = a.pg.options().pg_ctl_timeout;
+    match mode {
+        DemoteMode::Graceful => {
+            if let Err(e) = a.pg.checkpoint().await {
+                warn!("checkpoint before switchover failed: {e:#}");
+            }
+            a.pg.stop(StopMode::Fast, timeout).await?;
+            a.dcs.delete_leader().await?;
+            a.set_lock_confirmed(None);
+        }
+        DemoteMode::Immediate => {
+            a.pg.stop(StopMode::Immediate, timeout).await?;
+            a.dcs.delete_leader().await?;
+            a.set_lock_confirmed(None);
+        }
+        DemoteMode::ImmediateNoLock => {
+            a.pg.stop(StopMode::Immediate, timeout).await?;
+            a.set_lock_confirmed(None);
+        }
+        DemoteMode::Offline => {
+            a.pg.stop(StopMode::Fast, timeout).await?;
+            a.set_lock_confirmed(None);
+            let ctx = a.task_context();
+            spawn(a, AsyncAction::Start, ctx.start(None, Some(String::new())));
+        }
+    }
+    a.was_running = false;
+    a.role = Role::Demoted;
+    info!("demoted ({mode:?})");
+    crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRoleChange, Role::Replica);
+    Ok(true)
+}

@@ -1,0 +1,144 @@
+//! Leader housekeeping after each successful lock renewal: `status`, `history`, member slots.
+
+use crate::agent::Agent;
+use anyhow::Result;
+use pgherd_dcs::{history_to_json, Cluster, HistoryEntry, Status};
+use pgherd_ha::LocalPg;
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{info, warn};
+
+pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<bool> {
+    let status = Status {
+        optime: pg.wal_position,
+        slots: BTreeMap::new(),
+    };
+    if cluster.status.as_ref() != Some(&status) {
+        a.dcs.write_status(&status).await?;
+    }
+    publish_history(a, cluster, pg).await;
+    if a.dynamic.postgresql.use_slots && !cluster.is_paused() {
+        sync_member_slots(a, cluster).await;
+    }
+    Ok(true)
+}
+
+/// `history` gains our timeline's parents after a promotion (compat §2.5).
+async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
+    let stored: Vec<HistoryEntry> = cluster
+        .history
+        .as_ref()
+        .map(|h| h.value.clone())
+        .unwrap_or_default();
+    if pg.timeline <= 1 {
+        if !stored.is_empty() {
+            let _ = a.dcs.set_history_value("[]").await;
+        }
+        return;
+    }
+    if stored.last().is_some_and(|e| e.timeline + 1 >= pg.timeline) {
+        return;
+    }
+    let file = match a.pg.read_timeline_history(pg.timeline) {
+        Ok(Some(f)) => f,
+        Ok(None) => return,
+        Err(e) => {
+            warn!("reading the timeline history file failed: {e:#}");
+            return;
+        }
+    };
+    let modified: chrono::DateTime<chrono::Local> = file.modified.into();
+    let count = file.entries.len();
+    let entries: Vec<HistoryEntry> = file
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            // Older lines keep what the DCS already says; the newest is ours.
+            let known = stored.iter().find(|s| s.timeline == e.timeline);
+            let newest = i + 1 == count;
+            HistoryEntry {
+                timeline: e.timeline,
+                switch_lsn: e.switch_lsn,
+                reason: e.reason.clone(),
+                timestamp: if newest {
+                    Some(modified.to_rfc3339_opts(chrono::SecondsFormat::Micros, false))
+                } else {
+                    known.and_then(|k| k.timestamp.clone())
+                },
+                new_leader: if newest {
+                    Some(a.name.clone())
+                } else {
+                    known.and_then(|k| k.new_leader.clone())
+                },
+            }
+        })
+        .collect();
+    let max = a.dynamic.max_timelines_history as usize;
+    let entries = if max > 0 && entries.len() > max {
+        entries[entries.len() - max..].to_vec()
+    } else {
+        entries
+    };
+    match a.dcs.set_history_value(&history_to_json(&entries)).await {
+        Ok(()) => info!("published timeline history up to timeline {}", pg.timeline),
+        Err(e) => warn!("writing history failed: {e}"),
+    }
+}
+
+/// One physical slot per other member (not those streaming from a cascade member); slots
+/// of departed members are dropped once inactive. Only runs when the member set changed.
+async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
+    let wanted: BTreeSet<String> = cluster
+        .members
+        .values()
+        .filter(|m| m.name != a.name)
+        .filter(|m| {
+            m.data
+                .replicatefrom()
+                .is_none_or(|r| r == a.name || !cluster.members.contains_key(r))
+        })
+        .map(|m| pgherd_dcs::slot_name_for_member(&m.name))
+        .collect();
+    if a.member_slots.as_ref() == Some(&wanted) {
+        return;
+    }
+    let existing = match a.pg.list_physical_slots().await {
+        Ok(slots) => slots,
+        Err(e) => {
+            warn!("listing replication slots failed: {e:#}");
+            return;
+        }
+    };
+    let mut ok = true;
+    for name in &wanted {
+        if !existing.iter().any(|s| &s.name == name) {
+            match a.pg.create_physical_slot(name).await {
+                Ok(_) => info!("created physical replication slot {name}"),
+                Err(e) => {
+                    ok = false;
+                    warn!("creating slot {name} failed: {e:#}");
+                }
+            }
+        }
+    }
+    let known: BTreeSet<String> = a.member_slots.clone().unwrap_or_default();
+    for slot in existing
+        .iter()
+        .filter(|s| !wanted.contains(&s.name) && known.contains(&s.name))
+    {
+        match a.pg.drop_slot(&slot.name).await {
+            Ok(pgherd_postgres::SlotDrop::Dropped) => info!(
+                "dropped replication slot {} of a departed member",
+                slot.name
+            ),
+            Ok(_) => ok = false,
+            Err(e) => {
+                ok = false;
+                warn!("dropping slot {} failed: {e:#}", slot.name);
+            }
+        }
+    }
+    if ok {
+        a.member_slots = Some(wanted);
+    }
+}

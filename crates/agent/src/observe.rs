@@ -1,0 +1,66 @@
+//! Observing the local PostgreSQL: the facts the engine decides on.
+
+use crate::agent::Agent;
+use pgherd_dcs::Cluster;
+use pgherd_ha::{DataDir, LocalPg};
+use pgherd_postgres::{ClusterState, DataDirState};
+use std::time::Duration;
+
+/// The status query must not stall a cycle: a server that does not answer in time counts as
+/// "running but not accepting connections".
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
+    let data_dir = match a.pg.data_dir_state() {
+        DataDirState::Missing | DataDirState::Empty => DataDir::Empty,
+        DataDirState::Initialized { sysid } => {
+            a.sysid = Some(sysid.clone());
+            DataDir::Initialized { sysid }
+        }
+        DataDirState::Invalid(why) => DataDir::Invalid(why),
+    };
+    let initialized = matches!(data_dir, DataDir::Initialized { .. });
+    let mut pg = LocalPg::stopped(data_dir);
+    pg.running = a.pg.is_running().is_some();
+    if pg.running {
+        match tokio::time::timeout(QUERY_TIMEOUT, a.pg.query_state()).await {
+            Ok(Ok(state)) => {
+                pg.queryable = true;
+                pg.in_recovery = state.in_recovery;
+                pg.wal_position = state.wal_lsn;
+                pg.timeline = state.timeline;
+                a.pg_state = Some(state);
+            }
+            _ => a.pg_state = None,
+        }
+        if pg.in_recovery || !pg.queryable {
+            pg.following = a.upstream.clone();
+        }
+        a.crashed = false;
+    } else {
+        a.pg_state = None;
+        if a.was_running && a.task.is_none() {
+            a.crashed = true;
+        }
+        if initialized {
+            if let Ok(cd) = a.pg.controldata().await {
+                pg.timeline = cd.timeline;
+                pg.wal_position = cd.checkpoint_lsn.max(cd.min_recovery_lsn);
+                pg.shutdown_as_primary = cd.state == ClusterState::ShutDown;
+                let was_primary = matches!(
+                    cd.state,
+                    ClusterState::ShutDown | ClusterState::InProduction
+                );
+                pg.diverged = cluster.and_then(|c| {
+                    let leader = c.leader_member().filter(|l| l.name != a.name)?;
+                    let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
+                    // A former primary whose timeline the leader has left behind may hold WAL
+                    // the new timeline never saw: pg_rewind decides exactly what to undo.
+                    Some(was_primary && leader_tl > cd.timeline)
+                });
+            }
+        }
+    }
+    a.was_running = pg.running;
+    pg
+}

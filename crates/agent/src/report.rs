@@ -1,0 +1,133 @@
+//! What the agent tells others: its member key and the REST API snapshot.
+
+use crate::agent::Agent;
+use chrono::DateTime;
+use pgherd_api::{ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
+use pgherd_dcs::{Cluster, MemberData, Role};
+use pgherd_ha::{AsyncAction, LocalPg};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn state_string(a: &Agent, pg: &LocalPg) -> String {
+    if pg.running {
+        return if pg.queryable { "running" } else { "starting" }.to_string();
+    }
+    match a.task.as_ref().map(|t| t.kind) {
+        Some(AsyncAction::Bootstrap) => "initializing new cluster",
+        Some(AsyncAction::Clone | AsyncAction::Reinitialize) => "creating replica",
+        Some(AsyncAction::Start | AsyncAction::Restart) => "starting",
+        Some(AsyncAction::Stop) => "stopping",
+        Some(AsyncAction::Rewind) => "stopped",
+        Some(AsyncAction::Promote) => "starting",
+        None if a.crashed => "crashed",
+        None => "stopped",
+    }
+    .to_string()
+}
+
+/// Updates and returns the role Patroni would report.
+pub fn role(a: &mut Agent, pg: &LocalPg) -> Role {
+    if matches!(pg.data_dir, pgherd_ha::DataDir::Empty) {
+        a.role = Role::Uninitialized;
+    } else if pg.queryable {
+        a.role = if pg.in_recovery {
+            Role::Replica
+        } else {
+            Role::Primary
+        };
+    } else if a.role == Role::Uninitialized {
+        a.role = Role::Replica;
+    }
+    a.role
+}
+
+pub fn member_data(a: &mut Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> MemberData {
+    let role = role(a, pg);
+    MemberData {
+        conn_url: a.conn_url.clone(),
+        api_url: a.api_url.clone(),
+        state: state_string(a, pg),
+        role: Some(role),
+        version: pgherd_api::PATRONI_COMPAT_VERSION.to_string(),
+        xlog_location: pg.queryable.then_some(pg.wal_position),
+        timeline: pg.queryable.then_some(pg.timeline),
+        tags: a.cfg.effective_tags(),
+        pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
+        pause: cluster.is_some_and(Cluster::is_paused),
+        ..MemberData::default()
+    }
+}
+
+fn parse_ts(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
+    DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z").ok()
+}
+
+pub fn publish_snapshot(a: &mut Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) {
+    let role = role(a, pg);
+    let now = tokio::time::Instant::now();
+    let postgres = a.pg_state.as_ref().map(|s| PostgresStatus {
+        postmaster_start_time: parse_ts(&s.postmaster_start_time).unwrap_or_else(|| {
+            DateTime::from_timestamp(0, 0)
+                .unwrap_or_default()
+                .fixed_offset()
+        }),
+        server_version: s.server_version,
+        timeline: Some(s.timeline),
+        xlog: if s.in_recovery {
+            Xlog::Replica {
+                received_location: s.received_lsn,
+                replayed_location: s.replayed_lsn.unwrap_or(0),
+                replayed_timestamp: s.replayed_timestamp.as_deref().and_then(parse_ts),
+                paused: s.replay_paused,
+            }
+        } else {
+            Xlog::Primary {
+                location: s.wal_lsn,
+            }
+        },
+        replication: s
+            .replication
+            .iter()
+            .map(|r| ReplicationRow {
+                usename: Some(r.usename.clone()),
+                application_name: r.application_name.clone(),
+                client_addr: r.client_addr.clone(),
+                state: r.state.clone(),
+                sync_state: r.sync_state.clone(),
+                sync_priority: r.sync_priority,
+            })
+            .collect(),
+    });
+    let ttl = Duration::from_millis(a.settings.ttl);
+    let leader_until = a.lock_confirmed_at.map(|t| a.clock.instant(t) + ttl);
+    let view = cluster.map(|c| ClusterView {
+        cluster: c,
+        read_at: now,
+    });
+    let previous_view = a.snapshot_tx.borrow().cluster.clone();
+    let snapshot = NodeSnapshot {
+        name: a.name.clone(),
+        scope: a.cfg.scope.clone(),
+        state: state_string(a, pg),
+        role,
+        postgres,
+        leader_until,
+        paused: view
+            .as_ref()
+            .map(|v| v.cluster.is_paused())
+            .unwrap_or(a.dynamic.pause),
+        cluster: view.or(previous_view),
+        dcs_last_seen: a.dcs_last_seen,
+        database_system_identifier: a.sysid.clone(),
+        tags: a.cfg.effective_tags(),
+        pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
+        standby_cluster: a.dynamic.standby_cluster.is_some(),
+        scheduled_restart: None,
+        failsafe_mode_is_active: false,
+        watchdog_failed: false,
+        ttl,
+        loop_wait: Duration::from_millis(a.settings.loop_wait),
+        last_cycle_at: now,
+    };
+    let _ = a.snapshot_tx.send(Arc::new(snapshot));
+}
