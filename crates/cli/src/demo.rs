@@ -71,6 +71,21 @@ pub async fn run(members: usize, once: bool) -> Result<()> {
         "cluster healthy after {:.1}s\n",
         started.elapsed().as_secs_f64()
     );
+    // Member keys refresh every loop_wait: show the table once every member reports running.
+    let all_running = tokio::task::block_in_place(|| {
+        pgherd_testkit::wait::poll(
+            "every member running",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let out = cluster.ctl(0, &["list", "-f", "json"]).ok()?;
+                (out.matches("\"State\":\"running\"").count() == members).then_some(())
+            },
+        )
+    });
+    if let Err(e) = all_running {
+        eprintln!("warning: {e}");
+    }
     print!(
         "{}",
         tokio::task::block_in_place(|| cluster.ctl(0, &["list"]))?
