@@ -4,6 +4,10 @@
 //! calls [`Postgres`] to do it. It does not read the YAML configuration; the agent maps it
 //! into [`PgOptions`].
 //!
+//! Settings such as `synchronous_standby_names` are not changed with `ALTER SYSTEM`: like
+//! Patroni, the caller puts them into the parameters of [`Postgres::write_config`] and then
+//! calls [`Postgres::reload`].
+//!
 //! When the agent runs as root, every PostgreSQL program runs as the `run_as` OS user
 //! (default `postgres`), and the directories and files PostgreSQL needs belong to it.
 

@@ -138,3 +138,31 @@ impl Postgres {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// The agent shares one handle between tasks and spawns these futures.
+    #[test]
+    fn handle_and_futures_are_send() {
+        fn sync<T: Send + Sync>() {}
+        sync::<Postgres>();
+        let mut opts = PgOptions::new("/nonexistent/bin", "/nonexistent/data", 5432);
+        opts.run_as = None;
+        let Ok(pg) = Postgres::new(opts) else {
+            return; // root without a `postgres` user: covered by the integration tests
+        };
+        send(pg.start());
+        send(pg.stop(crate::StopMode::Fast, std::time::Duration::from_secs(1)));
+        send(pg.query_state());
+        send(pg.create_or_update_role("r", None, &[]));
+        send(pg.pg_basebackup(&crate::Upstream::new("h", 1), &[]));
+        send(pg.pg_rewind(&crate::Upstream::new("h", 1), false));
+        send(pg.initdb(&[]));
+        send(pg.controldata());
+        send(pg.checkpoint());
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use pgherd_postgres::{
     AllowRemoval, CallbackAction, CliOption, ClusterState, DataDirState, PgError, Postgres,
-    PostmasterStatus, RemovalMode, StopMode, StopOutcome, Upstream,
+    PostmasterStatus, RemovalMode, SlotDrop, StopMode, StopOutcome, Upstream,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -119,8 +119,31 @@ async fn stop_restart_reload_and_crash_recovery() {
     assert!(!n.pg.options().data_dir.join("standby.signal").exists());
     assert!(n.pg.is_running().is_none());
 
-    n.pg.start().await.unwrap();
+    // Start without waiting; the server becomes ready on its own.
+    n.pg.start_no_wait().await.unwrap();
+    wait_until("server ready", WAIT, || async {
+        n.pg.query_state().await.is_ok()
+    })
+    .await;
     assert_eq!(n.count("t").await, 1);
+
+    assert!(n.pg.create_physical_slot("spare").await.unwrap());
+    assert_eq!(n.pg.drop_slot("spare").await.unwrap(), SlotDrop::Dropped);
+    assert_eq!(n.pg.drop_slot("spare").await.unwrap(), SlotDrop::Missing);
+    assert!(n.pg.list_physical_slots().await.unwrap().is_empty());
+
+    // A smart shutdown waits for this session forever; stop escalates to immediate.
+    let session = n.sql().await;
+    assert_eq!(
+        n.pg.stop(StopMode::Smart, Duration::from_secs(2))
+            .await
+            .unwrap(),
+        StopOutcome::Stopped(StopMode::Immediate)
+    );
+    drop(session);
+    assert!(n.pg.is_running().is_none());
+
+    n.pg.start().await.unwrap();
     assert_eq!(
         n.pg.stop(StopMode::Fast, Duration::from_secs(30))
             .await
@@ -193,6 +216,19 @@ async fn data_dir_states_and_removal() {
     assert_eq!(sysid, n.pg.sysid().await.unwrap());
     assert!(sysid.len() >= 10);
     assert!(n.pg.read_timeline_history(2).unwrap().is_none());
+
+    // Managed pg_ident.conf and the bootstrap-style pg_hba.conf append.
+    let ident = vec!["map1 root su".to_string()];
+    assert!(n.pg.write_pg_ident(&ident).unwrap());
+    assert!(!n.pg.write_pg_ident(&ident).unwrap());
+    let ident_text = std::fs::read_to_string(data.join("pg_ident.conf")).unwrap();
+    assert!(
+        ident_text.starts_with("# Managed by pgherd") && ident_text.ends_with("map1 root su\n")
+    );
+    n.pg.append_pg_hba(&["host all all 10.9.9.9/32 reject".to_string()])
+        .unwrap();
+    let hba_text = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+    assert!(hba_text.contains("local") && hba_text.ends_with("host all all 10.9.9.9/32 reject\n"));
 
     // Removal only with an explicit permission, never while running.
     n.pg.write_pg_hba(&hba()).unwrap();

