@@ -290,12 +290,14 @@ impl Engine {
             );
         }
         if pg.in_recovery {
-            return Decision::act(
-                vec![Action::RenewLock, Action::Promote],
-                "promoted self to leader because I had the session lock",
-            );
+            let mut actions = vec![Action::RenewLock];
+            actions.extend(promote_actions(obs, cluster));
+            return Decision::act(actions, "promoted self to leader because I had the session lock");
         }
         let mut actions = vec![Action::RenewLock, Action::PublishLeaderState];
+        let (sync_actions, sync_note) =
+            if self.paused { (Vec::new(), None) } else { crate::sync::plan(obs, cluster) };
+        actions.extend(sync_actions);
         if let Some(request) = cluster.failover.as_ref().filter(|f| f.value.is_present()) {
             let f = &request.value;
             let from_me = f.leader.as_deref().is_none_or(|l| l == s.name);
@@ -327,10 +329,11 @@ impl Engine {
                 });
             }
         }
-        Decision::act(
-            actions,
-            format!("no action. I am ({}), the leader with the lock", s.name),
-        )
+        let reason = match sync_note {
+            Some(note) => format!("I am ({}), the leader with the lock: {note}", s.name),
+            None => format!("no action. I am ({}), the leader with the lock", s.name),
+        };
+        Decision::act(actions, reason)
     }
 
     fn follower_cycle(&self, obs: &Observation<'_>, cluster: &Cluster, leader: &str) -> Decision {
@@ -372,8 +375,10 @@ impl Engine {
                 );
             }
             if manual_candidate.as_deref() == Some(s.name.as_str()) {
+                let mut actions = vec![Action::AcquireLock];
+                actions.extend(promote_actions(obs, cluster));
                 return Decision::act(
-                    vec![Action::AcquireLock, Action::Promote],
+                    actions,
                     "promoted self to leader by acquiring session lock (manual failover while paused)",
                 );
             }
@@ -387,8 +392,10 @@ impl Engine {
         }
         if let Some(candidate) = &manual_candidate {
             if *candidate == s.name && !s.nofailover {
+                let mut actions = vec![Action::AcquireLock];
+                actions.extend(promote_actions(obs, cluster));
                 return Decision::act(
-                    vec![Action::AcquireLock, Action::Promote],
+                    actions,
                     "promoted self to leader by acquiring session lock (manual failover candidate)",
                 );
             }
@@ -404,11 +411,12 @@ impl Engine {
         }
         match election::evaluate(obs) {
             Candidate::Best { rivals } => {
-                let actions = if pg.is_primary() {
-                    vec![Action::AcquireLock, Action::PublishLeaderState]
+                let mut actions = vec![Action::AcquireLock];
+                if pg.is_primary() {
+                    actions.push(Action::PublishLeaderState);
                 } else {
-                    vec![Action::AcquireLock, Action::Promote]
-                };
+                    actions.extend(promote_actions(obs, cluster));
+                }
                 Decision::act(
                     actions,
                     format!(
@@ -423,6 +431,19 @@ impl Engine {
             }
         }
     }
+}
+
+/// Promotion, prepared for synchronous mode: first claim `sync` for ourselves with no
+/// standby and make commits wait for any standby (`*`), so nothing is acknowledged before a
+/// real synchronous standby is chosen by the leader cycle.
+fn promote_actions(obs: &Observation<'_>, cluster: &Cluster) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if obs.settings.synchronous_mode {
+        actions.push(Action::WriteSync { standbys: Vec::new(), index: cluster.sync.as_ref().map(|k| k.index) });
+        actions.push(Action::SetSynchronousStandbys { names: Vec::new(), strict: true });
+    }
+    actions.push(Action::Promote);
+    actions
 }
 
 /// A running member tagged `clonefrom` (not us, not the leader) is preferred as basebackup

@@ -21,6 +21,7 @@ pub struct Settings {
     pub check_timeline: bool,
     pub synchronous_mode: bool,
     pub synchronous_mode_strict: bool,
+    pub synchronous_node_count: usize,
     pub use_pg_rewind: bool,
     pub remove_data_directory_on_rewind_failure: bool,
     pub remove_data_directory_on_diverged_timelines: bool,
@@ -45,6 +46,7 @@ impl Settings {
             check_timeline: false,
             synchronous_mode: false,
             synchronous_mode_strict: false,
+            synchronous_node_count: 1,
             use_pg_rewind: true,
             remove_data_directory_on_rewind_failure: false,
             remove_data_directory_on_diverged_timelines: false,
@@ -87,6 +89,22 @@ pub struct LocalPg {
     /// Stopped, with a leader present: our timeline diverged from the leader's (rewind needed).
     /// `None` when unknown or not checked.
     pub diverged: Option<bool>,
+    /// Primary: its walsenders (`pg_stat_replication`).
+    pub replication: Vec<StandbyLink>,
+    /// Primary: the standbys named in `synchronous_standby_names` (`["*"]` for any).
+    pub sync_standby_names: Vec<String>,
+}
+
+/// One walsender on the primary, as `pg_stat_replication` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyLink {
+    /// `application_name`: the member name.
+    pub name: String,
+    pub streaming: bool,
+    /// `sync_state` is `sync` or `quorum`: commits wait for this standby now.
+    pub synchronous: bool,
+    /// Flush position reported by the standby.
+    pub lsn: u64,
 }
 
 impl LocalPg {
@@ -101,6 +119,8 @@ impl LocalPg {
             following: None,
             shutdown_as_primary: false,
             diverged: None,
+            replication: Vec::new(),
+            sync_standby_names: Vec::new(),
         }
     }
 
@@ -168,4 +188,6 @@ pub struct Observation<'a> {
     pub in_progress: Option<AsyncAction>,
     /// Last time (sent-at, conservative) our leader lease was confirmed by the DCS.
     pub lock_confirmed_at: Option<Millis>,
+    /// A `pre_promote` script refused a promotion: do not race for the lock before this.
+    pub promotion_blocked_until: Option<Millis>,
 }

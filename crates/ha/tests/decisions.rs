@@ -53,6 +53,8 @@ fn replica(wal: u64, following: &str) -> LocalPg {
         following: Some(following.into()),
         shutdown_as_primary: false,
         diverged: None,
+        replication: Vec::new(),
+        sync_standby_names: Vec::new(),
     }
 }
 
@@ -92,6 +94,7 @@ fn obs<'a>(
         peers,
         in_progress: None,
         lock_confirmed_at: None,
+        promotion_blocked_until: None,
     }
 }
 
@@ -365,4 +368,97 @@ fn switchover_request_demotes_leader_gracefully() {
             Action::Demote(DemoteMode::Graceful)
         ]
     );
+}
+
+fn sync_settings(name: &str) -> Settings {
+    let mut s = Settings::for_member(name);
+    s.synchronous_mode = true;
+    s
+}
+
+fn link(name: &str, synchronous: bool) -> pgherd_ha::StandbyLink {
+    pgherd_ha::StandbyLink { name: name.into(), streaming: true, synchronous, lsn: 1000 }
+}
+
+#[test]
+fn sync_mode_names_a_standby_then_publishes_it_once_confirmed() {
+    let s = sync_settings("n1");
+    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":null}"#)]);
+    let mut pg = primary(1000);
+    pg.replication = vec![link("n2", false), link("n3", false)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::RenewLock,
+            Action::PublishLeaderState,
+            Action::SetSynchronousStandbys { names: vec!["n2".into()], strict: false }
+        ]
+    );
+    assert!(d.reason.contains("setting synchronous standbys to n2"), "{}", d.reason);
+    // PostgreSQL now waits for n2 and reports it synchronous: only then does `sync` name it.
+    pg.sync_standby_names = vec!["n2".into()];
+    pg.replication = vec![link("n2", true), link("n3", false)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(d.actions[2], Action::WriteSync { standbys: vec!["n2".into()], index: Some(1) });
+}
+
+#[test]
+fn sync_standby_leaves_sync_key_before_postgres_stops_waiting() {
+    let s = sync_settings("n1");
+    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":"n2"}"#)]);
+    let mut pg = primary(1000);
+    pg.sync_standby_names = vec!["n2".into()];
+    pg.replication = vec![link("n3", false)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        &d.actions[2..],
+        &[
+            Action::WriteSync { standbys: vec![], index: Some(1) },
+            Action::SetSynchronousStandbys { names: vec!["n3".into()], strict: false },
+        ]
+    );
+}
+
+#[test]
+fn sync_mode_falls_back_to_async_or_blocks_when_strict() {
+    let mut s = sync_settings("n1");
+    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":null}"#)]);
+    let mut pg = primary(1000);
+    pg.sync_standby_names = vec!["n2".into()];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.reason.contains("falling back to asynchronous replication"), "{}", d.reason);
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: false }));
+    s.synchronous_mode_strict = true;
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(d.reason.contains("commits wait"), "{}", d.reason);
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: true }));
+}
+
+#[test]
+fn only_sync_standbys_may_be_promoted() {
+    let s3 = sync_settings("n3");
+    let c = cluster(None, &[("sync", r#"{"leader":"n1","sync_standby":"n2"}"#)]);
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s3, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("not a synchronous standby"), "{}", d.reason);
+    let s2 = sync_settings("n2");
+    let peers = [peer("n3", 5000, false)];
+    let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers));
+    assert_eq!(d.actions.first(), Some(&Action::AcquireLock));
+    assert_eq!(d.actions.last(), Some(&Action::Promote));
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: true }));
+}
+
+#[test]
+fn pre_promote_refusal_keeps_node_out_of_the_race() {
+    let s = Settings::for_member("n2");
+    let c = cluster(None, &[]);
+    let pg = replica(1000, "n1");
+    let mut o = obs(&s, Some(&c), &pg, &[]);
+    o.promotion_blocked_until = Some(o.now + 1);
+    let d = Engine::new().step(&o);
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("pre_promote"), "{}", d.reason);
 }
