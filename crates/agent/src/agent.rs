@@ -53,6 +53,10 @@ pub struct Agent {
     pub last_cluster: Option<Arc<Cluster>>,
     /// Parameters written to postgresql.conf last time.
     pub applied_params: Option<BTreeMap<String, String>>,
+    /// `synchronous_standby_names` as set for synchronous mode (`None`: not managed).
+    pub sync_standby_names: Option<String>,
+    /// A pre_promote script refused a promotion: no race for the lock until then.
+    pub promotion_blocked_until: Option<Millis>,
     /// Member slots we created as leader (to drop them when their member leaves).
     pub member_slots: Option<std::collections::BTreeSet<String>>,
 }
@@ -97,6 +101,7 @@ impl Agent {
             peers: &peers,
             in_progress: self.task.as_ref().map(|t| t.kind),
             lock_confirmed_at: self.lock_confirmed_at,
+            promotion_blocked_until: self.promotion_blocked_until,
         };
         let decision = self.engine.step(&obs);
         if decision.reason != self.last_reason {
@@ -183,6 +188,11 @@ impl Agent {
             "unix_socket_directories".into(),
             self.pg.options().socket_dir.display().to_string(),
         );
+        if self.dynamic.synchronous_mode {
+            if let Some(names) = &self.sync_standby_names {
+                params.insert("synchronous_standby_names".into(), names.clone());
+            }
+        }
         params
     }
 
@@ -203,6 +213,9 @@ impl Agent {
         }
         if dynamic.ttl != self.dynamic.ttl {
             self.dcs.set_ttl(dynamic.ttl).await;
+        }
+        if !dynamic.synchronous_mode {
+            self.sync_standby_names = None;
         }
         self.dynamic = dynamic;
         self.dynamic_index = Some(config.index);

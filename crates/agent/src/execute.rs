@@ -116,6 +116,9 @@ async fn one(
             Ok(true)
         }
         Action::Promote => {
+            if !pre_promote(a).await? {
+                return Ok(false);
+            }
             a.pg.promote(true).await.context("pg_ctl promote")?;
             a.upstream = None;
             a.role = Role::Primary;
@@ -183,6 +186,35 @@ async fn one(
             a.dcs.set_failover_value("{}", Some(*index)).await?;
             Ok(true)
         }
+        Action::SetSynchronousStandbys { names, strict } => {
+            let value = standby_names_value(names, *strict, a.settings.synchronous_node_count);
+            a.sync_standby_names = Some(value.clone());
+            let params = a.parameters();
+            let recovery = crate::tasks::recovery_conf_for(
+                &a.cfg,
+                &a.name,
+                cluster.map(|c| c.as_ref()),
+                a.upstream.as_deref(),
+            );
+            if a.pg.write_config(&params, recovery.as_ref())? {
+                a.pg.reload().await?;
+            }
+            a.applied_params = Some(params);
+            info!("synchronous_standby_names = '{value}'");
+            Ok(true)
+        }
+        Action::WriteSync { standbys, index } => {
+            let state = pgherd_dcs::SyncState::new(&a.name, standbys);
+            let written = a.dcs.set_sync_state(&state, *index).await?;
+            if !written {
+                info!("sync key changed concurrently; retrying next cycle");
+            }
+            Ok(written)
+        }
+        Action::DeleteSync { index } => {
+            a.dcs.delete_sync_state(Some(*index)).await?;
+            Ok(true)
+        }
         Action::Fatal { message } => Err(anyhow!("{message}")),
     }
 }
@@ -221,4 +253,59 @@ async fn demote(a: &mut Agent, mode: DemoteMode) -> Result<bool> {
     info!("demoted ({mode:?})");
     crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRoleChange, Role::Replica);
     Ok(true)
+}
+
+/// `synchronous_standby_names` for these members: none -> `*` (strict: commits wait for any
+/// standby) or empty (asynchronous); one -> `"a"`; several -> `N ("a","b")`.
+fn standby_names_value(names: &[String], strict: bool, count: usize) -> String {
+    let quoted: Vec<String> = names
+        .iter()
+        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    match quoted.len() {
+        0 if strict => "*".to_string(),
+        0 => String::new(),
+        1 => quoted[0].clone(),
+        n => format!("{} ({})", count.clamp(1, n), quoted.join(",")),
+    }
+}
+
+/// Runs `postgresql.pre_promote`; a non-zero exit cancels the promotion, releases the lock
+/// and keeps this node out of the race for one ttl.
+async fn pre_promote(a: &mut Agent) -> Result<bool> {
+    let Some(cmd) = a.cfg.postgresql.pre_promote.clone() else {
+        return Ok(true);
+    };
+    let status = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&cmd)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running pre_promote {cmd}"))?;
+    if status.success() {
+        return Ok(true);
+    }
+    warn!("pre_promote {cmd} exited with {status}: promotion cancelled, releasing the leader lock");
+    a.dcs.delete_leader().await?;
+    a.set_lock_confirmed(None);
+    a.promotion_blocked_until = Some(a.clock.now() + a.settings.ttl);
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standby_names_value;
+
+    #[test]
+    fn standby_names_render_like_patroni() {
+        let n = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(standby_names_value(&[], true, 1), "*");
+        assert_eq!(standby_names_value(&[], false, 1), "");
+        assert_eq!(standby_names_value(&n(&["node2"]), false, 1), "\"node2\"");
+        assert_eq!(
+            standby_names_value(&n(&["a", "b"]), false, 2),
+            "2 (\"a\",\"b\")"
+        );
+    }
 }

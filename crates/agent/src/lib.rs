@@ -87,10 +87,10 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(pgherd_api::serve(
         listener,
-        ApiContext {
-            snapshot: snapshot_rx,
-            dcs: dcs.clone(),
-        },
+        ApiContext::new(snapshot_rx, dcs.clone()).with_settings(
+            pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
+                .context("restapi: TLS or authentication settings")?,
+        ),
         async move {
             let _ = api_stop_rx.await;
         },
@@ -129,6 +129,8 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         last_cluster: None,
         applied_params: None,
         member_slots: None,
+        sync_standby_names: None,
+        promotion_blocked_until: None,
     };
 
     let result = run_loop(&mut agent).await;

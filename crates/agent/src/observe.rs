@@ -2,7 +2,7 @@
 
 use crate::agent::Agent;
 use pgherd_dcs::Cluster;
-use pgherd_ha::{DataDir, LocalPg};
+use pgherd_ha::{parse_standby_names, DataDir, LocalPg, StandbyLink};
 use pgherd_postgres::{ClusterState, DataDirState};
 use std::time::Duration;
 
@@ -29,6 +29,24 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
                 pg.in_recovery = state.in_recovery;
                 pg.wal_position = state.wal_lsn;
                 pg.timeline = state.timeline;
+                pg.replication = state
+                    .replication
+                    .iter()
+                    .map(|r| StandbyLink {
+                        name: r.application_name.clone(),
+                        streaming: r.state == "streaming",
+                        synchronous: r.sync_state == "sync" || r.sync_state == "quorum",
+                        lsn: r.flush_lsn.unwrap_or(0),
+                    })
+                    .collect();
+                pg.sync_standby_names = parse_standby_names(&state.synchronous_standby_names);
+                // After an agent restart, keep what the running primary waits for.
+                if a.dynamic.synchronous_mode
+                    && a.sync_standby_names.is_none()
+                    && !state.in_recovery
+                {
+                    a.sync_standby_names = Some(state.synchronous_standby_names.clone());
+                }
                 a.pg_state = Some(state);
             }
             _ => a.pg_state = None,

@@ -243,3 +243,218 @@ fn etcd_outage_stops_writes_in_time_and_cluster_recovers() {
         count_on(&c, i, "21");
     }
 }
+
+/// A writer that records every acknowledged commit, and counts indeterminate ones (the
+/// connection broke during COMMIT), until told to stop.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(Vec<i64>, usize)>>,
+}
+
+impl Writer {
+    /// Writes to whichever member `target` names (re-evaluated on each attempt).
+    fn start(ports: Vec<u16>, target: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut indeterminate = 0;
+            let mut id: i64 = 1_000_000;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                id += 1;
+                let port = ports[target.load(std::sync::atomic::Ordering::SeqCst)];
+                match pgherd_testkit::cluster::psql(
+                    port,
+                    &format!("insert into acked(id) values ({id})"),
+                ) {
+                    Ok(_) => acked.push(id),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        // The server may or may not have committed: neither success nor failure.
+                        if msg.contains("server closed the connection")
+                            || msg.contains("terminating connection")
+                        {
+                            indeterminate += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            (acked, indeterminate)
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<i64>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+fn ids_on(c: &TestCluster, i: usize) -> std::collections::BTreeSet<i64> {
+    c.sql(i, "select id from acked")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn synchronous_mode_loses_no_acknowledged_commit() {
+    let (mut c, leader) = start("syncmode", "    synchronous_mode: true\n");
+    c.sql(leader, "create table acked(id bigint primary key)")
+        .unwrap();
+    // Wait until a synchronous standby is published in the sync key.
+    let sync = poll(
+        "a synchronous standby",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let (_, body) = c.api(leader, "GET", "/cluster").ok()?;
+            body.contains("sync_standby").then_some(())
+        },
+    );
+    if let Err(e) = sync {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    let ports: Vec<u16> = c.members.iter().map(|m| m.pg_port).collect();
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(leader));
+    let writer = Writer::start(ports, target.clone());
+    poll(
+        "some commits acknowledged",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (c.sql(leader, "select count(*) from acked")
+                .ok()?
+                .parse::<u64>()
+                .ok()?
+                > 50)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    c.signal_node(leader, Signal::SIGKILL).unwrap();
+    let new_leader = new_writable_leader_sync(&c, leader);
+    target.store(new_leader, std::sync::atomic::Ordering::SeqCst);
+    poll(
+        "writes continue on the new leader",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (c.sql(new_leader, "select count(*) from acked")
+                .ok()?
+                .parse::<u64>()
+                .ok()?
+                > 0)
+            .then_some(())
+        },
+    )
+    .unwrap();
+    let (acked, indeterminate) = writer.finish();
+    let present = ids_on(&c, new_leader);
+    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    eprintln!(
+        "acknowledged commits: {}, indeterminate: {indeterminate}, lost: {}",
+        acked.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 50);
+    assert!(
+        lost.is_empty(),
+        "acknowledged commits missing on the new leader: {lost:?}"
+    );
+    let _ = &mut c;
+}
+
+fn new_writable_leader_sync(c: &TestCluster, old: usize) -> usize {
+    let found = poll(
+        "a new leader",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            (0..c.members.len())
+                .find(|&i| i != old && matches!(c.api(i, "GET", "/primary"), Ok((200, _))))
+        },
+    );
+    match found {
+        Ok(l) => l,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn frozen_leader_never_accepts_writes_after_takeover_and_rejoins() {
+    // Synchronous mode: a primary that wakes up after others took over cannot acknowledge a
+    // commit (its synchronous standby follows the new leader) before its fence stops it.
+    let (mut c, leader) = start("frozen", "    synchronous_mode: true\n");
+    c.sql(leader, "create table acked(id bigint primary key)")
+        .unwrap();
+    poll(
+        "a synchronous standby",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let (_, body) = c.api(leader, "GET", "/cluster").ok()?;
+            body.contains("sync_standby").then_some(())
+        },
+    )
+    .unwrap();
+    let ports: Vec<u16> = c.members.iter().map(|m| m.pg_port).collect();
+    // The writer keeps hitting the frozen node throughout.
+    let writer = Writer::start(
+        ports,
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(leader)),
+    );
+    poll(
+        "commits before the freeze",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (c.sql(leader, "select count(*) from acked")
+                .ok()?
+                .parse::<u64>()
+                .ok()?
+                > 20)
+                .then_some(())
+        },
+    )
+    .unwrap();
+    c.signal_node(leader, Signal::SIGSTOP).unwrap();
+    let new_leader = new_writable_leader_sync(&c, leader);
+    c.sql(new_leader, "insert into acked(id) values (1)")
+        .unwrap();
+    c.signal_node(leader, Signal::SIGCONT).unwrap();
+    let rejoined = poll(
+        "old leader rejoins as replica",
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        || (c.sql(leader, "select pg_is_in_recovery()").ok()? == "t").then_some(()),
+    );
+    let (acked, indeterminate) = writer.finish();
+    if let Err(e) = rejoined {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    let present = ids_on(&c, new_leader);
+    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    eprintln!(
+        "acknowledged on the old leader: {}, indeterminate: {indeterminate}",
+        acked.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "the old leader acknowledged writes the new leader does not have: {lost:?}"
+    );
+    let _ = &mut c;
+}

@@ -18,9 +18,18 @@ use std::time::{Duration, Instant};
 
 pub const SUPERUSER_PASSWORD: &str = "pgherd-secret";
 
+/// Which program runs each member: pgherd, or Patroni (the peer benchmarks compare with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    Pgherd,
+    /// Debian's `/usr/bin/patroni`, run as the `postgres` OS user when we are root.
+    Patroni,
+}
+
 /// How to build the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
+    pub agent: AgentKind,
     pub scope: String,
     pub members: usize,
     pub ttl: u64,
@@ -35,6 +44,7 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
+            agent: AgentKind::Pgherd,
             scope: "it".into(),
             members: 3,
             ttl: 10,
@@ -136,15 +146,32 @@ impl TestCluster {
             .create(true)
             .append(true)
             .open(&m.log)?;
-        let child = Command::new(&pgherd)
-            .arg("agent")
+        let mut cmd = match self.options.agent {
+            AgentKind::Pgherd => {
+                let mut cmd = Command::new(&pgherd);
+                cmd.arg("agent").env("RUST_LOG", "info");
+                cmd
+            }
+            AgentKind::Patroni => {
+                let mut cmd = Command::new("/usr/bin/patroni");
+                if nix::unistd::geteuid().is_root() {
+                    use std::os::unix::process::CommandExt;
+                    let user = nix::unistd::User::from_name("postgres")?
+                        .context("Patroni must not run as root: the OS user postgres is missing")?;
+                    cmd.uid(user.uid.as_raw())
+                        .gid(user.gid.as_raw())
+                        .env("HOME", &user.dir);
+                }
+                cmd
+            }
+        };
+        let child = cmd
             .arg(&m.config)
-            .env("RUST_LOG", "info,pgherd=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("spawning {}", pgherd.display()))?;
+            .with_context(|| format!("spawning the agent of {}", m.name))?;
         m.agent = Some(child);
         Ok(())
     }
@@ -390,6 +417,7 @@ bootstrap:
         - createdb
 
 postgresql:
+  bin_dir: /usr/lib/postgresql/15/bin
   listen: 127.0.0.1:{pg}
   connect_address: 127.0.0.1:{pg}
   data_dir: {dir}/data
