@@ -51,6 +51,9 @@ pub struct Agent {
     pub last_reason: String,
     pub dcs_last_seen: i64,
     pub last_cluster: Option<Arc<Cluster>>,
+    /// The last other member seen holding the leader key (proxies must stop routing to it
+    /// before we promote).
+    pub last_known_leader: Option<String>,
     /// Parameters written to postgresql.conf last time.
     pub applied_params: Option<BTreeMap<String, String>>,
     /// `synchronous_standby_names` as set for synchronous mode (`None`: not managed).
@@ -77,6 +80,9 @@ impl Agent {
             }
         };
         if let Some(c) = &cluster {
+            if let Some(l) = c.leader_name().filter(|l| *l != self.name) {
+                self.last_known_leader = Some(l.to_string());
+            }
             self.apply_dynamic_config(c).await;
             if c.leader_name() != Some(self.name.as_str()) {
                 self.set_lock_confirmed(None);
@@ -135,6 +141,14 @@ impl Agent {
             match task.handle.await {
                 Ok(Ok(outcome)) => {
                     info!("{} finished: {}", task.kind.describe(), outcome.message);
+                    if self.pg.is_running().is_some() {
+                        crate::callbacks::run(
+                            &self.pg,
+                            &self.cfg,
+                            pgherd_postgres::CallbackAction::OnStart,
+                            self.role,
+                        );
+                    }
                     if let Some(u) = outcome.upstream {
                         self.upstream = u;
                     }

@@ -119,6 +119,7 @@ async fn one(
             if !pre_promote(a).await? {
                 return Ok(false);
             }
+            crate::proxy_fence::wait(a).await;
             a.pg.promote(true).await.context("pg_ctl promote")?;
             a.upstream = None;
             a.role = Role::Primary;

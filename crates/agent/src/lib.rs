@@ -9,6 +9,7 @@ mod fence;
 mod leader;
 mod observe;
 mod peers;
+mod proxy_fence;
 mod report;
 mod settings;
 mod shutdown;
@@ -129,6 +130,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         last_cluster: None,
         applied_params: None,
         member_slots: None,
+        last_known_leader: None,
         sync_standby_names: None,
         promotion_blocked_until: None,
     };

@@ -54,6 +54,10 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
         if pg.in_recovery || !pg.queryable {
             pg.following = a.upstream.clone();
         }
+        if pg.queryable && pg.in_recovery {
+            pg.diverged = cluster
+                .and_then(|c| diverged(c, &a.name, pg.timeline, pg.wal_position, false, false));
+        }
         a.crashed = false;
     } else {
         a.pg_state = None;
@@ -65,20 +69,56 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
                 pg.timeline = cd.timeline;
                 pg.wal_position = cd.checkpoint_lsn.max(cd.min_recovery_lsn);
                 pg.shutdown_as_primary = cd.state == ClusterState::ShutDown;
-                let was_primary = matches!(
-                    cd.state,
-                    ClusterState::ShutDown | ClusterState::InProduction
-                );
+                // After a crash the end of WAL is unknown (past the last checkpoint):
+                // assume the worst and let pg_rewind find out.
+                let crashed_primary = cd.state == ClusterState::InProduction;
+                let clean_primary = cd.state == ClusterState::ShutDown;
                 pg.diverged = cluster.and_then(|c| {
-                    let leader = c.leader_member().filter(|l| l.name != a.name)?;
-                    let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
-                    // A former primary whose timeline the leader has left behind may hold WAL
-                    // the new timeline never saw: pg_rewind decides exactly what to undo.
-                    Some(was_primary && leader_tl > cd.timeline)
+                    diverged(
+                        c,
+                        &a.name,
+                        cd.timeline,
+                        pg.wal_position,
+                        clean_primary,
+                        crashed_primary,
+                    )
                 });
             }
         }
     }
     a.was_running = pg.running;
     pg
+}
+
+/// Whether our WAL went past the point where the leader's timeline forked from ours, so
+/// streaming from it is impossible without pg_rewind. Uses the DCS `history` (the leader's
+/// timeline switch points); `None` without a leader.
+fn diverged(
+    c: &Cluster,
+    me: &str,
+    our_tl: u64,
+    our_lsn: u64,
+    clean_primary: bool,
+    crashed_primary: bool,
+) -> Option<bool> {
+    let leader = c.leader_member().filter(|l| l.name != me)?;
+    let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
+    if leader_tl <= our_tl {
+        return Some(false);
+    }
+    if crashed_primary {
+        return Some(true);
+    }
+    let switch = c
+        .history
+        .as_ref()
+        .and_then(|h| h.value.iter().find(|e| e.timeline == our_tl))
+        .map(|e| e.switch_lsn);
+    Some(match switch {
+        // A clean former primary stops with its shutdown checkpoint, which the promoted
+        // standby received: the fork is right after it (switch LSN = end of that record).
+        Some(fork) => our_lsn > fork || (clean_primary && our_lsn >= fork),
+        // The leader has not published its history yet: a former primary rewinds to be safe.
+        None => clean_primary,
+    })
 }

@@ -67,11 +67,19 @@ pub enum Action {
     },
     /// Set `synchronous_standby_names` to these members (empty: `*` when strict, else off)
     /// and reload.
-    SetSynchronousStandbys { names: Vec<String>, strict: bool },
+    SetSynchronousStandbys {
+        names: Vec<String>,
+        strict: bool,
+    },
     /// Write `sync` = `{"leader": me, "sync_standby": names}` (CAS on `index`).
-    WriteSync { standbys: Vec<String>, index: Option<i64> },
+    WriteSync {
+        standbys: Vec<String>,
+        index: Option<i64>,
+    },
     /// Synchronous mode was turned off: delete `sync` (CAS on `index`).
-    DeleteSync { index: i64 },
+    DeleteSync {
+        index: i64,
+    },
     /// Stop here: the local data belongs to another cluster; never deleted.
     Fatal {
         message: String,

@@ -43,8 +43,13 @@ pub fn evaluate(obs: &Observation<'_>) -> Candidate {
     if s.nofailover {
         return Candidate::Ineligible("tagged nofailover".into());
     }
-    if obs.promotion_blocked_until.is_some_and(|until| obs.now < until) {
-        return Candidate::Ineligible("pre_promote refused the last promotion; waiting one ttl".into());
+    if obs
+        .promotion_blocked_until
+        .is_some_and(|until| obs.now < until)
+    {
+        return Candidate::Ineligible(
+            "pre_promote refused the last promotion; waiting one ttl".into(),
+        );
     }
     if !pg.running || !pg.queryable {
         return Candidate::Ineligible("postgres is not running".into());

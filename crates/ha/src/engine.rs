@@ -292,11 +292,17 @@ impl Engine {
         if pg.in_recovery {
             let mut actions = vec![Action::RenewLock];
             actions.extend(promote_actions(obs, cluster));
-            return Decision::act(actions, "promoted self to leader because I had the session lock");
+            return Decision::act(
+                actions,
+                "promoted self to leader because I had the session lock",
+            );
         }
         let mut actions = vec![Action::RenewLock, Action::PublishLeaderState];
-        let (sync_actions, sync_note) =
-            if self.paused { (Vec::new(), None) } else { crate::sync::plan(obs, cluster) };
+        let (sync_actions, sync_note) = if self.paused {
+            (Vec::new(), None)
+        } else {
+            crate::sync::plan(obs, cluster)
+        };
         actions.extend(sync_actions);
         if let Some(request) = cluster.failover.as_ref().filter(|f| f.value.is_present()) {
             let f = &request.value;
@@ -343,6 +349,12 @@ impl Engine {
             return Decision::act(
                 vec![Action::Demote(DemoteMode::ImmediateNoLock)],
                 format!("demoting self because I do not have the lock and I was a leader ({leader} holds it)"),
+            );
+        }
+        if pg.in_recovery && pg.diverged == Some(true) && !self.paused {
+            return Decision::act(
+                vec![Action::Demote(DemoteMode::ImmediateNoLock)],
+                format!("my WAL went past where leader ({leader}) forked its timeline: stopping to rewind"),
             );
         }
         let upstream = upstream_for(obs, cluster, leader);
@@ -439,8 +451,14 @@ impl Engine {
 fn promote_actions(obs: &Observation<'_>, cluster: &Cluster) -> Vec<Action> {
     let mut actions = Vec::new();
     if obs.settings.synchronous_mode {
-        actions.push(Action::WriteSync { standbys: Vec::new(), index: cluster.sync.as_ref().map(|k| k.index) });
-        actions.push(Action::SetSynchronousStandbys { names: Vec::new(), strict: true });
+        actions.push(Action::WriteSync {
+            standbys: Vec::new(),
+            index: cluster.sync.as_ref().map(|k| k.index),
+        });
+        actions.push(Action::SetSynchronousStandbys {
+            names: Vec::new(),
+            strict: true,
+        });
     }
     actions.push(Action::Promote);
     actions

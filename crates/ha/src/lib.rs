@@ -15,8 +15,7 @@ mod sync;
 pub use action::{Action, Decision, DemoteMode, StartRole};
 pub use election::{Candidate, CandidateRank};
 pub use engine::Engine;
-pub use sync::parse_standby_names;
 pub use observation::{
-    AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings,
-    StandbyLink,
+    AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };
+pub use sync::parse_standby_names;

@@ -29,24 +29,48 @@ pub fn plan(obs: &Observation<'_>, cluster: &Cluster) -> (Vec<Action>, Option<St
         .replication
         .iter()
         .filter(|l| l.streaming && l.name != s.name)
-        .filter(|l| cluster.members.get(&l.name).is_some_and(|m| m.data.is_running() && !m.data.nosync()))
+        .filter(|l| {
+            cluster
+                .members
+                .get(&l.name)
+                .is_some_and(|m| m.data.is_running() && !m.data.nosync())
+        })
         .collect();
-    candidates.sort_by(|a, b| b.synchronous.cmp(&a.synchronous).then(b.lsn.cmp(&a.lsn)).then(a.name.cmp(&b.name)));
-    let desired: BTreeSet<String> =
-        candidates.iter().take(s.synchronous_node_count.max(1)).map(|l| l.name.clone()).collect();
+    candidates.sort_by(|a, b| {
+        b.synchronous
+            .cmp(&a.synchronous)
+            .then(b.lsn.cmp(&a.lsn))
+            .then(a.name.cmp(&b.name))
+    });
+    let desired: BTreeSet<String> = candidates
+        .iter()
+        .take(s.synchronous_node_count.max(1))
+        .map(|l| l.name.clone())
+        .collect();
 
-    let ours = cluster.sync.as_ref().filter(|k| k.value.leader.as_deref() == Some(s.name.as_str()));
-    let listed: BTreeSet<String> = ours.map(|k| k.value.standbys().into_iter().collect()).unwrap_or_default();
+    let ours = cluster
+        .sync
+        .as_ref()
+        .filter(|k| k.value.leader.as_deref() == Some(s.name.as_str()));
+    let listed: BTreeSet<String> = ours
+        .map(|k| k.value.standbys().into_iter().collect())
+        .unwrap_or_default();
     let index = cluster.sync.as_ref().map(|k| k.index);
     let keep: BTreeSet<String> = listed.intersection(&desired).cloned().collect();
 
     let mut actions = Vec::new();
     let mut note = None;
     if ours.is_none() || keep != listed {
-        actions.push(Action::WriteSync { standbys: keep.iter().cloned().collect(), index });
+        actions.push(Action::WriteSync {
+            standbys: keep.iter().cloned().collect(),
+            index,
+        });
         let dropped: Vec<_> = listed.difference(&desired).cloned().collect();
         if !dropped.is_empty() {
-            note = Some(format!("removed {} from the synchronous standbys", dropped.join(",")));
+            note = Some(format!(
+                "removed {} from the synchronous standbys",
+                dropped.join(",")
+            ));
         }
     }
     let configured: BTreeSet<String> = pg.sync_standby_names.iter().cloned().collect();
@@ -80,7 +104,10 @@ pub fn plan(obs: &Observation<'_>, cluster: &Cluster) -> (Vec<Action>, Option<St
                 "synchronous standbys confirmed: {}",
                 grown.iter().cloned().collect::<Vec<_>>().join(",")
             ));
-            actions.push(Action::WriteSync { standbys: grown.into_iter().collect(), index });
+            actions.push(Action::WriteSync {
+                standbys: grown.into_iter().collect(),
+                index,
+            });
         }
     }
     (actions, note)

@@ -377,13 +377,21 @@ fn sync_settings(name: &str) -> Settings {
 }
 
 fn link(name: &str, synchronous: bool) -> pgherd_ha::StandbyLink {
-    pgherd_ha::StandbyLink { name: name.into(), streaming: true, synchronous, lsn: 1000 }
+    pgherd_ha::StandbyLink {
+        name: name.into(),
+        streaming: true,
+        synchronous,
+        lsn: 1000,
+    }
 }
 
 #[test]
 fn sync_mode_names_a_standby_then_publishes_it_once_confirmed() {
     let s = sync_settings("n1");
-    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":null}"#)]);
+    let c = cluster(
+        Some("n1"),
+        &[("sync", r#"{"leader":"n1","sync_standby":null}"#)],
+    );
     let mut pg = primary(1000);
     pg.replication = vec![link("n2", false), link("n3", false)];
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
@@ -392,21 +400,37 @@ fn sync_mode_names_a_standby_then_publishes_it_once_confirmed() {
         vec![
             Action::RenewLock,
             Action::PublishLeaderState,
-            Action::SetSynchronousStandbys { names: vec!["n2".into()], strict: false }
+            Action::SetSynchronousStandbys {
+                names: vec!["n2".into()],
+                strict: false
+            }
         ]
     );
-    assert!(d.reason.contains("setting synchronous standbys to n2"), "{}", d.reason);
+    assert!(
+        d.reason.contains("setting synchronous standbys to n2"),
+        "{}",
+        d.reason
+    );
     // PostgreSQL now waits for n2 and reports it synchronous: only then does `sync` name it.
     pg.sync_standby_names = vec!["n2".into()];
     pg.replication = vec![link("n2", true), link("n3", false)];
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
-    assert_eq!(d.actions[2], Action::WriteSync { standbys: vec!["n2".into()], index: Some(1) });
+    assert_eq!(
+        d.actions[2],
+        Action::WriteSync {
+            standbys: vec!["n2".into()],
+            index: Some(1)
+        }
+    );
 }
 
 #[test]
 fn sync_standby_leaves_sync_key_before_postgres_stops_waiting() {
     let s = sync_settings("n1");
-    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":"n2"}"#)]);
+    let c = cluster(
+        Some("n1"),
+        &[("sync", r#"{"leader":"n1","sync_standby":"n2"}"#)],
+    );
     let mut pg = primary(1000);
     pg.sync_standby_names = vec!["n2".into()];
     pg.replication = vec![link("n3", false)];
@@ -414,8 +438,14 @@ fn sync_standby_leaves_sync_key_before_postgres_stops_waiting() {
     assert_eq!(
         &d.actions[2..],
         &[
-            Action::WriteSync { standbys: vec![], index: Some(1) },
-            Action::SetSynchronousStandbys { names: vec!["n3".into()], strict: false },
+            Action::WriteSync {
+                standbys: vec![],
+                index: Some(1)
+            },
+            Action::SetSynchronousStandbys {
+                names: vec!["n3".into()],
+                strict: false
+            },
         ]
     );
 }
@@ -423,16 +453,30 @@ fn sync_standby_leaves_sync_key_before_postgres_stops_waiting() {
 #[test]
 fn sync_mode_falls_back_to_async_or_blocks_when_strict() {
     let mut s = sync_settings("n1");
-    let c = cluster(Some("n1"), &[("sync", r#"{"leader":"n1","sync_standby":null}"#)]);
+    let c = cluster(
+        Some("n1"),
+        &[("sync", r#"{"leader":"n1","sync_standby":null}"#)],
+    );
     let mut pg = primary(1000);
     pg.sync_standby_names = vec!["n2".into()];
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
-    assert!(d.reason.contains("falling back to asynchronous replication"), "{}", d.reason);
-    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: false }));
+    assert!(
+        d.reason
+            .contains("falling back to asynchronous replication"),
+        "{}",
+        d.reason
+    );
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys {
+        names: vec![],
+        strict: false
+    }));
     s.synchronous_mode_strict = true;
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
     assert!(d.reason.contains("commits wait"), "{}", d.reason);
-    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: true }));
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys {
+        names: vec![],
+        strict: true
+    }));
 }
 
 #[test]
@@ -442,13 +486,20 @@ fn only_sync_standbys_may_be_promoted() {
     let pg = replica(1000, "n1");
     let d = Engine::new().step(&obs(&s3, Some(&c), &pg, &[]));
     assert!(d.actions.is_empty());
-    assert!(d.reason.contains("not a synchronous standby"), "{}", d.reason);
+    assert!(
+        d.reason.contains("not a synchronous standby"),
+        "{}",
+        d.reason
+    );
     let s2 = sync_settings("n2");
     let peers = [peer("n3", 5000, false)];
     let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers));
     assert_eq!(d.actions.first(), Some(&Action::AcquireLock));
     assert_eq!(d.actions.last(), Some(&Action::Promote));
-    assert!(d.actions.contains(&Action::SetSynchronousStandbys { names: vec![], strict: true }));
+    assert!(d.actions.contains(&Action::SetSynchronousStandbys {
+        names: vec![],
+        strict: true
+    }));
 }
 
 #[test]
@@ -461,4 +512,15 @@ fn pre_promote_refusal_keeps_node_out_of_the_race() {
     let d = Engine::new().step(&o);
     assert!(d.actions.is_empty());
     assert!(d.reason.contains("pre_promote"), "{}", d.reason);
+}
+
+#[test]
+fn replica_past_the_fork_stops_to_rewind() {
+    let s = Settings::for_member("n1");
+    let c = cluster(Some("n2"), &[]);
+    let mut pg = replica(1000, "n2");
+    pg.diverged = Some(true);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
+    assert!(d.reason.contains("forked its timeline"), "{}", d.reason);
 }
