@@ -16,6 +16,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+/// pg_rewind attempts before the node stays stopped for a human.
+const MAX_REWIND_ATTEMPTS: u32 = 3;
+
 pub struct Agent {
     pub cfg: Arc<Config>,
     pub name: String,
@@ -35,8 +38,8 @@ pub struct Agent {
     /// How postgresql.conf is written: `None` as a primary, `Some("")` as a standby
     /// without upstream, `Some(member)` as a standby streaming from that member.
     pub upstream: Option<String>,
-    /// pg_rewind failed; don't try again until the data directory changes.
-    pub rewind_failed: bool,
+    /// Consecutive pg_rewind failures; reset when the data directory changes.
+    pub rewind_failures: u32,
     /// Last status query of the local PostgreSQL (when it answered).
     pub pg_state: Option<PgState>,
     /// We saw PostgreSQL running and it stopped without us stopping it.
@@ -96,7 +99,9 @@ impl Agent {
             _ => Vec::new(),
         };
         let mut settings = self.settings.clone();
-        if self.rewind_failed {
+        // A failure right after a crash can be transient (old backends still exiting); after
+        // a few, stay stopped and say so.
+        if self.rewind_failures >= MAX_REWIND_ATTEMPTS {
             settings.use_pg_rewind = false;
         }
         let obs = pgherd_ha::Observation {
@@ -153,10 +158,10 @@ impl Agent {
                         self.upstream = u;
                     }
                     if outcome.rewind_failed {
-                        self.rewind_failed = true;
+                        self.rewind_failures += 1;
                     }
                     if outcome.data_changed {
-                        self.rewind_failed = false;
+                        self.rewind_failures = 0;
                         self.applied_params = None;
                     }
                 }

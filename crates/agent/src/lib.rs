@@ -116,7 +116,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         lock_confirmed_at: None,
         task: None,
         upstream: standby_signal.then(String::new),
-        rewind_failed: false,
+        rewind_failures: 0,
         pg_state: None,
         crashed: false,
         was_running: false,

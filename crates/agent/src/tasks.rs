@@ -301,6 +301,9 @@ impl TaskContext {
     ) -> Result<TaskOutcome> {
         let from = member_upstream(Some(&cluster), &source)
             .with_context(|| format!("member {source} has no usable conn_url"))?;
+        // pg_rewind may first run crash recovery in single-user mode, which refuses to run
+        // with standby.signal present: write the configuration without recovery settings.
+        self.pg.write_config(&self.params, None)?;
         info!("running pg_rewind from {source} ({from})");
         match self.pg.pg_rewind(&from, false).await {
             Ok(()) => {
