@@ -433,3 +433,81 @@ fn patronictl_sees_the_same_roles() {
         assert_eq!(row["State"], "running", "{row}");
     }
 }
+
+/// An unchanged HAProxy configuration of the reference stack (REST health checks with
+/// `OPTIONS /master` and `OPTIONS /replica`) routes to the right nodes of a pgherd cluster.
+#[test]
+fn haproxy_health_checks_route_by_role() {
+    let mut c = cluster("haproxy");
+    c.start_all().unwrap();
+    let leader = healthy(&c);
+    let ports = pgherd_testkit::ports::free_ports(2).unwrap();
+    let servers: String = c
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "    server {} 127.0.0.1:{} maxconn 100 check port {}\n",
+                m.name, m.pg_port, m.api_port
+            )
+        })
+        .collect();
+    let cfg = format!(
+        "global\n    maxconn 200\ndefaults\n    mode tcp\n    timeout connect 4s\n    timeout client 30m\n    timeout server 30m\n    timeout check 5s\n\
+listen primary\n    bind 127.0.0.1:{p}\n    option httpchk OPTIONS /master\n    http-check expect status 200\n    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n{s1}\
+listen replicas\n    bind 127.0.0.1:{r}\n    balance roundrobin\n    option httpchk OPTIONS /replica\n    http-check expect status 200\n    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n{s2}",
+        p = ports[0],
+        r = ports[1],
+        s1 = servers,
+        s2 = servers,
+    );
+    let file = c.root.join("haproxy.cfg");
+    std::fs::write(&file, cfg).unwrap();
+    let child = Command::new("/usr/sbin/haproxy")
+        .arg("-f")
+        .arg(&file)
+        .arg("-db")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (Debian package haproxy)");
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Guard(child);
+    assert_eq!(c.sql(leader, "select pg_is_in_recovery()").unwrap(), "f");
+    poll(
+        "HAProxy routes writes to the leader",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            (pgherd_testkit::cluster::psql(ports[0], "select pg_is_in_recovery()").ok()? == "f")
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    poll(
+        "HAProxy routes reads to both replicas",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let port = pgherd_testkit::cluster::psql(
+                ports[1],
+                "select pg_is_in_recovery()::text || current_setting('port')",
+            )
+            .ok()?;
+            assert!(
+                port.starts_with("true"),
+                "a primary answered on the replica port: {port}"
+            );
+            seen.insert(port);
+            (seen.len() == 2).then_some(())
+        },
+    )
+    .unwrap();
+}
