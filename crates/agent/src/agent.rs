@@ -63,6 +63,13 @@ pub struct Agent {
     pub sync_standby_names: Option<String>,
     /// A pre_promote script refused a promotion: no race for the lock until then.
     pub promotion_blocked_until: Option<Millis>,
+    /// The configuration file(s) the agent was started with (re-read on reload).
+    pub config_path: Option<std::path::PathBuf>,
+    /// A restart scheduled through `POST /restart`, and the postmaster start time then.
+    pub scheduled_restart: Option<pgherd_api::RestartRequest>,
+    pub scheduled_restart_start_time: Option<String>,
+    /// The scheduled restart was looked up in our member key (after an agent restart).
+    pub restored_schedule: bool,
     /// Member slots we created as leader (to drop them when their member leaves).
     pub member_slots: Option<std::collections::BTreeSet<String>>,
 }
@@ -71,6 +78,7 @@ impl Agent {
     /// One HA cycle. `Err` only for conditions where the agent must exit (fatal).
     pub async fn cycle(&mut self) -> Result<Decision> {
         self.reap_task().await;
+        crate::commands::run_scheduled(self).await;
 
         let cluster = match self.dcs.get_cluster().await {
             Ok(c) => {
@@ -83,6 +91,10 @@ impl Agent {
             }
         };
         if let Some(c) = &cluster {
+            if !self.restored_schedule {
+                self.restored_schedule = true;
+                crate::commands::restore_from_member(self, c);
+            }
             if let Some(l) = c.leader_name().filter(|l| *l != self.name) {
                 self.last_known_leader = Some(l.to_string());
             }
@@ -113,6 +125,7 @@ impl Agent {
             in_progress: self.task.as_ref().map(|t| t.kind),
             lock_confirmed_at: self.lock_confirmed_at,
             promotion_blocked_until: self.promotion_blocked_until,
+            wall_clock_ms: chrono::Utc::now().timestamp_millis(),
         };
         let decision = self.engine.step(&obs);
         if decision.reason != self.last_reason {

@@ -4,6 +4,7 @@
 mod agent;
 mod callbacks;
 mod clock;
+mod commands;
 mod execute;
 mod fence;
 mod leader;
@@ -85,13 +86,16 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((bind.as_str(), api_port))
         .await
         .with_context(|| format!("restapi.listen: cannot listen on {bind}:{api_port}"))?;
+    let (commands_tx, mut commands_rx) = tokio::sync::mpsc::channel(16);
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(pgherd_api::serve(
         listener,
-        ApiContext::new(snapshot_rx, dcs.clone()).with_settings(
-            pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
-                .context("restapi: TLS or authentication settings")?,
-        ),
+        ApiContext::new(snapshot_rx, dcs.clone())
+            .with_commands(commands_tx)
+            .with_settings(
+                pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
+                    .context("restapi: TLS or authentication settings")?,
+            ),
         async move {
             let _ = api_stop_rx.await;
         },
@@ -131,11 +135,15 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         applied_params: None,
         member_slots: None,
         last_known_leader: None,
+        config_path: config_path.map(Path::to_path_buf),
+        scheduled_restart: None,
+        scheduled_restart_start_time: None,
+        restored_schedule: false,
         sync_standby_names: None,
         promotion_blocked_until: None,
     };
 
-    let result = run_loop(&mut agent).await;
+    let result = run_loop(&mut agent, &mut commands_rx).await;
     if let Err(e) = &result {
         error!("{e:#}");
     }
@@ -145,9 +153,14 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     result
 }
 
-async fn run_loop(agent: &mut Agent) -> Result<()> {
+async fn run_loop(
+    agent: &mut Agent,
+    commands: &mut tokio::sync::mpsc::Receiver<pgherd_api::ApiCommand>,
+) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let mut changes = agent.dcs.subscribe();
     loop {
         let started = tokio::time::Instant::now();
@@ -163,6 +176,16 @@ async fn run_loop(agent: &mut Agent) -> Result<()> {
                 _ = terminate.recv() => {
                     info!("SIGTERM received: shutting down");
                     return Ok(());
+                }
+                _ = hangup.recv() => {
+                    info!("SIGHUP received: reloading the configuration");
+                    commands::reload(agent).await;
+                    break;
+                }
+                Some(command) = commands.recv() => {
+                    if commands::handle(agent, command).await {
+                        break;
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => {
                     info!("SIGINT received: shutting down");

@@ -54,6 +54,13 @@ pub fn member_data(a: &mut Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> Me
         tags: a.cfg.effective_tags(),
         pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
         pause: cluster.is_some_and(Cluster::is_paused),
+        scheduled_restart: a.scheduled_restart.as_ref().map(|r| {
+            let started = a
+                .pg_state
+                .as_ref()
+                .map(|s| s.postmaster_start_time.as_str());
+            r.to_member_value(started)
+        }),
         ..MemberData::default()
     }
 }
@@ -122,7 +129,10 @@ pub fn publish_snapshot(a: &mut Agent, pg: &LocalPg, cluster: Option<Arc<Cluster
         tags: a.cfg.effective_tags(),
         pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
         standby_cluster: a.dynamic.standby_cluster.is_some(),
-        scheduled_restart: None,
+        scheduled_restart: a
+            .scheduled_restart
+            .as_ref()
+            .map(|r| r.to_member_value(None)),
         failsafe_mode_is_active: false,
         watchdog_failed: false,
         ttl,

@@ -308,9 +308,28 @@ impl Engine {
             let f = &request.value;
             let from_me = f.leader.as_deref().is_none_or(|l| l == s.name);
             let to_other = f.member.as_deref() != Some(s.name.as_str());
-            if f.scheduled_at.is_some() {
-                // Scheduled requests are handled by the control layer's scheduler.
-            } else if from_me && to_other && !self.paused {
+            let due = match f.scheduled_at.as_deref().map(|at| schedule_state(at, obs)) {
+                None | Some(Schedule::Due) => true,
+                Some(Schedule::Waiting(at)) => {
+                    return Decision::act(
+                        actions,
+                        format!(
+                            "I am ({}), the leader with the lock: switchover scheduled at {at}",
+                            s.name
+                        ),
+                    );
+                }
+                Some(Schedule::Expired(at)) => {
+                    actions.push(Action::ClearFailover {
+                        index: request.index,
+                    });
+                    return Decision::act(
+                        actions,
+                        format!("scheduled switchover at {at} was missed by more than 1.5 loop_wait: request cleared"),
+                    );
+                }
+            };
+            if due && from_me && to_other && !self.paused {
                 match failover_target_for(obs, cluster, f.member.as_deref()) {
                     Some(target) => {
                         actions.push(Action::Demote(DemoteMode::Graceful));
@@ -442,6 +461,29 @@ impl Engine {
                 Decision::idle(format!("no leader, not racing: {why}"))
             }
         }
+    }
+}
+
+enum Schedule {
+    Waiting(String),
+    Due,
+    Expired(String),
+}
+
+/// Patroni's rule for `scheduled_at`: wait while more than loop_wait ahead, fire when due,
+/// drop when more than 1.5 loop_wait late. An unparsable time fires at once.
+fn schedule_state(at: &str, obs: &Observation<'_>) -> Schedule {
+    let Ok(when) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return Schedule::Due;
+    };
+    let delta = when.timestamp_millis() - obs.wall_clock_ms;
+    let loop_wait = obs.settings.loop_wait as i64;
+    if delta > loop_wait.max(1) {
+        Schedule::Waiting(at.to_string())
+    } else if -delta > loop_wait * 3 / 2 + 1000 {
+        Schedule::Expired(at.to_string())
+    } else {
+        Schedule::Due
     }
 }
 

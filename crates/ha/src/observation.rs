@@ -190,4 +190,6 @@ pub struct Observation<'a> {
     pub lock_confirmed_at: Option<Millis>,
     /// A `pre_promote` script refused a promotion: do not race for the lock before this.
     pub promotion_blocked_until: Option<Millis>,
+    /// Wall-clock time (Unix epoch, milliseconds), for `scheduled_at` of switchovers only.
+    pub wall_clock_ms: i64,
 }

@@ -95,6 +95,7 @@ fn obs<'a>(
         in_progress: None,
         lock_confirmed_at: None,
         promotion_blocked_until: None,
+        wall_clock_ms: 1_900_000_000_000,
     }
 }
 
@@ -523,4 +524,45 @@ fn replica_past_the_fork_stops_to_rewind() {
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
     assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
     assert!(d.reason.contains("forked its timeline"), "{}", d.reason);
+}
+
+#[test]
+fn scheduled_switchover_waits_fires_and_expires() {
+    let s = Settings::for_member("n1");
+    let pg = primary(1000);
+    // 1_900_000_000_000 ms = 2030-03-17T17:46:40Z
+    let ahead = cluster(
+        Some("n1"),
+        &[(
+            "failover",
+            r#"{"leader":"n1","member":"n2","scheduled_at":"2030-03-17T18:00:00+00:00"}"#,
+        )],
+    );
+    let d = Engine::new().step(&obs(&s, Some(&ahead), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::RenewLock, Action::PublishLeaderState]
+    );
+    assert!(d.reason.contains("switchover scheduled at"), "{}", d.reason);
+    let due = cluster(
+        Some("n1"),
+        &[(
+            "failover",
+            r#"{"leader":"n1","member":"n2","scheduled_at":"2030-03-17T17:46:40+00:00"}"#,
+        )],
+    );
+    let d = Engine::new().step(&obs(&s, Some(&due), &pg, &[]));
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::Demote(DemoteMode::Graceful))
+    );
+    let missed = cluster(
+        Some("n1"),
+        &[(
+            "failover",
+            r#"{"leader":"n1","member":"n2","scheduled_at":"2030-03-17T17:00:00+00:00"}"#,
+        )],
+    );
+    let d = Engine::new().step(&obs(&s, Some(&missed), &pg, &[]));
+    assert_eq!(d.actions.last(), Some(&Action::ClearFailover { index: 1 }));
 }
