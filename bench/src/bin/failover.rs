@@ -23,9 +23,10 @@ enum Fault {
 struct System {
     label: &'static str,
     agent: AgentKind,
-    ttl: u64,
-    loop_wait: u64,
-    retry_timeout: u64,
+    /// `None`: leave the key out of bootstrap.dcs (the agent's own default).
+    ttl: Option<u64>,
+    loop_wait: Option<u64>,
+    retry_timeout: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -37,23 +38,23 @@ fn main() -> Result<()> {
         System {
             label: "pgherd_defaults",
             agent: AgentKind::Pgherd,
-            ttl: 10,
-            loop_wait: 1,
-            retry_timeout: 3,
+            ttl: None,
+            loop_wait: None,
+            retry_timeout: None,
         },
         System {
             label: "pgherd_patroni_settings",
             agent: AgentKind::Pgherd,
-            ttl: 30,
-            loop_wait: 10,
-            retry_timeout: 10,
+            ttl: Some(30),
+            loop_wait: Some(10),
+            retry_timeout: Some(10),
         },
         System {
             label: "patroni",
             agent: AgentKind::Patroni,
-            ttl: 30,
-            loop_wait: 10,
-            retry_timeout: 10,
+            ttl: Some(30),
+            loop_wait: Some(10),
+            retry_timeout: Some(10),
         },
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -39,7 +39,11 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 pub async fn run(members: usize, once: bool) -> Result<()> {
     check_prerequisites()?;
     let exe = std::env::current_exe().context("locating the pgherd executable")?;
+    // The demo runs with pgherd's own timing defaults (fast failover).
     let options = ClusterOptions {
+        ttl: None,
+        loop_wait: None,
+        retry_timeout: None,
         scope: "demo".into(),
         members,
         ..ClusterOptions::default()

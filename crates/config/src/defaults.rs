@@ -8,14 +8,17 @@
 use std::time::Duration;
 
 /// Leader-key TTL when the DCS `config` has no `ttl`. pgherd's choice; Patroni's is
-/// [`PATRONI_DEFAULT_TTL`] (30 s).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// [`PATRONI_DEFAULT_TTL`] (30 s). A crashed leader's key expires within this, which bounds
+/// node-crash failover (about ttl - loop_wait/2 + promotion). Safe because the leader fences
+/// itself at ttl - margin after its last confirmed renewal, independently of its HA loop.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(4);
 /// HA loop period when the DCS `config` has no `loop_wait`. pgherd's choice; Patroni's is
 /// [`PATRONI_DEFAULT_LOOP_WAIT`] (10 s).
 pub const DEFAULT_LOOP_WAIT: Duration = Duration::from_secs(1);
 /// DCS/PostgreSQL operation retry budget when the DCS `config` has no `retry_timeout`.
-/// pgherd's choice; Patroni's is [`PATRONI_DEFAULT_RETRY_TIMEOUT`] (10 s).
-pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(3);
+/// pgherd's choice; Patroni's is [`PATRONI_DEFAULT_RETRY_TIMEOUT`] (10 s). Keeps Patroni's
+/// rule `loop_wait + 2 * retry_timeout <= ttl`.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Patroni 3.0.2's documented `ttl` default (for reference and documentation).
 pub const PATRONI_DEFAULT_TTL: Duration = Duration::from_secs(30);

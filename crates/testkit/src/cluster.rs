@@ -32,9 +32,10 @@ pub struct ClusterOptions {
     pub agent: AgentKind,
     pub scope: String,
     pub members: usize,
-    pub ttl: u64,
-    pub loop_wait: u64,
-    pub retry_timeout: u64,
+    /// `bootstrap.dcs` timing keys in seconds; `None` leaves the key out (agent defaults).
+    pub ttl: Option<u64>,
+    pub loop_wait: Option<u64>,
+    pub retry_timeout: Option<u64>,
     /// Extra YAML lines placed under `bootstrap.dcs` (indented by the caller to 4 spaces).
     pub extra_dcs: String,
     /// Extra YAML lines placed under `postgresql.parameters` of every member (6 spaces).
@@ -47,9 +48,10 @@ impl Default for ClusterOptions {
             agent: AgentKind::Pgherd,
             scope: "it".into(),
             members: 3,
-            ttl: 10,
-            loop_wait: 1,
-            retry_timeout: 3,
+            // Tests favour stability on a loaded 2-core machine over failover speed.
+            ttl: Some(10),
+            loop_wait: Some(1),
+            retry_timeout: Some(3),
             extra_dcs: String::new(),
             extra_parameters: String::new(),
         }
@@ -376,6 +378,14 @@ impl Drop for TestCluster {
 }
 
 fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
+    let timing: String = [
+        ("ttl", o.ttl),
+        ("loop_wait", o.loop_wait),
+        ("retry_timeout", o.retry_timeout),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| format!("    {k}: {v}\n")))
+    .collect();
     let etcd_host = etcd_url.trim_start_matches("http://");
     let dir = m.dir.display();
     format!(
@@ -392,10 +402,7 @@ etcd3:
 
 bootstrap:
   dcs:
-    ttl: {ttl}
-    loop_wait: {loop_wait}
-    retry_timeout: {retry_timeout}
-    maximum_lag_on_failover: 1048576
+{timing}    maximum_lag_on_failover: 1048576
     postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -447,9 +454,7 @@ tags:
         name = m.name,
         api = m.api_port,
         pg = m.pg_port,
-        ttl = o.ttl,
-        loop_wait = o.loop_wait,
-        retry_timeout = o.retry_timeout,
+        timing = timing,
         extra_dcs = o.extra_dcs,
         extra_parameters = o.extra_parameters,
         su = SUPERUSER_PASSWORD,

@@ -7,9 +7,9 @@ fn defaults_when_empty() {
     let (c, warnings) = DynamicConfig::from_value(&json!({}));
     assert_eq!(c, DynamicConfig::default());
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(c.ttl, Duration::from_secs(10));
+    assert_eq!(c.ttl, Duration::from_secs(4));
     assert_eq!(c.loop_wait, Duration::from_secs(1));
-    assert_eq!(c.retry_timeout, Duration::from_secs(3));
+    assert_eq!(c.retry_timeout, Duration::from_millis(1500));
     assert_eq!(c.maximum_lag_on_failover, 1_048_576);
     assert_eq!(c.primary_start_timeout, Duration::from_secs(300));
     assert!(c.postgresql.use_slots);
@@ -137,7 +137,7 @@ fn dcs_json_round_trip() {
     let c = DynamicConfig::default();
     assert_eq!(
         c.to_dcs_json(),
-        json!({"ttl": 10, "loop_wait": 1, "retry_timeout": 3})
+        json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1.5})
     );
     let (c, _) = DynamicConfig::from_value(&json!({
         "ttl": "30s", "loop_wait": "500ms", "retry_timeout": 10, "master_start_timeout": 0,
