@@ -8,22 +8,49 @@
 //! - `patroni_postgres_server_version` has no stray space before its labels;
 //! - status bodies carry an extra `pgherd: {version}` key.
 //!
-//! Management endpoints (POST/PATCH/PUT/DELETE) answer 501 for now.
+//!
+//! Management endpoints (compat §3.6): `POST /switchover`, `POST /failover`,
+//! `DELETE /switchover`, `PATCH /config`, `PUT /config` are DCS writes done here;
+//! `POST /restart`, `DELETE /restart`, `POST /reload`, `POST /reinitialize` are validated here
+//! and carried out by the agent ([`ApiCommand`]). Unsafe calls go through Patroni's access
+//! control (allowlist, client certificate, basic auth with a constant-time comparison); the
+//! server speaks HTTPS with rustls when `restapi.certfile` is set ([`ApiSettings`]).
+//! Documented differences from Patroni 3.0.2:
+//! - refusals are JSON `{"error": "<Patroni's message>"}` (Patroni: plain text or an HTML
+//!   error page); successful calls keep Patroni's plain-text messages;
+//! - a request body with a non-JSON media type (e.g. `multipart/form-data`) is refused with
+//!   415; no media type, JSON, `text/plain` and `application/x-www-form-urlencoded` (curl's
+//!   default) are read as JSON;
+//! - a chunked request body is read (Patroni requires `Content-Length`);
+//! - a switchover/failover to the current leader is refused with 412 `candidate is already
+//!   the leader` (Patroni writes it and answers 503 once its leader cleared it);
+//! - `restart_pending: false` means "no filter" (Patroni: any value enables the filter);
+//! - `POST /failsafe`, `/citus`, `/sigterm` answer 501.
 
+mod access;
 mod cluster_view;
+mod commands;
 mod error;
 mod health;
 mod json;
+mod manage;
 mod metrics;
 mod pyvalue;
 mod routing;
+pub mod schedule;
 mod server;
+mod settings;
 mod size;
 mod snapshot;
 mod status;
+pub mod tls;
 
+pub use commands::{
+    postgres_version_num, ApiCommand, CommandResult, Refusal, RestartRequest, RestartRole,
+};
 pub use error::ServeError;
 pub use server::{router, serve, ApiContext};
+pub use settings::ApiSettings;
 pub use snapshot::{ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
 
 /// The Patroni version we are compatible with and report as `patroni.version`: peers and

@@ -4,6 +4,7 @@
 //! that a path nothing recognises is a 404 instead of Patroni's 503.
 
 use crate::health::HealthCheck;
+use crate::manage::ManageEndpoint;
 use axum::http::Method;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,7 +12,10 @@ pub(crate) enum Route {
     Get(GetEndpoint),
     /// Generic GET/HEAD/OPTIONS health logic.
     Health(HealthCheck),
-    /// A management endpoint (`POST /restart`, ...) that this version does not serve yet.
+    /// A management endpoint (`POST /restart`, `PATCH /config`, ...).
+    Manage(ManageEndpoint),
+    /// A Patroni management endpoint that pgherd does not serve (`POST /failsafe`,
+    /// `/citus`, `/sigterm`).
     NotImplemented,
     /// A known path, but Patroni has no handler for this method on it.
     UnsupportedMethod,
@@ -78,7 +82,9 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Route {
             .map_or(Route::NotFound, Route::Health),
         _ => {
             let method = method.as_str();
-            if MANAGEMENT.contains(&(method, segment)) {
+            if let Some(endpoint) = ManageEndpoint::from_route(method, segment) {
+                Route::Manage(endpoint)
+            } else if MANAGEMENT.contains(&(method, segment)) {
                 Route::NotImplemented
             } else if get_endpoint.is_some()
                 || HealthCheck::classify(path).is_some()
@@ -124,9 +130,22 @@ mod tests {
                 Route::Health(HealthCheck::Replica),
             ),
             (Method::OPTIONS, "/nope", Route::NotFound),
-            (Method::POST, "/restart", Route::NotImplemented),
-            (Method::PATCH, "/config", Route::NotImplemented),
-            (Method::DELETE, "/switchover/", Route::NotImplemented),
+            (
+                Method::POST,
+                "/restart",
+                Route::Manage(ManageEndpoint::Restart),
+            ),
+            (
+                Method::PATCH,
+                "/config",
+                Route::Manage(ManageEndpoint::PatchConfig),
+            ),
+            (
+                Method::DELETE,
+                "/switchover/",
+                Route::Manage(ManageEndpoint::DeleteSwitchover),
+            ),
+            (Method::POST, "/failsafe", Route::NotImplemented),
             (Method::POST, "/patroni", Route::UnsupportedMethod),
             (Method::PUT, "/primary", Route::UnsupportedMethod),
             (Method::GET, "/config", Route::Get(GetEndpoint::Config)),

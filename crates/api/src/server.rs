@@ -2,16 +2,19 @@
 //! handlers.
 
 use crate::cluster_view::{config_json, history_json, ClusterJson};
+use crate::commands::ApiCommand;
 use crate::error::{EndpointError, ServeError};
 use crate::health::{self, HealthQuery};
 use crate::json::{error_response, json_response, status_only, with_content_type};
 use crate::metrics;
 use crate::routing::{resolve, GetEndpoint, Route};
+use crate::settings::ApiSettings;
 use crate::snapshot::NodeSnapshot;
 use crate::status::StatusBody;
+use crate::tls::{ConnInfo, TlsListener};
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pgherd_dcs::Dcs;
@@ -19,20 +22,50 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// What the handlers need. Management endpoints will add a command channel to the agent here.
+/// What the handlers need. Build it with [`ApiContext::new`] and the `with_*` methods.
 #[derive(Clone)]
 pub struct ApiContext {
     /// The agent's latest state; health checks read only this.
     pub snapshot: watch::Receiver<Arc<NodeSnapshot>>,
     /// For the endpoints that report the whole cluster (`/cluster`, `/history`, `/config`),
-    /// which read the DCS afresh on each request.
+    /// which read the DCS afresh on each request, and for the cluster-wide management calls
+    /// (switchover, failover, configuration), which write it.
     pub dcs: Arc<dyn Dcs>,
+    /// Where node-local management calls (restart, reload, reinitialize) go; see
+    /// [`ApiCommand`] for what the agent must do with each. `None`: those calls answer 503.
+    pub commands: Option<mpsc::Sender<ApiCommand>>,
+    /// Access control, TLS, extra headers, peer client (`restapi:` configuration).
+    pub settings: Arc<ApiSettings>,
+}
+
+impl ApiContext {
+    /// An open API over plain HTTP without a command channel.
+    pub fn new(snapshot: watch::Receiver<Arc<NodeSnapshot>>, dcs: Arc<dyn Dcs>) -> ApiContext {
+        ApiContext {
+            snapshot,
+            dcs,
+            commands: None,
+            settings: Arc::new(ApiSettings::default()),
+        }
+    }
+
+    /// Node-local management calls are sent to `commands` (the agent holds the receiver).
+    pub fn with_commands(mut self, commands: mpsc::Sender<ApiCommand>) -> ApiContext {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Access control and TLS from [`ApiSettings::from_config`].
+    pub fn with_settings(mut self, settings: ApiSettings) -> ApiContext {
+        self.settings = Arc::new(settings);
+        self
+    }
 }
 
 /// All routes. Routing is ours (Patroni-style first-segment and substring matching), so axum
@@ -41,23 +74,39 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new().fallback(dispatch).with_state(ctx)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Serves the API on `listener` (HTTPS when the settings carry a certificate) until
+/// `shutdown` completes, then finishes in-flight requests.
 pub async fn serve<F>(listener: TcpListener, ctx: ApiContext, shutdown: F) -> Result<(), ServeError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let addr = listener.local_addr().ok();
-    tracing::info!(listen = ?addr, "REST API listening");
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|err| ServeError::io(addr, err))
+    let tls = ctx.settings.tls.clone();
+    let app = router(ctx).into_make_service_with_connect_info::<ConnInfo>();
+    match tls {
+        None => {
+            tracing::info!(listen = ?addr, "REST API listening (http)");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            tracing::info!(listen = ?addr, "REST API listening (https)");
+            axum::serve(TlsListener::new(listener, config), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(|err| ServeError::io(addr, err))
 }
 
-async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Response {
+async fn dispatch(State(ctx): State<ApiContext>, request: Request) -> Response {
     let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let path = uri.path();
     let mut response = match resolve(&method, path) {
+        Route::Manage(endpoint) => crate::manage::handle(&ctx, endpoint, request).await,
         Route::Get(endpoint) => get(&ctx, endpoint).await,
         Route::Health(check) => {
             // Clone the Arc so the watch channel's lock is not held while we build the answer.
@@ -74,7 +123,7 @@ async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Re
         }
         Route::NotImplemented => error_response(
             StatusCode::NOT_IMPLEMENTED,
-            &format!("{method} {path} is not implemented yet"),
+            &format!("{method} {path} is not supported by pgherd"),
             None,
         ),
         Route::UnsupportedMethod => error_response(
@@ -86,6 +135,9 @@ async fn dispatch(State(ctx): State<ApiContext>, method: Method, uri: Uri) -> Re
     };
     if method == Method::HEAD {
         *response.body_mut() = Body::empty();
+    }
+    for (name, value) in &ctx.settings.extra_headers {
+        response.headers_mut().insert(name.clone(), value.clone());
     }
     tracing::debug!(
         %method,

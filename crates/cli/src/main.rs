@@ -1,5 +1,6 @@
 //! pgherd: PostgreSQL high availability in one binary (agent, control commands, demo).
 
+mod ctl_cmd;
 mod demo;
 
 use anyhow::{Context, Result};
@@ -27,20 +28,9 @@ enum Command {
     },
     /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
     CheckConfig { config: PathBuf },
-    /// Show the cluster's members, roles, state and lag (like `patronictl list`).
-    List {
-        #[command(flatten)]
-        conn: CtlConnection,
-        /// Output format: pretty, json, yaml or tsv.
-        #[arg(short = 'f', long = "format", default_value = "pretty")]
-        format: pgherd_ctl::list::OutputFormat,
-        /// Show all optional columns (pending restart, scheduled restart, tags).
-        #[arg(short = 'e', long)]
-        extended: bool,
-        /// Refresh every N seconds until interrupted.
-        #[arg(short = 'W', long = "watch", value_name = "SECONDS")]
-        watch: Option<f64>,
-    },
+    /// Operator commands (patronictl's): list, switchover, restart, edit-config, ...
+    #[command(flatten)]
+    Ctl(ctl_cmd::CtlCommand),
     /// Start etcd and a 3-node cluster on 127.0.0.1 in a temporary directory.
     Demo {
         /// Number of PostgreSQL nodes.
@@ -50,15 +40,11 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Print pgherd's version and the Patroni version it is compatible with.
-    Version,
-}
-
-#[derive(clap::Args)]
-struct CtlConnection {
-    /// Agent configuration, or a file with just scope/namespace/DCS sections.
-    #[arg(short = 'c', long = "config-file", env = "PGHERD_CONFIG")]
-    config: PathBuf,
+    /// Run the read-write split proxy (replaces HAProxy + confd).
+    Proxy {
+        /// YAML file with scope, namespace, the DCS section and a proxy: section.
+        config: PathBuf,
+    },
 }
 
 fn init_logging() {
@@ -102,27 +88,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::CheckConfig { config } => Ok(check_config(&config)),
-        Command::List {
-            conn,
-            format,
-            extended,
-            watch,
-        } => {
-            let ctl = pgherd_ctl::Ctl::from_config_file(&conn.config)?;
-            loop {
-                let out = ctl.list(format, extended).await?;
-                if watch.is_some() {
-                    print!("\x1b[2J\x1b[H");
-                }
-                print!("{out}");
-                match watch {
-                    Some(secs) => {
-                        tokio::time::sleep(std::time::Duration::from_secs_f64(secs.max(0.1))).await
-                    }
-                    None => return Ok(0),
-                }
-            }
-        }
+        Command::Ctl(command) => ctl_cmd::run(command).await,
         Command::Demo { members, once } => {
             init_logging();
             demo::run(members.max(1), once)
@@ -130,12 +96,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 .context("pgherd demo")?;
             Ok(0)
         }
-        Command::Version => {
-            println!(
-                "pgherd {} (Patroni {} compatible)",
-                env!("CARGO_PKG_VERSION"),
-                pgherd_api::PATRONI_COMPAT_VERSION
-            );
+        Command::Proxy { config } => {
+            init_logging();
+            pgherd_proxy::run(&config).await?;
             Ok(0)
         }
     }

@@ -114,7 +114,77 @@ pub fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
 
 /// Renders `list` in the requested format. `extended` forces the optional columns.
 pub fn render(scope: &str, cluster: &Cluster, format: OutputFormat, extended: bool) -> String {
+    render_rows(scope, cluster, member_rows(cluster), format, extended)
+}
+
+/// `topology`: the list ordered as a tree by replication source (the leader first, then each
+/// member under the one it replicates from, `replicatefrom` tag), names indented with `+ `.
+pub fn render_topology(scope: &str, cluster: &Cluster) -> String {
     let rows = member_rows(cluster);
+    let leader = rows
+        .iter()
+        .find(|r| r.role.ends_with("Leader"))
+        .map(|r| r.member.clone());
+    let replicas: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.role.ends_with("Leader"))
+        .map(|r| r.member.clone())
+        .collect();
+    let parent_of = |r: &MemberRow| -> Option<String> {
+        match r.tags.get("replicatefrom").and_then(Value::as_str) {
+            Some(p) if p != r.member && replicas.iter().any(|n| n == p) => Some(p.to_string()),
+            _ => leader.clone(),
+        }
+    };
+    let mut ordered = Vec::new();
+    fn walk(
+        level: usize,
+        name: Option<&str>,
+        rows: &[MemberRow],
+        parent_of: &dyn Fn(&MemberRow) -> Option<String>,
+        out: &mut Vec<MemberRow>,
+    ) {
+        if let Some(row) = name.and_then(|n| rows.iter().find(|r| r.member == n)) {
+            let mut row = row.clone();
+            if level > 0 {
+                row.member = format!("{}+ {}", " ".repeat((level - 1) * 2), row.member);
+            }
+            out.push(row);
+        }
+        for child in rows
+            .iter()
+            .filter(|r| !r.role.ends_with("Leader") && parent_of(r).as_deref() == name)
+        {
+            // Guard against replicatefrom cycles: a member appears once.
+            if out
+                .iter()
+                .any(|o| o.member.trim_start_matches([' ', '+']) == child.member)
+            {
+                continue;
+            }
+            walk(level + 1, Some(&child.member), rows, parent_of, out);
+        }
+    }
+    walk(0, leader.as_deref(), &rows, &parent_of, &mut ordered);
+    // Members in a replicatefrom cycle are not reachable from the leader: list them last.
+    for r in &rows {
+        if !ordered
+            .iter()
+            .any(|o| o.member.trim_start_matches([' ', '+']) == r.member)
+        {
+            ordered.push(r.clone());
+        }
+    }
+    render_rows(scope, cluster, ordered, OutputFormat::Pretty, false)
+}
+
+fn render_rows(
+    scope: &str,
+    cluster: &Cluster,
+    rows: Vec<MemberRow>,
+    format: OutputFormat,
+    extended: bool,
+) -> String {
     let with_pending = extended || rows.iter().any(|r| r.pending_restart);
     let with_scheduled = extended || rows.iter().any(|r| r.scheduled_restart.is_some());
     let with_tags = extended || rows.iter().any(|r| !r.tags.is_empty());
@@ -325,6 +395,25 @@ mod tests {
         assert_eq!(v[0]["Lag in MB"], 4);
         assert_eq!(v[2]["Lag in MB"], "unknown");
         assert_eq!(v[0]["Cluster"], "batman");
+    }
+
+    #[test]
+    fn topology_follows_replicatefrom() {
+        let mut c = cluster();
+        let mut node0 = c.members["node0"].clone();
+        node0
+            .data
+            .tags
+            .insert("replicatefrom".into(), "node2".into());
+        c.members.insert("node0".into(), node0);
+        let out = render_topology("batman", &c);
+        let names: Vec<&str> = out
+            .lines()
+            .skip(3)
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.split('|').nth(1).unwrap().trim_end())
+            .collect();
+        assert_eq!(names, vec![" node1", " + node2", "   + node0"]);
     }
 
     #[test]

@@ -222,7 +222,7 @@ pub fn context(
     dcs: Arc<dyn Dcs>,
 ) -> (watch::Sender<Arc<NodeSnapshot>>, ApiContext) {
     let (tx, rx) = watch::channel(Arc::new(snapshot));
-    (tx, ApiContext { snapshot: rx, dcs })
+    (tx, ApiContext::new(rx, dcs))
 }
 
 pub struct Reply {

@@ -1,0 +1,172 @@
+//! Management endpoints (compat §3.6): access control, Patroni's body rules, then the handler.
+//!
+//! Successful calls answer with Patroni's plain-text messages (`Successfully switched over to
+//! "node2"`), which patronictl prints verbatim; refusals are `{"error": "<Patroni's
+//! message>"}` with Patroni's status code.
+
+mod config;
+mod failover;
+mod local;
+
+use crate::access;
+use crate::json::error_response;
+use crate::server::ApiContext;
+use crate::tls::ConnInfo;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+/// Largest request body we read.
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ManageEndpoint {
+    PatchConfig,
+    PutConfig,
+    Reload,
+    Restart,
+    DeleteRestart,
+    Reinitialize,
+    Failover,
+    Switchover,
+    DeleteSwitchover,
+}
+
+impl ManageEndpoint {
+    pub(crate) fn from_route(method: &str, segment: &str) -> Option<ManageEndpoint> {
+        Some(match (method, segment) {
+            ("PATCH", "config") => ManageEndpoint::PatchConfig,
+            ("PUT", "config") => ManageEndpoint::PutConfig,
+            ("POST", "reload") => ManageEndpoint::Reload,
+            ("POST", "restart") => ManageEndpoint::Restart,
+            ("DELETE", "restart") => ManageEndpoint::DeleteRestart,
+            ("POST", "reinitialize") => ManageEndpoint::Reinitialize,
+            ("POST", "failover") => ManageEndpoint::Failover,
+            ("POST", "switchover") => ManageEndpoint::Switchover,
+            ("DELETE", "switchover") => ManageEndpoint::DeleteSwitchover,
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) async fn handle(
+    ctx: &ApiContext,
+    endpoint: ManageEndpoint,
+    request: Request,
+) -> Response {
+    let conn = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<ConnInfo>>()
+        .map(|c| c.0);
+    if let Some(refusal) = access::check(ctx, conn.as_ref(), request.headers()).await {
+        return refusal;
+    }
+    use ManageEndpoint::*;
+    let body_rule = match endpoint {
+        PatchConfig | PutConfig | Failover | Switchover => Some(true),
+        Restart | Reinitialize => Some(false),
+        Reload | DeleteRestart | DeleteSwitchover => None,
+    };
+    let body = match body_rule {
+        Some(required) => match read_json(request, required).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
+        },
+        None => Map::new(),
+    };
+    match endpoint {
+        PatchConfig => config::patch(ctx, body).await,
+        PutConfig => config::put(ctx, body).await,
+        Failover => failover::post(ctx, failover::Action::Failover, body).await,
+        Switchover => failover::post(ctx, failover::Action::Switchover, body).await,
+        DeleteSwitchover => failover::delete(ctx).await,
+        Restart => local::restart(ctx, body).await,
+        DeleteRestart => local::delete_restart(ctx).await,
+        Reload => local::reload(ctx).await,
+        Reinitialize => local::reinitialize(ctx, body).await,
+    }
+}
+
+/// A plain-text answer, as Patroni writes its messages.
+pub(crate) fn text(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Body::from(message.to_string())).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A refusal: `{"error": message}`.
+pub(crate) fn refuse(status: u16, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error_response(status, message, None)
+}
+
+/// Media types we read as JSON: none at all (patronictl sends none), JSON, and the form and
+/// text types that `curl -d` and friends send by default for a JSON body.
+fn acceptable_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence.is_empty()
+        || essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "application/x-www-form-urlencoded"
+        || essence == "text/plain"
+}
+
+/// Patroni's `_read_json_content`: no length -> 411 (unless the body is optional), not a
+/// JSON object (or `{}` when required) -> 400. Also 415 for a media type that is not JSON.
+async fn read_json(request: Request, required: bool) -> Result<Map<String, Value>, Response> {
+    let headers = request.headers();
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("?");
+        if !acceptable_content_type(ct) {
+            return Err(refuse(
+                415,
+                &format!("unsupported Content-Type {ct:?}: send a JSON object (application/json)"),
+            ));
+        }
+    }
+    let has_body = headers.contains_key(header::CONTENT_LENGTH)
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return if required {
+            Err(refuse(411, "Content-Length required: send a JSON object"))
+        } else {
+            Ok(Map::new())
+        };
+    }
+    let bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(refuse(413, "request body too large or unreadable")),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) && !required {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) if !map.is_empty() || !required => Ok(map),
+        Ok(Value::Object(_)) => Err(refuse(400, "request body must not be an empty JSON object")),
+        Ok(_) => Err(refuse(400, "request body must be a JSON object")),
+        Err(e) => Err(refuse(400, &format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+/// The answer to a node-local call when this API runs without a command channel.
+pub(crate) fn no_agent() -> Response {
+    refuse(503, "this node does not accept local management commands")
+}
+
+/// Tells the agent to run a cycle now (best effort: a full queue already means "soon").
+pub(crate) fn wake(ctx: &ApiContext) {
+    if let Some(tx) = &ctx.commands {
+        let _ = tx.try_send(crate::ApiCommand::Wake);
+    }
+}

@@ -1,0 +1,143 @@
+//! One server as seen through one listener: session counters, byte counters and the kill
+//! switch that closes every session it carries.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// Counters and the kill switch of one (listener, member) pair. Lives as long as the member is
+/// known, across routing-table rebuilds.
+#[derive(Debug)]
+pub struct Backend {
+    pub member: String,
+    pub listener: usize,
+    active: AtomicUsize,
+    max: AtomicUsize,
+    total: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub errors: AtomicU64,
+    /// Bumped to close every session on this backend.
+    kill: watch::Sender<u64>,
+    /// Notified when a session ends (the fencing confirmation waits for zero).
+    closed: Arc<Notify>,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BackendCounters {
+    pub active: usize,
+    pub max: usize,
+    pub total: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub errors: u64,
+}
+
+impl Backend {
+    pub fn new(member: &str, listener: usize, closed: Arc<Notify>) -> Arc<Backend> {
+        Arc::new(Backend {
+            member: member.to_string(),
+            listener,
+            active: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+            total: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            kill: watch::channel(0).0,
+            closed,
+        })
+    }
+
+    /// Registers a session before it connects. The kill receiver only fires for kills issued
+    /// after this call, so whoever kills must publish the routing change first and kill second;
+    /// the session re-checks the routing table after entering.
+    pub fn enter(self: &Arc<Self>) -> SessionGuard {
+        let kill = self.kill.subscribe();
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+        SessionGuard {
+            backend: self.clone(),
+            kill,
+            counted: false,
+        }
+    }
+
+    /// Closes every session currently on this backend.
+    pub fn kill_all(&self) -> usize {
+        self.kill.send_modify(|n| *n += 1);
+        self.active()
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    pub fn counters(&self) -> BackendCounters {
+        BackendCounters {
+            active: self.active(),
+            max: self.max.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A session's registration on a backend; leaving is automatic on drop.
+pub struct SessionGuard {
+    pub backend: Arc<Backend>,
+    pub kill: watch::Receiver<u64>,
+    counted: bool,
+}
+
+impl SessionGuard {
+    /// The server connection succeeded: count the session in `total`.
+    pub fn connected(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.backend.total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a kill was issued since [`Backend::enter`].
+    pub fn killed(&self) -> bool {
+        self.kill.has_changed().unwrap_or(true)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.backend.active.fetch_sub(1, Ordering::SeqCst);
+        self.backend.closed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn enter_kill_leave() {
+        let closed = Arc::new(Notify::new());
+        let b = Backend::new("node1", 0, closed.clone());
+        let mut g1 = b.enter();
+        g1.connected();
+        let g2 = b.enter();
+        assert_eq!(b.counters().active, 2);
+        assert!(!g1.killed());
+        assert_eq!(b.kill_all(), 2);
+        assert!(g1.killed() && g2.killed());
+        let g3 = b.enter();
+        assert!(!g3.killed(), "a kill before entering does not apply");
+        let waiter = closed.notified();
+        drop(g1);
+        waiter.await;
+        drop((g2, g3));
+        let c = b.counters();
+        assert_eq!((c.active, c.max, c.total), (0, 3, 1));
+    }
+}

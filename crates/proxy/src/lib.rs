@@ -1,0 +1,339 @@
+//! pgherd's read-write split proxy (`pgherd proxy <CONFIG>`), replacing HAProxy + confd.
+//!
+//! Where bytes go, in order:
+//!
+//! * [`discovery`] watches the cluster prefix in the DCS and publishes a [`topology::Topology`]
+//!   (members, addresses, leader) within one etcd round trip of any change;
+//! * [`health`] checks each member's REST API (`GET /primary`, `GET /replica[?lag=N]`);
+//! * [`controller`] merges both (plus operator admin states) through the pure rules of
+//!   [`routing`] into an immutable [`routing::Table`], publishes it, then closes the sessions
+//!   that must stop (a server that is no longer the confirmed primary loses every session it
+//!   carries on a primary listener at once);
+//! * [`listener`] accepts clients; [`session`] waits for the client's first bytes, passes the
+//!   [`gate`] (`maxconn`/queue), picks a server or **holds** the client until one is routable
+//!   (up to `hold_timeout`), connects, and hands both sockets to [`copy`], the data path;
+//! * [`registration`] writes `proxies/<name>` in the DCS (the fencing confirmation, see below);
+//! * [`stats`] serves the HTML page, `/stats.json`, `/metrics` and the admin actions.
+//!
+//! # Configuration
+//!
+//! The file has the cluster's `scope`, `namespace` and `etcd3:` (or `etcd:`) section, like an
+//! agent's, plus a `proxy:` section ([`config::ProxyConfig`]):
+//!
+//! ```yaml
+//! proxy:
+//!   name: px1                      # default: <hostname>-<first listener port>
+//!   maxconn: 20000                 # client connections in total (accepting pauses beyond)
+//!   hold_timeout: 30s              # wait for a primary instead of refusing
+//!   listener_maxconn: 500          # default per-listener maxconn (server sessions); none if unset
+//!   maxqueue: 10000                # default clients waiting for a maxconn slot
+//!   queue_timeout: 30s
+//!   buffer_size: 16kB              # per direction of an active session
+//!   timeouts: {connect: 3s, client_idle: 0, server_idle: 0}   # 0 = no limit
+//!   tcp_keepalive: {idle: 60s, interval: 10s, count: 6}       # or false
+//!   health_check: {interval: 1s, fast_interval: 50ms, timeout: 1s, rise: 2, fall: 3}
+//!   registration: {enabled: true, ttl: 10s}
+//!   listeners:
+//!     - {name: primary, bind: 127.0.0.1:5000, role: primary}
+//!     - {name: replicas, bind: 127.0.0.1:5001, role: replica, balance: roundrobin,
+//!        max_lag: 16MB, fallback: primary, maxconn: 200, maxqueue: 100, queue_timeout: 5s}
+//!   stats:
+//!     bind: 127.0.0.1:7000
+//!     refresh: 2s
+//!     admin: {username: admin, password: secret}   # enables POST /admin/...
+//! ```
+//!
+//! Roles: `primary`, `replica`, `read-only` (replicas, then the primary when none qualifies),
+//! `sync`, `async`. Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
+//! `leastconn`, `first`. Members tagged `noloadbalance` (or `weight: 0`) get no replica
+//! traffic.
+//!
+//! # Routing rules
+//!
+//! A member is routed on a primary listener only when the DCS leader key names it **and** its
+//! own `GET /primary` answers 200 with `role: master` (one answer suffices once the DCS agrees;
+//! a 503 takes it out at once; transport failures count towards `fall`). A replica is routed
+//! when the DCS lists it as a running replica and `GET /replica` (and `?lag=max_lag`) answer
+//! 200 (with `rise`/`fall`). While nothing is routable a listener *holds*: new clients wait up
+//! to `hold_timeout` and are connected as soon as a server is confirmed; the checks of a
+//! member the DCS names run every `fast_interval` meanwhile.
+//!
+//! # Fencing: the `proxies/<name>` key
+//!
+//! Each proxy keeps `<namespace>/<scope>/proxies/<name>` on its own etcd lease
+//! (`registration.ttl`, rewritten every third of it and at once on every change):
+//! `{"name":..,"routing_leader":<member or null>,"updated_at":<epoch ms>,"api":"http://<stats bind>"}`.
+//! `routing_leader` turns `null` (or to the new leader) only after the proxy stopped routing
+//! writes to the old leader **and** closed every session it had on it. Agents in fencing mode
+//! wait, bounded by their timeout, until no live proxy key names the old leader before
+//! promoting another member. A proxy that cannot reach the DCS loses its key after `ttl`; it
+//! then still stops writes to the old primary because that node's `GET /primary` turns 503
+//! when it loses the leader key.
+//!
+//! # Several proxies behind one address
+//!
+//! Proxies share no state: each follows the DCS and the health checks on its own, so any number
+//! of them route identically. Put them behind a VIP (keepalived, or vip-manager on each proxy
+//! host), a DNS name with one A record per proxy (clients retry the next address on connect
+//! failure: libpq accepts `host=px1,px2`), or a cloud TCP load balancer health-checking
+//! `GET /stats.json` on the stats port.
+
+pub mod backend;
+pub mod config;
+pub mod controller;
+pub mod copy;
+pub mod discovery;
+pub mod error;
+pub mod gate;
+pub mod health;
+pub mod listener;
+pub mod opening;
+pub mod registration;
+pub mod routing;
+pub mod session;
+pub mod stats;
+pub mod topology;
+
+pub use config::ProxyConfig;
+pub use error::ProxyError;
+
+use crate::controller::{Controller, Inputs};
+use crate::copy::Limits;
+use crate::gate::ListenerGate;
+use crate::session::{ListenerCtx, Totals};
+use pgherd_config::DcsSettings;
+use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
+use pgherd_dcs::{Dcs, KeyLayout};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Budget of one DCS operation (registration writes, cluster reads).
+const DCS_RETRY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A started proxy.
+pub struct Running {
+    /// Bound addresses of the listeners, in configuration order.
+    pub listeners: Vec<SocketAddr>,
+    pub stats: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    registration: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, revokes the registration lease, and aborts every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(reg) = self.registration.take() {
+            if tokio::time::timeout(Duration::from_secs(5), reg)
+                .await
+                .is_err()
+            {
+                warn!("registration did not finish within 5s");
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `pgherd proxy <CONFIG>`: runs until SIGINT or SIGTERM.
+pub async fn run(path: &Path) -> Result<(), ProxyError> {
+    let loaded = pgherd_config::load_from_process_env(Some(path))?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let cfg = ProxyConfig::from_config(&loaded.config, &loaded.source)?;
+    let dcs: Arc<dyn Dcs> = match loaded.config.dcs()? {
+        DcsSettings::Etcd {
+            endpoints,
+            username,
+            password,
+            cacert,
+            cert,
+            key,
+        } => Arc::new(EtcdDcs::new(
+            EtcdSettings {
+                endpoints,
+                username,
+                password,
+                cacert,
+                cert,
+                key,
+            },
+            KeyLayout::new(&cfg.namespace, &cfg.scope),
+            None,
+            cfg.registration.ttl,
+            DCS_RETRY_TIMEOUT,
+        )?),
+    };
+    raise_fd_limit();
+    let running = start(cfg, dcs).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ProxyError::Io {
+            doing: "installing the SIGTERM handler",
+            source,
+        })?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit: every client costs one descriptor,
+/// every active session two.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                info!(
+                    from = limit.rlim_cur,
+                    to = limit.rlim_max,
+                    "raised the open files limit"
+                );
+            }
+        }
+    }
+}
+
+/// Binds every socket (failing fast, naming the key), then starts every task.
+pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, ProxyError> {
+    let cfg = Arc::new(cfg);
+    let mut sockets = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        sockets.push(listener::bind(
+            l.bind,
+            format!("proxy.listeners[{i}].bind"),
+        )?);
+    }
+    let stats_socket = match &cfg.stats {
+        Some(s) => Some(listener::bind(s.bind, "proxy.stats.bind".into())?),
+        None => None,
+    };
+    let local = |l: &tokio::net::TcpListener, key: &'static str| {
+        l.local_addr()
+            .map_err(|source| ProxyError::Io { doing: key, source })
+    };
+    let listener_addrs = sockets
+        .iter()
+        .map(|s| local(s, "reading a listener address"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stats_addr = match &stats_socket {
+        Some(s) => Some(local(s, "reading the stats address")?),
+        None => None,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(2)
+        .timeout(cfg.health.timeout)
+        .connect_timeout(cfg.health.timeout)
+        .build()
+        .map_err(|e| ProxyError::Io {
+            doing: "building the health-check client",
+            source: std::io::Error::other(e),
+        })?;
+
+    let (table_tx, table_rx) = watch::channel(Arc::new(controller::initial_table(&cfg)));
+    let (topo_tx, topo_rx) = watch::channel(None);
+    let (report_tx, report_rx) = mpsc::channel(256);
+    let (recheck_tx, recheck_rx) = mpsc::channel(64);
+    let (admin_tx, admin_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let closed = Arc::new(Notify::new());
+    let totals = Arc::new(Totals::default());
+    let mut tasks = Vec::new();
+
+    tasks.push(tokio::spawn(discovery::run(dcs.clone(), topo_tx)));
+    let ctl = Controller::new(cfg.clone(), table_tx, report_tx, client, closed.clone());
+    tasks.push(tokio::spawn(ctl.run(Inputs {
+        topology: topo_rx,
+        reports: report_rx,
+        recheck: recheck_rx,
+        admin: admin_rx,
+    })));
+
+    let clients = Arc::new(Semaphore::new(cfg.maxconn));
+    let mut gates = Vec::new();
+    for (i, (l, socket)) in cfg.listeners.iter().zip(sockets).enumerate() {
+        let gate = ListenerGate::new(l.maxconn, l.maxqueue, l.queue_timeout);
+        gates.push(gate.clone());
+        let ctx = Arc::new(ListenerCtx {
+            index: i,
+            cfg: l.clone(),
+            gate,
+            table: table_rx.clone(),
+            limits: Limits {
+                buffer: cfg.buffer_size,
+                client_idle: cfg.timeouts.client_idle,
+                server_idle: cfg.timeouts.server_idle,
+            },
+            connect_timeout: cfg.timeouts.connect,
+            keepalive: cfg.keepalive.clone(),
+            recheck: recheck_tx.clone(),
+            totals: totals.clone(),
+        });
+        info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");
+        tasks.push(tokio::spawn(listener::accept_loop(
+            socket,
+            ctx,
+            clients.clone(),
+        )));
+    }
+
+    if let Some(socket) = stats_socket {
+        let state = stats::StatsState {
+            cfg: cfg.clone(),
+            table: table_rx.clone(),
+            gates,
+            totals,
+            admin: admin_tx,
+            started: tokio::time::Instant::now(),
+        };
+        let app = stats::router(state);
+        info!(bind = ?stats_addr, "stats page listening");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(socket, app).await {
+                warn!("stats server stopped: {e}");
+            }
+        }));
+    }
+
+    let registration = cfg.registration.enabled.then(|| {
+        let api = stats_addr.map(|a| format!("http://{a}"));
+        tokio::spawn(registration::run(
+            dcs,
+            cfg.name.clone(),
+            api,
+            cfg.registration.ttl,
+            table_rx,
+            closed,
+            stop_rx,
+        ))
+    });
+    info!(proxy = %cfg.name, scope = %cfg.scope, "proxy started");
+    Ok(Running {
+        listeners: listener_addrs,
+        stats: stats_addr,
+        stop: stop_tx,
+        tasks,
+        registration,
+    })
+}

@@ -1,0 +1,787 @@
+//! Executing a decision (crates/agent/src/execute.rs) and the long background tasks
+//! (tasks.rs). Actions run in order; an action that fails, or a lock operation answering
+//! "no", skips the rest of the decision. Quick actions finish within the cycle; DCS calls and
+//! PostgreSQL operations the agent awaits (promote, stop) suspend the cycle until they finish.
+
+use crate::agent::{self, Owner, Wait};
+use crate::checker;
+use crate::dcs::{DcsOp, DcsReply};
+use crate::pg::{Control, StopMode};
+use crate::wal::Wal;
+use crate::world::{Ev, Host, PgStep, World};
+use crate::Time;
+use pgherd_dcs::{Failover, HistoryEntry, Role, SyncState};
+use pgherd_ha::{Action, AsyncAction, DataDir, DemoteMode, StartRole};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Plan {
+    Bootstrap,
+    Clone { source: String, upstream: String },
+    Start { upstream: Option<String> },
+    Rewind { source: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    pub ok: bool,
+    pub message: String,
+    pub upstream: Option<Option<String>>,
+    pub rewind_failed: bool,
+    pub data_changed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Task {
+    pub id: u64,
+    pub kind: AsyncAction,
+    pub plan: Plan,
+    pub stage: u8,
+    pub finished: Option<Outcome>,
+    /// The parameters a task writes are the agent's at spawn time (`task_context`).
+    pub sync_param: String,
+}
+
+enum Step {
+    Next,
+    Stop,
+    Wait,
+}
+
+pub(crate) fn run(w: &mut World, n: usize) {
+    loop {
+        let Some(cy) = agent::cycle(w, n) else { return };
+        let Some(action) = cy.decision.actions.get(cy.idx).cloned() else {
+            agent::after_actions(w, n);
+            return;
+        };
+        let step = begin(w, n, &action);
+        if !advance(w, n, step) {
+            return;
+        }
+    }
+}
+
+/// Applies a step's verdict; `true` when the next action should start now.
+fn advance(w: &mut World, n: usize, step: Step) -> bool {
+    match step {
+        Step::Next => {
+            let Some(cy) = agent::cycle(w, n) else {
+                return false;
+            };
+            cy.idx += 1;
+            cy.sub = 0;
+            cy.wait = Wait::None;
+            true
+        }
+        Step::Stop => {
+            agent::after_actions(w, n);
+            false
+        }
+        Step::Wait => false,
+    }
+}
+
+fn resume(w: &mut World, n: usize, step: Step) {
+    if advance(w, n, step) {
+        run(w, n);
+    }
+}
+
+fn wait_call(w: &mut World, n: usize, op: DcsOp) -> Step {
+    let id = agent::start_call(w, n, Owner::Cycle, op);
+    if let Some(cy) = agent::cycle(w, n) {
+        cy.wait = Wait::Call(id);
+    }
+    Step::Wait
+}
+
+fn wait_until(w: &mut World, n: usize, at: Time) -> Step {
+    let token = w.id();
+    let ae = w.nodes[n].ae;
+    if let Some(cy) = agent::cycle(w, n) {
+        cy.wait = Wait::Cont(token);
+    }
+    w.at(at, Host::Node(n), Ev::Cont { ae, token });
+    Step::Wait
+}
+
+fn current(w: &mut World, n: usize) -> Option<Action> {
+    let cy = agent::cycle(w, n)?;
+    cy.decision.actions.get(cy.idx).cloned()
+}
+
+fn begin(w: &mut World, n: usize, action: &Action) -> Step {
+    match action {
+        Action::Bootstrap => wait_call(w, n, DcsOp::InitializeCreate),
+        Action::WriteInitialize { sysid } => wait_call(w, n, DcsOp::InitializePut(sysid.clone())),
+        Action::Clone { source, upstream } => {
+            spawn(
+                w,
+                n,
+                AsyncAction::Clone,
+                Plan::Clone {
+                    source: source.clone(),
+                    upstream: upstream.clone(),
+                },
+            );
+            Step::Next
+        }
+        Action::AcquireLock | Action::RenewLock => {
+            let now = w.now;
+            if let Some(cy) = agent::cycle(w, n) {
+                cy.sent = now;
+            }
+            let op = if *action == Action::AcquireLock {
+                DcsOp::AcquireLeader
+            } else {
+                DcsOp::UpdateLeader
+            };
+            wait_call(w, n, op)
+        }
+        Action::ReleaseLock => wait_call(w, n, DcsOp::DeleteLeader),
+        Action::StartPostgres(role) => {
+            let upstream = match role {
+                StartRole::Primary => None,
+                StartRole::Replica { upstream } => Some(upstream.clone().unwrap_or_default()),
+            };
+            spawn(w, n, AsyncAction::Start, Plan::Start { upstream });
+            Step::Next
+        }
+        Action::Promote => {
+            // proxy_fence::wait reads the DCS once (no proxies here) when a former leader is
+            // known; on a DCS error it gives up after retry_timeout and promotes anyway.
+            let known = w.nodes[n]
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.last_known_leader.is_some());
+            if known {
+                return wait_call(w, n, DcsOp::GetCluster);
+            }
+            promote_now(w, n)
+        }
+        Action::Demote(mode) => demote(w, n, *mode),
+        Action::Follow { upstream } => {
+            // Rewrite primary_conninfo and reload (a reload needs a running server).
+            let sync = agent::sync_param(w, n);
+            let pg = &mut w.nodes[n].pg;
+            if pg.upstream.as_deref() != Some(upstream.as_str()) {
+                pg.streaming_from = None;
+            }
+            pg.upstream = Some(upstream.clone());
+            pg.sync_conf = sync;
+            if !pg.running {
+                return Step::Stop;
+            }
+            pg.sync_active = pg.sync_conf.clone();
+            if let Some(a) = w.nodes[n].agent.as_mut() {
+                a.upstream = Some(upstream.clone());
+            }
+            Step::Next
+        }
+        Action::Rewind { source } => {
+            spawn(
+                w,
+                n,
+                AsyncAction::Rewind,
+                Plan::Rewind {
+                    source: source.clone(),
+                },
+            );
+            Step::Next
+        }
+        Action::Reinitialize { source } => {
+            let upstream = agent::cycle(w, n)
+                .and_then(|c| c.cluster.as_ref())
+                .and_then(|c| c.leader_name().map(str::to_string))
+                .unwrap_or_else(|| source.clone());
+            let pg = &mut w.nodes[n].pg;
+            pg.data = DataDir::Empty;
+            pg.wal = Wal::default();
+            spawn(
+                w,
+                n,
+                AsyncAction::Reinitialize,
+                Plan::Clone {
+                    source: source.clone(),
+                    upstream,
+                },
+            );
+            Step::Next
+        }
+        Action::PublishLeaderState => publish(w, n, None),
+        Action::ClearFailover { index } => wait_call(
+            w,
+            n,
+            DcsOp::SetFailover {
+                value: Failover::default(),
+                index: Some(*index),
+            },
+        ),
+        Action::SetSynchronousStandbys { names, strict } => {
+            let count = w.nodes[n].settings.synchronous_node_count;
+            let value = standby_names_value(names, *strict, count);
+            if let Some(a) = w.nodes[n].agent.as_mut() {
+                a.sync_standby_names = Some(value.clone());
+            }
+            let conf = agent::sync_param(w, n);
+            let pg = &mut w.nodes[n].pg;
+            let changed = pg.sync_conf != conf;
+            pg.sync_conf = conf;
+            if changed {
+                if !pg.running {
+                    return Step::Stop;
+                }
+                pg.sync_active = pg.sync_conf.clone();
+                w.say(n, || format!("synchronous_standby_names = '{value}'"));
+                w.release(n);
+            }
+            Step::Next
+        }
+        Action::WriteSync { standbys, index } => {
+            let value = SyncState::new(&w.nodes[n].name, standbys);
+            wait_call(
+                w,
+                n,
+                DcsOp::SetSync {
+                    value,
+                    index: *index,
+                },
+            )
+        }
+        Action::DeleteSync { index } => wait_call(w, n, DcsOp::DeleteSync { index: *index }),
+        Action::Fatal { message } => {
+            let message = message.clone();
+            checker::violate(
+                w,
+                checker::Invariant::UnexpectedFatal,
+                format!("{} stopped with a fatal error: {message}", w.nodes[n].name),
+            );
+            Step::Stop
+        }
+    }
+}
+
+/// A DCS call the cycle waited for has finished (`None`: not within retry_timeout).
+pub(crate) fn on_call_done(w: &mut World, n: usize, id: u64, result: Option<DcsReply>) {
+    if agent::cycle(w, n).map(|c| c.wait) != Some(Wait::Call(id)) {
+        return;
+    }
+    let Some(action) = current(w, n) else { return };
+    let step = match action {
+        Action::Bootstrap => match result {
+            Some(DcsReply::Bool(true)) => {
+                spawn(w, n, AsyncAction::Bootstrap, Plan::Bootstrap);
+                Step::Next
+            }
+            _ => Step::Stop,
+        },
+        Action::AcquireLock => match result {
+            Some(DcsReply::Bool(true)) => {
+                let sent = agent::cycle(w, n).map_or(0, |c| c.sent);
+                agent::set_lock_confirmed(w, n, Some(sent));
+                checker::on_lock_won(w, n);
+                Step::Next
+            }
+            _ => Step::Stop,
+        },
+        Action::RenewLock => match result {
+            Some(DcsReply::Bool(true)) => {
+                let sent = agent::cycle(w, n).map_or(0, |c| c.sent);
+                agent::set_lock_confirmed(w, n, Some(sent));
+                Step::Next
+            }
+            Some(DcsReply::Bool(false)) => {
+                agent::set_lock_confirmed(w, n, None);
+                w.say(n, || "the leader lock is no longer ours".into());
+                Step::Stop
+            }
+            _ => Step::Stop,
+        },
+        Action::ReleaseLock => match result {
+            Some(_) => {
+                agent::set_lock_confirmed(w, n, None);
+                Step::Next
+            }
+            None => Step::Stop,
+        },
+        Action::Demote(mode) => {
+            if result.is_none() {
+                Step::Stop
+            } else {
+                demote(w, n, mode)
+            }
+        }
+        Action::PublishLeaderState => publish(w, n, Some(result.is_some())),
+        Action::Promote => promote_now(w, n),
+        Action::WriteSync { .. } => match result {
+            Some(DcsReply::Bool(true)) => Step::Next,
+            _ => Step::Stop,
+        },
+        Action::DeleteSync { .. } => {
+            if result.is_some() {
+                Step::Next
+            } else {
+                Step::Stop
+            }
+        }
+        Action::ClearFailover { .. } | Action::WriteInitialize { .. } => {
+            if result.is_some() {
+                Step::Next
+            } else {
+                Step::Stop
+            }
+        }
+        _ => Step::Stop,
+    };
+    resume(w, n, step);
+}
+
+/// A PostgreSQL operation the cycle awaited should be done (or a shutdown step).
+pub(crate) fn on_cont(w: &mut World, n: usize, token: u64) {
+    if agent::is_shutdown_token(w, n, token) {
+        agent::shutdown_continue(w, n);
+        return;
+    }
+    if agent::cycle(w, n).map(|c| c.wait) != Some(Wait::Cont(token)) {
+        return;
+    }
+    let Some(action) = current(w, n) else { return };
+    let step = match action {
+        Action::Promote => {
+            let sync = agent::sync_param(w, n);
+            let pg = &mut w.nodes[n].pg;
+            if pg.running && pg.accepting && !pg.in_recovery {
+                // The configuration is rewritten as a primary (no reload).
+                pg.sync_conf = sync;
+                if let Some(a) = w.nodes[n].agent.as_mut() {
+                    a.upstream = None;
+                    a.role = Role::Primary;
+                }
+                Step::Next
+            } else {
+                w.say(n, || "pg_ctl promote failed".into());
+                Step::Stop
+            }
+        }
+        Action::Demote(mode) => demote(w, n, mode),
+        _ => Step::Stop,
+    };
+    resume(w, n, step);
+}
+
+/// `pg_ctl promote -W`: wait until the server left recovery.
+fn promote_now(w: &mut World, n: usize) -> Step {
+    if !w.nodes[n].pg.begin_promote() {
+        w.say(n, || "pg_ctl promote failed: not a running standby".into());
+        return Step::Stop;
+    }
+    let at = w.now + w.rng.range(100, 600);
+    let epoch = w.nodes[n].pg.epoch;
+    w.at(
+        at,
+        Host::Node(n),
+        Ev::Pg {
+            epoch,
+            step: PgStep::Promoted,
+        },
+    );
+    wait_until(w, n, at)
+}
+
+/// execute.rs `standby_names_value`.
+fn standby_names_value(names: &[String], strict: bool, count: usize) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    match quoted.len() {
+        0 if strict => "*".to_string(),
+        0 => String::new(),
+        1 => quoted[0].clone(),
+        k => format!("{} ({})", count.clamp(1, k), quoted.join(",")),
+    }
+}
+
+/// Demotion (execute.rs `demote`): stop, then release the key for the modes that do, then
+/// (Offline) start again as a standby without upstream. `sub` counts the steps done.
+fn demote(w: &mut World, n: usize, mode: DemoteMode) -> Step {
+    let Some(sub) = agent::cycle(w, n).map(|c| c.sub) else {
+        return Step::Stop;
+    };
+    if let Some(cy) = agent::cycle(w, n) {
+        cy.sub += 1;
+    }
+    match sub {
+        0 => {
+            let stop = match mode {
+                DemoteMode::Graceful | DemoteMode::Offline => StopMode::Fast,
+                DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
+            };
+            match w.stop_pg(n, stop) {
+                Some(exit) => wait_until(w, n, exit),
+                None => demote(w, n, mode),
+            }
+        }
+        1 => match mode {
+            DemoteMode::Graceful | DemoteMode::Immediate => wait_call(w, n, DcsOp::DeleteLeader),
+            DemoteMode::ImmediateNoLock => demoted(w, n, mode),
+            DemoteMode::Offline => {
+                agent::set_lock_confirmed(w, n, None);
+                spawn(
+                    w,
+                    n,
+                    AsyncAction::Start,
+                    Plan::Start {
+                        upstream: Some(String::new()),
+                    },
+                );
+                demoted(w, n, mode)
+            }
+        },
+        _ => demoted(w, n, mode),
+    }
+}
+
+fn demoted(w: &mut World, n: usize, mode: DemoteMode) -> Step {
+    if mode != DemoteMode::Offline {
+        agent::set_lock_confirmed(w, n, None);
+    }
+    if let Some(a) = w.nodes[n].agent.as_mut() {
+        a.was_running = false;
+        a.role = Role::Demoted;
+    }
+    w.say(n, || format!("demoted ({mode:?})"));
+    Step::Next
+}
+
+/// leader.rs `publish`: `status` if changed (an error fails the action), then `history`
+/// after a promotion (errors only logged). `done`: the previous call finished (ok or not).
+fn publish(w: &mut World, n: usize, done: Option<bool>) -> Step {
+    let Some(sub) = agent::cycle(w, n).map(|c| c.sub) else {
+        return Step::Stop;
+    };
+    if let Some(cy) = agent::cycle(w, n) {
+        cy.sub += 1;
+    }
+    let Some((cluster, local)) = agent::cycle(w, n).and_then(|c| {
+        let cluster = c.cluster.clone()?;
+        Some((cluster, c.local.clone()))
+    }) else {
+        return Step::Stop;
+    };
+    match sub {
+        0 => {
+            if cluster.optime() != Some(local.wal_position) {
+                return wait_call(w, n, DcsOp::WriteStatus(local.wal_position));
+            }
+            publish(w, n, Some(true))
+        }
+        1 => {
+            if done == Some(false) {
+                return Step::Stop;
+            }
+            let stored: Vec<HistoryEntry> = cluster
+                .history
+                .as_ref()
+                .map(|h| h.value.clone())
+                .unwrap_or_default();
+            if local.timeline <= 1 {
+                if !stored.is_empty() {
+                    return wait_call(w, n, DcsOp::SetHistory(Vec::new()));
+                }
+                return Step::Next;
+            }
+            if stored.last().is_some_and(|e| e.timeline + 1 >= local.timeline) {
+                return Step::Next;
+            }
+            let name = w.nodes[n].name.clone();
+            let switches = w.nodes[n].pg.wal.switches();
+            let count = switches.len();
+            let entries = switches
+                .into_iter()
+                .enumerate()
+                .map(|(i, (timeline, switch_lsn))| {
+                    let known = stored.iter().find(|s| s.timeline == timeline);
+                    let newest = i + 1 == count;
+                    HistoryEntry {
+                        timeline,
+                        switch_lsn,
+                        reason: "no recovery target specified".into(),
+                        timestamp: if newest {
+                            Some(format!("t={}", w.now))
+                        } else {
+                            known.and_then(|k| k.timestamp.clone())
+                        },
+                        new_leader: if newest {
+                            Some(name.clone())
+                        } else {
+                            known.and_then(|k| k.new_leader.clone())
+                        },
+                    }
+                })
+                .collect();
+            wait_call(w, n, DcsOp::SetHistory(entries))
+        }
+        _ => Step::Next,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Background tasks.
+
+fn spawn(w: &mut World, n: usize, kind: AsyncAction, plan: Plan) {
+    let id = w.id();
+    let ae = w.nodes[n].ae;
+    let sync_param = agent::sync_param(w, n);
+    let Some(a) = w.nodes[n].agent.as_mut() else {
+        return;
+    };
+    a.task = Some(Task {
+        id,
+        kind,
+        plan: plan.clone(),
+        stage: 0,
+        finished: None,
+        sync_param: sync_param.clone(),
+    });
+    let first = match &plan {
+        Plan::Bootstrap => w.rng.range(1_500, 3_000),
+        Plan::Clone { .. } => w.rng.range(1_000, 4_000),
+        Plan::Rewind { .. } => w.rng.range(500, 2_000),
+        Plan::Start { upstream } => {
+            if w.nodes[n].pg.running {
+                finish(w, n, id, fail("postgres is already running"));
+                return;
+            }
+            w.nodes[n].pg.sync_conf = sync_param;
+            let at = w.start_pg(n, upstream.clone());
+            set_stage(w, n, 1);
+            at - w.now
+        }
+    };
+    w.after(first, Host::Node(n), Ev::TaskStep { ae, task: id });
+}
+
+fn set_stage(w: &mut World, n: usize, stage: u8) {
+    if let Some(t) = w.nodes[n].agent.as_mut().and_then(|a| a.task.as_mut()) {
+        t.stage = stage;
+    }
+}
+
+fn fail(message: &str) -> Outcome {
+    Outcome {
+        ok: false,
+        message: message.to_string(),
+        ..Outcome::default()
+    }
+}
+
+/// The source of a basebackup or pg_rewind must be up and answering.
+fn source_ok(w: &World, name: &str) -> Option<usize> {
+    let s = w.index_of(name)?;
+    let pg = &w.nodes[s].pg;
+    (!w.frozen(s) && pg.running && pg.accepting).then_some(s)
+}
+
+pub(crate) fn task_step(w: &mut World, n: usize, id: u64) {
+    let Some(task) = w.nodes[n]
+        .agent
+        .as_ref()
+        .and_then(|a| a.task.clone())
+        .filter(|t| t.id == id && t.finished.is_none())
+    else {
+        return;
+    };
+    let ae = w.nodes[n].ae;
+    match (&task.plan, task.stage) {
+        (Plan::Bootstrap, 0) => {
+            // initdb, then start as a primary.
+            let content = w.content();
+            let pg = &mut w.nodes[n].pg;
+            pg.data = DataDir::Initialized {
+                sysid: format!("7{:018}", 1_000_000_000 + w.schedule.seed % 1_000_000_000),
+            };
+            pg.wal = Wal::new_cluster(content);
+            pg.control = Control::ShutDown;
+            pg.sync_conf = task.sync_param.clone();
+            let at = w.start_pg(n, None);
+            set_stage(w, n, 1);
+            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
+        }
+        (Plan::Bootstrap, 1) => {
+            if !w.nodes[n].pg.accepting {
+                bootstrap_failed(w, n, id);
+                return;
+            }
+            let sysid = match &w.nodes[n].pg.data {
+                DataDir::Initialized { sysid } => sysid.clone(),
+                _ => String::new(),
+            };
+            set_stage(w, n, 2);
+            agent::start_call(w, n, Owner::Task(id), DcsOp::BootstrapTail { sysid });
+        }
+        (Plan::Clone { source, upstream }, 0) => {
+            let Some(s) = source_ok(w, source) else {
+                w.nodes[n].pg.data = DataDir::Empty;
+                finish(w, n, id, fail("pg_basebackup failed: source not available"));
+                return;
+            };
+            let (data, wal) = (w.nodes[s].pg.data.clone(), w.nodes[s].pg.wal.clone());
+            let pg = &mut w.nodes[n].pg;
+            pg.data = data;
+            pg.wal = wal;
+            pg.control = Control::InRecovery;
+            pg.sync_conf = task.sync_param.clone();
+            let at = w.start_pg(n, Some(upstream.clone()));
+            set_stage(w, n, 1);
+            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
+        }
+        (Plan::Rewind { source }, 0) => {
+            let Some(s) = source_ok(w, source) else {
+                let remove = w.nodes[n].settings.remove_data_directory_on_rewind_failure;
+                let outcome = if remove {
+                    let pg = &mut w.nodes[n].pg;
+                    pg.data = DataDir::Empty;
+                    pg.wal = Wal::default();
+                    Outcome {
+                        ok: true,
+                        message: "pg_rewind failed: data directory removed".into(),
+                        data_changed: true,
+                        ..Outcome::default()
+                    }
+                } else {
+                    Outcome {
+                        ok: true,
+                        message: "pg_rewind failed: staying stopped".into(),
+                        rewind_failed: true,
+                        ..Outcome::default()
+                    }
+                };
+                finish(w, n, id, outcome);
+                return;
+            };
+            if !w.nodes[n].pg.wal.is_prefix_of(&w.nodes[s].pg.wal) {
+                // The target replays the source's WAL up to where the source was.
+                w.nodes[n].pg.wal = w.nodes[s].pg.wal.clone();
+            }
+            w.nodes[n].pg.control = Control::InRecovery;
+            w.nodes[n].pg.sync_conf = task.sync_param.clone();
+            let at = w.start_pg(n, Some(source.clone()));
+            set_stage(w, n, 1);
+            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
+        }
+        (plan, 1) => {
+            let pg = &w.nodes[n].pg;
+            if !(pg.running && pg.accepting) {
+                finish(w, n, id, fail("postgres did not start"));
+                return;
+            }
+            let outcome = match plan {
+                Plan::Clone { source, upstream } => Outcome {
+                    ok: true,
+                    message: format!("replica created from {source}, following {upstream}"),
+                    upstream: Some(Some(upstream.clone())),
+                    data_changed: true,
+                    ..Outcome::default()
+                },
+                Plan::Rewind { source } => Outcome {
+                    ok: true,
+                    message: format!("rewound from {source} and started following it"),
+                    upstream: Some(Some(source.clone())),
+                    data_changed: true,
+                    ..Outcome::default()
+                },
+                Plan::Start { upstream } => Outcome {
+                    ok: true,
+                    message: "started".into(),
+                    upstream: Some(upstream.clone()),
+                    ..Outcome::default()
+                },
+                Plan::Bootstrap => return,
+            };
+            finish(w, n, id, outcome);
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn task_call_done(w: &mut World, n: usize, id: u64, result: Option<DcsReply>) {
+    let live = w.nodes[n]
+        .agent
+        .as_ref()
+        .and_then(|a| a.task.as_ref())
+        .is_some_and(|t| t.id == id && t.finished.is_none());
+    if !live {
+        return;
+    }
+    if result.is_some() {
+        let outcome = Outcome {
+            ok: true,
+            message: "initialized a new cluster".into(),
+            upstream: Some(None),
+            data_changed: true,
+            ..Outcome::default()
+        };
+        finish(w, n, id, outcome);
+    } else {
+        bootstrap_failed(w, n, id);
+    }
+}
+
+/// tasks.rs: give up `initialize`, stop PostgreSQL, keep the data as `<data_dir>.failed`.
+fn bootstrap_failed(w: &mut World, n: usize, id: u64) {
+    if w.dcs_reachable(n) {
+        w.dcs.initialize = None;
+    }
+    w.nodes[n].pg.crash();
+    w.release(n);
+    w.nodes[n].pg.data = DataDir::Empty;
+    w.nodes[n].pg.wal = Wal::default();
+    finish(w, n, id, fail("bootstrap failed"));
+}
+
+fn finish(w: &mut World, n: usize, id: u64, outcome: Outcome) {
+    let Some(t) = w.nodes[n].agent.as_mut().and_then(|a| a.task.as_mut()) else {
+        return;
+    };
+    if t.id != id {
+        return;
+    }
+    let kind = t.kind;
+    let message = outcome.message.clone();
+    t.finished = Some(outcome);
+    w.say(n, || format!("{} finished: {message}", kind.describe()));
+}
+
+/// At the start of a cycle: collect a finished task (agent.rs `reap_task`).
+pub(crate) fn reap_task(w: &mut World, n: usize) {
+    let Some(a) = w.nodes[n].agent.as_mut() else {
+        return;
+    };
+    if !a.task.as_ref().is_some_and(|t| t.finished.is_some()) {
+        return;
+    }
+    let Some(outcome) = a.task.take().and_then(|t| t.finished) else {
+        return;
+    };
+    if outcome.ok {
+        if let Some(u) = outcome.upstream {
+            a.upstream = u;
+        }
+        if outcome.rewind_failed {
+            a.rewind_failures += 1;
+        }
+        if outcome.data_changed {
+            a.rewind_failures = 0;
+        }
+    }
+}
+
+/// The agent died (or was told to stop) with `task` running. A half-copied data directory
+/// (basebackup, initdb) is left behind without a usable pg_control.
+pub(crate) fn abandon_task(w: &mut World, n: usize, task: &Task) {
+    if task.finished.is_some() || task.stage != 0 {
+        return;
+    }
+    if matches!(task.plan, Plan::Clone { .. } | Plan::Bootstrap) {
+        w.nodes[n].pg.data = DataDir::Invalid("partial data directory (interrupted basebackup or initdb)".into());
+        w.say(n, || "interrupted task left a partial data directory".into());
+    }
+}

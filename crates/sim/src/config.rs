@@ -1,0 +1,334 @@
+//! What one simulation run is made of: options (test-only switches), the cluster's settings,
+//! and the fault schedule, all derived from the seed for random runs.
+
+use crate::rng::Rng;
+use crate::Time;
+
+/// Bugs planted in the *simulator* (never in the engine) to prove the checker catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// The simulated REST API answers WAL position 0 for every member, so the election ranks
+    /// on priority and name only: a wrong election rule that invariant 2 must catch.
+    ProbesHideWal,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Model the agent's independent fence timer (crates/agent/src/fence.rs).
+    pub fence: bool,
+    pub planted: Option<PlantedBug>,
+    /// Keep the event log (bulk runs turn it off and re-run a failing seed with it on).
+    pub log: bool,
+    /// Time between a paused node resuming and its overdue fence taking effect. 0 models the
+    /// fence winning the race against the first client commit after SIGCONT (see lib docs).
+    pub resume_fence_latency: Time,
+    /// Also inject agent-only crashes (PostgreSQL keeps running with no agent and no fence).
+    /// Off by default: without a watchdog no agent design survives them (see lib docs).
+    pub agent_crashes: bool,
+    /// Stop at the first violation (bulk runs) or keep the first and run to the end.
+    pub stop_at_violation: bool,
+    pub workarounds: Workarounds,
+}
+
+/// Reported defects of the real system that a bulk run may work around, each by modelling
+/// its proposed fix, so that the run keeps looking for *other* problems. All off by default
+/// (faithful); dedicated tests show each defect with its minimal seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workarounds {
+    /// Defect: `GET /patroni` answers from the snapshot the agent published at the end of its
+    /// last cycle, so the election compares our fresh WAL position with peers' positions up to
+    /// one loop_wait old and can promote a node that is behind. Fix modelled: the REST API
+    /// reports PostgreSQL's current role and WAL position (as Patroni queries it per request).
+    pub live_rest_status: bool,
+    /// Defect: a node that dies right after promotion (before anyone streamed its new timeline
+    /// or it published `history`) leaves its timeline id unknown; the next promotion from the
+    /// same parent reuses the id for different WAL, which no timeline-based check (observe's
+    /// `diverged`, pg_rewind) can detect. Fix modelled: timeline ids are unique cluster-wide
+    /// (a shared WAL archive, or reserving the id in the DCS before `pg_ctl promote`).
+    pub unique_timeline_ids: bool,
+    /// Engine defect (election.rs): in synchronous mode a `sync` key naming a leader but no
+    /// standby (`{"leader":"n2","sync_standby":null}`, written at promotion and whenever the
+    /// leader falls back to asynchronous) lets *every* replica race, so a replica without the
+    /// acknowledged commits gets promoted. Patroni lets only that leader race (`sync.is_empty`
+    /// means "no leader"). Fix modelled: such a race decision is vetoed (the agent stays idle).
+    pub sync_gate_without_standbys: bool,
+    /// Agent defect (observe.rs `diverged`): a standby whose timeline is missing from a
+    /// published, up-to-date `history` (it followed a primary that died right after promoting,
+    /// and the next leader forked from the parent timeline) is judged "not diverged", because
+    /// "our timeline is not in the history" is treated like "history not published yet"; it
+    /// then follows a leader it can never stream from. Patroni: timeline not found => rewind.
+    /// Fix modelled: that case counts as diverged.
+    pub orphan_timeline_is_diverged: bool,
+    /// Agent defect (observe.rs `diverged`): a standby on a *higher* timeline than the
+    /// leader's (it followed a primary that died after promoting; the old primary then took
+    /// the lock back on the old timeline) is judged "not diverged" (`leader_tl <= our_tl`).
+    /// Patroni: local timeline > leader timeline => rewind. Fix modelled: it is diverged.
+    pub higher_timeline_is_diverged: bool,
+    /// Engine defect (engine.rs `postgres_not_running`): with no leader key, a cleanly stopped
+    /// former primary takes the lock and starts as primary after comparing itself only with
+    /// `status` and `history`, never with the members: a replica promoted meanwhile (that died
+    /// before publishing) and its followers are ignored although their member keys show more
+    /// WAL on a newer timeline. Fix modelled: the shortcut is not taken when a running member
+    /// key shows a newer timeline or more WAL; the node starts as a standby and races.
+    pub former_primary_checks_members: bool,
+}
+
+impl Workarounds {
+    /// Every known defect worked around (what the 10,000-schedule run uses).
+    pub fn all() -> Workarounds {
+        Workarounds {
+            live_rest_status: true,
+            unique_timeline_ids: true,
+            sync_gate_without_standbys: true,
+            orphan_timeline_is_diverged: true,
+            higher_timeline_is_diverged: true,
+            former_primary_checks_members: true,
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fence: true,
+            planted: None,
+            log: false,
+            resume_fence_latency: 0,
+            agent_crashes: false,
+            stop_at_violation: true,
+            workarounds: Workarounds::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeSpec {
+    pub nofailover: bool,
+    pub failover_priority: i64,
+}
+
+/// Dynamic configuration shared by every member (what the DCS `config` would hold).
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub ttl: Time,
+    pub loop_wait: Time,
+    pub retry_timeout: Time,
+    pub primary_start_timeout: Time,
+    pub maximum_lag_on_failover: u64,
+    pub use_pg_rewind: bool,
+    pub remove_data_directory_on_rewind_failure: bool,
+    pub remove_data_directory_on_diverged_timelines: bool,
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+    pub synchronous_node_count: usize,
+}
+
+impl ClusterSpec {
+    /// pgherd's defaults (README "Timing defaults").
+    pub fn pgherd_defaults() -> ClusterSpec {
+        ClusterSpec {
+            ttl: 10_000,
+            loop_wait: 1_000,
+            retry_timeout: 3_000,
+            primary_start_timeout: 300_000,
+            maximum_lag_on_failover: 1_048_576,
+            use_pg_rewind: true,
+            remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+        }
+    }
+
+    /// The agent's `fencing_margin`: ttl/4 within [1.5 s, 5 s] (crates/agent/src/settings.rs).
+    pub fn fencing_margin(&self) -> Time {
+        (self.ttl / 4).clamp(1_500, 5_000)
+    }
+
+    /// The etcd client's per-request deadline: max(retry_timeout / 3, 1 s).
+    pub fn request_timeout(&self) -> Time {
+        (self.retry_timeout / 3).max(1_000)
+    }
+}
+
+/// Whom a fault hits, resolved when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// The member named in the leader key (else the writable node, else node 0).
+    Leader,
+    /// The k-th (modulo) member that is not the leader.
+    Replica(usize),
+    Node(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// kill -9 of the postmaster only; the agent lives on.
+    PgCrash(Who),
+    /// Power loss: agent and PostgreSQL die; the node boots again after `down_for`.
+    NodeCrash { who: Who, down_for: Time },
+    /// SIGTERM to the agent (clean shutdown, compat §4.15), started again after `down_for`.
+    NodeRestart { who: Who, down_for: Time },
+    /// SIGSTOP of agent and PostgreSQL together (or a VM pause) for `dur`, then SIGCONT.
+    Pause { who: Who, dur: Time },
+    /// etcd unreachable for everyone. `leases_survive`: etcd itself was down and extends every
+    /// lease when it returns; otherwise (a partition) leases expire meanwhile.
+    DcsOutage { dur: Time, leases_survive: bool },
+    /// etcd unreachable for one node only.
+    DcsCut { who: Who, dur: Time },
+    /// Every message to/from the node takes up to `max_delay` and some are lost.
+    SlowNet {
+        who: Who,
+        dur: Time,
+        max_delay: Time,
+        loss_permille: u64,
+    },
+    /// WAL streaming to the node is slow (lag beyond maximum_lag_on_failover).
+    ReplicaLag { who: Who, dur: Time },
+    /// The agent dies, PostgreSQL keeps running (opt-in: see [`Options::agent_crashes`]).
+    AgentCrash { who: Who, down_for: Time },
+}
+
+impl FaultKind {
+    /// How long after its start the fault is over (node back, outage ended).
+    pub fn span(&self) -> Time {
+        match self {
+            FaultKind::PgCrash(_) => 0,
+            FaultKind::NodeCrash { down_for, .. }
+            | FaultKind::NodeRestart { down_for, .. }
+            | FaultKind::AgentCrash { down_for, .. } => *down_for,
+            FaultKind::Pause { dur, .. }
+            | FaultKind::DcsOutage { dur, .. }
+            | FaultKind::DcsCut { dur, .. }
+            | FaultKind::SlowNet { dur, .. }
+            | FaultKind::ReplicaLag { dur, .. } => *dur,
+        }
+    }
+}
+
+/// A fault, `at` ms after the freshly bootstrapped cluster first converged.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub at: Time,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub seed: u64,
+    pub nodes: Vec<NodeSpec>,
+    pub cluster: ClusterSpec,
+    pub faults: Vec<Fault>,
+    /// After the last fault ends, the cluster must converge within this long.
+    pub converge_bound: Time,
+}
+
+impl Schedule {
+    /// `n` plain members with pgherd's defaults and no faults (hand-written scenarios add theirs).
+    pub fn quiet(seed: u64, n: usize) -> Schedule {
+        Schedule {
+            seed,
+            nodes: vec![
+                NodeSpec {
+                    nofailover: false,
+                    failover_priority: 1
+                };
+                n
+            ],
+            cluster: ClusterSpec::pgherd_defaults(),
+            faults: Vec::new(),
+            converge_bound: 60_000,
+        }
+    }
+
+    pub fn with_fault(mut self, at: Time, kind: FaultKind) -> Schedule {
+        self.faults.push(Fault { at, kind });
+        self
+    }
+
+    /// A random schedule: 3–5 members, randomised settings and 1–5 overlapping faults within
+    /// a few tens of seconds. Kept short so that 10,000 of them run quickly.
+    pub fn random(seed: u64, opts: &Options) -> Schedule {
+        let mut rng = Rng::new(seed).fork(1);
+        let n = 3 + rng.index(3);
+        let mut s = Schedule::quiet(seed, n);
+        if rng.chance(100) {
+            let i = rng.index(n);
+            s.nodes[i].nofailover = true;
+        }
+        if rng.chance(150) {
+            let i = rng.index(n);
+            s.nodes[i].failover_priority = 2;
+        }
+        let c = &mut s.cluster;
+        c.primary_start_timeout = match rng.below(4) {
+            0 => 0,
+            1 => 3_000,
+            _ => 300_000,
+        };
+        if rng.chance(300) {
+            c.maximum_lag_on_failover = 16_384;
+        }
+        c.use_pg_rewind = rng.chance(900);
+        c.remove_data_directory_on_rewind_failure = rng.chance(500);
+        c.remove_data_directory_on_diverged_timelines = rng.chance(300);
+        c.synchronous_mode = rng.chance(400);
+        c.synchronous_mode_strict = c.synchronous_mode && rng.chance(300);
+        if c.synchronous_mode && n >= 4 && rng.chance(200) {
+            c.synchronous_node_count = 2;
+        }
+
+        let phase = rng.range(3_000, 30_000);
+        let count = 1 + rng.index(5);
+        for _ in 0..count {
+            let at = rng.range(0, phase);
+            let who = match rng.below(10) {
+                0..=4 => Who::Leader,
+                5..=7 => Who::Replica(rng.index(4)),
+                _ => Who::Node(rng.index(n)),
+            };
+            let kinds = if opts.agent_crashes { 105 } else { 100 };
+            let kind = match rng.below(kinds) {
+                0..=14 => FaultKind::PgCrash(who),
+                15..=34 => FaultKind::NodeCrash {
+                    who,
+                    down_for: rng.range(200, 25_000),
+                },
+                35..=42 => FaultKind::NodeRestart {
+                    who,
+                    down_for: rng.range(500, 10_000),
+                },
+                43..=62 => FaultKind::Pause {
+                    who,
+                    dur: rng.range(300, 25_000),
+                },
+                63..=70 => FaultKind::DcsOutage {
+                    dur: rng.range(1_000, 20_000),
+                    leases_survive: rng.chance(500),
+                },
+                71..=80 => FaultKind::DcsCut {
+                    who,
+                    dur: rng.range(1_000, 20_000),
+                },
+                81..=90 => FaultKind::SlowNet {
+                    who,
+                    dur: rng.range(1_000, 15_000),
+                    max_delay: rng.range(100, 3_000),
+                    loss_permille: rng.range(0, 300),
+                },
+                91..=99 => FaultKind::ReplicaLag {
+                    who,
+                    dur: rng.range(2_000, 20_000),
+                },
+                _ => FaultKind::AgentCrash {
+                    who,
+                    down_for: rng.range(500, 15_000),
+                },
+            };
+            s.faults.push(Fault { at, kind });
+        }
+        s.faults.sort_by_key(|f| f.at);
+        s
+    }
+}

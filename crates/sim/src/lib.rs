@@ -1,0 +1,80 @@
+//! Deterministic simulation of the pgherd HA engine.
+//!
+//! The real engine (`pgherd_ha::Engine`) runs unchanged inside simulated agents that follow
+//! crates/agent's semantics (action order and "stop at the first failure", background tasks,
+//! lock confirmation on the send time, the independent fence timer, the REST snapshot that
+//! peers probe, watch wake-ups, the etcd client's retries). Around them: a simulated etcd
+//! with leases in simulated time, simulated PostgreSQL servers with WAL histories and
+//! timelines, a client that commits on whatever is writable, and seeded random faults.
+//! The checker (see [`checker`](Invariant)) runs after every event.
+//!
+//! A run is a pure function of its seed (own splitmix64 PRNG, no clocks, no hashing order):
+//! `PGHERD_SIM_SEED=<seed> cargo test -p pgherd-sim replay -- --nocapture` replays one.
+//!
+//! Modelling assumptions worth knowing (each marks a place where reality is fuzzier):
+//! - A paused node's overdue fence fires at the instant it resumes, before a client commit
+//!   reaches PostgreSQL. On real hardware both resume together and a commit can slip into the
+//!   few milliseconds before `pg_ctl stop -m immediate` lands; only a watchdog (or synchronous
+//!   replication) closes that window. `Options::resume_fence_latency` models it.
+//! - A stop makes PostgreSQL refuse writes at once; the postmaster exits after a delay.
+//! - A lease keepalive and the write that follows it reach etcd as one request.
+//! - A replica streams only from an upstream whose WAL history contains all of its own; a
+//!   standby that cannot (diverged) keeps running and retrying, as PostgreSQL does.
+//! - A node crash during pg_basebackup/initdb leaves a data directory without pg_control
+//!   (the engine then refuses to touch it); a crash during pg_rewind leaves it as it was.
+//! - Agent-only crashes (PostgreSQL left running without agent or fence) are opt-in: no agent
+//!   design survives them without a watchdog.
+
+mod actions;
+mod agent;
+mod checker;
+mod config;
+mod dcs;
+mod faults;
+mod log;
+mod pg;
+mod rng;
+mod wal;
+mod world;
+
+pub use checker::{Invariant, Violation};
+pub use config::{
+    ClusterSpec, Fault, FaultKind, NodeSpec, Options, PlantedBug, Schedule, Who, Workarounds,
+};
+pub use log::{fmt_time, Log};
+pub use world::{Outcome, Stats};
+
+/// Simulated milliseconds.
+pub type Time = u64;
+
+/// Runs one schedule to the end (convergence after the faults, or the first violation).
+pub fn run(schedule: Schedule, opts: Options) -> Outcome {
+    world::World::new(schedule, opts).run()
+}
+
+/// Runs the random schedule of `seed`.
+pub fn run_seed(seed: u64, opts: &Options) -> Outcome {
+    run(Schedule::random(seed, opts), opts.clone())
+}
+
+/// The command that replays `seed` with its full event log.
+pub fn replay_command(seed: u64) -> String {
+    format!("PGHERD_SIM_SEED={seed} cargo test -p pgherd-sim --test schedules replay -- --nocapture")
+}
+
+/// A failing seed, re-run with the event log for the report.
+pub fn failure_report(seed: u64, opts: &Options, log_lines: usize) -> String {
+    let mut opts = opts.clone();
+    opts.log = true;
+    let outcome = run_seed(seed, &opts);
+    let verdict = outcome
+        .violation
+        .as_ref()
+        .map_or_else(|| "no violation on replay?!".to_string(), ToString::to_string);
+    format!(
+        "{verdict}\nreplay: {}\nschedule: {:?}\n--- last {log_lines} events ---\n{}",
+        replay_command(seed),
+        Schedule::random(seed, &opts).faults,
+        outcome.log.tail(log_lines)
+    )
+}
