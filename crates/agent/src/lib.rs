@@ -167,7 +167,8 @@ async fn run_loop(
         agent.cycle().await?;
         let loop_wait = Duration::from_millis(agent.settings.loop_wait);
         let fingerprint = agent.last_cluster.as_deref().map(wake_fingerprint);
-        let deadline = started + loop_wait;
+        let deadline = next_scheduled_switchover(agent)
+            .map_or(started + loop_wait, |at| at.min(started + loop_wait));
         // Sleep until the next cycle, waking early when something that matters changes in
         // the DCS (the leader key, a failover request, the configuration) or a task ends.
         loop {
@@ -225,4 +226,19 @@ fn wake_fingerprint(c: &pgherd_dcs::Cluster) -> WakeFingerprint {
         c.sync.as_ref().map(|f| f.index),
         c.initialize.clone(),
     )
+}
+
+/// The leader wakes up exactly at a scheduled switchover's time instead of up to one
+/// loop_wait later.
+fn next_scheduled_switchover(agent: &Agent) -> Option<tokio::time::Instant> {
+    let cluster = agent.last_cluster.as_ref()?;
+    if cluster.leader_name() != Some(agent.name.as_str()) {
+        return None;
+    }
+    let at = cluster.failover_request()?.scheduled_at.as_deref()?;
+    let when = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    let ahead = (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()?;
+    Some(tokio::time::Instant::now() + ahead)
 }

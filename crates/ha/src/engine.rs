@@ -470,15 +470,15 @@ enum Schedule {
     Expired(String),
 }
 
-/// Patroni's rule for `scheduled_at`: wait while more than loop_wait ahead, fire when due,
-/// drop when more than 1.5 loop_wait late. An unparsable time fires at once.
+/// `scheduled_at`: wait until it (the agent wakes up at that instant), fire when due, drop
+/// when more than 1.5 loop_wait late (Patroni's rule). An unparsable time fires at once.
 fn schedule_state(at: &str, obs: &Observation<'_>) -> Schedule {
     let Ok(when) = chrono::DateTime::parse_from_rfc3339(at) else {
         return Schedule::Due;
     };
     let delta = when.timestamp_millis() - obs.wall_clock_ms;
     let loop_wait = obs.settings.loop_wait as i64;
-    if delta > loop_wait.max(1) {
+    if delta > 0 {
         Schedule::Waiting(at.to_string())
     } else if -delta > loop_wait * 3 / 2 + 1000 {
         Schedule::Expired(at.to_string())
