@@ -104,6 +104,27 @@ pub async fn run(members: usize, once: bool) -> Result<()> {
             m.config.display()
         );
     }
+    let mut proxy = start_proxy(&cluster, &exe)?;
+    println!(
+        "\nproxy: writes psql 'host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD}'   reads port {}   stats http://127.0.0.1:{}/",
+        proxy.primary, proxy.replicas, proxy.stats
+    );
+    let routed = tokio::task::block_in_place(|| {
+        pgherd_testkit::wait::poll(
+            "the proxy routes writes",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                (pgherd_testkit::cluster::psql(proxy.primary, "select pg_is_in_recovery()").ok()?
+                    == "f")
+                    .then_some(())
+            },
+        )
+    });
+    match routed {
+        Ok(()) => println!("proxy: the primary port reaches the leader"),
+        Err(e) => eprintln!("warning: {e}"),
+    }
     if once {
         println!("\n--once: stopping the demo cluster");
     } else {
@@ -116,6 +137,68 @@ pub async fn run(members: usize, once: bool) -> Result<()> {
             .context("waiting for Ctrl-C")?;
         println!("\nstopping the demo cluster");
     }
+    proxy.stop();
     tokio::task::block_in_place(|| cluster.shutdown());
     Ok(())
+}
+
+/// The demo's `pgherd proxy`: a primary port, a replica port and the stats page.
+struct DemoProxy {
+    child: std::process::Child,
+    primary: u16,
+    replicas: u16,
+    stats: u16,
+}
+
+impl DemoProxy {
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DemoProxy {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+fn start_proxy(cluster: &TestCluster, exe: &Path) -> Result<DemoProxy> {
+    let ports = pgherd_testkit::ports::free_ports(3)?;
+    let etcd = cluster.etcd.client_url();
+    let yaml = format!(
+        "scope: {scope}\nnamespace: /service/\netcd3:\n  hosts: {etcd}\nproxy:\n  name: demo-proxy\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{p}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{r}\n      role: replica\n      balance: roundrobin\n      fallback: primary\n  stats:\n    bind: 127.0.0.1:{st}\n",
+        scope = cluster.options.scope,
+        etcd = etcd.trim_start_matches("http://"),
+        p = ports[0],
+        r = ports[1],
+        st = ports[2],
+    );
+    let file = cluster.root.join("proxy.yml");
+    std::fs::write(&file, yaml)?;
+    let log = std::fs::File::create(cluster.root.join("proxy.log"))?;
+    let child = std::process::Command::new(exe)
+        .arg("proxy")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting pgherd proxy")?;
+    Ok(DemoProxy {
+        child,
+        primary: ports[0],
+        replicas: ports[1],
+        stats: ports[2],
+    })
 }

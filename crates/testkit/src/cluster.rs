@@ -91,8 +91,10 @@ impl TestCluster {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
         let etcd = EtcdServer::start(&root.join("etcd"))?;
         let mut members = Vec::new();
+        // All at once: ports held open together are distinct.
+        let ports = free_ports(2 * options.members)?;
         for i in 0..options.members {
-            let ports = free_ports(2)?;
+            let ports = &ports[2 * i..2 * i + 2];
             let name = format!("node{}", i + 1);
             let dir = root.join(&name);
             fs::create_dir_all(&dir)?;
