@@ -63,7 +63,10 @@ fn main() -> Result<()> {
     let mut medians = std::collections::BTreeMap::new();
     // Optional second argument: run only the systems whose label contains it.
     let only = std::env::args().nth(2);
-    for system in systems.iter().filter(|s| only.as_deref().is_none_or(|o| s.label.contains(o))) {
+    for system in systems
+        .iter()
+        .filter(|s| only.as_deref().is_none_or(|o| s.label.contains(o)))
+    {
         for (fault, fname) in [
             (Fault::NodeCrash, "node_crash"),
             (Fault::PostmasterCrash, "postmaster_crash"),

@@ -16,12 +16,18 @@ fn demo_starts_a_healthy_cluster_and_cleans_up() {
     assert!(stdout.contains("cluster healthy after"), "{stdout}");
     assert_eq!(stdout.matches("| Leader ").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("| Replica ").count(), 2, "{stdout}");
-    assert!(stdout.contains("proxy: the primary port reaches the leader"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("proxy: the primary port reaches the leader"),
+        "{stdout}\n{stderr}"
+    );
     let root = stdout
         .lines()
         .find_map(|l| l.split("files in ").nth(1))
         .expect("demo prints its directory")
         .trim()
         .to_string();
-    assert!(!std::path::Path::new(&root).exists(), "demo directory {root} was not removed");
+    assert!(
+        !std::path::Path::new(&root).exists(),
+        "demo directory {root} was not removed"
+    );
 }
