@@ -453,9 +453,10 @@ fn haproxy_health_checks_route_by_role() {
         })
         .collect();
     let cfg = format!(
-        "global\n    maxconn 200\ndefaults\n    mode tcp\n    timeout connect 4s\n    timeout client 30m\n    timeout server 30m\n    timeout check 5s\n\
+        "global\n    maxconn 200\n    stats socket {sock} level admin\ndefaults\n    mode tcp\n    timeout connect 4s\n    timeout client 30m\n    timeout server 30m\n    timeout check 5s\n\
 listen primary\n    bind 127.0.0.1:{p}\n    option httpchk OPTIONS /master\n    http-check expect status 200\n    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n{s1}\
 listen replicas\n    bind 127.0.0.1:{r}\n    balance roundrobin\n    option httpchk OPTIONS /replica\n    http-check expect status 200\n    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions\n{s2}",
+        sock = c.root.join("haproxy.sock").display(),
         p = ports[0],
         r = ports[1],
         s1 = servers,
@@ -479,6 +480,36 @@ listen replicas\n    bind 127.0.0.1:{r}\n    balance roundrobin\n    option http
         }
     }
     let _guard = Guard(child);
+    // HAProxy (2.6) starts every server UP until its checks fail: wait for the checks to
+    // settle (the leader UP only in `primary`, DOWN only in `replicas`) before routing.
+    let sock = c.root.join("haproxy.sock");
+    let leader_name = c.members[leader].name.clone();
+    poll(
+        "HAProxy health checks settled",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+            s.write_all(b"show stat\n").ok()?;
+            let mut csv = String::new();
+            s.read_to_string(&mut csv).ok()?;
+            let status = |proxy: &str, server: &str| {
+                csv.lines()
+                    .map(|l| l.split(',').collect::<Vec<_>>())
+                    .find(|f| f.len() > 17 && f[0] == proxy && f[1] == server)
+                    .map(|f| f[17].to_string())
+            };
+            let settled = c.members.iter().all(|m| {
+                let leader = m.name == leader_name;
+                let (p, r) = (status("primary", &m.name), status("replicas", &m.name));
+                p.as_deref() == Some(if leader { "UP" } else { "DOWN" })
+                    && r.as_deref() == Some(if leader { "DOWN" } else { "UP" })
+            });
+            settled.then_some(())
+        },
+    )
+    .unwrap();
     assert_eq!(c.sql(leader, "select pg_is_in_recovery()").unwrap(), "f");
     poll(
         "HAProxy routes writes to the leader",
