@@ -430,12 +430,17 @@ fn splits_reads_and_writes_and_shows_every_server() {
         }
         drop(s);
     }
+    let total0 = listener(&base, "replicas")["clients_total"]
+        .as_u64()
+        .unwrap();
+    // Every aborted client must have been accepted (not just queued in the kernel) first.
     let after = px.wait_for("aborted clients cleaned up", |s| {
-        s["listeners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["clients"] == 0 && l["sessions"] == 0)
+        listener(s, "replicas")["clients_total"].as_u64().unwrap() >= total0 + 1000
+            && s["listeners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["clients"] == 0 && l["sessions"] == 0)
             && s["proxy"]["open_fds"].as_u64().unwrap() <= fds0 + 2
             && s["proxy"]["tasks"].as_u64().unwrap() <= tasks0 + 2
     });
