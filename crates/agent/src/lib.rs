@@ -19,9 +19,8 @@ mod tasks;
 use agent::Agent;
 use anyhow::{bail, Context, Result};
 use pgherd_api::{ApiContext, NodeSnapshot};
-use pgherd_config::{DcsSettings, DynamicConfig};
-use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
-use pgherd_dcs::{Dcs, KeyLayout, Role};
+use pgherd_config::DynamicConfig;
+use pgherd_dcs::Role;
 use pgherd_postgres::Postgres;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +38,6 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let cfg = loaded.config;
     cfg.validate_for_agent()?;
     let name = cfg.name.clone().context("name is required")?;
-    let dcs_settings = cfg.dcs()?;
     let bootstrap_dynamic = match cfg.bootstrap.as_ref() {
         Some(b) if b.dcs.is_object() => DynamicConfig::from_value(&b.dcs).0,
         _ => DynamicConfig::default(),
@@ -48,29 +46,13 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let pg = Arc::new(Postgres::new(pg_options).context(
         "PostgreSQL refuses to run as root: pgherd runs it as postgresql.run_as (default 'postgres')",
     )?);
-    let dcs: Arc<dyn Dcs> = match dcs_settings {
-        DcsSettings::Etcd {
-            endpoints,
-            username,
-            password,
-            cacert,
-            cert,
-            key,
-        } => Arc::new(EtcdDcs::new(
-            EtcdSettings {
-                endpoints,
-                username,
-                password,
-                cacert,
-                cert,
-                key,
-            },
-            KeyLayout::new(&cfg.namespace, &cfg.scope),
-            Some(name.clone()),
-            bootstrap_dynamic.ttl,
-            bootstrap_dynamic.retry_timeout,
-        )?),
-    };
+    let dcs = pgherd_dcs::open(
+        &cfg,
+        &cfg.scope,
+        Some(name.clone()),
+        bootstrap_dynamic.ttl,
+        bootstrap_dynamic.retry_timeout,
+    )?;
     let conn_url = cfg.conn_url()?;
     let api_url = cfg.api_url()?;
     let (api_host, api_port) = cfg.restapi_listen()?;

@@ -15,9 +15,8 @@ pub mod switchover;
 pub mod table;
 
 use anyhow::{Context, Result};
-use pgherd_config::{Config, DcsSettings};
-use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
-use pgherd_dcs::{Cluster, Dcs, KeyLayout, Member};
+use pgherd_config::Config;
+use pgherd_dcs::{Cluster, Dcs, Member};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,32 +55,8 @@ impl Ctl {
 
     /// A DCS client for `scope` (another cluster under the same namespace).
     fn open_dcs(cfg: &Config, scope: &str) -> Result<Arc<dyn Dcs>> {
-        Ok(match cfg.dcs()? {
-            DcsSettings::Etcd {
-                endpoints,
-                username,
-                password,
-                cacert,
-                cert,
-                key,
-            } => Arc::new(
-                EtcdDcs::new(
-                    EtcdSettings {
-                        endpoints,
-                        username,
-                        password,
-                        cacert,
-                        cert,
-                        key,
-                    },
-                    KeyLayout::new(&cfg.namespace, scope),
-                    None,
-                    Duration::from_secs(30),
-                    CTL_RETRY_TIMEOUT,
-                )
-                .context("connecting to etcd")?,
-            ),
-        })
+        pgherd_dcs::open(cfg, scope, None, Duration::from_secs(30), CTL_RETRY_TIMEOUT)
+            .context("connecting to etcd")
     }
 
     /// The same connection pointed at another cluster name (patronictl's `CLUSTER_NAME`

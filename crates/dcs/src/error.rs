@@ -23,4 +23,7 @@ pub enum DcsError {
     Malformed { key: String, message: String },
     #[error("DCS not supported yet: {0}")]
     Unsupported(String),
+    /// The configuration names no usable store (message names file and key).
+    #[error("{0}")]
+    Config(String),
 }

@@ -9,11 +9,13 @@ mod error;
 pub mod etcd;
 mod keys;
 pub mod memory;
+mod open;
 mod values;
 
 pub use cluster::{Cluster, Leader, Member, Versioned};
 pub use error::DcsError;
 pub use keys::{slot_name_for_member, KeyLayout};
+pub use open::open;
 pub use values::{
     history_from_json, history_to_json, Failover, HistoryEntry, MemberData, Role, Status, SyncState,
 };

@@ -101,9 +101,7 @@ use crate::controller::{Controller, Inputs};
 use crate::copy::Limits;
 use crate::gate::ListenerGate;
 use crate::session::{ListenerCtx, Totals};
-use pgherd_config::DcsSettings;
-use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
-use pgherd_dcs::{Dcs, KeyLayout};
+use pgherd_dcs::Dcs;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -150,29 +148,13 @@ pub async fn run(path: &Path) -> Result<(), ProxyError> {
         warn!("{w}");
     }
     let cfg = ProxyConfig::from_config(&loaded.config, &loaded.source)?;
-    let dcs: Arc<dyn Dcs> = match loaded.config.dcs()? {
-        DcsSettings::Etcd {
-            endpoints,
-            username,
-            password,
-            cacert,
-            cert,
-            key,
-        } => Arc::new(EtcdDcs::new(
-            EtcdSettings {
-                endpoints,
-                username,
-                password,
-                cacert,
-                cert,
-                key,
-            },
-            KeyLayout::new(&cfg.namespace, &cfg.scope),
-            None,
-            cfg.registration.ttl,
-            DCS_RETRY_TIMEOUT,
-        )?),
-    };
+    let dcs = pgherd_dcs::open(
+        &loaded.config,
+        &cfg.scope,
+        None,
+        cfg.registration.ttl,
+        DCS_RETRY_TIMEOUT,
+    )?;
     raise_fd_limit();
     let running = start(cfg, dcs).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
