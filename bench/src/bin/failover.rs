@@ -61,11 +61,11 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let mut medians = std::collections::BTreeMap::new();
-    // Optional second argument: run only the systems whose label contains it.
+    // Optional second argument: run only the system with this label.
     let only = std::env::args().nth(2);
     for system in systems
         .iter()
-        .filter(|s| only.as_deref().is_none_or(|o| s.label.contains(o)))
+        .filter(|s| only.as_deref().is_none_or(|o| s.label == o))
     {
         for (fault, fname) in [
             (Fault::NodeCrash, "node_crash"),

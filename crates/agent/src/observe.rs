@@ -55,8 +55,9 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
             pg.following = a.upstream.clone();
         }
         if pg.queryable && pg.in_recovery {
-            pg.diverged = cluster
-                .and_then(|c| diverged(c, &a.name, pg.timeline, pg.wal_position, false, false));
+            pg.diverged = cluster.and_then(|c| {
+                pgherd_ha::diverged(c, &a.name, pg.timeline, pg.wal_position, false, false)
+            });
         }
         a.crashed = false;
     } else {
@@ -74,7 +75,7 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
                 let crashed_primary = cd.state == ClusterState::InProduction;
                 let clean_primary = cd.state == ClusterState::ShutDown;
                 pg.diverged = cluster.and_then(|c| {
-                    diverged(
+                    pgherd_ha::diverged(
                         c,
                         &a.name,
                         cd.timeline,
@@ -88,37 +89,4 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
     }
     a.was_running = pg.running;
     pg
-}
-
-/// Whether our WAL went past the point where the leader's timeline forked from ours, so
-/// streaming from it is impossible without pg_rewind. Uses the DCS `history` (the leader's
-/// timeline switch points); `None` without a leader.
-fn diverged(
-    c: &Cluster,
-    me: &str,
-    our_tl: u64,
-    our_lsn: u64,
-    clean_primary: bool,
-    crashed_primary: bool,
-) -> Option<bool> {
-    let leader = c.leader_member().filter(|l| l.name != me)?;
-    let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
-    if leader_tl <= our_tl {
-        return Some(false);
-    }
-    if crashed_primary {
-        return Some(true);
-    }
-    let switch = c
-        .history
-        .as_ref()
-        .and_then(|h| h.value.iter().find(|e| e.timeline == our_tl))
-        .map(|e| e.switch_lsn);
-    Some(match switch {
-        // A clean former primary stops with its shutdown checkpoint, which the promoted
-        // standby received: the fork is right after it (switch LSN = end of that record).
-        Some(fork) => our_lsn > fork || (clean_primary && our_lsn >= fork),
-        // The leader has not published its history yet: a former primary rewinds to be safe.
-        None => clean_primary,
-    })
 }

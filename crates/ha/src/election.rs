@@ -80,9 +80,12 @@ pub fn evaluate(obs: &Observation<'_>) -> Candidate {
     } else {
         None
     };
-    if let Some((leader, standbys)) = &sync_members {
-        let listed = leader.as_deref() == Some(s.name.as_str()) || standbys.contains(&s.name);
-        if !standbys.is_empty() && !listed {
+    // A sync key with a leader (Patroni: not `sync.is_empty`) restricts the race to that
+    // leader and the standbys it lists, also when it lists none: the leader then ran without
+    // a synchronous standby and nobody else is known to hold its acknowledged commits.
+    if let Some((Some(leader), standbys)) = &sync_members {
+        let listed = *leader == s.name || standbys.contains(&s.name);
+        if !listed {
             return Candidate::Ineligible(
                 "synchronous mode: I am not a synchronous standby".into(),
             );
@@ -109,8 +112,10 @@ pub fn evaluate(obs: &Observation<'_>) -> Candidate {
         if reply.nofailover {
             continue;
         }
-        if let Some((_, standbys)) = &sync_members {
-            if !standbys.is_empty() && !standbys.contains(name) {
+        // Only members the sync key matches are compared (Patroni), or nobody could win
+        // when the key names the former leader alone.
+        if let Some((Some(leader), standbys)) = &sync_members {
+            if leader != name && !standbys.contains(name) {
                 continue;
             }
         }

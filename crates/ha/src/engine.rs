@@ -13,6 +13,8 @@ pub struct Engine {
     primary_restart_since: Option<Millis>,
     /// Pause flag of the last cluster view (kept for cycles without a DCS view).
     paused: bool,
+    /// Synchronous standby names PostgreSQL waits for, and our WAL position when first seen.
+    sync_since: Option<(std::collections::BTreeSet<String>, u64)>,
 }
 
 impl Engine {
@@ -226,9 +228,15 @@ impl Engine {
                     );
                 }
             }
+            // As a standby without upstream, promoted next cycle (compat §4.9): the data
+            // directory may be a standby's (PostgreSQL died during pg_ctl promote), and
+            // starting it as a primary would write new WAL under the old timeline id.
             return Decision::act(
-                vec![Action::RenewLock, Action::StartPostgres(StartRole::Primary)],
-                "starting primary after failure: I hold the leader lock",
+                vec![
+                    Action::RenewLock,
+                    Action::StartPostgres(StartRole::Replica { upstream: None }),
+                ],
+                "starting as readonly because I had the session lock",
             );
         }
         match cluster.leader_name() {
@@ -254,23 +262,14 @@ impl Engine {
                     ),
                 }
             }
-            None => {
-                let ahead_of_cluster = cluster.optime().is_none_or(|o| o <= pg.wal_position)
-                    && pg.timeline >= cluster.timeline();
-                // During a switchover the demoted primary must not take the lock back.
-                let switchover = cluster.failover_request().is_some();
-                if pg.shutdown_as_primary && !s.nofailover && ahead_of_cluster && !switchover {
-                    Decision::act(
-                        vec![Action::AcquireLock, Action::StartPostgres(StartRole::Primary)],
-                        "no leader: I was the primary at shutdown and nobody is ahead of me; taking the leader lock and starting as primary",
-                    )
-                } else {
-                    Decision::act(
-                        vec![Action::StartPostgres(StartRole::Replica { upstream: None })],
-                        "no leader: starting as a secondary to join the election",
-                    )
-                }
-            }
+            // No shortcut for a former primary: `status` and `history` may predate a promotion
+            // whose node died before publishing, and the member and sync keys may say
+            // otherwise. Start read-only and let the election (probes, lag, sync key) decide,
+            // as Patroni does.
+            None => Decision::act(
+                vec![Action::StartPostgres(StartRole::Replica { upstream: None })],
+                "no leader: starting as a secondary to join the election",
+            ),
         }
     }
 
@@ -301,7 +300,7 @@ impl Engine {
         let (sync_actions, sync_note) = if self.paused {
             (Vec::new(), None)
         } else {
-            crate::sync::plan(obs, cluster)
+            crate::sync::plan(obs, cluster, &mut self.sync_since)
         };
         actions.extend(sync_actions);
         if let Some(request) = cluster.failover.as_ref().filter(|f| f.value.is_present()) {

@@ -10,6 +10,7 @@ mod action;
 mod election;
 mod engine;
 mod observation;
+mod rejoin;
 mod sync;
 
 pub use action::{Action, Decision, DemoteMode, StartRole};
@@ -18,4 +19,5 @@ pub use engine::Engine;
 pub use observation::{
     AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };
+pub use rejoin::diverged;
 pub use sync::parse_standby_names;

@@ -10,7 +10,13 @@ use pgherd_dcs::Cluster;
 use std::collections::BTreeSet;
 
 /// The leader's synchronous-replication step: actions plus a note for the reason sentence.
-pub fn plan(obs: &Observation<'_>, cluster: &Cluster) -> (Vec<Action>, Option<String>) {
+/// `since`: the standby names PostgreSQL waits for and our WAL position when we first saw it
+/// wait for them (engine memory).
+pub fn plan(
+    obs: &Observation<'_>,
+    cluster: &Cluster,
+    since: &mut Option<(BTreeSet<String>, u64)>,
+) -> (Vec<Action>, Option<String>) {
     let s = obs.settings;
     let pg = obs.pg;
     if !s.synchronous_mode {
@@ -92,10 +98,20 @@ pub fn plan(obs: &Observation<'_>, cluster: &Cluster) -> (Vec<Action>, Option<St
             strict: s.synchronous_mode_strict,
         });
     } else if actions.is_empty() {
+        // PostgreSQL reports a standby "sync" as soon as it waits for it, before it has the
+        // commits acknowledged through the previous synchronous standby. Confirm it only once
+        // it has flushed up to where we first saw PostgreSQL wait for it (compat §4.11).
+        let from = match since {
+            Some((names, lsn)) if *names == configured => *lsn,
+            _ => {
+                *since = Some((configured.clone(), pg.wal_position));
+                pg.wal_position
+            }
+        };
         let confirmed: BTreeSet<String> = pg
             .replication
             .iter()
-            .filter(|l| l.synchronous && desired.contains(&l.name))
+            .filter(|l| l.synchronous && desired.contains(&l.name) && l.lsn >= from)
             .map(|l| l.name.clone())
             .collect();
         let grown: BTreeSet<String> = keep.union(&confirmed).cloned().collect();

@@ -297,9 +297,13 @@ fn crashed_primary_restarts_in_place_or_fails_over() {
     pg.running = false;
     pg.queryable = false;
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    // Read-only first (the data directory may be a standby's); the next cycle promotes.
     assert_eq!(
         d.actions,
-        vec![Action::RenewLock, Action::StartPostgres(StartRole::Primary)]
+        vec![
+            Action::RenewLock,
+            Action::StartPostgres(StartRole::Replica { upstream: None })
+        ]
     );
     s.primary_start_timeout = 0;
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));

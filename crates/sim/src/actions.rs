@@ -1,45 +1,19 @@
-//! Executing a decision (crates/agent/src/execute.rs) and the long background tasks
-//! (tasks.rs). Actions run in order; an action that fails, or a lock operation answering
-//! "no", skips the rest of the decision. Quick actions finish within the cycle; DCS calls and
-//! PostgreSQL operations the agent awaits (promote, stop) suspend the cycle until they finish.
+//! Executing a decision (crates/agent/src/execute.rs). Actions run in order; an action that
+//! fails, or a lock operation answering "no", skips the rest of the decision. Quick actions
+//! finish within the cycle; DCS calls and the PostgreSQL operations the agent awaits (promote,
+//! stop) suspend the cycle until they finish; long ones become background tasks (tasks.rs).
 
-use crate::agent::{self, Owner, Wait};
+use crate::agent::{self, Wait};
+use crate::calls::Owner;
 use crate::checker;
 use crate::dcs::{DcsOp, DcsReply};
-use crate::pg::{Control, StopMode};
+use crate::pg::StopMode;
+use crate::tasks::{spawn, Plan};
 use crate::wal::Wal;
 use crate::world::{Ev, Host, PgStep, World};
 use crate::Time;
 use pgherd_dcs::{Failover, HistoryEntry, Role, SyncState};
 use pgherd_ha::{Action, AsyncAction, DataDir, DemoteMode, StartRole};
-
-#[derive(Debug, Clone)]
-pub(crate) enum Plan {
-    Bootstrap,
-    Clone { source: String, upstream: String },
-    Start { upstream: Option<String> },
-    Rewind { source: String },
-}
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Outcome {
-    pub ok: bool,
-    pub message: String,
-    pub upstream: Option<Option<String>>,
-    pub rewind_failed: bool,
-    pub data_changed: bool,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Task {
-    pub id: u64,
-    pub kind: AsyncAction,
-    pub plan: Plan,
-    pub stage: u8,
-    pub finished: Option<Outcome>,
-    /// The parameters a task writes are the agent's at spawn time (`task_context`).
-    pub sync_param: String,
-}
 
 enum Step {
     Next,
@@ -88,7 +62,7 @@ fn resume(w: &mut World, n: usize, step: Step) {
 }
 
 fn wait_call(w: &mut World, n: usize, op: DcsOp) -> Step {
-    let id = agent::start_call(w, n, Owner::Cycle, op);
+    let id = crate::calls::start_call(w, n, Owner::Cycle, op);
     if let Some(cy) = agent::cycle(w, n) {
         cy.wait = Wait::Call(id);
     }
@@ -162,7 +136,7 @@ fn begin(w: &mut World, n: usize, action: &Action) -> Step {
         Action::Demote(mode) => demote(w, n, *mode),
         Action::Follow { upstream } => {
             // Rewrite primary_conninfo and reload (a reload needs a running server).
-            let sync = agent::sync_param(w, n);
+            let sync = crate::observe::sync_param(w, n);
             let pg = &mut w.nodes[n].pg;
             if pg.upstream.as_deref() != Some(upstream.as_str()) {
                 pg.streaming_from = None;
@@ -172,7 +146,7 @@ fn begin(w: &mut World, n: usize, action: &Action) -> Step {
             if !pg.running {
                 return Step::Stop;
             }
-            pg.sync_active = pg.sync_conf.clone();
+            pg.reload_sync();
             if let Some(a) = w.nodes[n].agent.as_mut() {
                 a.upstream = Some(upstream.clone());
             }
@@ -223,7 +197,7 @@ fn begin(w: &mut World, n: usize, action: &Action) -> Step {
             if let Some(a) = w.nodes[n].agent.as_mut() {
                 a.sync_standby_names = Some(value.clone());
             }
-            let conf = agent::sync_param(w, n);
+            let conf = crate::observe::sync_param(w, n);
             let pg = &mut w.nodes[n].pg;
             let changed = pg.sync_conf != conf;
             pg.sync_conf = conf;
@@ -231,7 +205,7 @@ fn begin(w: &mut World, n: usize, action: &Action) -> Step {
                 if !pg.running {
                     return Step::Stop;
                 }
-                pg.sync_active = pg.sync_conf.clone();
+                pg.reload_sync();
                 w.say(n, || format!("synchronous_standby_names = '{value}'"));
                 w.release(n);
             }
@@ -338,8 +312,8 @@ pub(crate) fn on_call_done(w: &mut World, n: usize, id: u64, result: Option<DcsR
 
 /// A PostgreSQL operation the cycle awaited should be done (or a shutdown step).
 pub(crate) fn on_cont(w: &mut World, n: usize, token: u64) {
-    if agent::is_shutdown_token(w, n, token) {
-        agent::shutdown_continue(w, n);
+    if crate::shutdown::is_token(w, n, token) {
+        crate::shutdown::next_step(w, n);
         return;
     }
     if agent::cycle(w, n).map(|c| c.wait) != Some(Wait::Cont(token)) {
@@ -348,7 +322,7 @@ pub(crate) fn on_cont(w: &mut World, n: usize, token: u64) {
     let Some(action) = current(w, n) else { return };
     let step = match action {
         Action::Promote => {
-            let sync = agent::sync_param(w, n);
+            let sync = crate::observe::sync_param(w, n);
             let pg = &mut w.nodes[n].pg;
             if pg.running && pg.accepting && !pg.in_recovery {
                 // The configuration is rewritten as a primary (no reload).
@@ -488,7 +462,10 @@ fn publish(w: &mut World, n: usize, done: Option<bool>) -> Step {
                 }
                 return Step::Next;
             }
-            if stored.last().is_some_and(|e| e.timeline + 1 >= local.timeline) {
+            if stored
+                .last()
+                .is_some_and(|e| e.timeline + 1 >= local.timeline)
+            {
                 return Step::Next;
             }
             let name = w.nodes[n].name.clone();
@@ -520,268 +497,5 @@ fn publish(w: &mut World, n: usize, done: Option<bool>) -> Step {
             wait_call(w, n, DcsOp::SetHistory(entries))
         }
         _ => Step::Next,
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Background tasks.
-
-fn spawn(w: &mut World, n: usize, kind: AsyncAction, plan: Plan) {
-    let id = w.id();
-    let ae = w.nodes[n].ae;
-    let sync_param = agent::sync_param(w, n);
-    let Some(a) = w.nodes[n].agent.as_mut() else {
-        return;
-    };
-    a.task = Some(Task {
-        id,
-        kind,
-        plan: plan.clone(),
-        stage: 0,
-        finished: None,
-        sync_param: sync_param.clone(),
-    });
-    let first = match &plan {
-        Plan::Bootstrap => w.rng.range(1_500, 3_000),
-        Plan::Clone { .. } => w.rng.range(1_000, 4_000),
-        Plan::Rewind { .. } => w.rng.range(500, 2_000),
-        Plan::Start { upstream } => {
-            if w.nodes[n].pg.running {
-                finish(w, n, id, fail("postgres is already running"));
-                return;
-            }
-            w.nodes[n].pg.sync_conf = sync_param;
-            let at = w.start_pg(n, upstream.clone());
-            set_stage(w, n, 1);
-            at - w.now
-        }
-    };
-    w.after(first, Host::Node(n), Ev::TaskStep { ae, task: id });
-}
-
-fn set_stage(w: &mut World, n: usize, stage: u8) {
-    if let Some(t) = w.nodes[n].agent.as_mut().and_then(|a| a.task.as_mut()) {
-        t.stage = stage;
-    }
-}
-
-fn fail(message: &str) -> Outcome {
-    Outcome {
-        ok: false,
-        message: message.to_string(),
-        ..Outcome::default()
-    }
-}
-
-/// The source of a basebackup or pg_rewind must be up and answering.
-fn source_ok(w: &World, name: &str) -> Option<usize> {
-    let s = w.index_of(name)?;
-    let pg = &w.nodes[s].pg;
-    (!w.frozen(s) && pg.running && pg.accepting).then_some(s)
-}
-
-pub(crate) fn task_step(w: &mut World, n: usize, id: u64) {
-    let Some(task) = w.nodes[n]
-        .agent
-        .as_ref()
-        .and_then(|a| a.task.clone())
-        .filter(|t| t.id == id && t.finished.is_none())
-    else {
-        return;
-    };
-    let ae = w.nodes[n].ae;
-    match (&task.plan, task.stage) {
-        (Plan::Bootstrap, 0) => {
-            // initdb, then start as a primary.
-            let content = w.content();
-            let pg = &mut w.nodes[n].pg;
-            pg.data = DataDir::Initialized {
-                sysid: format!("7{:018}", 1_000_000_000 + w.schedule.seed % 1_000_000_000),
-            };
-            pg.wal = Wal::new_cluster(content);
-            pg.control = Control::ShutDown;
-            pg.sync_conf = task.sync_param.clone();
-            let at = w.start_pg(n, None);
-            set_stage(w, n, 1);
-            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
-        }
-        (Plan::Bootstrap, 1) => {
-            if !w.nodes[n].pg.accepting {
-                bootstrap_failed(w, n, id);
-                return;
-            }
-            let sysid = match &w.nodes[n].pg.data {
-                DataDir::Initialized { sysid } => sysid.clone(),
-                _ => String::new(),
-            };
-            set_stage(w, n, 2);
-            agent::start_call(w, n, Owner::Task(id), DcsOp::BootstrapTail { sysid });
-        }
-        (Plan::Clone { source, upstream }, 0) => {
-            let Some(s) = source_ok(w, source) else {
-                w.nodes[n].pg.data = DataDir::Empty;
-                finish(w, n, id, fail("pg_basebackup failed: source not available"));
-                return;
-            };
-            let (data, wal) = (w.nodes[s].pg.data.clone(), w.nodes[s].pg.wal.clone());
-            let pg = &mut w.nodes[n].pg;
-            pg.data = data;
-            pg.wal = wal;
-            pg.control = Control::InRecovery;
-            pg.sync_conf = task.sync_param.clone();
-            let at = w.start_pg(n, Some(upstream.clone()));
-            set_stage(w, n, 1);
-            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
-        }
-        (Plan::Rewind { source }, 0) => {
-            let Some(s) = source_ok(w, source) else {
-                let remove = w.nodes[n].settings.remove_data_directory_on_rewind_failure;
-                let outcome = if remove {
-                    let pg = &mut w.nodes[n].pg;
-                    pg.data = DataDir::Empty;
-                    pg.wal = Wal::default();
-                    Outcome {
-                        ok: true,
-                        message: "pg_rewind failed: data directory removed".into(),
-                        data_changed: true,
-                        ..Outcome::default()
-                    }
-                } else {
-                    Outcome {
-                        ok: true,
-                        message: "pg_rewind failed: staying stopped".into(),
-                        rewind_failed: true,
-                        ..Outcome::default()
-                    }
-                };
-                finish(w, n, id, outcome);
-                return;
-            };
-            if !w.nodes[n].pg.wal.is_prefix_of(&w.nodes[s].pg.wal) {
-                // The target replays the source's WAL up to where the source was.
-                w.nodes[n].pg.wal = w.nodes[s].pg.wal.clone();
-            }
-            w.nodes[n].pg.control = Control::InRecovery;
-            w.nodes[n].pg.sync_conf = task.sync_param.clone();
-            let at = w.start_pg(n, Some(source.clone()));
-            set_stage(w, n, 1);
-            w.at(at, Host::Node(n), Ev::TaskStep { ae, task: id });
-        }
-        (plan, 1) => {
-            let pg = &w.nodes[n].pg;
-            if !(pg.running && pg.accepting) {
-                finish(w, n, id, fail("postgres did not start"));
-                return;
-            }
-            let outcome = match plan {
-                Plan::Clone { source, upstream } => Outcome {
-                    ok: true,
-                    message: format!("replica created from {source}, following {upstream}"),
-                    upstream: Some(Some(upstream.clone())),
-                    data_changed: true,
-                    ..Outcome::default()
-                },
-                Plan::Rewind { source } => Outcome {
-                    ok: true,
-                    message: format!("rewound from {source} and started following it"),
-                    upstream: Some(Some(source.clone())),
-                    data_changed: true,
-                    ..Outcome::default()
-                },
-                Plan::Start { upstream } => Outcome {
-                    ok: true,
-                    message: "started".into(),
-                    upstream: Some(upstream.clone()),
-                    ..Outcome::default()
-                },
-                Plan::Bootstrap => return,
-            };
-            finish(w, n, id, outcome);
-        }
-        _ => {}
-    }
-}
-
-pub(crate) fn task_call_done(w: &mut World, n: usize, id: u64, result: Option<DcsReply>) {
-    let live = w.nodes[n]
-        .agent
-        .as_ref()
-        .and_then(|a| a.task.as_ref())
-        .is_some_and(|t| t.id == id && t.finished.is_none());
-    if !live {
-        return;
-    }
-    if result.is_some() {
-        let outcome = Outcome {
-            ok: true,
-            message: "initialized a new cluster".into(),
-            upstream: Some(None),
-            data_changed: true,
-            ..Outcome::default()
-        };
-        finish(w, n, id, outcome);
-    } else {
-        bootstrap_failed(w, n, id);
-    }
-}
-
-/// tasks.rs: give up `initialize`, stop PostgreSQL, keep the data as `<data_dir>.failed`.
-fn bootstrap_failed(w: &mut World, n: usize, id: u64) {
-    if w.dcs_reachable(n) {
-        w.dcs.initialize = None;
-    }
-    w.nodes[n].pg.crash();
-    w.release(n);
-    w.nodes[n].pg.data = DataDir::Empty;
-    w.nodes[n].pg.wal = Wal::default();
-    finish(w, n, id, fail("bootstrap failed"));
-}
-
-fn finish(w: &mut World, n: usize, id: u64, outcome: Outcome) {
-    let Some(t) = w.nodes[n].agent.as_mut().and_then(|a| a.task.as_mut()) else {
-        return;
-    };
-    if t.id != id {
-        return;
-    }
-    let kind = t.kind;
-    let message = outcome.message.clone();
-    t.finished = Some(outcome);
-    w.say(n, || format!("{} finished: {message}", kind.describe()));
-}
-
-/// At the start of a cycle: collect a finished task (agent.rs `reap_task`).
-pub(crate) fn reap_task(w: &mut World, n: usize) {
-    let Some(a) = w.nodes[n].agent.as_mut() else {
-        return;
-    };
-    if !a.task.as_ref().is_some_and(|t| t.finished.is_some()) {
-        return;
-    }
-    let Some(outcome) = a.task.take().and_then(|t| t.finished) else {
-        return;
-    };
-    if outcome.ok {
-        if let Some(u) = outcome.upstream {
-            a.upstream = u;
-        }
-        if outcome.rewind_failed {
-            a.rewind_failures += 1;
-        }
-        if outcome.data_changed {
-            a.rewind_failures = 0;
-        }
-    }
-}
-
-/// The agent died (or was told to stop) with `task` running. A half-copied data directory
-/// (basebackup, initdb) is left behind without a usable pg_control.
-pub(crate) fn abandon_task(w: &mut World, n: usize, task: &Task) {
-    if task.finished.is_some() || task.stage != 0 {
-        return;
-    }
-    if matches!(task.plan, Plan::Clone { .. } | Plan::Bootstrap) {
-        w.nodes[n].pg.data = DataDir::Invalid("partial data directory (interrupted basebackup or initdb)".into());
-        w.say(n, || "interrupted task left a partial data directory".into());
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! 1. Split brain: never two writable primaries (running, accepting connections, not in
 //!    recovery, not paused) at the same instant.
-//! 1b. Lease safety (the promise behind 1): a writable node is the one the leader key names.
-//!     Only a bootstrapping node (which takes the key at the end of its bootstrap) is exempt.
+//!
+//!    1b. Lease safety (the promise behind 1): a writable node is the one the leader key
+//!    names. Only a bootstrapping node (which takes the key at the end of its bootstrap) is
+//!    exempt.
+//!
 //! 2. Promotion: when a node wins the leader key in order to promote, no peer that answered
 //!    its probe was an eligible replica (running, in recovery, not nofailover, within
 //!    maximum_lag_on_failover of the DCS optime the engine saw) with more WAL at the time it
@@ -82,7 +85,11 @@ fn describe(w: &World, n: usize) -> String {
         node.name,
         pg.wal.timeline(),
         pg.wal.end,
-        if node.agent.is_none() { ", no agent" } else { "" },
+        if node.agent.is_none() {
+            ", no agent"
+        } else {
+            ""
+        },
         node.agent
             .as_ref()
             .and_then(|a| a.lock_confirmed_at)
@@ -92,9 +99,29 @@ fn describe(w: &World, n: usize) -> String {
 }
 
 pub(crate) fn after_event(w: &mut World) {
-    let writable: Vec<usize> = (0..w.nodes.len())
-        .filter(|&i| !w.frozen(i) && w.nodes[i].pg.writable())
-        .collect();
+    for i in 0..w.nodes.len() {
+        let now = !w.frozen(i) && w.nodes[i].pg.writable();
+        if w.was_writable[i] && !now {
+            let name = w.nodes[i].name.clone();
+            w.stats.stopped_writing.push((w.now, name));
+        }
+        w.was_writable[i] = now;
+    }
+    let writable_now = |i: usize| !w.frozen(i) && w.nodes[i].pg.writable();
+    let count = (0..w.nodes.len()).filter(|&i| writable_now(i)).count();
+    let leader_ok = |i: usize| {
+        w.dcs
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.name == w.nodes[i].name)
+    };
+    // Fast path (most events): nothing to report and no WAL identity to re-check.
+    let quiet =
+        count == 0 || (count == 1 && (0..w.nodes.len()).all(|i| !writable_now(i) || leader_ok(i)));
+    if quiet && w.wal_dirty.is_empty() {
+        return;
+    }
+    let writable: Vec<usize> = (0..w.nodes.len()).filter(|&i| writable_now(i)).collect();
     if writable.len() >= 2 {
         let who: Vec<String> = writable.iter().map(|&i| describe(w, i)).collect();
         violate(
@@ -128,7 +155,8 @@ pub(crate) fn after_event(w: &mut World) {
                 if m == n || !w.nodes[m].pg.initialized() {
                     continue;
                 }
-                if let Some((tl, lsn)) = w.nodes[n].pg.wal.same_timeline_conflict(&w.nodes[m].pg.wal)
+                if let Some((tl, lsn)) =
+                    w.nodes[n].pg.wal.same_timeline_conflict(&w.nodes[m].pg.wal)
                 {
                     let (a, b) = (w.nodes[n].name.clone(), w.nodes[m].name.clone());
                     violate(
@@ -160,9 +188,12 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
         return;
     };
     let reason = cy.decision.reason.clone();
+    w.stats.promotions_checked += 1;
     let max_lag = w.nodes[n].settings.maximum_lag_on_failover;
     let me = w.nodes[n].name.clone();
-    w.say(n, || format!("won the leader key to become primary (WAL {})", e.wal));
+    w.say(n, || {
+        format!("won the leader key to become primary (WAL {})", e.wal)
+    });
     if let (true, Some(optime)) = (e.in_recovery, e.optime) {
         let lag = optime.saturating_sub(e.wal);
         if lag > max_lag {
@@ -174,7 +205,7 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
             return;
         }
     }
-    if e.answered.is_empty() {
+    if !e.probed {
         // No probes (PostgreSQL was not running): the member keys are what it could know.
         for (name, xlog, nofailover) in &e.members {
             let within = e.optime.is_none_or(|o| o.saturating_sub(*xlog) <= max_lag);
@@ -263,12 +294,19 @@ pub(crate) fn converged(w: &World) -> Result<usize, String> {
     let Some(name) = w.dcs.leader.as_ref().map(|l| l.name.clone()) else {
         return Err("no leader key".into());
     };
-    let l = w.index_of(&name).ok_or("leader key names an unknown member")?;
+    let l = w
+        .index_of(&name)
+        .ok_or("leader key names an unknown member")?;
     let leader = &w.nodes[l];
     if w.frozen(l) || !leader.pg.writable() {
         return Err(format!("leader {name} is not a writable primary"));
     }
-    if leader.agent.as_ref().and_then(|a| a.lock_confirmed_at).is_none() {
+    if leader
+        .agent
+        .as_ref()
+        .and_then(|a| a.lock_confirmed_at)
+        .is_none()
+    {
         return Err(format!("leader {name} does not know it holds the lock"));
     }
     for m in 0..w.nodes.len() {

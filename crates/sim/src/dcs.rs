@@ -25,12 +25,22 @@ pub enum DcsOp {
     InitializePut(String),
     WriteStatus(u64),
     SetHistory(Vec<HistoryEntry>),
-    SetFailover { value: Failover, index: Option<i64> },
+    SetFailover {
+        value: Failover,
+        index: Option<i64>,
+    },
     /// `sync`, compare-and-swap on its mod revision when `index` is given.
-    SetSync { value: SyncState, index: Option<i64> },
-    DeleteSync { index: i64 },
+    SetSync {
+        value: SyncState,
+        index: Option<i64>,
+    },
+    DeleteSync {
+        index: i64,
+    },
     /// End of a bootstrap task: `initialize`=sysid, `config`, then the leader key.
-    BootstrapTail { sysid: String },
+    BootstrapTail {
+        sysid: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +178,32 @@ impl Store {
             },
         );
         id
+    }
+
+    /// A new lease expiring at `now + ttl`.
+    pub fn grant(&mut self, now: Time, ttl: Time) -> i64 {
+        self.ensure_lease(None, now, ttl)
+    }
+
+    /// The keys a finished bootstrap leaves (see `World::prebuild`).
+    pub fn prebuild(&mut self, sysid: &str, leader: &str, lease: i64, optime: u64, ttl: Time) {
+        self.initialize = Some(sysid.to_string());
+        let index = self.bump();
+        self.config = Some(Versioned {
+            value: serde_json::json!({ "ttl": ttl / 1000 }),
+            index,
+        });
+        self.put_leader(leader, lease);
+        self.status = Some(Status {
+            optime,
+            ..Status::default()
+        });
+        self.bump();
+    }
+
+    pub fn prebuild_member(&mut self, name: &str, data: MemberData, lease: i64) {
+        let index = self.bump();
+        self.members.insert(name.to_string(), (data, index, lease));
     }
 
     /// Removes a lease and every key attached to it. Returns whether a key vanished.

@@ -1,6 +1,5 @@
 //! Applying the fault schedule: crashes, restarts, pauses, DCS outages, slow networks.
 
-use crate::actions;
 use crate::agent;
 use crate::config::{FaultKind, Who};
 use crate::world::{Ev, Host, Phase, Queued, World};
@@ -50,7 +49,11 @@ pub(crate) fn apply(w: &mut World, ev: FaultEvent) {
 }
 
 fn end_at(w: &mut World, fault: usize, node: Option<usize>, after: u64) {
-    w.after(after, Host::Global, Ev::Fault(FaultEvent::End { fault, node }));
+    w.after(
+        after,
+        Host::Global,
+        Ev::Fault(FaultEvent::End { fault, node }),
+    );
 }
 
 fn start(w: &mut World, i: usize) {
@@ -68,7 +71,9 @@ fn start(w: &mut World, i: usize) {
         FaultKind::NodeCrash { who, down_for } => {
             let n = resolve(w, who);
             if w.nodes[n].down_by.is_none() {
-                w.say(n, || format!("FAULT: node crashed (down for {down_for} ms)"));
+                w.say(n, || {
+                    format!("FAULT: node crashed (down for {down_for} ms)")
+                });
                 crash_node(w, n);
                 w.nodes[n].down_by = Some(i);
                 end_at(w, i, Some(n), down_for);
@@ -78,9 +83,11 @@ fn start(w: &mut World, i: usize) {
             let n = resolve(w, who);
             let node = &w.nodes[n];
             if node.down_by.is_none() && node.agent.is_some() && node.frozen_by.is_none() {
-                w.say(n, || format!("FAULT: agent stopped with SIGTERM (restart in {down_for} ms)"));
+                w.say(n, || {
+                    format!("FAULT: agent stopped with SIGTERM (restart in {down_for} ms)")
+                });
                 w.nodes[n].down_by = Some(i);
-                agent::request_shutdown(w, n);
+                crate::shutdown::request(w, n);
                 end_at(w, i, Some(n), down_for);
             }
         }
@@ -108,7 +115,9 @@ fn start(w: &mut World, i: usize) {
         }
         FaultKind::DcsCut { who, dur } => {
             let n = resolve(w, who);
-            w.say(n, || format!("FAULT: DCS unreachable from this node for {dur} ms"));
+            w.say(n, || {
+                format!("FAULT: DCS unreachable from this node for {dur} ms")
+            });
             w.nodes[n].dcs_cut += 1;
             end_at(w, i, Some(n), dur);
         }
@@ -147,30 +156,24 @@ fn start(w: &mut World, i: usize) {
 fn end(w: &mut World, i: usize, node: Option<usize>) {
     let kind = w.schedule.faults[i].kind.clone();
     match (kind, node) {
-        (FaultKind::NodeCrash { .. } | FaultKind::AgentCrash { .. }, Some(n)) => {
-            if w.nodes[n].down_by == Some(i) {
+        (FaultKind::NodeCrash { .. } | FaultKind::AgentCrash { .. }, Some(n))
+            if w.nodes[n].down_by == Some(i) =>
+        {
+            w.nodes[n].down_by = None;
+            w.say(n, || "node back: agent starts".into());
+            let delay = w.rng.range(100, 500);
+            agent::start_agent(w, n, delay);
+        }
+        (FaultKind::NodeRestart { .. }, Some(n)) if w.nodes[n].down_by == Some(i) => {
+            if w.nodes[n].agent.is_some() {
+                // Still shutting down.
+                end_at(w, i, Some(n), 500);
+            } else {
                 w.nodes[n].down_by = None;
-                w.say(n, || "node back: agent starts".into());
-                let delay = w.rng.range(100, 500);
-                agent::start_agent(w, n, delay);
+                agent::start_agent(w, n, 0);
             }
         }
-        (FaultKind::NodeRestart { .. }, Some(n)) => {
-            if w.nodes[n].down_by == Some(i) {
-                if w.nodes[n].agent.is_some() {
-                    // Still shutting down.
-                    end_at(w, i, Some(n), 500);
-                } else {
-                    w.nodes[n].down_by = None;
-                    agent::start_agent(w, n, 0);
-                }
-            }
-        }
-        (FaultKind::Pause { .. }, Some(n)) => {
-            if w.nodes[n].frozen_by == Some(i) {
-                resume(w, n);
-            }
-        }
+        (FaultKind::Pause { .. }, Some(n)) if w.nodes[n].frozen_by == Some(i) => resume(w, n),
         (FaultKind::DcsOutage { leases_survive, .. }, _) => {
             w.dcs_outages = w.dcs_outages.saturating_sub(1);
             if leases_survive {
@@ -205,7 +208,7 @@ fn crash_node(w: &mut World, n: usize) {
 
 fn kill_agent(w: &mut World, n: usize) {
     if let Some(task) = w.nodes[n].agent.as_mut().and_then(|a| a.task.take()) {
-        actions::abandon_task(w, n, &task);
+        crate::tasks::abandon_task(w, n, &task);
     }
     w.nodes[n].agent = None;
     w.nodes[n].ae += 1;
@@ -216,7 +219,12 @@ fn kill_agent(w: &mut World, n: usize) {
 fn resume(w: &mut World, n: usize) {
     w.nodes[n].frozen_by = None;
     let deferred = std::mem::take(&mut w.nodes[n].deferred);
-    w.say(n, || format!("node resumed (SIGCONT), {} events were waiting", deferred.len()));
+    w.say(n, || {
+        format!(
+            "node resumed (SIGCONT), {} events were waiting",
+            deferred.len()
+        )
+    });
     let latency = w.opts.resume_fence_latency;
     let mut rest = Vec::new();
     for q in deferred {

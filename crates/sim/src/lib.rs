@@ -6,7 +6,20 @@
 //! peers probe, watch wake-ups, the etcd client's retries). Around them: a simulated etcd
 //! with leases in simulated time, simulated PostgreSQL servers with WAL histories and
 //! timelines, a client that commits on whatever is writable, and seeded random faults.
-//! The checker (see [`checker`](Invariant)) runs after every event.
+//! The checker runs after every event: no two writable primaries; a writable node is the one
+//! the leader key names; a promotion is never behind an eligible peer it could know about; in
+//! synchronous mode no acknowledged commit is missing from a new primary; no two data
+//! directories disagree under one timeline id; and once faults stop, one leader with every
+//! other member streaming from it within a bound (see [`Invariant`]).
+//!
+//! Known defects of the real system are reported, each with a test (ignored until fixed);
+//! bulk runs may work around them by modelling the proposed fix ([`Workarounds`]), so that
+//! they keep looking for other problems.
+//!
+//! Modules: `world` (event loop), `events`, `dcs` (etcd model), `pg` + `wal` (PostgreSQL
+//! model), `replication` (streaming, synchronous commit, the client), `agent` (HA loop and
+//! fence), `calls` (DCS client), `observe`, `actions`, `tasks`, `shutdown`, `patches`
+//! (modelled fixes), `faults`, `checker`, `prebuilt`, `log`, `rng`.
 //!
 //! A run is a pure function of its seed (own splitmix64 PRNG, no clocks, no hashing order):
 //! `PGHERD_SIM_SEED=<seed> cargo test -p pgherd-sim replay -- --nocapture` replays one.
@@ -27,13 +40,21 @@
 
 mod actions;
 mod agent;
+mod calls;
 mod checker;
 mod config;
 mod dcs;
+mod events;
 mod faults;
 mod log;
+mod observe;
+mod patches;
 mod pg;
+mod prebuilt;
+mod replication;
 mod rng;
+mod shutdown;
+mod tasks;
 mod wal;
 mod world;
 
@@ -57,9 +78,15 @@ pub fn run_seed(seed: u64, opts: &Options) -> Outcome {
     run(Schedule::random(seed, opts), opts.clone())
 }
 
-/// The command that replays `seed` with its full event log.
-pub fn replay_command(seed: u64) -> String {
-    format!("PGHERD_SIM_SEED={seed} cargo test -p pgherd-sim --test schedules replay -- --nocapture")
+/// The command that replays `seed` with its full event log, with the same [`Workarounds`].
+pub fn replay_command(seed: u64, workarounds: &Workarounds) -> String {
+    let off = workarounds.disabled();
+    let env = if off.is_empty() {
+        String::new()
+    } else {
+        format!("PGHERD_SIM_WITHOUT={} ", off.join(","))
+    };
+    format!("{env}PGHERD_SIM_SEED={seed} cargo test -p pgherd-sim --test schedules replay -- --nocapture")
 }
 
 /// A failing seed, re-run with the event log for the report.
@@ -67,13 +94,13 @@ pub fn failure_report(seed: u64, opts: &Options, log_lines: usize) -> String {
     let mut opts = opts.clone();
     opts.log = true;
     let outcome = run_seed(seed, &opts);
-    let verdict = outcome
-        .violation
-        .as_ref()
-        .map_or_else(|| "no violation on replay?!".to_string(), ToString::to_string);
+    let verdict = outcome.violation.as_ref().map_or_else(
+        || "no violation on replay?!".to_string(),
+        ToString::to_string,
+    );
     format!(
         "{verdict}\nreplay: {}\nschedule: {:?}\n--- last {log_lines} events ---\n{}",
-        replay_command(seed),
+        replay_command(seed, &opts.workarounds),
         Schedule::random(seed, &opts).faults,
         outcome.log.tail(log_lines)
     )

@@ -17,8 +17,13 @@ pub fn fmt_time(t: Time) -> String {
 impl Log {
     pub fn push(&mut self, t: Time, step: u64, who: &str, msg: impl FnOnce() -> String) {
         if self.enabled {
-            self.lines
-                .push(format!("{:>9} #{:<6} {:<6} {}", fmt_time(t), step, who, msg()));
+            self.lines.push(format!(
+                "{:>9} #{:<6} {:<6} {}",
+                fmt_time(t),
+                step,
+                who,
+                msg()
+            ));
         }
     }
 

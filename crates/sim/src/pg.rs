@@ -45,6 +45,9 @@ pub struct Pg {
     /// uses it (read at start and at each reload).
     pub sync_conf: String,
     pub sync_active: String,
+    /// Primary WAL position when `sync_active` last changed (what Patroni records to confirm
+    /// a new synchronous standby once it caught up).
+    pub sync_changed_at: u64,
     /// The walsender on `(upstream, its epoch)` reached "streaming" (caught up once since this
     /// connection began); before that it is in "catchup" and cannot be a synchronous standby.
     pub streaming_from: Option<(String, u64)>,
@@ -65,6 +68,7 @@ impl Pg {
             promoting: false,
             sync_conf: String::new(),
             sync_active: String::new(),
+            sync_changed_at: 0,
             streaming_from: None,
         }
     }
@@ -116,6 +120,14 @@ impl Pg {
         }
     }
 
+    /// The server (re)reads `synchronous_standby_names` (start, reload).
+    pub fn reload_sync(&mut self) {
+        if self.sync_active != self.sync_conf {
+            self.sync_active = self.sync_conf.clone();
+            self.sync_changed_at = self.wal.end;
+        }
+    }
+
     pub fn finish_stop(&mut self) {
         let Some((mode, _)) = self.stopping else {
             return;
@@ -137,7 +149,7 @@ impl Pg {
         self.in_recovery = upstream.is_some();
         self.upstream = upstream;
         self.streaming_from = None;
-        self.sync_active = self.sync_conf.clone();
+        self.reload_sync();
         self.stopping = None;
         self.promoting = false;
         self.epoch += 1;
@@ -185,7 +197,6 @@ impl Pg {
 pub fn sync_rule(value: &str) -> (usize, Vec<String>) {
     let names = pgherd_ha::parse_standby_names(value);
     let count = value
-        .trim()
         .split_whitespace()
         .next()
         .and_then(|w| w.parse::<usize>().ok())

@@ -141,7 +141,10 @@ mod tests {
         // r is promoted at 90 onto timeline 2.
         r.start_writer(2, 2);
         r.end = 120;
-        assert!(!p.is_prefix_of(&r), "p has 90..100 on timeline 1 that r never had");
+        assert!(
+            !p.is_prefix_of(&r),
+            "p has 90..100 on timeline 1 that r never had"
+        );
         let mut q = p.clone();
         q.end = 80;
         assert!(q.is_prefix_of(&r), "a replica behind the fork can follow");

@@ -4,133 +4,16 @@
 use crate::agent;
 use crate::checker::{self, Invariant, Violation};
 use crate::config::{Options, Schedule};
-use crate::dcs::{DcsOp, DcsReply, Store};
-use crate::faults::{self, FaultEvent};
+use crate::dcs::Store;
+use crate::events::EventQueue;
+pub(crate) use crate::events::{Ev, Host, PgStep, Queued};
+use crate::faults;
 use crate::log::Log;
 use crate::pg::Pg;
 use crate::rng::Rng;
 use crate::wal::Ack;
 use crate::{actions, Time};
-use pgherd_ha::{PeerReply, Settings};
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
-/// Who processes an event. Events of a paused node wait until it resumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Host {
-    Global,
-    Node(usize),
-}
-
-/// What PostgreSQL finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PgStep {
-    Started,
-    Stopped,
-    Promoted,
-}
-
-/// `ae` is the agent epoch (a new agent process gets a new one), so events meant for a dead
-/// process are dropped.
-#[derive(Debug)]
-pub(crate) enum Ev {
-    Cycle {
-        ae: u64,
-    },
-    Watch {
-        ae: u64,
-    },
-    CallReply {
-        ae: u64,
-        call: u64,
-        attempt: u32,
-        reply: DcsReply,
-    },
-    CallTimeout {
-        ae: u64,
-        call: u64,
-        attempt: u32,
-    },
-    CallRetry {
-        ae: u64,
-        call: u64,
-    },
-    /// A `GET /patroni` reaching this node's REST API.
-    ProbeArrive {
-        from: usize,
-        from_ae: u64,
-        round: u64,
-        deadline: Time,
-    },
-    ProbeReply {
-        ae: u64,
-        round: u64,
-        peer: usize,
-        reply: Option<PeerReply>,
-        truth: Option<Truth>,
-    },
-    ProbeDeadline {
-        ae: u64,
-        round: u64,
-    },
-    /// Continue the HA cycle after a PostgreSQL operation it waits for.
-    Cont {
-        ae: u64,
-        token: u64,
-    },
-    TaskStep {
-        ae: u64,
-        task: u64,
-    },
-    Fence {
-        ae: u64,
-        arm: u64,
-    },
-    Pg {
-        epoch: u64,
-        step: PgStep,
-    },
-    Stream,
-    DcsArrive {
-        node: usize,
-        ae: u64,
-        call: u64,
-        attempt: u32,
-        op: Box<DcsOp>,
-        timeout_at: Time,
-    },
-    LeaseCheck {
-        lease: i64,
-    },
-    Client,
-    Fault(FaultEvent),
-    Converge,
-}
-
-pub(crate) struct Queued {
-    pub at: Time,
-    pub seq: u64,
-    pub host: Host,
-    pub ev: Ev,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest (then oldest) first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
+use pgherd_ha::Settings;
 
 /// Ground truth about a node at one instant (for the checker, never shown to the engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +44,17 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Bootstrapping from empty data directories, no faults yet.
-    Bootstrap { deadline: Time },
-    Faults { end: Time },
+    Bootstrap {
+        deadline: Time,
+    },
+    Faults {
+        end: Time,
+    },
     /// All faults are over: converge by `deadline`.
-    Quiet { since: Time, deadline: Time },
+    Quiet {
+        since: Time,
+        deadline: Time,
+    },
     Done,
 }
 
@@ -185,7 +75,14 @@ pub struct Stats {
     pub converged_after_faults: Option<Time>,
     pub end: Time,
     pub final_leader: Option<String>,
+    /// Every new holder of the leader key, with the time.
     pub leaders: Vec<(Time, String)>,
+    /// Leader keys that vanished because their lease expired: `(time, former holder)`.
+    pub leader_key_expired: Vec<(Time, String)>,
+    /// Nodes that stopped being writable primaries: `(time, node)`.
+    pub stopped_writing: Vec<(Time, String)>,
+    /// Lock acquisitions for a promotion that invariant 2 examined.
+    pub promotions_checked: u64,
 }
 
 pub struct Outcome {
@@ -199,7 +96,7 @@ pub struct World {
     pub(crate) now: Time,
     pub(crate) step: u64,
     seq: u64,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue,
     pub(crate) rng: Rng,
     pub(crate) nodes: Vec<Node>,
     pub(crate) dcs: Store,
@@ -209,7 +106,7 @@ pub struct World {
     pub(crate) schedule: Schedule,
     pub(crate) acks: Vec<Ack>,
     /// Commits written on a primary, waiting for synchronous standbys to acknowledge them.
-    pending: Vec<(u64, Ack)>,
+    pub(crate) pending: Vec<(u64, Ack)>,
     next_content: u32,
     next_id: u64,
     pub(crate) phase: Phase,
@@ -218,6 +115,8 @@ pub struct World {
     pub(crate) stats: Stats,
     /// Nodes whose WAL gained a new writer session or bytes since the last identity check.
     pub(crate) wal_dirty: Vec<usize>,
+    /// Which nodes were writable after the previous event.
+    pub(crate) was_writable: Vec<bool>,
 }
 
 /// How long the converged state must hold before a run counts as settled.
@@ -274,7 +173,7 @@ impl World {
             now: 0,
             step: 0,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             rng: rng.fork(3),
             nodes,
             dcs: Store::default(),
@@ -293,10 +192,19 @@ impl World {
             violation: None,
             stats: Stats::default(),
             wal_dirty: Vec::new(),
+            was_writable: Vec::new(),
         };
+        w.was_writable = vec![false; w.nodes.len()];
+        if w.schedule.prebuilt {
+            w.prebuild();
+        }
         for n in 0..w.nodes.len() {
             let delay = w.rng.range(0, 300);
+            let lease = w.dcs.members.get(&w.nodes[n].name).map(|m| m.2);
             agent::start_agent(&mut w, n, delay);
+            if let Some(a) = w.nodes[n].agent.as_mut() {
+                a.lease = lease;
+            }
             let at = w.rng.range(0, 300);
             w.at(at, Host::Node(n), Ev::Stream);
         }
@@ -436,11 +344,13 @@ impl World {
                 call,
                 attempt,
                 reply,
-            } if agent_ok(self, ae) => agent::on_call_reply(self, n, call, attempt, reply),
+            } if agent_ok(self, ae) => crate::calls::on_call_reply(self, n, call, attempt, reply),
             Ev::CallTimeout { ae, call, attempt } if agent_ok(self, ae) => {
-                agent::on_call_timeout(self, n, call, attempt)
+                crate::calls::on_call_timeout(self, n, call, attempt)
             }
-            Ev::CallRetry { ae, call } if agent_ok(self, ae) => agent::send_attempt(self, n, call),
+            Ev::CallRetry { ae, call } if agent_ok(self, ae) => {
+                crate::calls::send_attempt(self, n, call)
+            }
             Ev::ProbeArrive {
                 from,
                 from_ae,
@@ -458,7 +368,9 @@ impl World {
                 agent::on_probe_deadline(self, n, round)
             }
             Ev::Cont { ae, token } if agent_ok(self, ae) => actions::on_cont(self, n, token),
-            Ev::TaskStep { ae, task } if agent_ok(self, ae) => actions::task_step(self, n, task),
+            Ev::TaskStep { ae, task } if agent_ok(self, ae) => {
+                crate::tasks::task_step(self, n, task)
+            }
             Ev::Fence { ae, arm } if agent_ok(self, ae) => agent::on_fence(self, n, arm),
             Ev::Pg { epoch, step } => self.pg_step(n, epoch, step),
             Ev::Stream => self.stream(n),
@@ -469,7 +381,7 @@ impl World {
                 attempt,
                 op,
                 timeout_at,
-            } => agent::dcs_arrive(self, node, ae, call, attempt, *op, timeout_at),
+            } => crate::calls::dcs_arrive(self, node, ae, call, attempt, *op, timeout_at),
             Ev::LeaseCheck { lease } => {
                 let before = self.dcs.leader.as_ref().map(|l| l.name.clone());
                 let (gone, again) = self.dcs.expire(lease, self.now);
@@ -478,8 +390,9 @@ impl World {
                 }
                 if gone {
                     self.say_world(|| format!("DCS: lease {lease} expired; its keys are gone"));
-                    if before.is_some() && self.dcs.leader.is_none() {
-                        self.say_world(|| format!("DCS: leader key of {before:?} expired"));
+                    if let (Some(b), None) = (&before, &self.dcs.leader) {
+                        self.stats.leader_key_expired.push((self.now, b.clone()));
+                        self.say_world(|| format!("DCS: leader key of {b} expired"));
                     }
                     self.notify_watchers();
                 }
@@ -527,7 +440,11 @@ impl World {
                 // PostgreSQL picks the newest timeline it knows of (its own history files;
                 // no WAL archive here) + 1.
                 let known = if self.opts.workarounds.unique_timeline_ids {
-                    self.nodes.iter().map(|x| x.pg.wal.timeline()).max().unwrap_or(0)
+                    self.nodes
+                        .iter()
+                        .map(|x| x.pg.wal.timeline())
+                        .max()
+                        .unwrap_or(0)
                 } else {
                     self.nodes[n].pg.wal.timeline()
                 };
@@ -537,7 +454,9 @@ impl World {
                     let (tl, lsn) = (pg.wal.timeline(), pg.wal.end);
                     self.stats.promotions += 1;
                     self.wal_dirty.push(n);
-                    self.say(n, || format!("postgres: promoted to timeline {tl} at lsn {lsn}"));
+                    self.say(n, || {
+                        format!("postgres: promoted to timeline {tl} at lsn {lsn}")
+                    });
                     checker::on_new_primary(self, n);
                 }
             }
@@ -587,184 +506,37 @@ impl World {
         at
     }
 
-    /// A standby fetches WAL from its upstream when the histories allow it (a standby whose
-    /// WAL diverged from the upstream's history cannot stream until it is rewound).
-    fn stream(&mut self, n: usize) {
-        let every = if self.nodes[n].lagging > 0 {
-            self.rng.range(1_000, 4_000)
-        } else if self.nodes[n].slow.is_some() {
-            self.rng.range(200, 2_000)
-        } else {
-            self.rng.range(30, 300)
-        };
-        self.after(every, Host::Node(n), Ev::Stream);
-        let pg = &self.nodes[n].pg;
-        if !pg.running || !pg.in_recovery {
-            return;
-        }
-        let Some(up) = pg.upstream.as_deref().and_then(|u| self.index_of(u)) else {
-            return;
-        };
-        if up == n || self.frozen(up) {
-            return;
-        }
-        let source = &self.nodes[up].pg;
-        if !source.running || !source.accepting {
-            return;
-        }
-        if !pg.wal.is_prefix_of(&source.wal) && !(source.wal.end <= pg.wal.end && source.wal.is_prefix_of(&pg.wal)) {
-            // Diverged: PostgreSQL keeps retrying and logging, and never catches up.
-            self.nodes[n].pg.streaming_from = None;
-            return;
-        }
-        let link = (self.nodes[up].name.clone(), source.epoch);
-        if source.wal.end > pg.wal.end {
-            let wal = source.wal.clone();
-            let switched = wal.timeline() != pg.wal.timeline();
-            self.nodes[n].pg.wal = wal;
-            if switched {
-                let tl = self.nodes[n].pg.wal.timeline();
-                self.say(n, || format!("postgres: now streaming timeline {tl}"));
-            }
-        }
-        if self.nodes[n].pg.wal.end >= self.nodes[up].pg.wal.end {
-            self.nodes[n].pg.streaming_from = Some(link);
-        }
-        self.release(up);
-    }
-
-    /// A client commits on a writable primary (any of them: in a split brain, both take
-    /// writes). The commit is acknowledged once the synchronous standbys have it.
-    fn client(&mut self) {
-        let next = self.rng.range(50, 250);
-        self.after(next, Host::Global, Ev::Client);
-        let writable: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| !self.frozen(i) && self.nodes[i].pg.writable())
-            .collect();
-        if writable.is_empty() {
-            return;
-        }
-        let n = writable[self.rng.index(writable.len())];
-        if self.pending.iter().filter(|(_, a)| a.node == n).count() >= 64 {
-            // Every client session is blocked waiting for a synchronous standby.
-            return;
-        }
-        let size = self.rng.range(100, 3_000);
-        let pg = &mut self.nodes[n].pg;
-        pg.wal.end += size;
-        let ack = Ack {
-            at: self.now,
-            node: n,
-            content: pg.wal.content().unwrap_or(0),
-            timeline: pg.wal.timeline(),
-            lsn: pg.wal.end,
-        };
-        let epoch = pg.epoch;
-        self.pending.push((epoch, ack));
-        self.wal_dirty.push(n);
-        self.release(n);
-    }
-
-    /// The standbys connected to primary `p`: `(node, flushed lsn, streaming, synchronous)`.
-    /// Only standbys past "catchup" can be synchronous. As
-    /// PostgreSQL's FIRST N: the N connected standbys listed first in
-    /// `synchronous_standby_names` (for `*`, by name in place of connection order) are the
-    /// synchronous ones. A paused standby stays connected (wal_sender_timeout is long).
-    pub(crate) fn walsenders(&self, p: usize) -> Vec<(usize, u64, bool, bool)> {
-        let primary = &self.nodes[p];
-        let links: Vec<(usize, u64, bool)> = (0..self.nodes.len())
-            .filter(|&m| m != p)
-            .filter(|&m| {
-                let pg = &self.nodes[m].pg;
-                pg.running
-                    && pg.in_recovery
-                    && pg.upstream.as_deref() == Some(primary.name.as_str())
-                    && pg.wal.is_prefix_of(&primary.pg.wal)
-            })
-            .map(|m| {
-                let pg = &self.nodes[m].pg;
-                let streaming = pg.streaming_from.as_ref().is_some_and(|(u, e)| {
-                    *u == primary.name && *e == primary.pg.epoch
-                });
-                (m, pg.wal.end, streaming)
-            })
-            .collect();
-        let (count, names) = crate::pg::sync_rule(&primary.pg.sync_active);
-        let any = names.iter().any(|x| x == "*");
-        let mut ranked: Vec<(usize, &str, usize)> = links
-            .iter()
-            .filter(|l| l.2)
-            .filter_map(|&(m, _, _)| {
-                let name = self.nodes[m].name.as_str();
-                let prio = if any {
-                    Some(0)
-                } else {
-                    names.iter().position(|x| x == name)
-                };
-                prio.map(|p| (p, name, m))
-            })
-            .collect();
-        ranked.sort();
-        let sync: Vec<usize> = ranked.iter().take(count).map(|r| r.2).collect();
-        links
-            .into_iter()
-            .map(|(m, lsn, streaming)| (m, lsn, streaming, sync.contains(&m)))
-            .collect()
-    }
-
-    /// Acknowledges the commits of primary `p` its synchronous standbys have flushed.
-    pub(crate) fn release(&mut self, p: usize) {
-        if !self.pending.iter().any(|(_, a)| a.node == p) {
-            return;
-        }
-        let (count, _) = crate::pg::sync_rule(&self.nodes[p].pg.sync_active);
-        let epoch = self.nodes[p].pg.epoch;
-        let alive = self.nodes[p].pg.running;
-        let upto = if count == 0 {
-            u64::MAX
-        } else {
-            let sync: Vec<u64> = self
-                .walsenders(p)
-                .into_iter()
-                .filter(|l| l.3)
-                .map(|l| l.1)
-                .collect();
-            if sync.len() < count {
-                0
-            } else {
-                sync.into_iter().min().unwrap_or(0)
-            }
-        };
-        let mut kept = Vec::with_capacity(self.pending.len());
-        for (e, ack) in std::mem::take(&mut self.pending) {
-            if ack.node != p {
-                kept.push((e, ack));
-            } else if e != epoch || !alive {
-                // The server went away: the client never learns whether it committed.
-                self.stats.indeterminate_commits += 1;
-            } else if ack.lsn <= upto {
-                self.acks.push(ack);
-                self.stats.acked_commits += 1;
-            } else {
-                kept.push((e, ack));
-            }
-        }
-        self.pending = kept;
-    }
-
     fn converge(&mut self) {
-        self.after(250, Host::Global, Ev::Converge);
-        let verdict = checker::converged(self);
+        self.after(500, Host::Global, Ev::Converge);
+        let mut verdict = checker::converged(self);
+        if let (Phase::Bootstrap { .. }, Ok(l)) = (self.phase, &verdict) {
+            let l = *l;
+            let sync_ready = !self.nodes[l].settings.synchronous_mode
+                || self.dcs.sync.as_ref().is_some_and(|k| {
+                    k.value.leader.as_deref() == Some(self.nodes[l].name.as_str())
+                        && !k.value.standbys().is_empty()
+                });
+            if !sync_ready {
+                verdict = Err("synchronous replication not established yet".into());
+            }
+        }
         match verdict {
             Ok(_) => {
                 let since = *self.converged_since.get_or_insert(self.now);
-                if self.now - since < STABLE_FOR {
+                let stable_for = if matches!(self.phase, Phase::Bootstrap { .. }) {
+                    STABLE_FOR / 2
+                } else {
+                    STABLE_FOR
+                };
+                if self.now - since < stable_for {
                     return;
                 }
                 match self.phase {
                     Phase::Bootstrap { .. } => {
                         self.stats.bootstrapped_at = since;
-                        self.say_world(|| "cluster bootstrapped and converged: faults begin".into());
+                        self.say_world(|| {
+                            "cluster bootstrapped and converged: faults begin".into()
+                        });
                         faults::begin(self);
                         self.converged_since = None;
                     }
@@ -772,7 +544,10 @@ impl World {
                         let after = since.saturating_sub(quiet);
                         self.stats.converged_after_faults = Some(after);
                         self.say_world(|| {
-                            format!("converged {} after the last fault", crate::log::fmt_time(after))
+                            format!(
+                                "converged {} after the last fault",
+                                crate::log::fmt_time(after)
+                            )
                         });
                         self.phase = Phase::Done;
                     }
@@ -786,7 +561,10 @@ impl World {
                         checker::violate(
                             self,
                             Invariant::Convergence,
-                            format!("the new cluster did not bootstrap within {} s: {why}", deadline / 1000),
+                            format!(
+                                "the new cluster did not bootstrap within {} s: {why}",
+                                deadline / 1000
+                            ),
                         );
                     }
                     Phase::Quiet { since, deadline } if self.now >= deadline => {
