@@ -74,6 +74,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         listener,
         ApiContext::new(snapshot_rx, dcs.clone())
             .with_commands(commands_tx)
+            .with_live_status(Arc::new(report::LiveStatus(pg.clone())))
             .with_settings(
                 pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
                     .context("restapi: TLS or authentication settings")?,

@@ -72,39 +72,7 @@ fn parse_ts(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
 pub fn publish_snapshot(a: &mut Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) {
     let role = role(a, pg);
     let now = tokio::time::Instant::now();
-    let postgres = a.pg_state.as_ref().map(|s| PostgresStatus {
-        postmaster_start_time: parse_ts(&s.postmaster_start_time).unwrap_or_else(|| {
-            DateTime::from_timestamp(0, 0)
-                .unwrap_or_default()
-                .fixed_offset()
-        }),
-        server_version: s.server_version,
-        timeline: Some(s.timeline),
-        xlog: if s.in_recovery {
-            Xlog::Replica {
-                received_location: s.received_lsn,
-                replayed_location: s.replayed_lsn.unwrap_or(0),
-                replayed_timestamp: s.replayed_timestamp.as_deref().and_then(parse_ts),
-                paused: s.replay_paused,
-            }
-        } else {
-            Xlog::Primary {
-                location: s.wal_lsn,
-            }
-        },
-        replication: s
-            .replication
-            .iter()
-            .map(|r| ReplicationRow {
-                usename: Some(r.usename.clone()),
-                application_name: r.application_name.clone(),
-                client_addr: r.client_addr.clone(),
-                state: r.state.clone(),
-                sync_state: r.sync_state.clone(),
-                sync_priority: r.sync_priority,
-            })
-            .collect(),
-    });
+    let postgres = a.pg_state.as_ref().map(postgres_status);
     let ttl = Duration::from_millis(a.settings.ttl);
     let leader_until = a.lock_confirmed_at.map(|t| a.clock.instant(t) + ttl);
     let view = cluster.map(|c| ClusterView {
@@ -140,4 +108,53 @@ pub fn publish_snapshot(a: &mut Agent, pg: &LocalPg, cluster: Option<Arc<Cluster
         last_cycle_at: now,
     };
     let _ = a.snapshot_tx.send(Arc::new(snapshot));
+}
+
+/// The REST API's view of one status query.
+pub fn postgres_status(s: &pgherd_postgres::PgState) -> PostgresStatus {
+    PostgresStatus {
+        postmaster_start_time: parse_ts(&s.postmaster_start_time).unwrap_or_else(|| {
+            DateTime::from_timestamp(0, 0)
+                .unwrap_or_default()
+                .fixed_offset()
+        }),
+        server_version: s.server_version,
+        timeline: Some(s.timeline),
+        xlog: if s.in_recovery {
+            Xlog::Replica {
+                received_location: s.received_lsn,
+                replayed_location: s.replayed_lsn.unwrap_or(0),
+                replayed_timestamp: s.replayed_timestamp.as_deref().and_then(parse_ts),
+                paused: s.replay_paused,
+            }
+        } else {
+            Xlog::Primary {
+                location: s.wal_lsn,
+            }
+        },
+        replication: s
+            .replication
+            .iter()
+            .map(|r| ReplicationRow {
+                usename: Some(r.usename.clone()),
+                application_name: r.application_name.clone(),
+                client_addr: r.client_addr.clone(),
+                state: r.state.clone(),
+                sync_state: r.sync_state.clone(),
+                sync_priority: r.sync_priority,
+            })
+            .collect(),
+    }
+}
+
+/// `GET /patroni` queries PostgreSQL at request time (see `pgherd_api::LiveStatus`).
+pub struct LiveStatus(pub std::sync::Arc<pgherd_postgres::Postgres>);
+
+impl pgherd_api::LiveStatus for LiveStatus {
+    fn status(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PostgresStatus>> + Send + '_>>
+    {
+        Box::pin(async move { self.0.query_state().await.ok().map(|s| postgres_status(&s)) })
+    }
 }

@@ -9,7 +9,7 @@ use crate::json::{error_response, json_response, status_only, with_content_type}
 use crate::metrics;
 use crate::routing::{resolve, GetEndpoint, Route};
 use crate::settings::ApiSettings;
-use crate::snapshot::NodeSnapshot;
+use crate::snapshot::{NodeSnapshot, PostgresStatus};
 use crate::status::StatusBody;
 use crate::tls::{ConnInfo, TlsListener};
 use axum::body::Body;
@@ -42,7 +42,20 @@ pub struct ApiContext {
     pub commands: Option<mpsc::Sender<ApiCommand>>,
     /// Access control, TLS, extra headers, peer client (`restapi:` configuration).
     pub settings: Arc<ApiSettings>,
+    /// Fresh PostgreSQL status for `GET /patroni`; `None`: the snapshot's.
+    pub live: Option<Arc<dyn LiveStatus>>,
 }
+
+/// A fresh status query for `GET /patroni`. Peers compare WAL positions through this
+/// endpoint during an election; the agent's snapshot can be up to one loop_wait old, and a
+/// stale position could get a lagging replica promoted. Patroni queries per request too.
+pub trait LiveStatus: Send + Sync {
+    fn status(&self)
+        -> std::pin::Pin<Box<dyn Future<Output = Option<PostgresStatus>> + Send + '_>>;
+}
+
+/// How long `GET /patroni` waits for the live query before answering from the snapshot.
+const LIVE_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl ApiContext {
     /// An open API over plain HTTP without a command channel.
@@ -52,7 +65,14 @@ impl ApiContext {
             dcs,
             commands: None,
             settings: Arc::new(ApiSettings::default()),
+            live: None,
         }
+    }
+
+    /// `GET /patroni` reports PostgreSQL's status queried at request time.
+    pub fn with_live_status(mut self, live: Arc<dyn LiveStatus>) -> ApiContext {
+        self.live = Some(live);
+        self
     }
 
     /// Node-local management calls are sent to `commands` (the agent holds the receiver).
@@ -153,10 +173,25 @@ async fn get(ctx: &ApiContext, endpoint: GetEndpoint) -> Response {
     let snap = Arc::clone(&ctx.snapshot.borrow());
     let now = Instant::now();
     let result = match endpoint {
-        GetEndpoint::Patroni => Ok(json_response(
-            StatusCode::OK,
-            &StatusBody::build(&snap, now),
-        )),
+        GetEndpoint::Patroni => {
+            let snap = match &ctx.live {
+                Some(live) if snap.postgres.is_some() => {
+                    match tokio::time::timeout(LIVE_STATUS_TIMEOUT, live.status()).await {
+                        Ok(Some(fresh)) => {
+                            let mut s = (*snap).clone();
+                            s.postgres = Some(fresh);
+                            Arc::new(s)
+                        }
+                        _ => snap,
+                    }
+                }
+                _ => snap,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &StatusBody::build(&snap, now),
+            ))
+        }
         GetEndpoint::Metrics => Ok(with_content_type(
             StatusCode::OK,
             Body::from(metrics::render(&StatusBody::build(&snap, now), &snap)),

@@ -417,3 +417,29 @@ async fn unsupported_management_calls() {
         404
     );
 }
+
+/// A live status provider that reports a fixed, newer WAL position than the snapshot.
+struct Fresh(u64);
+
+impl pgherd_api::LiveStatus for Fresh {
+    fn status(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<pgherd_api::PostgresStatus>> + Send + '_>,
+    > {
+        let mut status = leader().postgres.unwrap();
+        status.xlog = Xlog::Primary { location: self.0 };
+        Box::pin(async move { Some(status) })
+    }
+}
+
+#[tokio::test]
+async fn patroni_reports_the_live_wal_position_not_the_snapshot() {
+    let (_tx, ctx) = context(leader(), FixedDcs::new(Some(patroni_cluster())));
+    let ctx = ctx.with_live_status(std::sync::Arc::new(Fresh(99_000_000)));
+    let reply = call_ctx(ctx.clone(), Method::GET, "/patroni").await;
+    assert_eq!(reply.json()["xlog"]["location"], 99_000_000);
+    // Health checks keep answering from the snapshot (no query per HAProxy check).
+    let reply = call_ctx(ctx, Method::GET, "/primary").await;
+    assert_eq!(reply.json()["xlog"]["location"], 67108960);
+}
