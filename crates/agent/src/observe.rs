@@ -54,7 +54,15 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
         if pg.in_recovery || !pg.queryable {
             pg.following = a.upstream.clone();
         }
-        if pg.queryable && pg.in_recovery {
+        // A standby that streams is on the leader's history by definition; its reported
+        // timeline may still be the old one until it replays the switch, so only a standby
+        // that cannot stream is checked for divergence.
+        let streaming = a
+            .pg_state
+            .as_ref()
+            .and_then(|s| s.wal_receiver.as_ref())
+            .is_some_and(|w| w.status == "streaming");
+        if pg.queryable && pg.in_recovery && !streaming {
             pg.diverged = cluster.and_then(|c| {
                 pgherd_ha::diverged(c, &a.name, pg.timeline, pg.wal_position, false, false)
             });
