@@ -70,6 +70,8 @@ pub struct Agent {
     pub scheduled_restart_start_time: Option<String>,
     /// The scheduled restart was looked up in our member key (after an agent restart).
     pub restored_schedule: bool,
+    /// Since when our standby's WAL receiver has not been streaming.
+    pub not_streaming_since: Option<tokio::time::Instant>,
     /// Member slots we created as leader (to drop them when their member leaves).
     pub member_slots: Option<std::collections::BTreeSet<String>>,
 }

@@ -117,6 +117,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         last_cluster: None,
         applied_params: None,
         member_slots: None,
+        not_streaming_since: None,
         last_known_leader: None,
         config_path: config_path.map(Path::to_path_buf),
         scheduled_restart: None,
@@ -175,7 +176,13 @@ async fn run_loop(
                     info!("SIGINT received: shutting down");
                     return Ok(());
                 }
-                _ = tokio::time::sleep(Duration::from_millis(100)), if agent.task.as_ref().is_some_and(|t| t.handle.is_finished()) => break,
+                // A background action that ends (start, clone, rewind) is followed by a cycle at
+                // once, not up to loop_wait later.
+                _ = tokio::time::sleep(Duration::from_millis(100)), if agent.task.is_some() => {
+                    if agent.task.as_ref().is_some_and(|t| t.handle.is_finished()) {
+                        break;
+                    }
+                }
                 changed = changes.changed() => {
                     if changed.is_err() {
                         bail!("the DCS watch ended");

@@ -54,15 +54,23 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
         if pg.in_recovery || !pg.queryable {
             pg.following = a.upstream.clone();
         }
-        // A standby that streams is on the leader's history by definition; its reported
-        // timeline may still be the old one until it replays the switch, so only a standby
-        // that cannot stream is checked for divergence.
+        // A standby that streams is on the leader's history by definition. Its reported
+        // timeline lags while it switches timelines, and a new leader needs a cycle to create
+        // its slot, so only a standby that has not been able to stream for a while is checked.
         let streaming = a
             .pg_state
             .as_ref()
             .and_then(|s| s.wal_receiver.as_ref())
             .is_some_and(|w| w.status == "streaming");
-        if pg.queryable && pg.in_recovery && !streaming {
+        let now = tokio::time::Instant::now();
+        let stuck_since = if streaming || !pg.in_recovery {
+            a.not_streaming_since = None;
+            now
+        } else {
+            *a.not_streaming_since.get_or_insert(now)
+        };
+        let patience = Duration::from_millis(a.settings.loop_wait * 2).max(Duration::from_secs(5));
+        if pg.queryable && pg.in_recovery && now.duration_since(stuck_since) >= patience {
             pg.diverged = cluster.and_then(|c| {
                 pgherd_ha::diverged(c, &a.name, pg.timeline, pg.wal_position, false, false)
             });

@@ -502,6 +502,8 @@ fn promote_actions(obs: &Observation<'_>, cluster: &Cluster) -> Vec<Action> {
         });
     }
     actions.push(Action::Promote);
+    // Slots for the members at once: their WAL receivers cannot stream without them.
+    actions.push(Action::PublishLeaderState);
     actions
 }
 

@@ -189,7 +189,14 @@ fn healthiest_replica_promotes_and_ties_break_by_name() {
     let pg = replica(1000, "n1");
     let peers = [peer("n3", 1000, false), peer("n1", 0, false)];
     let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers[..1]));
-    assert_eq!(d.actions, vec![Action::AcquireLock, Action::Promote]);
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::AcquireLock,
+            Action::Promote,
+            Action::PublishLeaderState
+        ]
+    );
     assert!(
         d.reason
             .starts_with("promoted self to leader by acquiring session lock"),
@@ -500,7 +507,7 @@ fn only_sync_standbys_may_be_promoted() {
     let peers = [peer("n3", 5000, false)];
     let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers));
     assert_eq!(d.actions.first(), Some(&Action::AcquireLock));
-    assert_eq!(d.actions.last(), Some(&Action::Promote));
+    assert_eq!(d.actions.last(), Some(&Action::PublishLeaderState));
     assert!(d.actions.contains(&Action::SetSynchronousStandbys {
         names: vec![],
         strict: true
