@@ -176,6 +176,13 @@ async fn run_loop(
                     info!("SIGINT received: shutting down");
                     return Ok(());
                 }
+                // A postmaster that died (or came up) is acted on at once rather than at the
+                // next loop_wait: a cheap pid check, no query.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if agent.task.is_none() => {
+                    if agent.pg.is_running().is_some() != agent.was_running {
+                        break;
+                    }
+                }
                 // A background action that ends (start, clone, rewind) is followed by a cycle at
                 // once, not up to loop_wait later.
                 _ = tokio::time::sleep(Duration::from_millis(100)), if agent.task.is_some() => {

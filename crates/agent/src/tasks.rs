@@ -72,7 +72,31 @@ pub fn recovery_conf_for(
     })
 }
 
+/// How long a crashed postmaster may linger (a zombie until its parent reaps it, or its
+/// children still exiting) before we start anyway and let PostgreSQL say what is wrong.
+const OLD_POSTMASTER_WAIT: Duration = Duration::from_secs(15);
+
 impl TaskContext {
+    /// PostgreSQL refuses to start (and pg_rewind's crash recovery fails) while the process
+    /// named in a leftover postmaster.pid still exists, even as a zombie: wait it out.
+    async fn wait_old_postmaster_gone(&self) {
+        let pid_file = self.pg.options().data_dir.join("postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        else {
+            return;
+        };
+        if self.pg.is_running().is_some() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + OLD_POSTMASTER_WAIT;
+        let pid = nix::unistd::Pid::from_raw(pid);
+        while nix::sys::signal::kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn start_replica_config(&self, cluster: Option<&Cluster>, upstream: &str) -> Result<()> {
         let recovery = recovery_conf_for(&self.cfg, &self.name, cluster, Some(upstream));
         self.pg.write_config(&self.params, recovery.as_ref())?;
@@ -270,6 +294,7 @@ impl TaskContext {
         cluster: Option<Arc<Cluster>>,
         upstream: Option<String>,
     ) -> Result<TaskOutcome> {
+        self.wait_old_postmaster_gone().await;
         let recovery = recovery_conf_for(
             &self.cfg,
             &self.name,
@@ -301,6 +326,7 @@ impl TaskContext {
     ) -> Result<TaskOutcome> {
         let from = member_upstream(Some(&cluster), &source)
             .with_context(|| format!("member {source} has no usable conn_url"))?;
+        self.wait_old_postmaster_gone().await;
         // pg_rewind may first run crash recovery in single-user mode, which refuses to run
         // with standby.signal present: write the configuration without recovery settings.
         self.pg.write_config(&self.params, None)?;

@@ -2,8 +2,9 @@
 //! machine in simulated time. Each cycle: read the cluster (DCS call with retries), observe
 //! PostgreSQL, probe peers when the leader key is free, ask the real engine, execute its
 //! actions (crate::actions), observe again, touch the member key, publish the REST snapshot,
-//! sleep until `started + loop_wait` or an earlier watch wake-up. Also the independent fence
-//! timer (fence.rs). DCS calls, observation and shutdown live in their own modules.
+//! sleep until `started + loop_wait`, an earlier watch wake-up or the end of a background
+//! task. Also the independent fence timer (fence.rs). DCS calls, observation and shutdown
+//! live in their own modules.
 
 use crate::actions;
 use crate::calls::{self, Call, Owner};
@@ -12,7 +13,7 @@ use crate::dcs::{fingerprint, DcsOp, DcsReply, Fingerprint};
 use crate::pg::StopMode;
 use crate::tasks::Task;
 use crate::world::{Ev, Host, Truth, World};
-use crate::{observe, patches, shutdown, Time};
+use crate::{observe, shutdown, Time};
 use pgherd_dcs::{Cluster, Role};
 use pgherd_ha::{DataDir, Decision, Engine, LocalPg, Observation, PeerProbe, PeerReply};
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ const PROBE_TIMEOUT: Time = 1_500;
 const WALL_CLOCK_EPOCH: i64 = 1_767_225_600_000;
 /// agent.rs MAX_REWIND_ATTEMPTS: pg_rewind attempts before the node stays stopped.
 pub(crate) const MAX_REWIND_ATTEMPTS: u32 = 3;
-/// run_loop polls a finished background task this often.
+/// While a background task runs, run_loop checks this often whether it finished.
 const TASK_POLL: Time = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +54,10 @@ pub(crate) struct Election {
     pub optime: Option<u64>,
     /// Peers that answered the probe: the answer, and the truth when it was given.
     pub answered: Vec<(usize, PeerReply, Truth)>,
-    /// Synchronous mode with a non-empty `sync` key: only these standbys may be promoted.
-    pub sync_standbys: Option<Vec<String>>,
+    /// Synchronous mode with a `sync` key naming a leader: only that leader and the standbys
+    /// the key lists may be promoted (Patroni; none else is known to hold every acknowledged
+    /// commit).
+    pub sync_members: Option<Vec<String>>,
     /// Running members' keys as the engine saw them: `(name, xlog_location, nofailover)`.
     pub members: Vec<(String, u64, bool)>,
     /// Peers were probed (PostgreSQL was running); unreachable ones are not counted.
@@ -114,6 +117,8 @@ pub(crate) struct Agent {
     pub sync_standby_names: Option<String>,
     /// The last other member seen holding the leader key (proxy fencing before promotion).
     pub last_known_leader: Option<String>,
+    /// Since when our standby's WAL receiver has not been streaming (observe.rs).
+    pub not_streaming_since: Option<Time>,
 }
 
 pub(crate) fn agent(w: &mut World, n: usize) -> Option<&mut Agent> {
@@ -163,6 +168,7 @@ pub(crate) fn start_agent(w: &mut World, n: usize, delay: Time) {
         holds_lock_at_shutdown: false,
         sync_standby_names: None,
         last_known_leader: None,
+        not_streaming_since: None,
     });
     let ae = node.ae;
     w.say(n, || "agent: started".into());
@@ -223,6 +229,20 @@ pub(crate) fn on_watch(w: &mut World, n: usize) {
     if wake < until {
         a.phase = Phase::Sleeping { until: wake };
         w.at(wake, Host::Node(n), Ev::Cycle { ae });
+    }
+}
+
+/// A background task finished: a sleeping run_loop notices at its next poll and starts a
+/// cycle at once rather than at `loop_wait`.
+pub(crate) fn on_task_finished(w: &mut World, n: usize) {
+    let wake = w.now + TASK_POLL;
+    let ae = w.nodes[n].ae;
+    let Some(a) = agent(w, n) else { return };
+    if let Phase::Sleeping { until } = a.phase {
+        if wake < until {
+            a.phase = Phase::Sleeping { until: wake };
+            w.at(wake, Host::Node(n), Ev::Cycle { ae });
+        }
     }
 }
 
@@ -412,14 +432,12 @@ fn decide(w: &mut World, n: usize) {
     if a.rewind_failures >= MAX_REWIND_ATTEMPTS {
         settings.use_pg_rewind = false;
     }
-    let fixes = w.opts.workarounds;
-    let peers = patches::peers(&fixes, &settings, cy.cluster.as_deref(), &cy.peers);
     let obs = Observation {
         now,
         settings: &settings,
         cluster: cy.cluster.as_deref(),
         pg: &cy.local,
-        peers: &peers,
+        peers: &cy.peers,
         in_progress: a.task.as_ref().map(|t| t.kind),
         lock_confirmed_at: a.lock_confirmed_at,
         // No pre_promote script in the simulation.
@@ -427,7 +445,6 @@ fn decide(w: &mut World, n: usize) {
         wall_clock_ms: WALL_CLOCK_EPOCH + now as i64,
     };
     let decision = a.engine.step(&obs);
-    let decision = patches::decision(&fixes, &settings, cy.cluster.as_deref(), decision);
     if cy.cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
         cy.election = Some(Election {
             wal: cy.local.wal_position,
@@ -439,13 +456,16 @@ fn decide(w: &mut World, n: usize) {
                 .zip(cy.peers.iter().zip(cy.truths.iter()))
                 .filter_map(|(t, (p, tr))| Some(((*t)?, p.reply.clone()?, (*tr)?)))
                 .collect(),
-            sync_standbys: cy
+            sync_members: cy
                 .cluster
                 .as_ref()
                 .and_then(|c| c.sync_state())
                 .filter(|_| settings.synchronous_mode)
-                .map(|st| st.standbys())
-                .filter(|v| !v.is_empty()),
+                .and_then(|st| {
+                    let mut members = st.standbys();
+                    members.push(st.leader.clone()?);
+                    Some(members)
+                }),
             members: cy
                 .cluster
                 .as_ref()

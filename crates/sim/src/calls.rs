@@ -69,18 +69,33 @@ pub(crate) fn send_attempt(w: &mut World, n: usize, id: u64) {
         None
     };
     match delay {
-        Some(d) => w.after(
-            d,
-            Host::Global,
-            Ev::DcsArrive {
-                node: n,
-                ae,
-                call: id,
-                attempt,
-                op: Box::new(op),
-                timeout_at,
-            },
-        ),
+        Some(d) => {
+            w.after(
+                d,
+                Host::Global,
+                Ev::DcsArrive {
+                    node: n,
+                    ae,
+                    call: id,
+                    attempt,
+                    op: Box::new(op),
+                    timeout_at,
+                },
+            );
+            if now + d > timeout_at {
+                // The client gives up before the request even reaches etcd (which may still
+                // apply it).
+                w.at(
+                    timeout_at,
+                    Host::Node(n),
+                    Ev::CallTimeout {
+                        ae,
+                        call: id,
+                        attempt,
+                    },
+                );
+            }
+        }
         None => w.at(
             timeout_at,
             Host::Node(n),
@@ -103,12 +118,16 @@ pub(crate) fn dcs_arrive(
     op: DcsOp,
     timeout_at: Time,
 ) {
+    // Arrived after the client's deadline: its timeout is already scheduled (send_attempt).
+    let late = w.now > timeout_at;
     if !w.dcs_reachable(n) {
-        w.at(
-            timeout_at,
-            Host::Node(n),
-            Ev::CallTimeout { ae, call, attempt },
-        );
+        if !late {
+            w.at(
+                timeout_at,
+                Host::Node(n),
+                Ev::CallTimeout { ae, call, attempt },
+            );
+        }
         return;
     }
     let alive = w.nodes[n].ae == ae && w.nodes[n].agent.is_some();
@@ -171,6 +190,7 @@ pub(crate) fn dcs_arrive(
                 reply: applied.reply,
             },
         ),
+        _ if late => {}
         _ => w.at(
             timeout_at,
             Host::Node(n),

@@ -12,8 +12,11 @@
 //!    maximum_lag_on_failover of the DCS optime the engine saw) with more WAL at the time it
 //!    answered; and the winner itself was within maximum_lag_on_failover. This is "what the
 //!    engine could know": unreachable peers are not counted, a peer whose answer was stale is.
-//! 3. Synchronous mode: no acknowledged commit lost. The engine has no sync actions yet, so
-//!    this is only measured (`Stats::lost_acked_commits`), see the crate docs.
+//!    In synchronous mode with a `sync` key naming a leader, only that leader and the standbys
+//!    the key lists are eligible.
+//! 3. Synchronous mode: no acknowledged commit lost: a node that becomes primary holds every
+//!    commit acknowledged so far. (In asynchronous mode losses are expected and only measured,
+//!    `Stats::lost_acked_commits`.)
 //! 4. Convergence: once faults stop, within `Schedule::converge_bound`: one leader holding the
 //!    key, writable, and every other member running as a standby of it, on its timeline, with
 //!    a WAL history it can continue. Members the engine deliberately leaves to an operator
@@ -209,7 +212,7 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
         // No probes (PostgreSQL was not running): the member keys are what it could know.
         for (name, xlog, nofailover) in &e.members {
             let within = e.optime.is_none_or(|o| o.saturating_sub(*xlog) <= max_lag);
-            let listed = e.sync_standbys.as_ref().is_none_or(|l| l.contains(name));
+            let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(name));
             if *name != me && !nofailover && within && listed && *xlog > e.wal {
                 violate(
                     w,
@@ -228,7 +231,7 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
             .optime
             .is_none_or(|o| o.saturating_sub(truth.wal) <= max_lag);
         let listed = e
-            .sync_standbys
+            .sync_members
             .as_ref()
             .is_none_or(|l| l.contains(&w.nodes[*peer].name));
         let eligible = truth.running_replica && !truth.nofailover && within && listed;

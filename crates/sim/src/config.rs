@@ -30,9 +30,11 @@ pub struct Options {
     pub workarounds: Workarounds,
 }
 
-/// Reported defects of the real system that a bulk run may work around, each by modelling
-/// its proposed fix, so that the run keeps looking for *other* problems. All off by default
-/// (faithful); dedicated tests show each defect with its minimal seed.
+/// Open defects of the real system that a bulk run may work around, each by modelling its
+/// proposed fix, so that the run keeps looking for *other* problems. All off by default
+/// (faithful); dedicated tests show each defect with its minimal seed. Defects that have been
+/// fixed in the engine or the agent have no flag here any more: the simulator runs the real
+/// fix, and a `regression_*` test replays the seed that found the defect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Workarounds {
     /// Defect: `GET /patroni` answers from the snapshot the agent published at the end of its
@@ -42,74 +44,20 @@ pub struct Workarounds {
     pub live_rest_status: bool,
     /// Defect: a node that dies right after promotion (before anyone streamed its new timeline
     /// or it published `history`) leaves its timeline id unknown; the next promotion from the
-    /// same parent reuses the id for different WAL, which no timeline-based check (observe's
-    /// `diverged`, pg_rewind) can detect. Fix modelled: timeline ids are unique cluster-wide
-    /// (a shared WAL archive, or reserving the id in the DCS before `pg_ctl promote`).
+    /// same parent reuses the id for different WAL, which no timeline-based check
+    /// (`pgherd_ha::diverged`, pg_rewind) can detect. Fix modelled: timeline ids are unique
+    /// cluster-wide (a shared WAL archive, or reserving the id in the DCS before
+    /// `pg_ctl promote`).
     pub unique_timeline_ids: bool,
-    /// Engine defect (election.rs): in synchronous mode a `sync` key naming a leader but no
-    /// standby (`{"leader":"n2","sync_standby":null}`, written at promotion and whenever the
-    /// leader falls back to asynchronous) lets *every* replica race, so a replica without the
-    /// acknowledged commits gets promoted. Patroni lets only that leader race (`sync.is_empty`
-    /// means "no leader"). Fix modelled: such a race decision is vetoed (the agent stays idle).
-    pub sync_gate_without_standbys: bool,
-    /// Agent defect (observe.rs `diverged`): a standby whose timeline is missing from a
-    /// published, up-to-date `history` (it followed a primary that died right after promoting,
-    /// and the next leader forked from the parent timeline) is judged "not diverged", because
-    /// "our timeline is not in the history" is treated like "history not published yet"; it
-    /// then follows a leader it can never stream from. Patroni: timeline not found => rewind.
-    /// Fix modelled: that case counts as diverged.
-    pub orphan_timeline_is_diverged: bool,
-    /// Agent defect (observe.rs `diverged`): a standby on a *higher* timeline than the
-    /// leader's (it followed a primary that died after promoting; the old primary then took
-    /// the lock back on the old timeline) is judged "not diverged" (`leader_tl <= our_tl`).
-    /// Patroni: local timeline > leader timeline => rewind. Fix modelled: it is diverged.
-    pub higher_timeline_is_diverged: bool,
-    /// Engine defect (engine.rs `postgres_not_running`): with no leader key, a cleanly stopped
-    /// former primary takes the lock and starts as primary after comparing itself only with
-    /// `status` and `history`: never with its peers (it does not probe), nor with the member
-    /// keys, nor with the `sync` key. A replica promoted meanwhile that died before publishing
-    /// (or whose keys a DCS outage wiped) and its followers are ignored, and in synchronous
-    /// mode acknowledged commits are lost. Fix modelled (Patroni's behaviour): no shortcut;
-    /// the node starts as a standby without upstream and joins the normal election.
-    pub former_primary_races: bool,
-    /// Engine defect (engine.rs `postgres_not_running`): the lock holder whose PostgreSQL is
-    /// down starts it *as a primary*. When the data directory is a standby's (it won the lock
-    /// and PostgreSQL died during `pg_ctl promote`), PostgreSQL comes up as a primary without
-    /// a timeline switch and writes different WAL under the old timeline id than the former
-    /// primary holds. Compat §4.9 (Patroni): start as a standby with no upstream, then
-    /// promote next cycle. Fix modelled: exactly that.
-    pub leader_restarts_as_standby: bool,
-    /// Engine defect (sync.rs `plan`): a standby joins the `sync` key as soon as PostgreSQL
-    /// reports it synchronous, but PostgreSQL does so as soon as it is named (and streaming),
-    /// before it has the commits acknowledged through the previous synchronous standby; the
-    /// key then names a standby that lacks acknowledged commits, which a failover loses.
-    /// Compat §4.11 (Patroni): confirmed only once caught up to the flush LSN recorded when
-    /// `synchronous_standby_names` last changed. Fix modelled: exactly that.
-    pub sync_confirm_after_catch_up: bool,
 }
 
 impl Workarounds {
-    pub const NAMES: [&'static str; 8] = [
-        "live_rest_status",
-        "unique_timeline_ids",
-        "sync_gate_without_standbys",
-        "orphan_timeline_is_diverged",
-        "higher_timeline_is_diverged",
-        "former_primary_races",
-        "leader_restarts_as_standby",
-        "sync_confirm_after_catch_up",
-    ];
+    pub const NAMES: [&'static str; 2] = ["live_rest_status", "unique_timeline_ids"];
 
     fn flag(&mut self, name: &str) -> Option<&mut bool> {
         Some(match name {
             "live_rest_status" => &mut self.live_rest_status,
             "unique_timeline_ids" => &mut self.unique_timeline_ids,
-            "sync_gate_without_standbys" => &mut self.sync_gate_without_standbys,
-            "orphan_timeline_is_diverged" => &mut self.orphan_timeline_is_diverged,
-            "higher_timeline_is_diverged" => &mut self.higher_timeline_is_diverged,
-            "former_primary_races" => &mut self.former_primary_races,
-            "leader_restarts_as_standby" => &mut self.leader_restarts_as_standby,
-            "sync_confirm_after_catch_up" => &mut self.sync_confirm_after_catch_up,
             _ => return None,
         })
     }
@@ -137,17 +85,11 @@ impl Workarounds {
             .collect()
     }
 
-    /// Every known defect worked around (what the 10,000-schedule run uses).
+    /// Every open defect worked around (what the 10,000-schedule run uses).
     pub fn all() -> Workarounds {
         Workarounds {
             live_rest_status: true,
             unique_timeline_ids: true,
-            sync_gate_without_standbys: true,
-            orphan_timeline_is_diverged: true,
-            higher_timeline_is_diverged: true,
-            former_primary_races: true,
-            leader_restarts_as_standby: true,
-            sync_confirm_after_catch_up: true,
         }
     }
 }

@@ -12,14 +12,17 @@
 //! directories disagree under one timeline id; and once faults stop, one leader with every
 //! other member streaming from it within a bound (see [`Invariant`]).
 //!
-//! Known defects of the real system are reported, each with a test (ignored until fixed);
+//! Open defects of the real system are reported, each with a test (ignored until fixed);
 //! bulk runs may work around them by modelling the proposed fix ([`Workarounds`]), so that
-//! they keep looking for other problems.
+//! they keep looking for other problems. Fixed defects have no workaround: the simulator
+//! runs the real fix (the engine's election, sync and restart rules, and
+//! `pgherd_ha::diverged`, which the agent shares), and a `regression_*` test replays the seed
+//! that found each of them.
 //!
 //! Modules: `world` (event loop), `events`, `dcs` (etcd model), `pg` + `wal` (PostgreSQL
 //! model), `replication` (streaming, synchronous commit, the client), `agent` (HA loop and
-//! fence), `calls` (DCS client), `observe`, `actions`, `tasks`, `shutdown`, `patches`
-//! (modelled fixes), `faults`, `checker`, `prebuilt`, `log`, `rng`.
+//! fence), `calls` (DCS client), `observe`, `actions`, `tasks`, `shutdown`, `faults`,
+//! `checker`, `prebuilt`, `log`, `rng`.
 //!
 //! A run is a pure function of its seed (own splitmix64 PRNG, no clocks, no hashing order):
 //! `PGHERD_SIM_SEED=<seed> cargo test -p pgherd-sim replay -- --nocapture` replays one.
@@ -48,7 +51,6 @@ mod events;
 mod faults;
 mod log;
 mod observe;
-mod patches;
 mod pg;
 mod prebuilt;
 mod replication;

@@ -21,33 +21,29 @@ pub(crate) fn sync_param(w: &World, n: usize) -> String {
 }
 
 pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> LocalPg {
-    let caught_up_from = if w.opts.workarounds.sync_confirm_after_catch_up {
-        w.nodes[n].pg.sync_changed_at
-    } else {
-        0
-    };
     let links: Vec<StandbyLink> = if w.nodes[n].pg.running && w.nodes[n].pg.accepting {
         w.walsenders(n)
             .into_iter()
             .map(|(m, lsn, streaming, synchronous)| StandbyLink {
                 name: w.nodes[m].name.clone(),
                 streaming,
-                // The patched confirmation: synchronous *and* caught up since the change.
-                synchronous: synchronous && lsn >= caught_up_from,
+                // pg_stat_replication's sync_state: "sync" as soon as PostgreSQL waits for
+                // it, caught up or not (the engine confirms it once caught up).
+                synchronous,
                 lsn,
             })
             .collect()
     } else {
         Vec::new()
     };
-    let fixes = (
-        w.opts.workarounds.orphan_timeline_is_diverged,
-        w.opts.workarounds.higher_timeline_is_diverged,
-    );
+    let receiving = wal_receiver_streaming(w, n);
+    let now = w.now;
     let node = &mut w.nodes[n];
     let pg = &node.pg;
     let name = node.name.as_str();
     let sync_mode = node.settings.synchronous_mode;
+    // The agent's patience before it judges a standby that cannot stream.
+    let patience = (node.settings.loop_wait * 2).max(5_000);
     let Some(a) = node.agent.as_mut() else {
         return LocalPg::stopped(pg.data.clone());
     };
@@ -72,17 +68,17 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         if local.in_recovery || !local.queryable {
             local.following = a.upstream.clone();
         }
-        if local.queryable && local.in_recovery {
+        // A standby that streams is on the leader's history; one that has not been able to
+        // stream for a while is checked for divergence.
+        let stuck_since = if receiving || !local.in_recovery {
+            a.not_streaming_since = None;
+            now
+        } else {
+            *a.not_streaming_since.get_or_insert(now)
+        };
+        if local.queryable && local.in_recovery && now.saturating_sub(stuck_since) >= patience {
             local.diverged = cluster.and_then(|c| {
-                diverged(
-                    c,
-                    name,
-                    local.timeline,
-                    local.wal_position,
-                    false,
-                    false,
-                    fixes,
-                )
+                pgherd_ha::diverged(c, name, local.timeline, local.wal_position, false, false)
             });
         }
         a.crashed = false;
@@ -98,54 +94,29 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
             let crashed_primary = pg.control == Control::InProduction;
             let clean_primary = pg.control == Control::ShutDown;
             let (tl, lsn) = (local.timeline, local.wal_position);
-            local.diverged = cluster
-                .and_then(|c| diverged(c, name, tl, lsn, clean_primary, crashed_primary, fixes));
+            local.diverged = cluster.and_then(|c| {
+                pgherd_ha::diverged(c, name, tl, lsn, clean_primary, crashed_primary)
+            });
         }
     }
     a.was_running = pg.running;
     local
 }
 
-/// observe.rs `diverged`: whether our WAL went past where the leader's timeline forked from
-/// ours, judged from the DCS `history`; `None` without a leader.
-fn diverged(
-    c: &Cluster,
-    me: &str,
-    our_tl: u64,
-    our_lsn: u64,
-    clean_primary: bool,
-    crashed_primary: bool,
-    (orphan_fix, higher_fix): (bool, bool),
-) -> Option<bool> {
-    let leader = c.leader_member().filter(|l| l.name != me)?;
-    let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
-    if higher_fix && leader_tl < our_tl && leader.data.timeline.is_some() {
-        return Some(true);
-    }
-    if leader_tl <= our_tl {
-        return Some(false);
-    }
-    if crashed_primary {
-        return Some(true);
-    }
-    let switch = c
-        .history
-        .as_ref()
-        .and_then(|h| h.value.iter().find(|e| e.timeline == our_tl))
-        .map(|e| e.switch_lsn);
-    // The leader published its own history (its newest line names it) and our timeline is
-    // not in it: ours is not an ancestor of the leader's. (Skipped timeline ids make
-    // "last entry + 1" unreliable, so the author is what tells a current history.)
-    let current = c
-        .history
-        .as_ref()
-        .and_then(|h| h.value.last())
-        .is_some_and(|e| e.new_leader.as_deref() == Some(leader.name.as_str()));
-    Some(match switch {
-        Some(fork) => our_lsn > fork || (clean_primary && our_lsn >= fork),
-        None if orphan_fix && current => true,
-        None => clean_primary,
-    })
+/// `pg_stat_wal_receiver.status = 'streaming'`: connected to the upstream's current
+/// postmaster (a paused upstream keeps the connection) and not refused as diverged.
+fn wal_receiver_streaming(w: &World, n: usize) -> bool {
+    let pg = &w.nodes[n].pg;
+    let Some((up, epoch)) = pg.streaming_from.as_ref() else {
+        return false;
+    };
+    pg.running
+        && pg.in_recovery
+        && pg.upstream.as_ref() == Some(up)
+        && w.index_of(up).is_some_and(|u| {
+            let source = &w.nodes[u].pg;
+            source.running && source.epoch == *epoch
+        })
 }
 
 fn state_string(a: &Agent, pg: &LocalPg) -> &'static str {

@@ -45,9 +45,9 @@ pub struct Pg {
     /// uses it (read at start and at each reload).
     pub sync_conf: String,
     pub sync_active: String,
-    /// Primary WAL position when `sync_active` last changed (what Patroni records to confirm
-    /// a new synchronous standby once it caught up).
-    pub sync_changed_at: u64,
+    /// `sync_rule(sync_active)`, parsed once per change (walsenders are listed on every
+    /// commit and every streamed batch).
+    pub sync_waits: (usize, Vec<String>),
     /// The walsender on `(upstream, its epoch)` reached "streaming" (caught up once since this
     /// connection began); before that it is in "catchup" and cannot be a synchronous standby.
     pub streaming_from: Option<(String, u64)>,
@@ -68,7 +68,7 @@ impl Pg {
             promoting: false,
             sync_conf: String::new(),
             sync_active: String::new(),
-            sync_changed_at: 0,
+            sync_waits: (0, Vec::new()),
             streaming_from: None,
         }
     }
@@ -124,7 +124,7 @@ impl Pg {
     pub fn reload_sync(&mut self) {
         if self.sync_active != self.sync_conf {
             self.sync_active = self.sync_conf.clone();
-            self.sync_changed_at = self.wal.end;
+            self.sync_waits = sync_rule(&self.sync_active);
         }
     }
 

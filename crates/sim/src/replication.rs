@@ -118,7 +118,8 @@ impl World {
                 (m, pg.wal.end, streaming)
             })
             .collect();
-        let (count, names) = crate::pg::sync_rule(&primary.pg.sync_active);
+        let (count, names) = &primary.pg.sync_waits;
+        let count = *count;
         let any = names.iter().any(|x| x == "*");
         let mut ranked: Vec<(usize, &str, usize)> = links
             .iter()
@@ -146,7 +147,7 @@ impl World {
         if !self.pending.iter().any(|(_, a)| a.node == p) {
             return;
         }
-        let (count, _) = crate::pg::sync_rule(&self.nodes[p].pg.sync_active);
+        let count = self.nodes[p].pg.sync_waits.0;
         let epoch = self.nodes[p].pg.epoch;
         let alive = self.nodes[p].pg.running;
         let upto = if count == 0 {

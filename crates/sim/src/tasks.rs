@@ -259,6 +259,7 @@ fn finish(w: &mut World, n: usize, id: u64, outcome: Outcome) {
     let message = outcome.message.clone();
     t.finished = Some(outcome);
     w.say(n, || format!("{} finished: {message}", kind.describe()));
+    crate::agent::on_task_finished(w, n);
 }
 
 /// At the start of a cycle: collect a finished task (agent.rs `reap_task`).

@@ -310,6 +310,7 @@ impl World {
             if self.phase == Phase::Done {
                 break;
             }
+            debug_assert!(q.at >= self.now, "event in the past: {:?}", q.ev);
             self.now = q.at;
             if let Host::Node(n) = q.host {
                 if self.frozen(n) {

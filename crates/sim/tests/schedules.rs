@@ -1,9 +1,10 @@
 //! The HA engine under 10,000 random fault schedules, hand-written scenarios, checks that the
-//! checker catches planted bugs, and one test per known defect (ignored until fixed).
+//! checker catches planted bugs, one regression test per fixed defect (the seed that found
+//! it) and one test per open defect (ignored until fixed).
 //!
 //! Replay one schedule with its full event log:
 //!   PGHERD_SIM_SEED=1234 cargo test -p pgherd-sim --test schedules replay -- --nocapture
-//! `PGHERD_SIM_WITHOUT=live_rest_status,...` turns workarounds of known defects off (the bulk
+//! `PGHERD_SIM_WITHOUT=live_rest_status,...` turns workarounds of open defects off (the bulk
 //! run has them all on, see `Workarounds`); `PGHERD_SIM_FAITHFUL=1` turns them all off.
 
 use pgherd_sim::{
@@ -16,7 +17,7 @@ use pgherd_sim::{
 const SCHEDULES: u64 = 10_000;
 const SHARDS: u64 = 4;
 
-/// The bulk run: faithful except for the known defects, each replaced by its proposed fix.
+/// The bulk run: faithful except for the open defects, each replaced by its proposed fix.
 fn bulk() -> Options {
     Options {
         workarounds: Workarounds::all(),
@@ -420,8 +421,66 @@ fn checker_catches_a_wrong_election_rule() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known defects of the real system, one minimal seed each. Each runs the bulk options with
-// that defect's workaround off; remove the `ignore` (and the workaround) once fixed.
+// Fixed defects: the seed that found each one, replayed with the real fix in the engine or
+// the agent (and the bulk run's workarounds of the open defects).
+
+/// `seeds`: the one that found the defect, then (where the first no longer reaches the
+/// defect's state after other changes) the smallest seed that fails with the fix reverted.
+fn regression(seeds: &[u64]) {
+    let opts = bulk();
+    for &seed in seeds {
+        if run_seed(seed, &opts).violation.is_some() {
+            panic!("{}", failure_report(seed, &opts, 80));
+        }
+    }
+}
+
+/// election.rs: a `sync` key naming a leader but no standby let every replica race.
+#[test]
+fn regression_sync_gate_without_standbys() {
+    regression(&[856]);
+}
+
+/// rejoin.rs `diverged`: a standby on a timeline missing from the leader's published history
+/// was judged not diverged and followed a leader it could never stream from.
+#[test]
+fn regression_orphan_timeline_is_diverged() {
+    regression(&[349]);
+}
+
+/// rejoin.rs `diverged`: a standby on a higher timeline than the leader's was judged not
+/// diverged. Schedules reach that state only through the former-primary shortcut (fixed
+/// too): reverting this fix alone fails none of 60,000 seeds, and 2990 fails with both
+/// reverted. crates/ha's rejoin tests cover the rule itself.
+#[test]
+fn regression_higher_timeline_is_diverged() {
+    regression(&[5642, 2990]);
+}
+
+/// engine.rs: a cleanly stopped former primary took the lock without any election.
+#[test]
+fn regression_former_primary_joins_the_election() {
+    regression(&[2965]);
+}
+
+/// engine.rs: the lock holder started a standby's data directory as a primary (new WAL under
+/// the old timeline id); it now starts as a standby without upstream and promotes.
+#[test]
+fn regression_leader_restarts_as_standby() {
+    regression(&[200, 930]);
+}
+
+/// sync.rs: a standby joined the `sync` key before it had the commits acknowledged through
+/// the previous synchronous standby.
+#[test]
+fn regression_sync_confirm_after_catch_up() {
+    regression(&[15769]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Open defects of the real system, one minimal seed each. Each runs the bulk options with
+// that defect's workaround off; once fixed, remove the workaround and turn the test into a
+// `regression_*` one.
 
 fn known_defect(seed: u64, workarounds: &[&str]) {
     let opts = Options {
@@ -445,47 +504,6 @@ fn defect_timeline_id_reuse() {
     known_defect(349, &["unique_timeline_ids"]);
 }
 
-#[test]
-#[ignore = "engine bug: sync key with a leader but no standby lets every replica race"]
-fn defect_sync_gate_without_standbys() {
-    known_defect(856, &["sync_gate_without_standbys"]);
-}
-
-#[test]
-#[ignore = "agent bug: standby on an abandoned timeline is judged not diverged"]
-fn defect_orphan_timeline_not_diverged() {
-    known_defect(349, &["orphan_timeline_is_diverged"]);
-}
-
-#[test]
-#[ignore = "agent bug: standby on a higher timeline than the leader is judged not diverged"]
-fn defect_higher_timeline_not_diverged() {
-    // A leader on a lower timeline than a standby arises from the former-primary shortcut
-    // (see `defect_former_primary_ignores_members`), so this seed needs that defect too.
-    known_defect(
-        HIGHER_TIMELINE_SEED,
-        &["higher_timeline_is_diverged", "former_primary_races"],
-    );
-}
-
-#[test]
-#[ignore = "engine bug: stopped former primary takes the lock without any election"]
-fn defect_former_primary_ignores_members() {
-    known_defect(FORMER_PRIMARY_SEED, &["former_primary_races"]);
-}
-
-#[test]
-#[ignore = "engine bug: lock holder starts a standby's data directory as primary (no timeline switch)"]
-fn defect_leader_restarts_standby_as_primary() {
-    known_defect(RESTART_AS_PRIMARY_SEED, &["leader_restarts_as_standby"]);
-}
-
-#[test]
-#[ignore = "engine bug: a standby joins the sync key before it caught up with acknowledged commits"]
-fn defect_sync_confirm_before_catch_up() {
-    known_defect(15769, &["sync_confirm_after_catch_up"]);
-}
-
 /// Not a defect of the engine but of the design: PostgreSQL outlives a killed agent (and its
 /// fence), keeps accepting writes after the lease expired, and a replica is promoted. Patroni
 /// closes this with a hardware watchdog; pgherd has none yet.
@@ -500,7 +518,3 @@ fn gap_agent_crash_without_watchdog() {
         panic!("{}", failure_report(72, &opts, 80));
     }
 }
-
-const HIGHER_TIMELINE_SEED: u64 = 5642;
-const FORMER_PRIMARY_SEED: u64 = 2965;
-const RESTART_AS_PRIMARY_SEED: u64 = 200;
