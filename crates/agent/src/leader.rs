@@ -24,20 +24,37 @@ pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<b
 
 /// `history` gains our timeline's parents after a promotion (compat §2.5).
 async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
-    let stored: Vec<HistoryEntry> = cluster
+    let covered = |h: Option<&Cluster>, tl: u64| {
+        tl <= 1
+            || h.and_then(|c| c.history.as_ref())
+                .and_then(|h| h.value.last())
+                .is_some_and(|e| e.timeline + 1 >= tl)
+    };
+    // Steady state: the observation is a primary's and the stored history covers it.
+    if !pg.in_recovery && covered(Some(cluster), pg.timeline) {
+        return;
+    }
+    // The cycle's observation may predate a promotion done in the same cycle: ask again.
+    let timeline = match a.pg.query_state().await {
+        Ok(state) if !state.in_recovery => state.timeline,
+        _ => pg.timeline,
+    };
+    // Re-read too: the history key may have changed since the cycle began.
+    let fresh = a.dcs.get_cluster().await.ok();
+    let stored: Vec<HistoryEntry> = fresh
+        .as_ref()
+        .unwrap_or(cluster)
         .history
         .as_ref()
         .map(|h| h.value.clone())
         .unwrap_or_default();
-    if pg.timeline <= 1 {
-        if !stored.is_empty() {
-            let _ = a.dcs.set_history_value("[]").await;
-        }
+    if timeline <= 1 || stored.last().is_some_and(|e| e.timeline + 1 >= timeline) {
         return;
     }
-    if stored.last().is_some_and(|e| e.timeline + 1 >= pg.timeline) {
-        return;
-    }
+    let pg = &LocalPg {
+        timeline,
+        ..pg.clone()
+    };
     let file = match a.pg.read_timeline_history(pg.timeline) {
         Ok(Some(f)) => f,
         Ok(None) => return,
