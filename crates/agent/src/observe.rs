@@ -85,7 +85,6 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
             if let Ok(cd) = a.pg.controldata().await {
                 pg.timeline = cd.timeline;
                 pg.wal_position = cd.checkpoint_lsn.max(cd.min_recovery_lsn);
-                pg.shutdown_as_primary = cd.state == ClusterState::ShutDown;
                 // After a crash the end of WAL is unknown (past the last checkpoint):
                 // assume the worst and let pg_rewind find out.
                 let crashed_primary = cd.state == ClusterState::InProduction;

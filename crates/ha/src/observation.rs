@@ -84,8 +84,6 @@ pub struct LocalPg {
     pub timeline: u64,
     /// The member named in our `primary_conninfo`, if any (`Some("")`: standby without upstream).
     pub following: Option<String>,
-    /// Stopped, and the last shutdown was a clean one as primary (`pg_controldata`: "shut down").
-    pub shutdown_as_primary: bool,
     /// Stopped, with a leader present: our timeline diverged from the leader's (rewind needed).
     /// `None` when unknown or not checked.
     pub diverged: Option<bool>,
@@ -117,7 +115,6 @@ impl LocalPg {
             wal_position: 0,
             timeline: 0,
             following: None,
-            shutdown_as_primary: false,
             diverged: None,
             replication: Vec::new(),
             sync_standby_names: Vec::new(),

@@ -51,7 +51,6 @@ fn replica(wal: u64, following: &str) -> LocalPg {
         wal_position: wal,
         timeline: 1,
         following: Some(following.into()),
-        shutdown_as_primary: false,
         diverged: None,
         replication: Vec::new(),
         sync_standby_names: Vec::new(),

@@ -90,7 +90,6 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         if pg.initialized() {
             local.timeline = pg.wal.timeline();
             local.wal_position = pg.wal.end;
-            local.shutdown_as_primary = pg.control == Control::ShutDown;
             let crashed_primary = pg.control == Control::InProduction;
             let clean_primary = pg.control == Control::ShutDown;
             let (tl, lsn) = (local.timeline, local.wal_position);
