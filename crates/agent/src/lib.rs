@@ -110,7 +110,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         role: Role::Uninitialized,
         sysid: None,
         snapshot_tx,
-        http: peers::client(),
+        http: peers::client(&cfg)?,
         fence,
         last_reason: String::new(),
         dcs_last_seen: 0,

@@ -8,13 +8,12 @@ use std::time::Duration;
 /// Peers answer from memory; a node that does not answer within this is treated as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .connect_timeout(PROBE_TIMEOUT)
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap_or_default()
+/// The client for peer probes: the `ctl` TLS settings (falling back to `restapi`), as
+/// patronictl and Patroni's own peer requests use them.
+pub fn client(cfg: &pgherd_config::Config) -> anyhow::Result<reqwest::Client> {
+    pgherd_api::tls::ClientTls::from_config(&cfg.ctl, &cfg.restapi)
+        .http_client(None, PROBE_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("ctl/restapi TLS settings for peer probes: {e}"))
 }
 
 /// Probes every other member with an api_url, in parallel.
