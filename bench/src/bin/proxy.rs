@@ -331,27 +331,7 @@ fn pgbench(port: u16, seconds: u64, extra: &[&str]) -> Result<(f64, f64)> {
 }
 
 fn psql(port: u16, sql: &str, connect_timeout: u64) -> Result<String> {
-    run(Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .env("PGCONNECT_TIMEOUT", connect_timeout.to_string())
-        .env("PGSSLMODE", "disable"))
-    .map(|s| s.trim().to_string())
+    pgherd_testkit::cluster::psql_with_timeout(port, sql, connect_timeout)
 }
 
 fn status_kb(pid: i32, field: &str) -> u64 {

@@ -297,6 +297,37 @@ impl Writer {
     }
 }
 
+/// Waits until the `sync` key names a synchronous standby.
+fn wait_sync_standby(c: &TestCluster, leader: usize) {
+    let sync = poll(
+        "a synchronous standby",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let (_, body) = c.api(leader, "GET", "/cluster").ok()?;
+            body.contains("sync_standby").then_some(())
+        },
+    );
+    if let Err(e) = sync {
+        dump_logs(c);
+        panic!("{e}");
+    }
+}
+
+/// Waits until member `i` holds more than `more_than` rows in `acked`.
+fn wait_acked(c: &TestCluster, i: usize, more_than: u64, what: &str) {
+    poll(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let n: u64 = c.sql(i, "select count(*) from acked").ok()?.parse().ok()?;
+            (n > more_than).then_some(())
+        },
+    )
+    .unwrap();
+}
+
 fn ids_on(c: &TestCluster, i: usize) -> std::collections::BTreeSet<i64> {
     c.sql(i, "select id from acked")
         .unwrap_or_default()
@@ -310,54 +341,15 @@ fn synchronous_mode_loses_no_acknowledged_commit() {
     let (mut c, leader) = start("syncmode", "    synchronous_mode: true\n");
     c.sql(leader, "create table acked(id bigint primary key)")
         .unwrap();
-    // Wait until a synchronous standby is published in the sync key.
-    let sync = poll(
-        "a synchronous standby",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || {
-            let (_, body) = c.api(leader, "GET", "/cluster").ok()?;
-            body.contains("sync_standby").then_some(())
-        },
-    );
-    if let Err(e) = sync {
-        dump_logs(&c);
-        panic!("{e}");
-    }
+    wait_sync_standby(&c, leader);
     let ports: Vec<u16> = c.members.iter().map(|m| m.pg_port).collect();
     let target = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(leader));
     let writer = Writer::start(ports, target.clone());
-    poll(
-        "some commits acknowledged",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            (c.sql(leader, "select count(*) from acked")
-                .ok()?
-                .parse::<u64>()
-                .ok()?
-                > 50)
-                .then_some(())
-        },
-    )
-    .unwrap();
+    wait_acked(&c, leader, 50, "some commits acknowledged");
     c.signal_node(leader, Signal::SIGKILL).unwrap();
     let new_leader = new_writable_leader_sync(&c, leader);
     target.store(new_leader, std::sync::atomic::Ordering::SeqCst);
-    poll(
-        "writes continue on the new leader",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            (c.sql(new_leader, "select count(*) from acked")
-                .ok()?
-                .parse::<u64>()
-                .ok()?
-                > 0)
-            .then_some(())
-        },
-    )
-    .unwrap();
+    wait_acked(&c, new_leader, 0, "writes continue on the new leader");
     let (acked, indeterminate) = writer.finish();
     let present = ids_on(&c, new_leader);
     let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
@@ -400,36 +392,14 @@ fn frozen_leader_never_accepts_writes_after_takeover_and_rejoins() {
     let (mut c, leader) = start("frozen", "    synchronous_mode: true\n");
     c.sql(leader, "create table acked(id bigint primary key)")
         .unwrap();
-    poll(
-        "a synchronous standby",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || {
-            let (_, body) = c.api(leader, "GET", "/cluster").ok()?;
-            body.contains("sync_standby").then_some(())
-        },
-    )
-    .unwrap();
+    wait_sync_standby(&c, leader);
     let ports: Vec<u16> = c.members.iter().map(|m| m.pg_port).collect();
     // The writer keeps hitting the frozen node throughout.
     let writer = Writer::start(
         ports,
         std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(leader)),
     );
-    poll(
-        "commits before the freeze",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            (c.sql(leader, "select count(*) from acked")
-                .ok()?
-                .parse::<u64>()
-                .ok()?
-                > 20)
-                .then_some(())
-        },
-    )
-    .unwrap();
+    wait_acked(&c, leader, 20, "commits before the freeze");
     c.signal_node(leader, Signal::SIGSTOP).unwrap();
     let new_leader = new_writable_leader_sync(&c, leader);
     c.sql(new_leader, "insert into acked(id) values (1)")

@@ -173,35 +173,8 @@ impl Drop for Proxy {
 }
 
 /// psql through a proxy port; `connect_timeout` long enough to sit out a hold.
-fn psql(port: u16, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-c")
-        .arg(sql)
-        .env("PGPASSWORD", SUPERUSER_PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "45")
-        .env("PGSSLMODE", "disable")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+fn psql(port: u16, sql: &str) -> anyhow::Result<String> {
+    pgherd_testkit::cluster::psql_with_timeout(port, sql, 45)
 }
 
 /// `insert ... returning x` prints the value, then the command tag.

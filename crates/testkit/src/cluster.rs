@@ -518,6 +518,11 @@ fn decode_chunked(body: &str) -> String {
 
 /// Runs SQL through `psql` against 127.0.0.1:`port` as the superuser.
 pub fn psql(port: u16, sql: &str) -> Result<String> {
+    psql_with_timeout(port, sql, 3)
+}
+
+/// [`psql`] with a longer connect timeout (e.g. to sit out a proxy holding connections).
+pub fn psql_with_timeout(port: u16, sql: &str, connect_timeout_secs: u64) -> Result<String> {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -537,7 +542,8 @@ pub fn psql(port: u16, sql: &str) -> Result<String> {
         .arg("-c")
         .arg(sql)
         .env("PGPASSWORD", SUPERUSER_PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "3")
+        .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
+        .env("PGSSLMODE", "disable")
         .output()?;
     if !out.status.success() {
         bail!(
