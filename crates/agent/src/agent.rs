@@ -138,8 +138,12 @@ impl Agent {
         }
         crate::execute::run(self, &decision, cluster.as_ref(), &local).await?;
 
-        // Publish what we are now (after the actions).
-        let local = observe::local_pg(self, cluster.as_deref()).await;
+        // Publish what we are now: observe again only if the actions may have changed it.
+        let local = if decision.actions.is_empty() {
+            local
+        } else {
+            observe::local_pg(self, cluster.as_deref()).await
+        };
         if cluster.is_some() {
             let member = report::member_data(self, &local, cluster.as_deref());
             if let Err(e) = self.dcs.touch_member(&member).await {
