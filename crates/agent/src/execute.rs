@@ -242,6 +242,10 @@ async fn demote(a: &mut Agent, mode: DemoteMode) -> Result<bool> {
             a.pg.stop(StopMode::Immediate, timeout).await?;
             a.set_lock_confirmed(None);
         }
+        DemoteMode::StandbyForRewind => {
+            a.pg.stop(StopMode::Fast, timeout).await?;
+            a.set_lock_confirmed(None);
+        }
         DemoteMode::Offline => {
             a.pg.stop(StopMode::Fast, timeout).await?;
             a.set_lock_confirmed(None);

@@ -2,7 +2,7 @@
 
 use crate::agent::Agent;
 use pgherd_dcs::Cluster;
-use pgherd_ha::{parse_standby_names, DataDir, LocalPg, StandbyLink};
+use pgherd_ha::{parse_standby_names, DataDir, LocalPg, LocalWal, StandbyLink};
 use pgherd_postgres::{ClusterState, DataDirState};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
         let patience = Duration::from_millis(a.settings.loop_wait * 2).max(Duration::from_secs(5));
         if pg.queryable && pg.in_recovery && now.duration_since(stuck_since) >= patience {
             pg.diverged = cluster.and_then(|c| {
-                pgherd_ha::diverged(c, &a.name, pg.timeline, pg.wal_position, false, false)
+                pgherd_ha::diverged(c, &a.name, pg.timeline, LocalWal::Running(pg.wal_position))
             });
         }
         a.crashed = false;
@@ -85,20 +85,15 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
             if let Ok(cd) = a.pg.controldata().await {
                 pg.timeline = cd.timeline;
                 pg.wal_position = cd.checkpoint_lsn.max(cd.min_recovery_lsn);
-                // After a crash the end of WAL is unknown (past the last checkpoint):
-                // assume the worst and let pg_rewind find out.
-                let crashed_primary = cd.state == ClusterState::InProduction;
-                let clean_primary = cd.state == ClusterState::ShutDown;
-                pg.diverged = cluster.and_then(|c| {
-                    pgherd_ha::diverged(
-                        c,
-                        &a.name,
-                        cd.timeline,
-                        pg.wal_position,
-                        clean_primary,
-                        crashed_primary,
-                    )
-                });
+                let wal = LocalWal::Stopped {
+                    checkpoint: cd.checkpoint_lsn,
+                    min_recovery: cd.min_recovery_lsn,
+                    // After a crash the end of WAL is unknown (past the last checkpoint):
+                    // assume the worst and let pg_rewind find out.
+                    crashed_primary: cd.state == ClusterState::InProduction,
+                };
+                pg.diverged =
+                    cluster.and_then(|c| pgherd_ha::diverged(c, &a.name, cd.timeline, wal));
             }
         }
     }

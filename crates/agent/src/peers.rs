@@ -53,6 +53,7 @@ pub fn parse_status(body: &Value) -> PeerReply {
     };
     PeerReply {
         running: body["state"] == "running",
+        starting: body["state"] == "starting" || body["state"] == "restarting",
         is_primary: location.is_some(),
         wal_position: location.or(match (received, replayed) {
             (Some(a), Some(b)) => Some(a.max(b)),

@@ -20,6 +20,10 @@ pub enum DemoteMode {
     ImmediateNoLock,
     /// DCS unreachable: stop at once, restart read-only without upstream.
     Offline,
+    /// A standby whose WAL left the leader's history: fast shutdown, so `pg_control` records
+    /// a restartpoint ("shut down in recovery") and pg_rewind needs no crash recovery, which
+    /// fails once the leader's newer timeline history has been fetched into `pg_wal`.
+    StandbyForRewind,
 }
 
 /// One step for the agent. Actions in a [`Decision`] run in order; if one fails (an error, or

@@ -36,8 +36,9 @@ pub enum Candidate {
     Behind(String),
 }
 
-/// Decides whether this node should race for the leader key.
-pub fn evaluate(obs: &Observation<'_>) -> Candidate {
+/// Decides whether this node should race for the leader key. `wait_for_starting`: a member
+/// whose PostgreSQL is still starting holds back the race (its WAL position is unknown).
+pub fn evaluate(obs: &Observation<'_>, wait_for_starting: bool) -> Candidate {
     let s = obs.settings;
     let pg = obs.pg;
     if s.nofailover {
@@ -103,21 +104,25 @@ pub fn evaluate(obs: &Observation<'_>) -> Candidate {
             continue;
         }
         let Some(reply) = reply else { continue };
+        // Only members the sync key matches are compared (Patroni), or nobody could win
+        // when the key names the former leader alone.
+        let comparable = match &sync_members {
+            Some((Some(leader), standbys)) => leader == name || standbys.contains(name),
+            _ => true,
+        };
+        if reply.starting && !reply.nofailover && comparable && wait_for_starting {
+            return Candidate::Behind(format!(
+                "{name} is still starting PostgreSQL; waiting for its WAL position"
+            ));
+        }
         if !reply.running {
             continue;
         }
         if reply.is_primary {
             return Candidate::Behind(format!("primary ({name}) is still alive"));
         }
-        if reply.nofailover {
+        if reply.nofailover || !comparable {
             continue;
-        }
-        // Only members the sync key matches are compared (Patroni), or nobody could win
-        // when the key names the former leader alone.
-        if let Some((Some(leader), standbys)) = &sync_members {
-            if leader != name && !standbys.contains(name) {
-                continue;
-            }
         }
         let Some(wal) = reply.wal_position else {
             continue;

@@ -15,6 +15,9 @@ pub struct Engine {
     paused: bool,
     /// Synchronous standby names PostgreSQL waits for, and our WAL position when first seen.
     sync_since: Option<(std::collections::BTreeSet<String>, u64)>,
+    /// When this node first saw the leader key free (reset while there is a leader); bounds
+    /// how long the election waits for members whose PostgreSQL is still starting.
+    leaderless_since: Option<Millis>,
 }
 
 impl Engine {
@@ -63,6 +66,11 @@ impl Engine {
             return Decision::idle("DCS is not accessible");
         };
         self.paused = cluster.is_paused();
+        if cluster.leader.is_some() {
+            self.leaderless_since = None;
+        } else {
+            self.leaderless_since.get_or_insert(obs.now);
+        }
         let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
 
         if let Some(action) = obs.in_progress {
@@ -371,7 +379,7 @@ impl Engine {
         }
         if pg.in_recovery && pg.diverged == Some(true) && !self.paused {
             return Decision::act(
-                vec![Action::Demote(DemoteMode::ImmediateNoLock)],
+                vec![Action::Demote(DemoteMode::StandbyForRewind)],
                 format!("my WAL went past where leader ({leader}) forked its timeline: stopping to rewind"),
             );
         }
@@ -390,7 +398,7 @@ impl Engine {
         )
     }
 
-    fn no_leader_cycle(&self, obs: &Observation<'_>, cluster: &Cluster) -> Decision {
+    fn no_leader_cycle(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Decision {
         let s = obs.settings;
         let pg = obs.pg;
         if !pg.queryable {
@@ -439,7 +447,11 @@ impl Engine {
                 ));
             }
         }
-        match election::evaluate(obs) {
+        // A member still starting PostgreSQL (a whole-cluster restart) may hold more WAL than
+        // us: wait for its position, but no longer than one ttl since the key became free.
+        let since = self.leaderless_since.unwrap_or(obs.now);
+        let wait_for_starting = obs.now.saturating_sub(since) < s.ttl;
+        match election::evaluate(obs, wait_for_starting) {
             Candidate::Best { rivals } => {
                 let mut actions = vec![Action::AcquireLock];
                 if pg.is_primary() {

@@ -19,5 +19,5 @@ pub use engine::Engine;
 pub use observation::{
     AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };
-pub use rejoin::diverged;
+pub use rejoin::{diverged, LocalWal};
 pub use sync::parse_standby_names;

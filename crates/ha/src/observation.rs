@@ -137,6 +137,8 @@ pub struct PeerProbe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReply {
     pub running: bool,
+    /// Its PostgreSQL is starting (or restarting): its WAL position is not known yet.
+    pub starting: bool,
     pub is_primary: bool,
     pub wal_position: Option<u64>,
     pub timeline: Option<u64>,

@@ -5,17 +5,31 @@
 
 use pgherd_dcs::Cluster;
 
+/// What we know about the end of our WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalWal {
+    /// A running standby: the furthest of its received and replayed positions.
+    Running(u64),
+    /// Stopped, as `pg_control` records it.
+    Stopped {
+        /// `Latest checkpoint location` (the start of that record).
+        checkpoint: u64,
+        /// `Minimum recovery ending location` (0 for a former primary).
+        min_recovery: u64,
+        /// Stopped uncleanly while primary (`in production`): the end of WAL is unknown.
+        crashed_primary: bool,
+    },
+}
+
 /// Whether our WAL went past the point where the leader's timeline forked from ours, so
 /// streaming from it is impossible without pg_rewind. Uses the DCS `history` (the leader's
 /// timeline switch points); `None` without a leader.
-pub fn diverged(
-    c: &Cluster,
-    me: &str,
-    our_tl: u64,
-    our_lsn: u64,
-    clean_primary: bool,
-    crashed_primary: bool,
-) -> Option<bool> {
+///
+/// A stopped node diverged when PostgreSQL itself would refuse the leader's timeline: its
+/// checkpoint record starts at or after the fork (the fork is a record boundary, so a
+/// checkpoint that starts before it also ends before or at it), or its minimum recovery
+/// point lies past the fork. pg_rewind applies the same test.
+pub fn diverged(c: &Cluster, me: &str, our_tl: u64, wal: LocalWal) -> Option<bool> {
     let leader = c.leader_member().filter(|l| l.name != me)?;
     let leader_tl = leader.data.timeline.unwrap_or(0).max(c.timeline());
     // Our timeline is newer than the leader's: it cannot be an ancestor of the leader's
@@ -26,24 +40,34 @@ pub fn diverged(
     if leader_tl <= our_tl {
         return Some(false);
     }
-    if crashed_primary {
-        return Some(true);
-    }
+    let former_primary = match wal {
+        LocalWal::Stopped {
+            crashed_primary: true,
+            ..
+        } => return Some(true),
+        LocalWal::Stopped { min_recovery, .. } => min_recovery == 0,
+        LocalWal::Running(_) => false,
+    };
     let switch = c
         .history
         .as_ref()
         .and_then(|h| h.value.iter().find(|e| e.timeline == our_tl))
         .map(|e| e.switch_lsn);
     Some(match switch {
-        // A clean former primary stops with its shutdown checkpoint, which the promoted
-        // standby received: the fork is right after it (switch LSN = end of that record).
-        Some(fork) => our_lsn > fork || (clean_primary && our_lsn >= fork),
+        Some(fork) => match wal {
+            LocalWal::Running(position) => position > fork,
+            LocalWal::Stopped {
+                checkpoint,
+                min_recovery,
+                ..
+            } => checkpoint >= fork || min_recovery > fork,
+        },
         // The leader published its own history (its newest line names it) and our timeline
         // is not in it: ours is not an ancestor of the leader's (skipped timeline ids make
         // "last entry + 1" unreliable, the author is what tells a current history).
         None if history_by(c, &leader.name) => true,
         // The leader has not published its history yet: a former primary rewinds to be safe.
-        None => clean_primary,
+        None => former_primary,
     })
 }
 
@@ -76,20 +100,40 @@ mod tests {
             2,
             r#"[[1,1000,"no recovery target specified","2030-01-01T00:00:00+00:00","n2"]]"#,
         );
-        // Former primary stopped cleanly at its shutdown checkpoint, before the fork.
-        assert_eq!(diverged(&c, "n1", 1, 900, true, false), Some(false));
-        assert_eq!(diverged(&c, "n1", 1, 1000, true, false), Some(true));
-        assert_eq!(diverged(&c, "n1", 1, 1200, false, false), Some(true));
+        let stopped = |checkpoint, min_recovery| LocalWal::Stopped {
+            checkpoint,
+            min_recovery,
+            crashed_primary: false,
+        };
+        // Former primary stopped cleanly: its shutdown checkpoint record (at 900) was
+        // received by the new leader, which forked right after it.
+        assert_eq!(diverged(&c, "n1", 1, stopped(900, 0)), Some(false));
+        // The new leader forked before our shutdown checkpoint: that record is ours alone.
+        assert_eq!(diverged(&c, "n1", 1, stopped(1000, 0)), Some(true));
+        // A stopped standby: the checkpoint it restarted from starts at the fork (PostgreSQL
+        // refuses with "requested timeline 2 is not a child of this server's history"), or
+        // it replayed past the fork.
+        assert_eq!(diverged(&c, "n1", 1, stopped(1000, 1000)), Some(true));
+        assert_eq!(diverged(&c, "n1", 1, stopped(800, 1200)), Some(true));
+        assert_eq!(diverged(&c, "n1", 1, stopped(800, 1000)), Some(false));
+        // A running standby that went past the fork.
+        assert_eq!(diverged(&c, "n1", 1, LocalWal::Running(1000)), Some(false));
+        assert_eq!(diverged(&c, "n1", 1, LocalWal::Running(1200)), Some(true));
         // A crashed primary's end of WAL is unknown: rewind.
-        assert_eq!(diverged(&c, "n1", 1, 10, false, true), Some(true));
+        let crashed = LocalWal::Stopped {
+            checkpoint: 10,
+            min_recovery: 0,
+            crashed_primary: true,
+        };
+        assert_eq!(diverged(&c, "n1", 1, crashed), Some(true));
         // Same timeline: nothing to do; newer than the leader's: rewind.
-        assert_eq!(diverged(&c, "n1", 2, 5000, false, false), Some(false));
-        assert_eq!(diverged(&c, "n1", 3, 5000, false, false), Some(true));
+        assert_eq!(diverged(&c, "n1", 2, LocalWal::Running(5000)), Some(false));
+        assert_eq!(diverged(&c, "n1", 3, LocalWal::Running(5000)), Some(true));
         // Our timeline is not in the history the leader published: not its ancestor.
-        assert_eq!(diverged(&c, "n1", 7, 10, false, false), Some(true));
+        assert_eq!(diverged(&c, "n1", 7, LocalWal::Running(10)), Some(true));
         // No leader, no verdict.
         assert_eq!(
-            diverged(&Cluster::default(), "n1", 1, 10, false, false),
+            diverged(&Cluster::default(), "n1", 1, LocalWal::Running(10)),
             None
         );
     }

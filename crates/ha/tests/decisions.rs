@@ -70,6 +70,7 @@ fn peer(name: &str, wal: u64, is_primary: bool) -> PeerProbe {
         name: name.into(),
         reply: Some(PeerReply {
             running: true,
+            starting: false,
             is_primary,
             wal_position: Some(wal),
             timeline: Some(1),
@@ -217,6 +218,43 @@ fn replica_behind_does_not_race() {
     let s = Settings::for_member("n3");
     let pg = replica(900, "n1");
     let peers = [peer("n2", 1000, false)];
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
+    assert!(d.actions.is_empty());
+    assert!(d.reason.contains("is ahead of mine"), "{}", d.reason);
+}
+
+#[test]
+fn member_still_starting_holds_back_the_race_for_one_ttl() {
+    // Whole-cluster restart: n2 is up first; n3's agent answers but its PostgreSQL is still
+    // starting, and may hold more WAL (it was the primary).
+    let c = cluster(None, &[]);
+    let s = Settings::for_member("n2");
+    let pg = replica(1000, "");
+    let mut starting = peer("n3", 0, false);
+    if let Some(r) = starting.reply.as_mut() {
+        r.running = false;
+        r.starting = true;
+        r.wal_position = None;
+    }
+    let peers = [starting];
+    let mut engine = Engine::new();
+    let mut o = obs(&s, Some(&c), &pg, &peers);
+    let d = engine.step(&o);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.reason.contains("n3 is still starting"), "{}", d.reason);
+    o.now += s.ttl - 1;
+    assert!(engine.step(&o).actions.is_empty());
+    // One ttl after the key became free, a member stuck starting no longer blocks failover.
+    o.now += 1;
+    let d = engine.step(&o);
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::AcquireLock),
+        "{}",
+        d.reason
+    );
+    // Once it runs, its WAL position decides.
+    let peers = [peer("n3", 1200, false)];
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
     assert!(d.actions.is_empty());
     assert!(d.reason.contains("is ahead of mine"), "{}", d.reason);
@@ -532,7 +570,11 @@ fn replica_past_the_fork_stops_to_rewind() {
     let mut pg = replica(1000, "n2");
     pg.diverged = Some(true);
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
-    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
+    // A standby stops cleanly (fast): pg_rewind then needs no crash recovery.
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote(DemoteMode::StandbyForRewind)]
+    );
     assert!(d.reason.contains("forked its timeline"), "{}", d.reason);
 }
 

@@ -385,7 +385,9 @@ fn demote(w: &mut World, n: usize, mode: DemoteMode) -> Step {
     match sub {
         0 => {
             let stop = match mode {
-                DemoteMode::Graceful | DemoteMode::Offline => StopMode::Fast,
+                DemoteMode::Graceful | DemoteMode::Offline | DemoteMode::StandbyForRewind => {
+                    StopMode::Fast
+                }
                 DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
             };
             match w.stop_pg(n, stop) {
@@ -395,7 +397,7 @@ fn demote(w: &mut World, n: usize, mode: DemoteMode) -> Step {
         }
         1 => match mode {
             DemoteMode::Graceful | DemoteMode::Immediate => wait_call(w, n, DcsOp::DeleteLeader),
-            DemoteMode::ImmediateNoLock => demoted(w, n, mode),
+            DemoteMode::ImmediateNoLock | DemoteMode::StandbyForRewind => demoted(w, n, mode),
             DemoteMode::Offline => {
                 agent::set_lock_confirmed(w, n, None);
                 spawn(

@@ -151,6 +151,7 @@ pub(crate) fn start_agent(w: &mut World, n: usize, delay: Time) {
         pg_state: None,
         snapshot: PeerReply {
             running: false,
+            starting: false,
             is_primary: false,
             wal_position: None,
             timeline: None,
@@ -353,6 +354,7 @@ pub(crate) fn answer_probe(
             let pg = &w.nodes[t].pg;
             if w.opts.workarounds.live_rest_status && pg.running && pg.accepting {
                 reply.running = true;
+                reply.starting = false;
                 reply.is_primary = !pg.in_recovery;
                 reply.wal_position = Some(pg.wal.end);
                 reply.timeline = Some(pg.wal.timeline());

@@ -5,7 +5,7 @@ use crate::agent::Agent;
 use crate::pg::Control;
 use crate::world::World;
 use pgherd_dcs::{Cluster, MemberData, Role};
-use pgherd_ha::{parse_standby_names, AsyncAction, DataDir, LocalPg, StandbyLink};
+use pgherd_ha::{parse_standby_names, AsyncAction, DataDir, LocalPg, LocalWal, StandbyLink};
 
 /// The `synchronous_standby_names` the agent writes into postgresql.conf (agent.rs
 /// `parameters`): its managed value in synchronous mode, else nothing (= asynchronous).
@@ -78,7 +78,12 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         };
         if local.queryable && local.in_recovery && now.saturating_sub(stuck_since) >= patience {
             local.diverged = cluster.and_then(|c| {
-                pgherd_ha::diverged(c, name, local.timeline, local.wal_position, false, false)
+                pgherd_ha::diverged(
+                    c,
+                    name,
+                    local.timeline,
+                    LocalWal::Running(local.wal_position),
+                )
             });
         }
         a.crashed = false;
@@ -90,12 +95,24 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         if pg.initialized() {
             local.timeline = pg.wal.timeline();
             local.wal_position = pg.wal.end;
-            let crashed_primary = pg.control == Control::InProduction;
-            let clean_primary = pg.control == Control::ShutDown;
-            let (tl, lsn) = (local.timeline, local.wal_position);
-            local.diverged = cluster.and_then(|c| {
-                pgherd_ha::diverged(c, name, tl, lsn, clean_primary, crashed_primary)
-            });
+            // The model knows the true end of WAL: a clean former primary's ends with its
+            // shutdown checkpoint, a standby's is where it replayed to.
+            let end = local.wal_position;
+            let wal = LocalWal::Stopped {
+                checkpoint: if pg.control == Control::ShutDown {
+                    end
+                } else {
+                    0
+                },
+                min_recovery: if pg.control == Control::ShutDown {
+                    0
+                } else {
+                    end
+                },
+                crashed_primary: pg.control == Control::InProduction,
+            };
+            let tl = local.timeline;
+            local.diverged = cluster.and_then(|c| pgherd_ha::diverged(c, name, tl, wal));
         }
     }
     a.was_running = pg.running;
@@ -184,7 +201,9 @@ pub(crate) fn member_data(
 }
 
 pub(crate) fn publish_snapshot(a: &mut Agent, pg: &LocalPg) {
-    let running = state_string(a, pg) == "running";
+    let state = state_string(a, pg);
+    let running = state == "running";
+    a.snapshot.starting = state == "starting" || state == "restarting";
     let (is_primary, wal, tl) = match a.pg_state {
         Some((in_recovery, wal, tl)) => (!in_recovery, Some(wal), Some(tl)),
         None => (false, None, None),
