@@ -18,6 +18,8 @@ pub struct Engine {
     /// When this node first saw the leader key free (reset while there is a leader); bounds
     /// how long the election waits for members whose PostgreSQL is still starting.
     leaderless_since: Option<Millis>,
+    /// A leader was seen since the agent started: the cluster is not starting up as a whole.
+    seen_leader: bool,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
         self.paused = cluster.is_paused();
         if cluster.leader.is_some() {
             self.leaderless_since = None;
+            self.seen_leader = true;
         } else {
             self.leaderless_since.get_or_insert(obs.now);
         }
@@ -447,10 +450,13 @@ impl Engine {
                 ));
             }
         }
-        // A member still starting PostgreSQL (a whole-cluster restart) may hold more WAL than
-        // us: wait for its position, but no longer than one ttl since the key became free.
+        // Cluster start-up (no leader seen since we started): a member still starting
+        // PostgreSQL, perhaps the former primary, may hold more WAL than us. Wait for its
+        // position, no longer than one ttl. After a leader's loss the race is not held back:
+        // a starting member then is the failed primary itself (primary_start_timeout) or a
+        // restarting replica.
         let since = self.leaderless_since.unwrap_or(obs.now);
-        let wait_for_starting = obs.now.saturating_sub(since) < s.ttl;
+        let wait_for_starting = !self.seen_leader && obs.now.saturating_sub(since) < s.ttl;
         match election::evaluate(obs, wait_for_starting) {
             Candidate::Best { rivals } => {
                 let mut actions = vec![Action::AcquireLock];

@@ -230,13 +230,7 @@ fn member_still_starting_holds_back_the_race_for_one_ttl() {
     let c = cluster(None, &[]);
     let s = Settings::for_member("n2");
     let pg = replica(1000, "");
-    let mut starting = peer("n3", 0, false);
-    if let Some(r) = starting.reply.as_mut() {
-        r.running = false;
-        r.starting = true;
-        r.wal_position = None;
-    }
-    let peers = [starting];
+    let peers = peers_starting("n3");
     let mut engine = Engine::new();
     let mut o = obs(&s, Some(&c), &pg, &peers);
     let d = engine.step(&o);
@@ -258,6 +252,30 @@ fn member_still_starting_holds_back_the_race_for_one_ttl() {
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
     assert!(d.actions.is_empty());
     assert!(d.reason.contains("is ahead of mine"), "{}", d.reason);
+
+    // After a leader's loss (a leader was seen), a starting member does not hold back the
+    // race: it is the failed primary restarting, or a replica.
+    let mut engine = Engine::new();
+    let led = cluster(Some("n1"), &[]);
+    let following = replica(1000, "n1");
+    engine.step(&obs(&s, Some(&led), &following, &[]));
+    let d = engine.step(&obs(&s, Some(&c), &pg, &peers_starting("n1")));
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::AcquireLock),
+        "{}",
+        d.reason
+    );
+}
+
+fn peers_starting(name: &str) -> [PeerProbe; 1] {
+    let mut p = peer(name, 0, false);
+    if let Some(r) = p.reply.as_mut() {
+        r.running = false;
+        r.starting = true;
+        r.wal_position = None;
+    }
+    [p]
 }
 
 #[test]

@@ -99,7 +99,9 @@ pub async fn offer_startup(
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     let mut reply = head.to_vec();
-    if head[0] == b'E' && (4..=MAX_REPLY).contains(&len) {
+    // The whole first message (an authentication request, or an error) goes to the client in
+    // one write: a client that gets the header alone wakes up twice.
+    if (4..=MAX_REPLY).contains(&len) {
         reply.resize(1 + len, 0);
         match timeout(wait, server.read_exact(&mut reply[5..])).await {
             Ok(Ok(_)) => {}
@@ -107,11 +109,11 @@ pub async fn offer_startup(
             Err(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "truncated error reply",
+                    "truncated first reply",
                 ))
             }
         }
-        if sqlstate(&reply[5..]).as_deref() == Some("57P03") {
+        if head[0] == b'E' && sqlstate(&reply[5..]).as_deref() == Some("57P03") {
             return Ok(Offer::CannotConnectNow);
         }
     }
@@ -234,7 +236,8 @@ mod tests {
         assert!(matches!(offer, Offer::CannotConnectNow));
         srv.await.unwrap();
 
-        // A healthy server asking for a password: accepted, reply kept for the client.
+        // A healthy server asking for a password: accepted, its whole first message kept for
+        // the client.
         let (mut to_server, mut server) = pair().await;
         let srv = tokio::spawn(async move {
             let mut buf = vec![0u8; startup().len()];
@@ -248,7 +251,9 @@ mod tests {
             .await
             .unwrap()
         {
-            Offer::Accepted { reply } => assert_eq!(reply, [b'R', 0, 0, 0, 12]),
+            Offer::Accepted { reply } => {
+                assert_eq!(reply, [b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4])
+            }
             other => panic!("{other:?}"),
         }
         srv.await.unwrap();

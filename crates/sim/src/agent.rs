@@ -352,7 +352,8 @@ pub(crate) fn answer_probe(
         Some(a) => {
             let mut reply = a.snapshot.clone();
             let pg = &w.nodes[t].pg;
-            if w.opts.workarounds.live_rest_status && pg.running && pg.accepting {
+            // The agent answers `GET /patroni` with PostgreSQL's state at request time.
+            if pg.running && pg.accepting {
                 reply.running = true;
                 reply.starting = false;
                 reply.is_primary = !pg.in_recovery;

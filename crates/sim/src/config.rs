@@ -37,11 +37,6 @@ pub struct Options {
 /// fix, and a `regression_*` test replays the seed that found the defect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Workarounds {
-    /// Defect: `GET /patroni` answers from the snapshot the agent published at the end of its
-    /// last cycle, so the election compares our fresh WAL position with peers' positions up to
-    /// one loop_wait old and can promote a node that is behind. Fix modelled: the REST API
-    /// reports PostgreSQL's current role and WAL position (as Patroni queries it per request).
-    pub live_rest_status: bool,
     /// Defect: a node that dies right after promotion (before anyone streamed its new timeline
     /// or it published `history`) leaves its timeline id unknown; the next promotion from the
     /// same parent reuses the id for different WAL, which no timeline-based check
@@ -52,11 +47,10 @@ pub struct Workarounds {
 }
 
 impl Workarounds {
-    pub const NAMES: [&'static str; 2] = ["live_rest_status", "unique_timeline_ids"];
+    pub const NAMES: [&'static str; 1] = ["unique_timeline_ids"];
 
     fn flag(&mut self, name: &str) -> Option<&mut bool> {
         Some(match name {
-            "live_rest_status" => &mut self.live_rest_status,
             "unique_timeline_ids" => &mut self.unique_timeline_ids,
             _ => return None,
         })
@@ -88,7 +82,6 @@ impl Workarounds {
     /// Every open defect worked around (what the 10,000-schedule run uses).
     pub fn all() -> Workarounds {
         Workarounds {
-            live_rest_status: true,
             unique_timeline_ids: true,
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Replay one schedule with its full event log:
 //!   PGHERD_SIM_SEED=1234 cargo test -p pgherd-sim --test schedules replay -- --nocapture
-//! `PGHERD_SIM_WITHOUT=live_rest_status,...` turns workarounds of open defects off (the bulk
+//! `PGHERD_SIM_WITHOUT=unique_timeline_ids,...` turns workarounds of open defects off (the bulk
 //! run has them all on, see `Workarounds`); `PGHERD_SIM_FAITHFUL=1` turns them all off.
 
 use pgherd_sim::{
@@ -470,6 +470,14 @@ fn regression_leader_restarts_as_standby() {
     regression(&[200, 930]);
 }
 
+/// agent report.rs: `GET /patroni` answered from the snapshot of the last cycle, up to one
+/// loop_wait old, and the election promoted a replica that was behind. It now queries
+/// PostgreSQL at request time.
+#[test]
+fn regression_live_rest_status() {
+    regression(&[252]);
+}
+
 /// sync.rs: a standby joined the `sync` key before it had the commits acknowledged through
 /// the previous synchronous standby.
 #[test]
@@ -490,12 +498,6 @@ fn known_defect(seed: u64, workarounds: &[&str]) {
     if run_seed(seed, &opts).violation.is_some() {
         panic!("{}", failure_report(seed, &opts, 80));
     }
-}
-
-#[test]
-#[ignore = "agent bug: REST status is up to one loop_wait stale, election promotes a lagging replica"]
-fn defect_stale_rest_status() {
-    known_defect(252, &["live_rest_status"]);
 }
 
 #[test]
