@@ -6,8 +6,12 @@
 //! write directly, through pgherd and through HAProxy. Prints `name=value unit` lines, then the
 //! ratios.
 //!
-//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS]`
-//! (SECONDS per pgbench run, default 6; three rounds of six runs; about four minutes in all).
+//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
+//! (SECONDS per pgbench run, default 6; ROUNDS of six runs, default 5; about five minutes).
+//!
+//! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
+//! target the bench prints the median of the per-round ratios: pgherd and HAProxy run back to
+//! back within a round, which cancels most of the drift between rounds.
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -26,7 +30,7 @@ const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const CLIENTS: &str = "16";
 const IDLE_CLIENTS: usize = 10_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A child process stopped by PID on drop.
 struct Guard(Option<Child>);
@@ -60,6 +64,10 @@ fn main() -> Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(6);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(ROUNDS);
     let pgherd = pgherd_bin()?;
     eprintln!("pgherd binary: {}", pgherd.display());
     let options = ClusterOptions {
@@ -153,22 +161,22 @@ fn main() -> Result<()> {
         ("pgherd", px_primary),
         ("haproxy", ha_primary),
     ];
-    let mut samples: Vec<(&str, &str, f64, f64)> = Vec::new();
-    for round in 0..ROUNDS {
+    let mut samples: Vec<(usize, &str, &str, f64, f64)> = Vec::new();
+    for round in 0..rounds {
         for (mode, extra) in [("select", &[][..]), ("select_connect", &["-C"][..])] {
             for k in 0..targets.len() {
                 let (target, port) = targets[(k + round) % targets.len()];
                 let (tps, lat) = pgbench(port, seconds, extra)?;
                 eprintln!("round {round} {mode} {target}: {tps:.0} tps, {lat:.3} ms");
-                samples.push((mode, target, tps, lat));
+                samples.push((round, mode, target, tps, lat));
             }
         }
     }
     let median = |mode: &str, target: &str, latency: bool| {
         let v: Vec<f64> = samples
             .iter()
-            .filter(|r| r.0 == mode && r.1 == target)
-            .map(|r| if latency { r.3 } else { r.2 })
+            .filter(|r| r.1 == mode && r.2 == target)
+            .map(|r| if latency { r.4 } else { r.3 })
             .collect();
         summary(&v).1
     };
@@ -187,6 +195,19 @@ fn main() -> Result<()> {
         }
     }
     let tps = |mode: &str, target: &str| median(mode, target, false);
+    // Per-round ratios pgherd / other target, then their median.
+    let paired = |mode: &str, other: &str| {
+        let at = |round: usize, target: &str| {
+            samples
+                .iter()
+                .find(|r| r.0 == round && r.1 == mode && r.2 == target)
+                .map_or(f64::NAN, |r| r.3)
+        };
+        let ratios: Vec<f64> = (0..rounds)
+            .map(|round| at(round, "pgherd") / at(round, other))
+            .collect();
+        summary(&ratios)
+    };
 
     // 10,000 idle clients on the primary listener.
     let rss0 = rss_kb(px.pid());
@@ -272,6 +293,22 @@ fn main() -> Result<()> {
         report(
             &format!("ratio_{mode}_pgherd_over_direct"),
             tps(mode, "pgherd") / tps(mode, "direct"),
+            "x",
+        );
+        let (lo, mid, hi) = paired(mode, "haproxy");
+        report(
+            &format!("ratio_{mode}_pgherd_over_haproxy_paired_median"),
+            mid,
+            "x",
+        );
+        report(
+            &format!("ratio_{mode}_pgherd_over_haproxy_paired_min"),
+            lo,
+            "x",
+        );
+        report(
+            &format!("ratio_{mode}_pgherd_over_haproxy_paired_max"),
+            hi,
             "x",
         );
     }

@@ -204,10 +204,15 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
         sockets.push(listener::bind(
             l.bind,
             format!("proxy.listeners[{i}].bind"),
+            listener::ListenFor::Clients(cfg.keepalive.as_ref()),
         )?);
     }
     let stats_socket = match &cfg.stats {
-        Some(s) => Some(listener::bind(s.bind, "proxy.stats.bind".into())?),
+        Some(s) => Some(listener::bind(
+            s.bind,
+            "proxy.stats.bind".into(),
+            listener::ListenFor::Http,
+        )?),
         None => None,
     };
     let local = |l: &tokio::net::TcpListener, key: &'static str| {

@@ -51,16 +51,20 @@ pub struct ListenerCtx {
     pub totals: Arc<Totals>,
 }
 
-/// Sets `TCP_NODELAY` and keepalive on a socket (best effort).
+/// Sets `TCP_NODELAY` and keepalive on a server socket (best effort). Client sockets inherit
+/// both from their listening socket ([`crate::listener::bind`]).
 pub fn tune(stream: &TcpStream, keepalive: Option<&Keepalive>) {
     let _ = stream.set_nodelay(true);
     if let Some(k) = keepalive {
-        let ka = socket2::TcpKeepalive::new()
-            .with_time(k.idle)
-            .with_interval(k.interval)
-            .with_retries(k.count);
-        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive_params(k));
     }
+}
+
+pub fn keepalive_params(k: &Keepalive) -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(k.idle)
+        .with_interval(k.interval)
+        .with_retries(k.count)
 }
 
 /// Runs one client session to its end.
