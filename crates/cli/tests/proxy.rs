@@ -47,13 +47,15 @@ struct Proxy {
     primary: u16,
     replicas: u16,
     stats: u16,
-    /// Optional third listener (primary role, maxconn 1, maxqueue 1).
+    /// Optional extra listeners: primary role with maxconn 1 and maxqueue 1, and primary role
+    /// behind a load balancer (`accept_proxy`).
     limited: Option<u16>,
+    behind_lb: Option<u16>,
 }
 
 impl Proxy {
     fn start(c: &TestCluster, name: &str, limited: bool) -> Proxy {
-        let ports = free_ports(4).expect("free ports");
+        let ports = free_ports(5).expect("free ports");
         let etcd = c.etcd.client_url();
         let etcd = etcd.trim_start_matches("http://");
         let mut yaml = format!(
@@ -86,8 +88,8 @@ proxy:
         );
         if limited {
             yaml.push_str(&format!(
-                "    - name: limited\n      bind: 127.0.0.1:{}\n      role: primary\n      maxconn: 1\n      maxqueue: 1\n      queue_timeout: 30s\n",
-                ports[3]
+                "    - name: limited\n      bind: 127.0.0.1:{}\n      role: primary\n      maxconn: 1\n      maxqueue: 1\n      queue_timeout: 30s\n    - name: behind_lb\n      bind: 127.0.0.1:{}\n      role: primary\n      accept_proxy: true\n",
+                ports[3], ports[4]
             ));
         }
         yaml.push_str(&format!(
@@ -114,6 +116,7 @@ proxy:
             replicas: ports[1],
             stats: ports[2],
             limited: limited.then_some(ports[3]),
+            behind_lb: limited.then_some(ports[4]),
         };
         p.wait_for("the stats page", |s| s["proxy"]["discovered"] == true);
         p
@@ -348,6 +351,30 @@ fn splits_reads_and_writes_and_shows_every_server() {
         "the queued client gets the slot"
     );
     drop((second, third));
+
+    // Behind a load balancer: the PROXY header (v2 and v1) is removed before PostgreSQL sees
+    // the session; a client without one is closed and counted.
+    let lb = px.behind_lb.unwrap();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 7, 127, 0, 0, 1, 0x9c, 0xbb, 0x15, 0x38]);
+    for header in [
+        v2,
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 40123 5432\r\n".to_vec(),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", lb)).expect("connect");
+        s.write_all(&header).unwrap();
+        s.write_all(&SSL_REQUEST).unwrap();
+        assert_eq!(
+            read_byte(&mut s),
+            Some(b'N'),
+            "PostgreSQL answered the SSLRequest"
+        );
+    }
+    let mut bare = ssl_probe(lb);
+    assert_eq!(read_byte(&mut bare), None, "no PROXY header: closed");
+    px.wait_for("missing PROXY header counted", |s| {
+        listener(s, "behind_lb")["refused"]["proxy_header"] == 1
+    });
 
     // A replica over max_lag leaves the rotation and comes back.
     let lagger = replicas[0];

@@ -74,6 +74,9 @@ pub struct ListenerConfig {
     pub queue_timeout: Duration,
     /// How long a new connection waits for a server when none is routable.
     pub hold_timeout: Duration,
+    /// Clients arrive through a load balancer that sends a PROXY protocol header (v1 or v2)
+    /// naming their origin (HAProxy's `accept-proxy`).
+    pub accept_proxy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -530,6 +533,7 @@ impl ProxyConfig {
                 .duration("queue_timeout")?
                 .unwrap_or(default_queue_timeout);
             let hold = l.duration("hold_timeout")?.unwrap_or(hold_timeout);
+            let accept_proxy = l.bool("accept_proxy")?.unwrap_or(false);
             l.finish()?;
             listeners.push(ListenerConfig {
                 name: lname,
@@ -542,6 +546,7 @@ impl ProxyConfig {
                 maxqueue,
                 queue_timeout,
                 hold_timeout: hold,
+                accept_proxy,
             });
         }
 
@@ -686,7 +691,8 @@ mod tests {
             "health_check": {"interval": "2s", "fast_interval": "20ms", "timeout": "300ms", "rise": 1, "fall": 2},
             "registration": {"enabled": false, "ttl": "6s"},
             "listeners": [{"name": "rw", "bind": "127.0.0.1:6000", "role": "primary", "maxconn": 3,
-                           "maxqueue": 1, "queue_timeout": "1s", "hold_timeout": "1m", "balance": "first"},
+                           "maxqueue": 1, "queue_timeout": "1s", "hold_timeout": "1m", "balance": "first",
+                           "accept_proxy": true},
                           {"name": "ro", "bind": "127.0.0.1:6001", "role": "read-only", "balance": "leastconn"}],
             "stats": {"bind": "127.0.0.1:7001", "admin": {"username": "a", "password": "b"}, "refresh": "5s"}
         }))
@@ -706,7 +712,9 @@ mod tests {
             (Some(3), 1, Balance::First)
         );
         assert_eq!(rw.hold_timeout, Duration::from_secs(60));
+        assert!(rw.accept_proxy);
         let ro = &c.listeners[1];
+        assert!(!ro.accept_proxy);
         assert_eq!((ro.maxconn, ro.maxqueue), (Some(100), 7));
         assert_eq!(ro.queue_timeout, Duration::from_secs(2));
         assert_eq!(ro.hold_timeout, Duration::from_secs(5));
@@ -746,6 +754,11 @@ mod tests {
         assert!(parse(v)
             .unwrap_err()
             .contains("proxy.listeners[1].bind: 127.0.0.1:5000 is already used"));
+        let mut v = minimal();
+        v["listeners"][0]["accept_proxy"] = json!("v2");
+        assert!(parse(v)
+            .unwrap_err()
+            .contains("proxy.listeners[0].accept_proxy: expected"));
         let mut v = minimal();
         v["listeners"][0]["max_lag"] = json!("1MB");
         assert!(parse(v)

@@ -40,4 +40,6 @@ pub enum Refusal {
     QueueTimeout,
     /// Connecting to the chosen servers kept failing until the hold deadline.
     ConnectFailed,
+    /// `accept_proxy` listener: no valid PROXY protocol header.
+    ProxyHeader,
 }

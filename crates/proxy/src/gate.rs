@@ -30,7 +30,7 @@ pub struct ListenerGate {
     clients: AtomicUsize,
     clients_max: AtomicUsize,
     clients_total: AtomicU64,
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; 5],
 }
 
 /// Counters of one listener, for the stats page.
@@ -47,6 +47,7 @@ pub struct GateCounters {
     pub refused_queue_full: u64,
     pub refused_queue_timeout: u64,
     pub refused_connect_failed: u64,
+    pub refused_proxy_header: u64,
 }
 
 /// A client connection counted on its listener for as long as it lives.
@@ -64,6 +65,7 @@ fn refusal_index(r: Refusal) -> usize {
         Refusal::QueueFull => 1,
         Refusal::QueueTimeout => 2,
         Refusal::ConnectFailed => 3,
+        Refusal::ProxyHeader => 4,
     }
 }
 
@@ -148,6 +150,7 @@ impl ListenerGate {
             refused_queue_full: r(1),
             refused_queue_timeout: r(2),
             refused_connect_failed: r(3),
+            refused_proxy_header: r(4),
         }
     }
 }

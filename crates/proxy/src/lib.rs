@@ -37,6 +37,7 @@
 //!     - {name: primary, bind: 127.0.0.1:5000, role: primary}
 //!     - {name: replicas, bind: 127.0.0.1:5001, role: replica, balance: roundrobin,
 //!        max_lag: 16MB, fallback: primary, maxconn: 200, maxqueue: 100, queue_timeout: 5s}
+//!     - {name: behind_lb, bind: 10.0.0.5:5000, role: primary, accept_proxy: true}
 //!   stats:
 //!     bind: 127.0.0.1:7000
 //!     refresh: 2s
@@ -76,7 +77,9 @@
 //! of them route identically. Put them behind a VIP (keepalived, or vip-manager on each proxy
 //! host), a DNS name with one A record per proxy (clients retry the next address on connect
 //! failure: libpq accepts `host=px1,px2`), or a cloud TCP load balancer health-checking
-//! `GET /stats.json` on the stats port.
+//! `GET /stats.json` on the stats port. A load balancer that sends the PROXY protocol (v1 or
+//! v2) needs `accept_proxy: true` on the listener: the header is removed before PostgreSQL
+//! sees the session and the logs name the client's origin instead of the balancer.
 
 pub mod backend;
 pub mod config;
@@ -88,6 +91,7 @@ pub mod gate;
 pub mod health;
 pub mod listener;
 pub mod opening;
+pub mod proxy_protocol;
 pub mod registration;
 pub mod routing;
 pub mod session;

@@ -62,10 +62,10 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, clients: 
             return;
         };
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    session::serve(ctx, stream).await;
+                    session::serve(ctx, stream, peer).await;
                     drop(permit);
                 });
             }

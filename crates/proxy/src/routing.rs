@@ -364,6 +364,7 @@ mod tests {
             maxqueue: 10,
             queue_timeout: Duration::from_secs(1),
             hold_timeout: Duration::from_secs(30),
+            accept_proxy: false,
         }
     }
 

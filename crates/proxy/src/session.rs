@@ -13,7 +13,9 @@ use crate::copy::{self, Counters, End, Limits};
 use crate::error::Refusal;
 use crate::gate::{Dec, ListenerGate};
 use crate::opening::{self, read_client_opening, ClientOpening, Offer};
+use crate::proxy_protocol::{self, Origin};
 use crate::routing::{Readiness, Table};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,9 +69,22 @@ pub fn keepalive_params(k: &Keepalive) -> socket2::TcpKeepalive {
         .with_retries(k.count)
 }
 
-/// Runs one client session to its end.
-pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream) {
+/// Runs one client session to its end. `peer`: the socket's remote address.
+pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAddr) {
     let _client = ctx.gate.client();
+    let origin = if ctx.cfg.accept_proxy {
+        match proxy_protocol::read_header(&mut client, client_wait(&ctx)).await {
+            Ok(Origin::Client(addr)) => addr,
+            Ok(Origin::Unknown) => peer,
+            Err(why) => {
+                ctx.gate.refused(Refusal::ProxyHeader);
+                info!(listener = %ctx.cfg.name, %peer, "closing a client: {why}");
+                return;
+            }
+        }
+    } else {
+        peer
+    };
     if !first_bytes(&ctx, &client).await {
         return;
     }
@@ -84,7 +99,7 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream) {
         Ok(found) => found,
         Err(Failure::Refused(why)) => {
             ctx.gate.refused(why);
-            info!(listener = %ctx.cfg.name, ?why, "closing a client: no server to send it to");
+            info!(listener = %ctx.cfg.name, client = %origin, ?why, "closing a client: no server to send it to");
             return;
         }
         Err(Failure::ClientGone) => return,
@@ -103,10 +118,10 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream) {
     .await;
     match end {
         End::Killed => {
-            debug!(listener = %ctx.cfg.name, member = %backend.member, "session closed: server left the rotation")
+            debug!(listener = %ctx.cfg.name, client = %origin, member = %backend.member, "session closed: server left the rotation")
         }
         other => {
-            debug!(listener = %ctx.cfg.name, member = %backend.member, end = ?other, "session ended")
+            debug!(listener = %ctx.cfg.name, client = %origin, member = %backend.member, end = ?other, "session ended")
         }
     }
 }

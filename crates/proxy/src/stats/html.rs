@@ -92,15 +92,16 @@ pub fn render(s: &Value, refresh_s: u64) -> String {
         let _ = write!(
             h,
             "<h2>{name} <span class=\"badge\">{role}</span> {bind} &middot; <span class=\"r-{readiness}\">{readiness}</span></h2>\
-             <div class=\"meta\">balance {balance} &middot; max_lag {lag} &middot; fallback {fallback} &middot; \
+             <div class=\"meta\">balance {balance} &middot; max_lag {lag} &middot; fallback {fallback}{lb} &middot; \
              clients {clients} (max {cmax}, total {ctotal}) &middot; queue {q} (max {qmax}, limit {maxq}) &middot; maxconn {maxconn} \
-             &middot; holding {holding} &middot; refused: hold timeout {rh}, queue full {rq}, queue timeout {rt}, connect failed {rc}</div>",
+             &middot; holding {holding} &middot; refused: hold timeout {rh}, queue full {rq}, queue timeout {rt}, connect failed {rc}, bad PROXY header {rp}</div>",
             name = text(&l["name"]),
             role = text(&l["role"]),
             bind = text(&l["bind"]),
             balance = text(&l["balance"]),
             lag = if l["max_lag"].is_null() { "-".into() } else { bytes(&l["max_lag"]) },
             fallback = text(&l["fallback"]),
+            lb = if l["accept_proxy"] == true { " &middot; PROXY protocol" } else { "" },
             clients = text(&l["clients"]),
             cmax = text(&l["clients_max"]),
             ctotal = text(&l["clients_total"]),
@@ -113,6 +114,7 @@ pub fn render(s: &Value, refresh_s: u64) -> String {
             rq = text(&r["queue_full"]),
             rt = text(&r["queue_timeout"]),
             rc = text(&r["connect_failed"]),
+            rp = text(&r["proxy_header"]),
         );
         h.push_str(
             "<table><tr><th>server</th><th>address</th><th>state</th><th>for</th><th>weight</th>\

@@ -136,6 +136,7 @@ pub fn render(s: &Value) -> String {
             "queue_full",
             "queue_timeout",
             "connect_failed",
+            "proxy_header",
         ] {
             let labels = format!(
                 "{base},listener=\"{}\",reason=\"{reason}\"",
