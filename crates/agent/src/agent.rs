@@ -49,6 +49,8 @@ pub struct Agent {
     pub role: Role,
     pub sysid: Option<String>,
     pub snapshot_tx: watch::Sender<Arc<NodeSnapshot>>,
+    /// Replaces the REST API's access control and TLS settings on reload.
+    pub api_settings: pgherd_api::SettingsUpdater,
     pub http: reqwest::Client,
     pub fence: FenceHandle,
     pub last_reason: String,

@@ -178,9 +178,35 @@ pub async fn reload(a: &mut Agent) {
     }
     a.cfg = std::sync::Arc::new(loaded.config);
     a.settings = crate::settings::engine_settings(&a.cfg, &a.name, &a.dynamic);
+    reload_api_settings(a).await;
     a.applied_params = None;
     a.reload_parameters_if_changed().await;
     info!("configuration reloaded");
+}
+
+/// `restapi:` (authentication, allowlist, certificates, extra headers) and `ctl:` as re-read:
+/// the REST API applies them to the next request or handshake, like Patroni's reload. A
+/// certificate or key that cannot be read keeps the current settings.
+async fn reload_api_settings(a: &mut Agent) {
+    let cfg = a.cfg.clone();
+    // Allowlist host names are resolved with blocking DNS.
+    let built = tokio::task::spawn_blocking(move || {
+        pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
+    })
+    .await;
+    match built {
+        Ok(Ok(settings)) => {
+            if let Some(note) = a.api_settings.replace(settings) {
+                warn!("reload: {note}");
+            }
+            match crate::peers::client(&a.cfg) {
+                Ok(http) => a.http = http,
+                Err(e) => warn!("reload: peer probes keep their TLS settings: {e:#}"),
+            }
+        }
+        Ok(Err(e)) => warn!("reload: REST API settings rejected, keeping the current ones: {e}"),
+        Err(e) => warn!("reload: REST API settings not rebuilt: {e}"),
+    }
 }
 
 /// Reads a scheduled restart back from our own member key after an agent restart.

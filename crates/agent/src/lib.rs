@@ -70,19 +70,17 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         .with_context(|| format!("restapi.listen: cannot listen on {bind}:{api_port}"))?;
     let (commands_tx, mut commands_rx) = tokio::sync::mpsc::channel(16);
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(pgherd_api::serve(
-        listener,
-        ApiContext::new(snapshot_rx, dcs.clone())
-            .with_commands(commands_tx)
-            .with_live_status(Arc::new(report::LiveStatus(pg.clone())))
-            .with_settings(
-                pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
-                    .context("restapi: TLS or authentication settings")?,
-            ),
-        async move {
-            let _ = api_stop_rx.await;
-        },
-    ));
+    let api_ctx = ApiContext::new(snapshot_rx, dcs.clone())
+        .with_commands(commands_tx)
+        .with_live_status(Arc::new(report::LiveStatus(pg.clone())))
+        .with_settings(
+            pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
+                .context("restapi: TLS or authentication settings")?,
+        );
+    let api_settings = api_ctx.settings_updater();
+    let api = tokio::spawn(pgherd_api::serve(listener, api_ctx, async move {
+        let _ = api_stop_rx.await;
+    }));
     info!(member = %name, scope = %cfg.scope, "pgherd agent starting; REST API on {bind}:{api_port}");
 
     let settings = settings::engine_settings(&cfg, &name, &bootstrap_dynamic);
@@ -110,6 +108,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         role: Role::Uninitialized,
         sysid: None,
         snapshot_tx,
+        api_settings,
         http: peers::client(&cfg)?,
         fence,
         last_reason: String::new(),

@@ -19,7 +19,7 @@ pub(crate) async fn check(
     conn: Option<&ConnInfo>,
     headers: &HeaderMap,
 ) -> Option<Response> {
-    let settings = &ctx.settings;
+    let settings = ctx.settings();
     if !settings.allowlist.is_empty() || settings.allowlist_include_members {
         let ip = conn.map(|c| canonical(c.peer.ip()));
         let allowed = match ip {

@@ -40,10 +40,30 @@ pub struct ApiContext {
     /// Where node-local management calls (restart, reload, reinitialize) go; see
     /// [`ApiCommand`] for what the agent must do with each. `None`: those calls answer 503.
     pub commands: Option<mpsc::Sender<ApiCommand>>,
-    /// Access control, TLS, extra headers, peer client (`restapi:` configuration).
-    pub settings: Arc<ApiSettings>,
+    /// Access control, TLS, extra headers, peer client (`restapi:` configuration); replaced
+    /// on reload through [`ApiContext::settings_updater`].
+    settings: watch::Receiver<Arc<ApiSettings>>,
+    settings_tx: Arc<watch::Sender<Arc<ApiSettings>>>,
     /// Fresh PostgreSQL status for `GET /patroni`; `None`: the snapshot's.
     pub live: Option<Arc<dyn LiveStatus>>,
+}
+
+/// Replaces the REST API's settings while it runs; see [`ApiContext::settings_updater`].
+#[derive(Clone)]
+pub struct SettingsUpdater(Arc<watch::Sender<Arc<ApiSettings>>>);
+
+impl SettingsUpdater {
+    /// Switching between HTTP and HTTPS needs a new listener (an agent restart): the TLS part
+    /// of `new` is then ignored and the current one kept; the returned note says so.
+    pub fn replace(&self, mut new: ApiSettings) -> Option<&'static str> {
+        let current = self.0.borrow().clone();
+        let note = (current.tls_enabled() != new.tls_enabled()).then(|| {
+            new.tls = current.tls.clone();
+            "switching the REST API between HTTP and HTTPS needs an agent restart; TLS settings kept"
+        });
+        self.0.send_replace(Arc::new(new));
+        note
+    }
 }
 
 /// A fresh status query for `GET /patroni`. Peers compare WAL positions through this
@@ -60,13 +80,26 @@ const LIVE_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_milli
 impl ApiContext {
     /// An open API over plain HTTP without a command channel.
     pub fn new(snapshot: watch::Receiver<Arc<NodeSnapshot>>, dcs: Arc<dyn Dcs>) -> ApiContext {
+        let (settings_tx, settings) = watch::channel(Arc::new(ApiSettings::default()));
         ApiContext {
             snapshot,
             dcs,
             commands: None,
-            settings: Arc::new(ApiSettings::default()),
+            settings,
+            settings_tx: Arc::new(settings_tx),
             live: None,
         }
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<ApiSettings> {
+        self.settings.borrow().clone()
+    }
+
+    /// Replaces the settings of a running API (SIGHUP): access control and extra headers
+    /// apply to the next request, a new certificate to the next TLS handshake.
+    pub fn settings_updater(&self) -> SettingsUpdater {
+        SettingsUpdater(self.settings_tx.clone())
     }
 
     /// `GET /patroni` reports PostgreSQL's status queried at request time.
@@ -82,8 +115,8 @@ impl ApiContext {
     }
 
     /// Access control and TLS from [`ApiSettings::from_config`].
-    pub fn with_settings(mut self, settings: ApiSettings) -> ApiContext {
-        self.settings = Arc::new(settings);
+    pub fn with_settings(self, settings: ApiSettings) -> ApiContext {
+        self.settings_tx.send_replace(Arc::new(settings));
         self
     }
 }
@@ -101,18 +134,19 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let addr = listener.local_addr().ok();
-    let tls = ctx.settings.tls.clone();
+    let https = ctx.settings().tls_enabled();
+    let settings = ctx.settings.clone();
     let app = router(ctx).into_make_service_with_connect_info::<ConnInfo>();
-    match tls {
-        None => {
+    match https {
+        false => {
             tracing::info!(listen = ?addr, "REST API listening (http)");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
-        Some(config) => {
+        true => {
             tracing::info!(listen = ?addr, "REST API listening (https)");
-            axum::serve(TlsListener::new(listener, config), app)
+            axum::serve(TlsListener::new(listener, settings), app)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
@@ -156,7 +190,7 @@ async fn dispatch(State(ctx): State<ApiContext>, request: Request) -> Response {
     if method == Method::HEAD {
         *response.body_mut() = Body::empty();
     }
-    for (name, value) in &ctx.settings.extra_headers {
+    for (name, value) in &ctx.settings().extra_headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     tracing::debug!(

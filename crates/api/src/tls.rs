@@ -301,6 +301,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS listener for `axum::serve`. Handshakes run in their own tasks, so a slow or silent
 /// client never delays the others; failed handshakes are logged at debug level and dropped.
+/// Each handshake uses the TLS configuration of the settings in force at accept time, so a
+/// certificate renewed on reload is served to the next client.
 pub struct TlsListener {
     local: std::io::Result<SocketAddr>,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -308,10 +310,12 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> TlsListener {
+    pub fn new(
+        listener: TcpListener,
+        settings: tokio::sync::watch::Receiver<Arc<crate::ApiSettings>>,
+    ) -> TlsListener {
         let local = listener.local_addr();
         let (tx, ready) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
         let accept_task = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -322,7 +326,10 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let acceptor = acceptor.clone();
+                let Some(config) = settings.borrow().tls.clone() else {
+                    continue;
+                };
+                let acceptor = TlsAcceptor::from(config);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -2,6 +2,8 @@
 //! etcd and real PostgreSQL 15 clusters run by `pgherd agent`, patronictl 3.0 against pgherd,
 //! and `pgherd list` against Patroni 3.0. Run serially (`--test-threads=1`).
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use pgherd_testkit::cluster::{AgentKind, ClusterOptions, TestCluster};
 use pgherd_testkit::wait::poll;
 use serde_json::Value;
@@ -1024,6 +1026,31 @@ fn reload_and_reinit() {
         3,
         "{out}"
     );
+
+    // SIGHUP applies new REST API credentials to the running API, as Patroni's reload does.
+    let target = (leader + 2) % 3;
+    let m = &c.members[target];
+    let port = m.api_port;
+    let unsafe_call = |headers: &[(&str, &str)]| http(port, "POST", "/reload", headers, None).0;
+    assert_eq!(unsafe_call(&[]), 202, "open API before the reload");
+    let yaml = std::fs::read_to_string(&m.config).unwrap();
+    let yaml = yaml.replacen(
+        "restapi:\n",
+        "restapi:\n  authentication:\n    username: admin\n    password: s3cret\n",
+        1,
+    );
+    std::fs::write(&m.config, yaml).unwrap();
+    kill(Pid::from_raw(c.agent_pid(target).unwrap()), Signal::SIGHUP).unwrap();
+    poll(
+        "new credentials required",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (unsafe_call(&[]) == 401).then_some(()),
+    )
+    .unwrap();
+    // "admin:s3cret"
+    let auth = ("Authorization", "Basic YWRtaW46czNjcmV0");
+    assert_eq!(unsafe_call(&[auth]), 202);
 
     let replica = (leader + 1) % 3;
     let name = c.members[replica].name.clone();

@@ -238,7 +238,7 @@ async fn probe(ctx: &ApiContext, member: &Member) -> bool {
         return false;
     }
     let response = ctx
-        .settings
+        .settings()
         .peer_client
         .get(&member.data.api_url)
         .send()

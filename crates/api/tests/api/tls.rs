@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use pgherd_api::tls::ClientTls;
-use pgherd_api::{serve, ApiSettings};
+use pgherd_api::{serve, ApiSettings, SettingsUpdater};
 use pgherd_config::{RestApi, VerifyClient};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::path::{Path, PathBuf};
@@ -68,12 +68,20 @@ fn encrypt(pkcs8_der: &[u8], password: &str) -> String {
 }
 
 async fn https_server(restapi: &RestApi) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let (port, stop, _) = reloadable_https_server(restapi).await;
+    (port, stop)
+}
+
+async fn reloadable_https_server(
+    restapi: &RestApi,
+) -> (u16, tokio::sync::oneshot::Sender<()>, SettingsUpdater) {
     let settings = ApiSettings::from_config(restapi, &Default::default()).unwrap();
     assert!(settings.tls_enabled());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_snapshots, ctx) = context(leader(), FixedDcs::new(Some(patroni_cluster())));
     let ctx = ctx.with_settings(settings);
+    let updater = ctx.settings_updater();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         // Keep the snapshot sender alive as long as the server.
@@ -83,7 +91,7 @@ async fn https_server(restapi: &RestApi) -> (u16, tokio::sync::oneshot::Sender<(
         })
         .await
     });
-    (port, stop)
+    (port, stop, updater)
 }
 
 fn restapi(pki: &Pki, verify_client: VerifyClient) -> RestApi {
@@ -188,5 +196,45 @@ async fn client_certificates() {
         .await
         .unwrap();
     assert_ne!(r.status(), 403);
+    let _ = stop.send(());
+}
+
+/// SIGHUP with a renewed certificate and new credentials: the running API serves the new
+/// certificate to the next client and requires the credentials on the next unsafe request.
+#[tokio::test]
+async fn reload_swaps_certificate_and_credentials() {
+    let old = Pki::generate();
+    let new = Pki::generate();
+    let (port, stop, updater) = reloadable_https_server(&restapi(&old, VerifyClient::None)).await;
+    let url = format!("https://127.0.0.1:{port}/config");
+    let trusts_old = client(Some(&old.path("ca.pem")), None, false);
+    let trusts_new = client(Some(&new.path("ca.pem")), None, false);
+    assert_eq!(trusts_old.get(&url).send().await.unwrap().status(), 200);
+    assert!(trusts_new.get(&url).send().await.is_err());
+
+    let mut renewed = restapi(&new, VerifyClient::None);
+    renewed.authentication = Some(pgherd_config::BasicAuth {
+        username: Some("admin".into()),
+        password: Some("s3cret".into()),
+    });
+    let settings = ApiSettings::from_config(&renewed, &Default::default()).unwrap();
+    assert_eq!(updater.replace(settings), None);
+    // New connections (each client above keeps its own pool: build fresh ones).
+    let trusts_old = client(Some(&old.path("ca.pem")), None, false);
+    let trusts_new = client(Some(&new.path("ca.pem")), None, false);
+    assert!(trusts_old.get(&url).send().await.is_err());
+    assert_eq!(trusts_new.get(&url).send().await.unwrap().status(), 200);
+    let r = trusts_new
+        .patch(&url)
+        .body(r#"{"pause":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "unsafe calls need the new credentials");
+
+    // Dropping TLS on reload cannot turn this listener into plain HTTP: TLS is kept.
+    let plain = ApiSettings::from_config(&RestApi::default(), &Default::default()).unwrap();
+    assert!(updater.replace(plain).is_some());
+    assert_eq!(trusts_new.get(&url).send().await.unwrap().status(), 200);
     let _ = stop.send(());
 }
