@@ -221,6 +221,37 @@ pub enum CtlCommand {
         #[arg(short = 'f', long = "format", default_value = "pretty")]
         format: OutputFormat,
     },
+    /// Run SQL on the leader (default), a member with a role, or a named member
+    /// (patronictl `query`; `-c` is the configuration file here, so the SQL goes in
+    /// `--command`).
+    Query {
+        #[command(flatten)]
+        conn: Conn,
+        cluster_name: Option<String>,
+        #[arg(short = 'r', long)]
+        role: Option<RoleFilter>,
+        #[arg(short = 'm', long)]
+        member: Option<String>,
+        /// The SQL to run.
+        #[arg(long = "command", conflicts_with = "file")]
+        command: Option<String>,
+        /// Read the SQL from this file.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        #[arg(short = 'U', long)]
+        username: Option<String>,
+        /// Ask for the password on standard input.
+        #[arg(long)]
+        password: bool,
+        #[arg(short = 'd', long)]
+        dbname: Option<String>,
+        /// tsv (default), pretty, json or yaml.
+        #[arg(long = "format", default_value = "tsv")]
+        format: OutputFormat,
+        /// Column separator for tsv.
+        #[arg(long)]
+        delimiter: Option<String>,
+    },
     /// A libpq connection string for the leader, a member, or a role.
     Dsn {
         #[command(flatten)]
@@ -516,6 +547,44 @@ pub async fn run(command: CtlCommand) -> Result<i32> {
         } => {
             let ctl = conn.open_scope(cluster_name.as_deref())?;
             print!("{}", pgherd_ctl::misc::history(&ctl, format).await?);
+            Ok(0)
+        }
+        CtlCommand::Query {
+            conn,
+            cluster_name,
+            role,
+            member,
+            command,
+            file,
+            username,
+            password,
+            dbname,
+            format,
+            delimiter,
+        } => {
+            let sql = match (command, file) {
+                (Some(sql), _) => sql,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+                (None, None) => anyhow::bail!("You need to specify either --command or --file"),
+            };
+            let password = if password {
+                Some(pgherd_ctl::console::prompt("Password", None)?)
+            } else {
+                None
+            };
+            let ctl = conn.open_scope(cluster_name.as_deref())?;
+            let request = pgherd_ctl::query::QueryRequest {
+                member,
+                role,
+                sql,
+                username,
+                password,
+                dbname,
+                format,
+                delimiter,
+            };
+            print!("{}", pgherd_ctl::query::query(&ctl, &request).await?);
             Ok(0)
         }
         CtlCommand::Dsn {

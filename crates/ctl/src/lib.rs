@@ -10,6 +10,7 @@ pub mod console;
 pub mod list;
 pub mod members;
 pub mod misc;
+pub mod query;
 pub mod rest;
 pub mod switchover;
 pub mod table;

@@ -41,7 +41,7 @@ impl std::str::FromStr for RoleFilter {
 }
 
 impl RoleFilter {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             RoleFilter::Leader => "leader",
             RoleFilter::Primary => "primary",
