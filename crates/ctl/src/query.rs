@@ -157,10 +157,8 @@ fn collect(messages: Vec<SimpleQueryMessage>) -> Rows {
                         .collect(),
                 );
             }
-            SimpleQueryMessage::CommandComplete(_) => {
-                if !current.columns.is_empty() {
-                    last = std::mem::take(&mut current);
-                }
+            SimpleQueryMessage::CommandComplete(_) if !current.columns.is_empty() => {
+                last = std::mem::take(&mut current);
             }
             _ => {}
         }
