@@ -62,6 +62,7 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
             .as_ref()
             .and_then(|s| s.wal_receiver.as_ref())
             .is_some_and(|w| w.status == "streaming");
+        pg.streaming = streaming && pg.in_recovery;
         let now = tokio::time::Instant::now();
         let stuck_since = if streaming || !pg.in_recovery {
             a.not_streaming_since = None;

@@ -18,8 +18,13 @@ pub struct Engine {
     /// When this node first saw the leader key free (reset while there is a leader); bounds
     /// how long the election waits for members whose PostgreSQL is still starting.
     leaderless_since: Option<Millis>,
-    /// A leader was seen since the agent started: the cluster is not starting up as a whole.
+    /// A live leader was seen since the agent started (we held the lock, streamed from the
+    /// leader, or saw the leader rewrite its member key): the cluster is not starting up as a
+    /// whole. A leader key alone does not count: after a whole-cluster crash it outlives its
+    /// holder by up to one ttl.
     seen_leader: bool,
+    /// The leader's member key revision at the last cycle, to see it being rewritten.
+    leader_member_index: Option<(String, i64)>,
 }
 
 impl Engine {
@@ -70,7 +75,14 @@ impl Engine {
         self.paused = cluster.is_paused();
         if cluster.leader.is_some() {
             self.leaderless_since = None;
-            self.seen_leader = true;
+            let mine = cluster.leader_name() == Some(s.name.as_str());
+            let member = cluster.leader_member().map(|m| (m.name.clone(), m.index));
+            let rewritten = matches!(
+                (&self.leader_member_index, &member),
+                (Some((before, at)), Some((now, index))) if before == now && index > at
+            );
+            self.seen_leader |= mine || pg.streaming || rewritten;
+            self.leader_member_index = member;
         } else {
             self.leaderless_since.get_or_insert(obs.now);
         }

@@ -84,6 +84,8 @@ pub struct LocalPg {
     pub timeline: u64,
     /// The member named in our `primary_conninfo`, if any (`Some("")`: standby without upstream).
     pub following: Option<String>,
+    /// A standby whose WAL receiver is streaming from its upstream.
+    pub streaming: bool,
     /// Stopped, with a leader present: our timeline diverged from the leader's (rewind needed).
     /// `None` when unknown or not checked.
     pub diverged: Option<bool>,
@@ -115,6 +117,7 @@ impl LocalPg {
             wal_position: 0,
             timeline: 0,
             following: None,
+            streaming: false,
             diverged: None,
             replication: Vec::new(),
             sync_standby_names: Vec::new(),

@@ -51,6 +51,7 @@ fn replica(wal: u64, following: &str) -> LocalPg {
         wal_position: wal,
         timeline: 1,
         following: Some(following.into()),
+        streaming: !following.is_empty(),
         diverged: None,
         replication: Vec::new(),
         sync_standby_names: Vec::new(),
@@ -253,12 +254,38 @@ fn member_still_starting_holds_back_the_race_for_one_ttl() {
     assert!(d.actions.is_empty());
     assert!(d.reason.contains("is ahead of mine"), "{}", d.reason);
 
-    // After a leader's loss (a leader was seen), a starting member does not hold back the
-    // race: it is the failed primary restarting, or a replica.
+    // After a live leader's loss (we streamed from it), a starting member does not hold
+    // back the race: it is the failed primary restarting, or a replica.
     let mut engine = Engine::new();
     let led = cluster(Some("n1"), &[]);
     let following = replica(1000, "n1");
     engine.step(&obs(&s, Some(&led), &following, &[]));
+    let d = engine.step(&obs(&s, Some(&c), &pg, &peers_starting("n1")));
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::AcquireLock),
+        "{}",
+        d.reason
+    );
+
+    // A leader key left over from a whole-cluster crash (nothing streams from it) is not a
+    // live leader: once it expires, the start-up wait applies.
+    let mut engine = Engine::new();
+    let mut not_streaming = replica(1000, "n1");
+    not_streaming.streaming = false;
+    engine.step(&obs(&s, Some(&led), &not_streaming, &[]));
+    let d = engine.step(&obs(&s, Some(&c), &pg, &peers_starting("n1")));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.reason.contains("n1 is still starting"), "{}", d.reason);
+
+    // ... unless the leader was seen rewriting its member key (it was alive then).
+    let mut engine = Engine::new();
+    let mut rewritten = led.clone();
+    if let Some(m) = rewritten.members.get_mut("n1") {
+        m.index += 1;
+    }
+    engine.step(&obs(&s, Some(&led), &not_streaming, &[]));
+    engine.step(&obs(&s, Some(&rewritten), &not_streaming, &[]));
     let d = engine.step(&obs(&s, Some(&c), &pg, &peers_starting("n1")));
     assert_eq!(
         d.actions.first(),

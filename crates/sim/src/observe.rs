@@ -70,6 +70,7 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         }
         // A standby that streams is on the leader's history; one that has not been able to
         // stream for a while is checked for divergence.
+        local.streaming = receiving && local.in_recovery;
         let stuck_since = if receiving || !local.in_recovery {
             a.not_streaming_since = None;
             now
