@@ -45,6 +45,7 @@ pub fn bind(
     socket.set_reuseaddr(true).map_err(fail)?;
     if let ListenFor::Clients(keepalive) = purpose {
         socket.set_nodelay(true).map_err(fail)?;
+        defer_accept(&socket).map_err(fail)?;
         if let Some(k) = keepalive {
             socket2::SockRef::from(&socket)
                 .set_tcp_keepalive(&session::keepalive_params(k))
@@ -53,6 +54,32 @@ pub fn bind(
     }
     socket.bind(addr).map_err(fail)?;
     socket.listen(4096).map_err(fail)
+}
+
+/// How long the kernel holds a connection whose client has not spoken yet before handing it
+/// over anyway.
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// `TCP_DEFER_ACCEPT`: PostgreSQL clients speak first, so `accept` returns once the
+/// client's first bytes are there, which spares every session a wake-up to wait for them.
+fn defer_accept(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = DEFER_ACCEPT_SECS;
+    // SAFETY: a valid socket descriptor and a c_int option value of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Accepts clients for ever, one task per session.
@@ -83,6 +110,21 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn silent_clients_are_still_accepted() {
+        let l = bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "test".into(),
+            ListenFor::Clients(None),
+        )
+        .unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Held by the kernel until the defer period ends, then handed over.
+        let accepted = tokio::time::timeout(Duration::from_secs(10), l.accept()).await;
+        assert!(matches!(accepted, Ok(Ok(_))), "{accepted:?}");
+    }
+
+    #[tokio::test]
     async fn accepted_sockets_inherit_nodelay_and_keepalive() {
         let k = Keepalive {
             idle: Duration::from_secs(33),
@@ -96,7 +138,15 @@ mod tests {
         )
         .unwrap();
         let addr = l.local_addr().unwrap();
-        let (_c, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        // The client speaks first, as PostgreSQL clients do (TCP_DEFER_ACCEPT waits for it).
+        let client = async {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut c, b"x")
+                .await
+                .unwrap();
+            c
+        };
+        let (_c, accepted) = tokio::join!(client, l.accept());
         let (s, _) = accepted.unwrap();
         assert!(s.nodelay().unwrap());
         let sock = socket2::SockRef::from(&s);

@@ -2,7 +2,9 @@
 //! (holding while none is routable), connect, then hand both sockets to the data path.
 //!
 //! The server connection is opened only once the client has sent its first bytes (PostgreSQL
-//! clients always speak first), so idle clients cost no server connection. The client's
+//! clients always speak first), so idle clients cost no server connection. The listening
+//! socket defers `accept` until those bytes arrive (`TCP_DEFER_ACCEPT`, 1 s; a silent client
+//! is handed over when it expires). The client's
 //! opening messages are kept until the server accepted them ([`crate::opening`]), so a refused
 //! connection or a `57P03` answer (server shutting down during a switchover) moves the client
 //! to the next routable server instead of failing it: nothing was executed there.
