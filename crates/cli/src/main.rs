@@ -58,10 +58,22 @@ fn init_logging() {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The proxy's worker count is part of its configuration: read it before the runtime.
+    let cli = match cli.command {
+        Command::Proxy { config } => match pgherd_proxy::prepare(&config) {
+            Ok(prepared) => {
+                builder.worker_threads(prepared.config.threads);
+                Run::Proxy(Box::new(prepared))
+            }
+            Err(e) => {
+                eprintln!("pgherd: {e}");
+                std::process::exit(1);
+            }
+        },
+        command => Run::Command(command),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgherd: cannot start the async runtime: {e}");
@@ -80,8 +92,22 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> Result<i32> {
-    match cli.command {
+/// What `main` runs once the runtime exists.
+enum Run {
+    Command(Command),
+    Proxy(Box<pgherd_proxy::Prepared>),
+}
+
+async fn run(cli: Run) -> Result<i32> {
+    let command = match cli {
+        Run::Proxy(prepared) => {
+            init_logging();
+            pgherd_proxy::run(*prepared).await?;
+            return Ok(0);
+        }
+        Run::Command(command) => command,
+    };
+    match command {
         Command::Agent { config } => {
             init_logging();
             pgherd_agent::run(config.as_deref()).await?;
@@ -96,11 +122,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 .context("pgherd demo")?;
             Ok(0)
         }
-        Command::Proxy { config } => {
-            init_logging();
-            pgherd_proxy::run(&config).await?;
-            Ok(0)
-        }
+        // `main` prepares the proxy before the runtime exists and never passes it here.
+        Command::Proxy { .. } => anyhow::bail!("the proxy must be prepared before the runtime"),
     }
 }
 

@@ -141,6 +141,8 @@ pub struct ProxyConfig {
     pub maxconn: usize,
     /// Bytes buffered per direction of an active session.
     pub buffer_size: usize,
+    /// Worker threads of the proxy's runtime (HAProxy's `nbthread`).
+    pub threads: usize,
     pub timeouts: Timeouts,
     pub keepalive: Option<Keepalive>,
     pub health: HealthConfig,
@@ -154,6 +156,9 @@ pub const DEFAULT_MAXCONN: usize = 20_000;
 pub const DEFAULT_MAXQUEUE: usize = 10_000;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BUFFER: usize = 16 * 1024;
+/// One thread: a proxy usually shares its cores with PostgreSQL and the clients, and one
+/// event loop then wakes fewer threads per message than several (measured: `bench/proxy`).
+pub const DEFAULT_THREADS: usize = 1;
 
 /// Reads one mapping, remembering its key path and which keys were read.
 struct Section<'a> {
@@ -393,6 +398,9 @@ impl ProxyConfig {
         let hold_timeout = root
             .duration("hold_timeout")?
             .unwrap_or(DEFAULT_HOLD_TIMEOUT);
+        let threads = root
+            .count("threads", 1)?
+            .map_or(DEFAULT_THREADS, |n| n as usize);
         let default_maxconn = root.count("listener_maxconn", 1)?.map(|n| n as usize);
         let default_maxqueue = root
             .count("maxqueue", 0)?
@@ -611,6 +619,7 @@ impl ProxyConfig {
             namespace: namespace.to_string(),
             maxconn,
             buffer_size,
+            threads,
             timeouts,
             keepalive,
             health,
@@ -678,13 +687,14 @@ mod tests {
         assert!(c.keepalive.is_some());
         assert!(c.registration.enabled);
         assert_eq!(c.stats.as_ref().unwrap().bind.port(), 7000);
+        assert_eq!(c.threads, DEFAULT_THREADS);
         assert_eq!(c.lag_limits(), vec![Some(16 << 20)]);
     }
 
     #[test]
     fn every_knob_parses() {
         let c = parse(json!({
-            "name": "px1", "maxconn": 500, "buffer_size": "32kB", "hold_timeout": "5s",
+            "name": "px1", "maxconn": 500, "buffer_size": "32kB", "hold_timeout": "5s", "threads": 2,
             "listener_maxconn": 100, "maxqueue": 7, "queue_timeout": "2s",
             "timeouts": {"connect": "500ms", "client_idle": "10m", "server_idle": 0},
             "tcp_keepalive": {"idle": "30s", "interval": "5s", "count": 3},
@@ -700,6 +710,7 @@ mod tests {
         assert_eq!(c.name, "px1");
         assert_eq!(c.maxconn, 500);
         assert_eq!(c.buffer_size, 32 * 1024);
+        assert_eq!(c.threads, 2);
         assert_eq!(c.timeouts.connect, Duration::from_millis(500));
         assert_eq!(c.timeouts.client_idle, Some(Duration::from_secs(600)));
         assert_eq!(c.timeouts.server_idle, None);
@@ -754,6 +765,9 @@ mod tests {
         assert!(parse(v)
             .unwrap_err()
             .contains("proxy.listeners[1].bind: 127.0.0.1:5000 is already used"));
+        let mut v = minimal();
+        v["threads"] = json!(0);
+        assert!(parse(v).unwrap_err().contains("proxy.threads: expected"));
         let mut v = minimal();
         v["listeners"][0]["accept_proxy"] = json!("v2");
         assert!(parse(v)

@@ -29,6 +29,7 @@
 //!   maxqueue: 10000                # default clients waiting for a maxconn slot
 //!   queue_timeout: 30s
 //!   buffer_size: 16kB              # per direction of an active session
+//!   threads: 1                     # worker threads (HAProxy's nbthread); raise on a dedicated host
 //!   timeouts: {connect: 3s, client_idle: 0, server_idle: 0}   # 0 = no limit
 //!   tcp_keepalive: {idle: 60s, interval: 10s, count: 6}       # or false
 //!   health_check: {interval: 1s, fast_interval: 50ms, timeout: 1s, rise: 2, fall: 3}
@@ -145,13 +146,29 @@ impl Running {
     }
 }
 
-/// `pgherd proxy <CONFIG>`: runs until SIGINT or SIGTERM.
-pub async fn run(path: &Path) -> Result<(), ProxyError> {
+/// A proxy configuration read and checked, before any runtime or socket exists (the
+/// runtime's worker count comes from it).
+pub struct Prepared {
+    loaded: pgherd_config::Loaded,
+    pub config: ProxyConfig,
+}
+
+/// Reads and checks `pgherd proxy <CONFIG>`'s file.
+pub fn prepare(path: &Path) -> Result<Prepared, ProxyError> {
     let loaded = pgherd_config::load_from_process_env(Some(path))?;
+    let config = ProxyConfig::from_config(&loaded.config, &loaded.source)?;
+    Ok(Prepared { loaded, config })
+}
+
+/// `pgherd proxy <CONFIG>`: runs until SIGINT or SIGTERM.
+pub async fn run(prepared: Prepared) -> Result<(), ProxyError> {
+    let Prepared {
+        loaded,
+        config: cfg,
+    } = prepared;
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    let cfg = ProxyConfig::from_config(&loaded.config, &loaded.source)?;
     let dcs = pgherd_dcs::open(
         &loaded.config,
         &cfg.scope,
