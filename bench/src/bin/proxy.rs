@@ -7,7 +7,7 @@
 //! ratios.
 //!
 //! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
-//! (SECONDS per pgbench run, default 6; ROUNDS of six runs, default 5; about five minutes).
+//! (SECONDS per pgbench run, default 6; ROUNDS of six runs, default 6; about six minutes).
 //!
 //! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
 //! target the bench prints the median of the per-round ratios: pgherd and HAProxy run back to
@@ -30,7 +30,9 @@ const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const CLIENTS: &str = "16";
 const IDLE_CLIENTS: usize = 10_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
+/// Pause before each pgbench run (see the order of the runs below).
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// A child process stopped by PID on drop.
 struct Guard(Option<Child>);
@@ -154,8 +156,10 @@ fn main() -> Result<()> {
         ])
         .arg(direct.to_string())
         .arg("postgres"))?;
-    // Rounds rotate the order of the targets, so that a noisy neighbour or a warming cache
-    // does not favour one of them; the medians are reported.
+    // The order alternates between rounds (direct, pgherd, haproxy, then the reverse), so
+    // pgherd and HAProxy each run first as often as second: a run leaves exiting backends
+    // and TIME_WAIT sockets behind that would otherwise favour whichever always runs later.
+    // Each run starts after a short settle pause for the same reason.
     let targets = [
         ("direct", direct),
         ("pgherd", px_primary),
@@ -165,7 +169,9 @@ fn main() -> Result<()> {
     for round in 0..rounds {
         for (mode, extra) in [("select", &[][..]), ("select_connect", &["-C"][..])] {
             for k in 0..targets.len() {
-                let (target, port) = targets[(k + round) % targets.len()];
+                let k = if round % 2 == 0 { k } else { targets.len() - 1 - k };
+                let (target, port) = targets[k];
+                std::thread::sleep(SETTLE);
                 let (tps, lat) = pgbench(port, seconds, extra)?;
                 eprintln!("round {round} {mode} {target}: {tps:.0} tps, {lat:.3} ms");
                 samples.push((round, mode, target, tps, lat));
