@@ -169,7 +169,11 @@ fn main() -> Result<()> {
     for round in 0..rounds {
         for (mode, extra) in [("select", &[][..]), ("select_connect", &["-C"][..])] {
             for k in 0..targets.len() {
-                let k = if round % 2 == 0 { k } else { targets.len() - 1 - k };
+                let k = if round % 2 == 0 {
+                    k
+                } else {
+                    targets.len() - 1 - k
+                };
                 let (target, port) = targets[k];
                 std::thread::sleep(SETTLE);
                 let (tps, lat) = pgbench(port, seconds, extra)?;
