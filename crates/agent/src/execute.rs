@@ -224,34 +224,24 @@ async fn one(
 /// decides how it comes back (follow, rewind) with the leader it then sees.
 async fn demote(a: &mut Agent, mode: DemoteMode) -> Result<bool> {
     let timeout = a.pg.options().pg_ctl_timeout;
-    match mode {
-        DemoteMode::Graceful => {
-            if let Err(e) = a.pg.checkpoint().await {
-                warn!("checkpoint before switchover failed: {e:#}");
-            }
-            a.pg.stop(StopMode::Fast, timeout).await?;
-            a.dcs.delete_leader().await?;
-            a.set_lock_confirmed(None);
+    if mode == DemoteMode::Graceful {
+        if let Err(e) = a.pg.checkpoint().await {
+            warn!("checkpoint before switchover failed: {e:#}");
         }
-        DemoteMode::Immediate => {
-            a.pg.stop(StopMode::Immediate, timeout).await?;
-            a.dcs.delete_leader().await?;
-            a.set_lock_confirmed(None);
-        }
-        DemoteMode::ImmediateNoLock => {
-            a.pg.stop(StopMode::Immediate, timeout).await?;
-            a.set_lock_confirmed(None);
-        }
-        DemoteMode::StandbyForRewind => {
-            a.pg.stop(StopMode::Fast, timeout).await?;
-            a.set_lock_confirmed(None);
-        }
-        DemoteMode::Offline => {
-            a.pg.stop(StopMode::Fast, timeout).await?;
-            a.set_lock_confirmed(None);
-            let ctx = a.task_context();
-            spawn(a, AsyncAction::Start, ctx.start(None, Some(String::new())));
-        }
+    }
+    let stop = if mode.fast_stop() {
+        StopMode::Fast
+    } else {
+        StopMode::Immediate
+    };
+    a.pg.stop(stop, timeout).await?;
+    if mode.releases_lock() {
+        a.dcs.delete_leader().await?;
+    }
+    a.set_lock_confirmed(None);
+    if mode == DemoteMode::Offline {
+        let ctx = a.task_context();
+        spawn(a, AsyncAction::Start, ctx.start(None, Some(String::new())));
     }
     a.was_running = false;
     a.role = Role::Demoted;

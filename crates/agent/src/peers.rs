@@ -53,7 +53,9 @@ pub fn parse_status(body: &Value) -> PeerReply {
     };
     PeerReply {
         running: body["state"] == "running",
-        starting: body["state"] == "starting" || body["state"] == "restarting",
+        starting: body["state"]
+            .as_str()
+            .is_some_and(PeerReply::is_starting_state),
         is_primary: location.is_some(),
         wal_position: location.or(match (received, replayed) {
             (Some(a), Some(b)) => Some(a.max(b)),

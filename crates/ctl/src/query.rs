@@ -47,11 +47,10 @@ pub async fn query(ctl: &Ctl, req: &QueryRequest) -> Result<String> {
         (None, None) => RoleFilter::Leader,
     };
     let cluster = ctl.cluster().await?;
-    let candidates: Vec<_> = members_with_role(&cluster, role)
+    let found = members_with_role(&cluster, role)
         .into_iter()
-        .filter(|m| req.member.as_deref().is_none_or(|name| m.name == name))
-        .collect();
-    let Some(member) = candidates.first() else {
+        .find(|m| req.member.as_deref().is_none_or(|name| m.name == name));
+    let Some(member) = found else {
         bail!(match &req.member {
             Some(name) => format!("No connection to member {name} is available"),
             None => format!("No connection to role={} is available", role.name()),

@@ -26,6 +26,21 @@ pub enum DemoteMode {
     StandbyForRewind,
 }
 
+impl DemoteMode {
+    /// PostgreSQL stops with a fast shutdown (else immediate).
+    pub fn fast_stop(self) -> bool {
+        matches!(
+            self,
+            DemoteMode::Graceful | DemoteMode::Offline | DemoteMode::StandbyForRewind
+        )
+    }
+
+    /// We hold the leader key and delete it once PostgreSQL is down.
+    pub fn releases_lock(self) -> bool {
+        matches!(self, DemoteMode::Graceful | DemoteMode::Immediate)
+    }
+}
+
 /// One step for the agent. Actions in a [`Decision`] run in order; if one fails (an error, or
 /// a lock operation answering "no"), the rest are skipped and the agent runs a new cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,20 +73,19 @@ impl Engine {
             return Decision::idle("DCS is not accessible");
         };
         self.paused = cluster.is_paused();
+        let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
         if cluster.leader.is_some() {
             self.leaderless_since = None;
-            let mine = cluster.leader_name() == Some(s.name.as_str());
             let member = cluster.leader_member().map(|m| (m.name.clone(), m.index));
             let rewritten = matches!(
                 (&self.leader_member_index, &member),
                 (Some((before, at)), Some((now, index))) if before == now && index > at
             );
-            self.seen_leader |= mine || pg.streaming || rewritten;
+            self.seen_leader |= i_am_leader || pg.streaming || rewritten;
             self.leader_member_index = member;
         } else {
             self.leaderless_since.get_or_insert(obs.now);
         }
-        let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
 
         if let Some(action) = obs.in_progress {
             if i_am_leader {

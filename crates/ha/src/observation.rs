@@ -140,13 +140,21 @@ pub struct PeerProbe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReply {
     pub running: bool,
-    /// Its PostgreSQL is starting (or restarting): its WAL position is not known yet.
+    /// Its PostgreSQL is starting (or restarting): its WAL position is not known yet. See
+    /// [`PeerReply::is_starting_state`].
     pub starting: bool,
     pub is_primary: bool,
     pub wal_position: Option<u64>,
     pub timeline: Option<u64>,
     pub nofailover: bool,
     pub failover_priority: i64,
+}
+
+impl PeerReply {
+    /// The member `state`s (`GET /patroni`) of a PostgreSQL that is coming up.
+    pub fn is_starting_state(state: &str) -> bool {
+        matches!(state, "starting" | "restarting")
+    }
 }
 
 /// A long-running operation the agent is executing in the background.

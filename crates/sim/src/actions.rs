@@ -384,33 +384,29 @@ fn demote(w: &mut World, n: usize, mode: DemoteMode) -> Step {
     }
     match sub {
         0 => {
-            let stop = match mode {
-                DemoteMode::Graceful | DemoteMode::Offline | DemoteMode::StandbyForRewind => {
-                    StopMode::Fast
-                }
-                DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
+            let stop = if mode.fast_stop() {
+                StopMode::Fast
+            } else {
+                StopMode::Immediate
             };
             match w.stop_pg(n, stop) {
                 Some(exit) => wait_until(w, n, exit),
                 None => demote(w, n, mode),
             }
         }
-        1 => match mode {
-            DemoteMode::Graceful | DemoteMode::Immediate => wait_call(w, n, DcsOp::DeleteLeader),
-            DemoteMode::ImmediateNoLock | DemoteMode::StandbyForRewind => demoted(w, n, mode),
-            DemoteMode::Offline => {
-                agent::set_lock_confirmed(w, n, None);
-                spawn(
-                    w,
-                    n,
-                    AsyncAction::Start,
-                    Plan::Start {
-                        upstream: Some(String::new()),
-                    },
-                );
-                demoted(w, n, mode)
-            }
-        },
+        1 if mode.releases_lock() => wait_call(w, n, DcsOp::DeleteLeader),
+        1 if mode == DemoteMode::Offline => {
+            agent::set_lock_confirmed(w, n, None);
+            spawn(
+                w,
+                n,
+                AsyncAction::Start,
+                Plan::Start {
+                    upstream: Some(String::new()),
+                },
+            );
+            demoted(w, n, mode)
+        }
         _ => demoted(w, n, mode),
     }
 }
