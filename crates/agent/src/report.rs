@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn state_string(a: &Agent, pg: &LocalPg) -> String {
-    if pg.running {
-        return if pg.queryable { "running" } else { "starting" }.to_string();
-    }
+    // A clone or bootstrap starts PostgreSQL before it is done: the member is not `running`
+    // (and takes no restart) until the task has finished, as in Patroni.
     match a.task.as_ref().map(|t| t.kind) {
         Some(AsyncAction::Bootstrap) => "initializing new cluster",
         Some(AsyncAction::Clone | AsyncAction::Reinitialize) => "creating replica",
-        Some(AsyncAction::Start | AsyncAction::Restart) => "starting",
+        _ if pg.running && pg.queryable => "running",
+        _ if pg.running => "starting",
+        Some(AsyncAction::Start | AsyncAction::Restart | AsyncAction::Promote) => "starting",
         Some(AsyncAction::Stop) => "stopping",
         Some(AsyncAction::Rewind) => "stopped",
-        Some(AsyncAction::Promote) => "starting",
         None if a.crashed => "crashed",
         None => "stopped",
     }

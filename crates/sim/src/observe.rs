@@ -5,7 +5,9 @@ use crate::agent::Agent;
 use crate::pg::Control;
 use crate::world::World;
 use pgherd_dcs::{Cluster, MemberData, Role};
-use pgherd_ha::{parse_standby_names, AsyncAction, DataDir, LocalPg, LocalWal, StandbyLink};
+use pgherd_ha::{
+    parse_standby_names, AsyncAction, DataDir, LocalPg, LocalWal, PeerReply, StandbyLink,
+};
 
 /// The `synchronous_standby_names` the agent writes into postgresql.conf (agent.rs
 /// `parameters`): its managed value in synchronous mode, else nothing (= asynchronous).
@@ -137,12 +139,11 @@ fn wal_receiver_streaming(w: &World, n: usize) -> bool {
 }
 
 fn state_string(a: &Agent, pg: &LocalPg) -> &'static str {
-    if pg.running {
-        return if pg.queryable { "running" } else { "starting" };
-    }
     match a.task.as_ref().map(|t| t.kind) {
         Some(AsyncAction::Bootstrap) => "initializing new cluster",
         Some(AsyncAction::Clone | AsyncAction::Reinitialize) => "creating replica",
+        _ if pg.running && pg.queryable => "running",
+        _ if pg.running => "starting",
         Some(AsyncAction::Start | AsyncAction::Restart | AsyncAction::Promote) => "starting",
         Some(AsyncAction::Stop) => "stopping",
         Some(AsyncAction::Rewind) => "stopped",
@@ -204,7 +205,7 @@ pub(crate) fn member_data(
 pub(crate) fn publish_snapshot(a: &mut Agent, pg: &LocalPg) {
     let state = state_string(a, pg);
     let running = state == "running";
-    a.snapshot.starting = state == "starting" || state == "restarting";
+    a.snapshot.starting = PeerReply::is_starting_state(state);
     let (is_primary, wal, tl) = match a.pg_state {
         Some((in_recovery, wal, tl)) => (!in_recovery, Some(wal), Some(tl)),
         None => (false, None, None),
