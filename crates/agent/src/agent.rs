@@ -109,7 +109,7 @@ impl Agent {
         }
         let local = observe::local_pg(self, cluster.as_deref()).await;
         let peers = match &cluster {
-            Some(c) if c.leader.is_none() && local.running && !self.settings.nofailover => {
+            Some(c) if pgherd_ha::wants_peer_probes(c, &self.settings, &local) => {
                 crate::peers::probe_all(&self.http, c, &self.name).await
             }
             _ => Vec::new(),

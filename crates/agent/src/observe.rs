@@ -86,6 +86,7 @@ pub async fn local_pg(a: &mut Agent, cluster: Option<&Cluster>) -> LocalPg {
             if let Ok(cd) = a.pg.controldata().await {
                 pg.timeline = cd.timeline;
                 pg.wal_position = cd.checkpoint_lsn.max(cd.min_recovery_lsn);
+                pg.stopped_cleanly_as_primary = cd.state == ClusterState::ShutDown;
                 let wal = LocalWal::Stopped {
                     checkpoint: cd.checkpoint_lsn,
                     min_recovery: cd.min_recovery_lsn,

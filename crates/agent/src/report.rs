@@ -2,7 +2,7 @@
 
 use crate::agent::Agent;
 use chrono::DateTime;
-use pgherd_api::{ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
+use pgherd_api::{ClusterView, LivePostgres, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
 use pgherd_dcs::{Cluster, MemberData, Role};
 use pgherd_ha::{AsyncAction, LocalPg};
 use std::sync::Arc;
@@ -54,6 +54,14 @@ pub fn member_data(a: &mut Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> Me
         tags: a.cfg.effective_tags(),
         pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
         pause: cluster.is_some_and(Cluster::is_paused),
+        replication_state: (pg.queryable && pg.in_recovery).then(|| {
+            if pg.streaming {
+                pgherd_dcs::REPLICATION_STREAMING
+            } else {
+                pgherd_dcs::REPLICATION_NOT_STREAMING
+            }
+            .to_string()
+        }),
         scheduled_restart: a.scheduled_restart.as_ref().map(|r| {
             let started = a
                 .pg_state
@@ -144,17 +152,37 @@ pub fn postgres_status(s: &pgherd_postgres::PgState) -> PostgresStatus {
                 sync_priority: r.sync_priority,
             })
             .collect(),
+        replication_state: s.in_recovery.then(|| {
+            let streaming = s
+                .wal_receiver
+                .as_ref()
+                .is_some_and(|w| w.status == "streaming");
+            if streaming {
+                pgherd_dcs::REPLICATION_STREAMING
+            } else {
+                pgherd_dcs::REPLICATION_NOT_STREAMING
+            }
+            .to_string()
+        }),
     }
 }
 
-/// `GET /patroni` queries PostgreSQL at request time (see `pgherd_api::LiveStatus`).
+/// The REST API looks at PostgreSQL at request time (see `pgherd_api::LiveStatus`): a pid
+/// check, then the status query.
 pub struct LiveStatus(pub std::sync::Arc<pgherd_postgres::Postgres>);
 
 impl pgherd_api::LiveStatus for LiveStatus {
     fn status(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<PostgresStatus>> + Send + '_>>
-    {
-        Box::pin(async move { self.0.query_state().await.ok().map(|s| postgres_status(&s)) })
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LivePostgres> + Send + '_>> {
+        Box::pin(async move {
+            if self.0.is_running().is_none() {
+                return LivePostgres::Down;
+            }
+            match self.0.query_state().await {
+                Ok(s) => LivePostgres::Answered(postgres_status(&s)),
+                Err(_) => LivePostgres::NoAnswer,
+            }
+        })
     }
 }

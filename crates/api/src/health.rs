@@ -168,8 +168,18 @@ fn leader_codes(
         None => false,
     };
     let noloadbalance = snap.tags.get("noloadbalance").is_some_and(truthy);
-    let replica =
-        code(!noloadbalance && !lagging && body.role == "replica" && body.state == "running");
+    // A replica that is not streaming serves reads that may be arbitrarily old (cut off from
+    // its upstream, or on a timeline the leader does not have): not a replica to route to.
+    let not_streaming = body
+        .replication_state
+        .is_some_and(|s| s != pgherd_dcs::REPLICATION_STREAMING);
+    let replica = code(
+        !noloadbalance
+            && !lagging
+            && !not_streaming
+            && body.role == "replica"
+            && body.state == "running",
+    );
 
     let role = body.role;
     if cluster.is_none() && snap.paused {
@@ -190,9 +200,11 @@ fn leader_codes(
                 replica: DOWN,
             }
         } else {
+            // Patroni answers 200 here on the lock alone, also while its PostgreSQL is down or
+            // restarting; a load balancer must not send writes to a dead server.
             LeaderCodes {
                 leader: OK,
-                primary: OK,
+                primary: code(body.state == "running" && matches!(role, "master" | "primary")),
                 standby_leader: DOWN,
                 replica,
             }

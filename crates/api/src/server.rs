@@ -66,16 +66,57 @@ impl SettingsUpdater {
     }
 }
 
-/// A fresh status query for `GET /patroni`. Peers compare WAL positions through this
-/// endpoint during an election; the agent's snapshot can be up to one loop_wait old, and a
-/// stale position could get a lagging replica promoted. Patroni queries per request too.
+/// PostgreSQL's state at the moment of a request. Peers compare WAL positions through
+/// `GET /patroni` during an election, and load balancers poll the health endpoints; the
+/// agent's snapshot can be up to one loop_wait old, so a stale position could get a lagging
+/// replica promoted and a dead server could be reported up. Patroni queries per request too.
 pub trait LiveStatus: Send + Sync {
-    fn status(&self)
-        -> std::pin::Pin<Box<dyn Future<Output = Option<PostgresStatus>> + Send + '_>>;
+    fn status(&self) -> std::pin::Pin<Box<dyn Future<Output = LivePostgres> + Send + '_>>;
 }
 
-/// How long `GET /patroni` waits for the live query before answering from the snapshot.
+/// One live look at PostgreSQL.
+#[derive(Debug, Clone)]
+pub enum LivePostgres {
+    /// It answered the status query.
+    Answered(PostgresStatus),
+    /// No postmaster is running.
+    Down,
+    /// A postmaster runs but did not answer (starting, shutting down, overloaded).
+    NoAnswer,
+}
+
+/// How long a request waits for the live query; past it PostgreSQL counts as not answering.
 const LIVE_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The snapshot with PostgreSQL's state replaced by a live look, when the agent offers one.
+async fn live_snapshot(ctx: &ApiContext) -> Arc<NodeSnapshot> {
+    let snap = Arc::clone(&ctx.snapshot.borrow());
+    let Some(live) = &ctx.live else {
+        return snap;
+    };
+    // Only where the agent itself believes PostgreSQL is up: a member that is stopped,
+    // bootstrapping or cloning reports what its agent says.
+    if snap.postgres.is_none() && snap.state != "running" {
+        return snap;
+    }
+    let answer = tokio::time::timeout(LIVE_STATUS_TIMEOUT, live.status())
+        .await
+        .unwrap_or(LivePostgres::NoAnswer);
+    let mut fresh = (*snap).clone();
+    match answer {
+        LivePostgres::Answered(status) => {
+            fresh.postgres = Some(status);
+            fresh.state = "running".into();
+        }
+        LivePostgres::Down => {
+            fresh.postgres = None;
+            fresh.state = "stopped".into();
+        }
+        // Reported as `unknown` (Patroni's word for a running server that does not answer).
+        LivePostgres::NoAnswer => fresh.postgres = None,
+    }
+    Arc::new(fresh)
+}
 
 impl ApiContext {
     /// An open API over plain HTTP without a command channel.
@@ -102,7 +143,7 @@ impl ApiContext {
         SettingsUpdater(self.settings_tx.clone())
     }
 
-    /// `GET /patroni` reports PostgreSQL's status queried at request time.
+    /// `GET /patroni` and the health endpoints report PostgreSQL's state at request time.
     pub fn with_live_status(mut self, live: Arc<dyn LiveStatus>) -> ApiContext {
         self.live = Some(live);
         self
@@ -163,8 +204,7 @@ async fn dispatch(State(ctx): State<ApiContext>, request: Request) -> Response {
         Route::Manage(endpoint) => crate::manage::handle(&ctx, endpoint, request).await,
         Route::Get(endpoint) => get(&ctx, endpoint).await,
         Route::Health(check) => {
-            // Clone the Arc so the watch channel's lock is not held while we build the answer.
-            let snap = Arc::clone(&ctx.snapshot.borrow());
+            let snap = live_snapshot(&ctx).await;
             let now = Instant::now();
             let body = StatusBody::build(&snap, now);
             let code = health::evaluate(check, &HealthQuery::parse(uri.query()), &body, &snap, now);
@@ -208,19 +248,7 @@ async fn get(ctx: &ApiContext, endpoint: GetEndpoint) -> Response {
     let now = Instant::now();
     let result = match endpoint {
         GetEndpoint::Patroni => {
-            let snap = match &ctx.live {
-                Some(live) if snap.postgres.is_some() => {
-                    match tokio::time::timeout(LIVE_STATUS_TIMEOUT, live.status()).await {
-                        Ok(Some(fresh)) => {
-                            let mut s = (*snap).clone();
-                            s.postgres = Some(fresh);
-                            Arc::new(s)
-                        }
-                        _ => snap,
-                    }
-                }
-                _ => snap,
-            };
+            let snap = live_snapshot(ctx).await;
             Ok(json_response(
                 StatusCode::OK,
                 &StatusBody::build(&snap, now),

@@ -1,6 +1,7 @@
 //! What the agent publishes for the API: one immutable [`NodeSnapshot`] per change, sent over a
-//! `tokio::sync::watch` channel. Health checks read only this, so a request costs no DCS or
-//! PostgreSQL I/O however often HAProxy polls.
+//! `tokio::sync::watch` channel. Requests read it for everything the HA loop knows (the lock,
+//! the cluster view, tags); PostgreSQL's own state is queried per request when the agent
+//! provides a [`crate::LiveStatus`], so no answer is staler than the request.
 
 use chrono::{DateTime, FixedOffset};
 use pgherd_dcs::{Cluster, Role};
@@ -80,6 +81,9 @@ pub struct PostgresStatus {
     pub xlog: Xlog,
     /// One row per walsender (`pg_stat_replication`).
     pub replication: Vec<ReplicationRow>,
+    /// A replica's WAL receiver: `streaming`, or `in archive recovery` when it is not
+    /// streaming (later Patroni's field and values); `None` on a primary.
+    pub replication_state: Option<String>,
 }
 
 /// WAL positions (LSNs as byte offsets from `0/0`).

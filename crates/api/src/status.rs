@@ -27,6 +27,8 @@ pub(crate) struct StatusBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Option<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<&'a [ReplicationRow]>,
     #[serde(skip_serializing_if = "is_false")]
     pub cluster_unlocked: bool,
@@ -92,6 +94,7 @@ impl<'a> StatusBody<'a> {
             xlog: None,
             sync_standby: false,
             timeline: None,
+            replication_state: None,
             replication: None,
             cluster_unlocked: cluster.is_none_or(|c| c.leader.is_none()),
             failsafe_mode_is_active: snap.failsafe_mode_is_active,
@@ -120,6 +123,7 @@ impl<'a> StatusBody<'a> {
         body.postmaster_start_time = Some(python_str(&pg.postmaster_start_time));
         body.server_version = Some(pg.server_version);
         body.timeline = Some(pg.timeline);
+        body.replication_state = pg.replication_state.as_deref();
         body.replication = Some(pg.replication.as_slice()).filter(|r| !r.is_empty());
         match &pg.xlog {
             Xlog::Primary { location } => {

@@ -197,26 +197,8 @@ fn error_of(body: &str) -> String {
         .unwrap_or_else(|| panic!("not a JSON refusal: {body}"))
 }
 
-/// The value of `<base>/<key>` in etcd.
-fn dcs_get(c: &TestCluster, key: &str) -> Option<String> {
-    let full = format!("/service/{}/{key}", c.options.scope);
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &c.etcd.client_url(),
-            "get",
-            "--print-value-only",
-            &full,
-        ])
-        .output()
-        .expect("etcdctl (Debian package etcd-client)");
-    let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-    (!text.is_empty()).then_some(text)
-}
-
 fn dcs_json(c: &TestCluster, key: &str) -> Option<Value> {
-    dcs_get(c, key).and_then(|v| serde_json::from_str(&v).ok())
+    c.dcs_value(key).and_then(|v| serde_json::from_str(&v).ok())
 }
 
 fn index_of(c: &TestCluster, name: &str) -> usize {
@@ -421,7 +403,7 @@ fn bad_requests_and_missing_credentials_change_nothing() {
     });
     let leader = healthy(&c, 2);
     let leader_name = c.members[leader].name.clone();
-    let config_before = dcs_get(&c, "config").unwrap();
+    let config_before = c.dcs_value("config").unwrap();
     let port = c.members[leader].api_port;
     // admin:s3cret
     let auth = ("Authorization", "Basic YWRtaW46czNjcmV0");
@@ -560,7 +542,7 @@ fn bad_requests_and_missing_credentials_change_nothing() {
 
     // Nothing changed: same leader, same config, no request pending.
     assert_eq!(c.leader_index(), Some(leader));
-    assert_eq!(dcs_get(&c, "config").unwrap(), config_before);
+    assert_eq!(c.dcs_value("config").unwrap(), config_before);
     assert!(dcs_json(&c, "failover").is_none_or(|f| f == serde_json::json!({})));
 
     // The CLI sends the configured credentials; client-side checks refuse early.
@@ -719,12 +701,12 @@ fn pause_blocks_failover_until_a_manual_failover() {
             "the dead leader's key to expire",
             Duration::from_secs(40),
             Duration::from_millis(200),
-            || dcs_get(&c, "leader").is_none().then_some(()),
+            || c.dcs_value("leader").is_none().then_some(()),
         ),
     );
     let replicas: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let nobody_promoted = holds_for(Duration::from_secs(5), || {
-        dcs_get(&c, "leader").is_none()
+        c.dcs_value("leader").is_none()
             && replicas
                 .iter()
                 .all(|&r| c.sql(r, "select pg_is_in_recovery()").ok().as_deref() == Some("t"))
@@ -1247,14 +1229,14 @@ fn tls_rest_api_and_remove() {
         "{}",
         out.stderr
     );
-    assert!(dcs_get(&c, "initialize").is_some());
-    let answers = match dcs_get(&c, "leader") {
+    assert!(c.dcs_value("initialize").is_some());
+    let answers = match c.dcs_value("leader") {
         Some(l) => format!("ctl-tls\nYes I am aware\n{l}\n"),
         None => "ctl-tls\nYes I am aware\n".to_string(),
     };
     run_with(PGHERD, &c, 0, &["remove", "ctl-tls"], Some(&answers)).ok();
-    assert_eq!(dcs_get(&c, "initialize"), None);
-    assert_eq!(dcs_get(&c, "config"), None);
+    assert_eq!(c.dcs_value("initialize"), None);
+    assert_eq!(c.dcs_value("config"), None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1352,7 +1334,7 @@ fn patronictl_drives_a_pgherd_cluster() {
     .ok();
     assert!(out.contains("Configuration changed"), "{out}");
     assert!(
-        dcs_get(&c, "config").unwrap().contains(": "),
+        c.dcs_value("config").unwrap().contains(": "),
         "patronictl writes spaced JSON"
     );
     for i in 0..3 {

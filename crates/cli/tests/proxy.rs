@@ -2,17 +2,16 @@
 //! `pgherd proxy <file>` runs as a child process on free loopback ports, like an operator would
 //! run it. Each test reads like the runbook it verifies. Run serially (`--test-threads=1`).
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pgherd_testkit::cluster::{http_request, ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
-use pgherd_testkit::ports::free_ports;
+use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
@@ -40,139 +39,9 @@ fn dump_logs(c: &TestCluster) {
     }
 }
 
-/// A `pgherd proxy` child process, stopped by PID (SIGTERM, then SIGKILL) on drop.
-struct Proxy {
-    child: Option<Child>,
-    log: PathBuf,
-    primary: u16,
-    replicas: u16,
-    stats: u16,
-    /// Optional extra listeners: primary role with maxconn 1 and maxqueue 1, and primary role
-    /// behind a load balancer (`accept_proxy`).
-    limited: Option<u16>,
-    behind_lb: Option<u16>,
-}
-
-impl Proxy {
-    fn start(c: &TestCluster, name: &str, limited: bool) -> Proxy {
-        let ports = free_ports(5).expect("free ports");
-        let etcd = c.etcd.client_url();
-        let etcd = etcd.trim_start_matches("http://");
-        let mut yaml = format!(
-            r#"scope: {scope}
-namespace: /service/
-etcd3:
-  hosts: {etcd}
-proxy:
-  name: {name}
-  hold_timeout: 40s
-  health_check:
-    interval: 500ms
-    fall: 2
-    rise: 1
-  registration:
-    ttl: 6s
-  listeners:
-    - name: primary
-      bind: 127.0.0.1:{p}
-      role: primary
-    - name: replicas
-      bind: 127.0.0.1:{r}
-      role: replica
-      balance: roundrobin
-      max_lag: 1MB
-"#,
-            scope = c.options.scope,
-            p = ports[0],
-            r = ports[1],
-        );
-        if limited {
-            yaml.push_str(&format!(
-                "    - name: limited\n      bind: 127.0.0.1:{}\n      role: primary\n      maxconn: 1\n      maxqueue: 1\n      queue_timeout: 30s\n    - name: behind_lb\n      bind: 127.0.0.1:{}\n      role: primary\n      accept_proxy: true\n",
-                ports[3], ports[4]
-            ));
-        }
-        yaml.push_str(&format!(
-            "  stats:\n    bind: 127.0.0.1:{}\n    refresh: 1s\n    admin:\n      username: admin\n      password: adm-pass\n",
-            ports[2]
-        ));
-        let file = c.root.join(format!("{name}.yml"));
-        std::fs::write(&file, yaml).expect("proxy config");
-        let log = c.root.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("proxy log");
-        let child = Command::new(PGHERD)
-            .arg("proxy")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn pgherd proxy");
-        let p = Proxy {
-            child: Some(child),
-            log,
-            primary: ports[0],
-            replicas: ports[1],
-            stats: ports[2],
-            limited: limited.then_some(ports[3]),
-            behind_lb: limited.then_some(ports[4]),
-        };
-        p.wait_for("the stats page", |s| s["proxy"]["discovered"] == true);
-        p
-    }
-
-    fn stats(&self) -> Option<Value> {
-        let (code, body) = http_request(self.stats, "GET", "/stats.json", None).ok()?;
-        (code == 200).then(|| serde_json::from_str(&body).ok())?
-    }
-
-    fn wait_for(&self, what: &str, mut ok: impl FnMut(&Value) -> bool) -> Value {
-        let r = poll(
-            what,
-            Duration::from_secs(60),
-            Duration::from_millis(20),
-            || self.stats().filter(|s| ok(s)),
-        );
-        match r {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("--- proxy log ---\n{}", self.log_tail(60));
-                eprintln!("--- stats ---\n{:#}", self.stats().unwrap_or_default());
-                panic!("{e}");
-            }
-        }
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let exited = poll(
-            "proxy exit",
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || child.try_wait().ok().flatten(),
-        );
-        if exited.is_err() {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
-        }
-    }
+/// `pgherd proxy` for the cluster (the extra listeners on demand).
+fn start_proxy(c: &TestCluster, name: &str, extra_listeners: bool) -> ProxyProcess {
+    ProxyProcess::start(Path::new(PGHERD), c, name, extra_listeners).expect("pgherd proxy")
 }
 
 /// psql through a proxy port; `connect_timeout` long enough to sit out a hold.
@@ -285,8 +154,8 @@ fn chromium() -> Option<&'static str> {
 fn splits_reads_and_writes_and_shows_every_server() {
     let (c, leader) = cluster("pxsplit");
     let replicas: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let px = Proxy::start(&c, "px-a", true);
-    let px2 = Proxy::start(&c, "px-b", false);
+    let px = start_proxy(&c, "px-a", true);
+    let px2 = start_proxy(&c, "px-b", false);
     for p in [&px, &px2] {
         p.wait_for("primary routed and both replicas up", |s| {
             up_count(s, "primary") == 1 && up_count(s, "replicas") == 2
@@ -490,7 +359,7 @@ fn admin_post(port: u16, path: &str) -> (u16, String) {
 
 /// Renders the stats page in headless Chromium: the DOM must list every server, and the
 /// screenshot is kept under artifacts/ for people to look at.
-fn screenshot_stats_page(c: &TestCluster, px: &Proxy) {
+fn screenshot_stats_page(c: &TestCluster, px: &ProxyProcess) {
     let Some(browser) = chromium() else {
         eprintln!("\n!!!!! SKIPPED the Chromium check of the stats page: chromium is not installed (apt-get install chromium) !!!!!\n");
         return;
@@ -545,7 +414,7 @@ fn screenshot_stats_page(c: &TestCluster, px: &Proxy) {
 #[test]
 fn follows_switchover_and_leader_kill_without_restart() {
     let (mut c, leader) = cluster("pxfail");
-    let px = Proxy::start(&c, "px-f", false);
+    let px = start_proxy(&c, "px-f", false);
     px.wait_for("primary routed", |s| up_count(s, "primary") == 1);
     psql(px.primary, "create table t(id serial primary key, v text)").unwrap();
 

@@ -101,7 +101,13 @@ pub fn member_rows(cluster: &Cluster) -> Vec<MemberRow> {
                 member: m.name.clone(),
                 host,
                 role,
-                state: m.data.state.clone(),
+                // A running replica shows whether it streams, as later patronictl does.
+                state: match m.data.replication_state.as_deref() {
+                    Some(replication) if !is_leader && m.data.is_running() => {
+                        replication.to_string()
+                    }
+                    _ => m.data.state.clone(),
+                },
                 timeline: m.data.timeline,
                 lag_mb,
                 pending_restart: m.data.pending_restart,
@@ -414,6 +420,21 @@ mod tests {
             .map(|l| l.split('|').nth(1).unwrap().trim_end())
             .collect();
         assert_eq!(names, vec![" node1", " + node2", "   + node0"]);
+    }
+
+    #[test]
+    fn a_replica_that_does_not_stream_says_so() {
+        let mut c = cluster();
+        for (name, state) in [("node0", "in archive recovery"), ("node2", "streaming")] {
+            let mut m = c.members[name].clone();
+            m.data.replication_state = Some(state.into());
+            c.members.insert(name.into(), m);
+        }
+        let out = render("batman", &c, OutputFormat::Json, false);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["State"], "in archive recovery");
+        assert_eq!(v[1]["State"], "running");
+        assert_eq!(v[2]["State"], "streaming");
     }
 
     #[test]

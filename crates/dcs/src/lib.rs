@@ -17,7 +17,8 @@ pub use error::DcsError;
 pub use keys::{slot_name_for_member, KeyLayout};
 pub use open::open;
 pub use values::{
-    history_from_json, history_to_json, Failover, HistoryEntry, MemberData, Role, Status, SyncState,
+    history_from_json, history_to_json, Failover, HistoryEntry, MemberData, Role, Status,
+    SyncState, REPLICATION_NOT_STREAMING, REPLICATION_STREAMING,
 };
 
 use async_trait::async_trait;

@@ -73,6 +73,10 @@ pub struct MemberData {
     pub checkpoint_after_promote: Option<bool>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub pause: bool,
+    /// A running standby's WAL receiver: `streaming`, or `in archive recovery` when it is not
+    /// streaming (the field and values of later Patroni releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_state: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -158,7 +162,20 @@ impl MemberData {
     pub fn is_running(&self) -> bool {
         self.state == "running"
     }
+
+    /// A standby that says its WAL receiver is not streaming. Members that do not report it
+    /// (Patroni before 3.0.4) are assumed to stream.
+    pub fn not_streaming(&self) -> bool {
+        self.replication_state
+            .as_deref()
+            .is_some_and(|s| s != REPLICATION_STREAMING)
+    }
 }
+
+/// `replication_state` of a standby whose WAL receiver streams.
+pub const REPLICATION_STREAMING: &str = "streaming";
+/// `replication_state` of a standby that is not streaming (Patroni's wording).
+pub const REPLICATION_NOT_STREAMING: &str = "in archive recovery";
 
 /// Splits `scheme://[user@]host:port/...` into host and port.
 pub(crate) fn host_port_of_url(url: &str, default_port: u16) -> Option<(String, u16)> {

@@ -36,9 +36,21 @@ pub enum Candidate {
     Behind(String),
 }
 
-/// Decides whether this node should race for the leader key. `wait_for_starting`: a member
-/// whose PostgreSQL is still starting holds back the race (its WAL position is unknown).
-pub fn evaluate(obs: &Observation<'_>, wait_for_starting: bool) -> Candidate {
+/// How a race is run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaceRules {
+    /// A member whose PostgreSQL is still starting holds back the race (its WAL position is
+    /// unknown).
+    pub wait_for_starting: bool,
+    /// Members left out of the comparison (a manual request's former leader, or its unfit
+    /// candidate).
+    pub excluded: Vec<String>,
+    /// Skip `maximum_lag_on_failover` (a manual failover: the operator asked for the change).
+    pub ignore_lag: bool,
+}
+
+/// Decides whether this node should race for the leader key.
+pub fn evaluate(obs: &Observation<'_>, rules: &RaceRules) -> Candidate {
     let s = obs.settings;
     let pg = obs.pg;
     if s.nofailover {
@@ -60,7 +72,7 @@ pub fn evaluate(obs: &Observation<'_>, wait_for_starting: bool) -> Candidate {
     };
     if let Some(optime) = cluster.optime() {
         let lag = optime.saturating_sub(pg.wal_position);
-        if pg.in_recovery && lag > s.maximum_lag_on_failover {
+        if pg.in_recovery && !rules.ignore_lag && lag > s.maximum_lag_on_failover {
             return Candidate::Ineligible(format!(
                 "my WAL position lags {lag} B behind the last leader position, more than maximum_lag_on_failover {} B",
                 s.maximum_lag_on_failover
@@ -100,7 +112,7 @@ pub fn evaluate(obs: &Observation<'_>, wait_for_starting: bool) -> Candidate {
     };
     let mut rivals = 0;
     for PeerProbe { name, reply } in obs.peers {
-        if *name == s.name {
+        if *name == s.name || rules.excluded.contains(name) {
             continue;
         }
         let Some(reply) = reply else { continue };
@@ -110,7 +122,7 @@ pub fn evaluate(obs: &Observation<'_>, wait_for_starting: bool) -> Candidate {
             Some((Some(leader), standbys)) => leader == name || standbys.contains(name),
             _ => true,
         };
-        if reply.starting && !reply.nofailover && comparable && wait_for_starting {
+        if reply.starting && !reply.nofailover && comparable && rules.wait_for_starting {
             return Candidate::Behind(format!(
                 "{name} is still starting PostgreSQL; waiting for its WAL position"
             ));

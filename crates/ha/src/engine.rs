@@ -1,8 +1,9 @@
 //! One HA cycle: observation in, decision out (compat §4.2–§4.14).
 
 use crate::action::{Action, Decision, DemoteMode, StartRole};
-use crate::election::{self, Candidate};
-use crate::observation::{DataDir, Millis, Observation};
+use crate::election::{self, Candidate, RaceRules};
+use crate::manual::{self, Race};
+use crate::observation::{DataDir, LocalPg, Millis, Observation, Settings};
 use pgherd_dcs::Cluster;
 
 /// The engine's memory between cycles. Only facts the observation cannot give back
@@ -25,6 +26,12 @@ pub struct Engine {
     seen_leader: bool,
     /// The leader's member key revision at the last cycle, to see it being rewritten.
     leader_member_index: Option<(String, i64)>,
+    /// Since when we, the former leader named in a switchover request, wait for another
+    /// member to take the free lock (bounded by one ttl).
+    handover_since: Option<Millis>,
+    /// The switchover request (key index) whose candidate we, the leader, wait to see
+    /// streaming from us, and since when (bounded by one ttl).
+    switchover_wait: Option<(i64, Millis)>,
 }
 
 impl Engine {
@@ -74,6 +81,9 @@ impl Engine {
         };
         self.paused = cluster.is_paused();
         let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
+        if cluster.leader.is_some() || !manual::names_former_leader(cluster, &s.name) {
+            self.handover_since = None;
+        }
         if cluster.leader.is_some() {
             self.leaderless_since = None;
             let member = cluster.leader_member().map(|m| (m.name.clone(), m.index));
@@ -284,6 +294,7 @@ impl Engine {
                     ),
                 }
             }
+            None if manual::names_former_leader(cluster, &s.name) => self.handover(obs, cluster),
             // No shortcut for a former primary: `status` and `history` may predate a promotion
             // whose node died before publishing, and the member and sync keys may say
             // otherwise. Start read-only and let the election (probes, lag, sync key) decide,
@@ -292,6 +303,56 @@ impl Engine {
                 vec![Action::StartPostgres(StartRole::Replica { upstream: None })],
                 "no leader: starting as a secondary to join the election",
             ),
+        }
+    }
+
+    /// We stopped for a switchover (the request names us as the leader) and nobody holds the
+    /// lock yet. PostgreSQL stays down until another member took over (then we follow it), so
+    /// we never accept a write on a timeline of our own. If no other member can take over, or
+    /// none did within one ttl, the switchover is abandoned: we take the lock back and, after a
+    /// clean shutdown as primary, start as the primary again on the same timeline. Clearing the
+    /// request by compare-and-set before starting proves that nobody promoted meanwhile (every
+    /// promotion clears it first).
+    fn handover(&mut self, obs: &Observation<'_>, cluster: &Cluster) -> Decision {
+        let s = obs.settings;
+        let pg = obs.pg;
+        let Some((_, index)) = manual::request(cluster) else {
+            return Decision::idle("no switchover request");
+        };
+        let since = *self.handover_since.get_or_insert(obs.now);
+        let why = match manual::race(obs, cluster) {
+            Race::Wait(why) if obs.now.saturating_sub(since) < s.ttl => {
+                return Decision::idle(format!("{why}; postgres stays stopped meanwhile"));
+            }
+            Race::Wait(_) => format!("nobody took over within ttl ({} ms)", s.ttl),
+            Race::FormerLeaderResumes(why) => why,
+            // The request names us as the leader, so `race` answers one of the two above
+            // unless we are also its candidate: a no-op request, dropped like Patroni does.
+            _ => "the request names me as the candidate too".to_string(),
+        };
+        if pg.stopped_cleanly_as_primary {
+            Decision::act(
+                vec![
+                    Action::AcquireLock,
+                    Action::ClearFailover { index },
+                    Action::StartPostgres(StartRole::Primary),
+                ],
+                format!(
+                    "switchover abandoned: {why}; resuming as the leader on timeline {} without a promotion",
+                    pg.timeline
+                ),
+            )
+        } else {
+            Decision::act(
+                vec![
+                    Action::AcquireLock,
+                    Action::ClearFailover { index },
+                    Action::StartPostgres(StartRole::Replica { upstream: None }),
+                ],
+                format!(
+                    "switchover abandoned: {why}; taking the leader lock back (postgres was not shut down cleanly as a primary: it starts read-only and is promoted)"
+                ),
+            )
         }
     }
 
@@ -312,7 +373,7 @@ impl Engine {
         }
         if pg.in_recovery {
             let mut actions = vec![Action::RenewLock];
-            actions.extend(promote_actions(obs, cluster));
+            actions.extend(promote_actions(obs, cluster, self.paused));
             return Decision::act(
                 actions,
                 "promoted self to leader because I had the session lock",
@@ -325,6 +386,12 @@ impl Engine {
             crate::sync::plan(obs, cluster, &mut self.sync_since)
         };
         actions.extend(sync_actions);
+        if self
+            .switchover_wait
+            .is_some_and(|(index, _)| manual::request(cluster).is_none_or(|(_, i)| i != index))
+        {
+            self.switchover_wait = None;
+        }
         if let Some(request) = cluster.failover.as_ref().filter(|f| f.value.is_present()) {
             let f = &request.value;
             let from_me = f.leader.as_deref().is_none_or(|l| l == s.name);
@@ -351,7 +418,7 @@ impl Engine {
                 }
             };
             if due && from_me && to_other && !self.paused {
-                match failover_target_for(obs, cluster, f.member.as_deref()) {
+                match switchover_target(obs, cluster, f.member.as_deref()) {
                     Some(target) => {
                         actions.push(Action::Demote(DemoteMode::Graceful));
                         return Decision::act(
@@ -360,6 +427,21 @@ impl Engine {
                         );
                     }
                     None => {
+                        // A candidate that just (re)connected shows as `catchup` for a moment:
+                        // give an otherwise eligible one up to one ttl to stream.
+                        let (index, since) =
+                            *self.switchover_wait.get_or_insert((request.index, obs.now));
+                        let waited = obs.now.saturating_sub(since);
+                        let eligible =
+                            failover_target_for(obs, cluster, f.member.as_deref()).next();
+                        if let Some(name) =
+                            eligible.filter(|_| index == request.index && waited < s.ttl)
+                        {
+                            return Decision::act(
+                                actions,
+                                format!("manual failover: waiting for {name} to stream from me before handing over"),
+                            );
+                        }
                         actions.push(Action::ClearFailover {
                             index: request.index,
                         });
@@ -428,7 +510,7 @@ impl Engine {
             }
             if manual_candidate.as_deref() == Some(s.name.as_str()) {
                 let mut actions = vec![Action::AcquireLock];
-                actions.extend(promote_actions(obs, cluster));
+                actions.extend(promote_actions(obs, cluster, self.paused));
                 return Decision::act(
                     actions,
                     "promoted self to leader by acquiring session lock (manual failover while paused)",
@@ -442,24 +524,34 @@ impl Engine {
                 "acquired session lock as a leader (postgres is running as primary)",
             );
         }
-        if let Some(candidate) = &manual_candidate {
-            if *candidate == s.name && !s.nofailover {
+        let mut rules = RaceRules::default();
+        match manual::race(obs, cluster) {
+            Race::Open => {}
+            Race::MeCandidate if !s.nofailover => {
                 let mut actions = vec![Action::AcquireLock];
-                actions.extend(promote_actions(obs, cluster));
+                actions.extend(promote_actions(obs, cluster, false));
                 return Decision::act(
                     actions,
                     "promoted self to leader by acquiring session lock (manual failover candidate)",
                 );
             }
-            let candidate_alive = obs
-                .peers
-                .iter()
-                .any(|p| p.name == *candidate && p.reply.as_ref().is_some_and(|r| r.running));
-            if candidate_alive {
-                return Decision::idle(format!(
-                    "manual failover in progress: waiting for {candidate} to take over"
-                ));
+            Race::MeCandidate => {
+                return Decision::idle("no leader, not racing: tagged nofailover");
             }
+            Race::Wait(why) => {
+                if !manual::names_former_leader(cluster, &s.name) {
+                    return Decision::idle(why);
+                }
+                let since = *self.handover_since.get_or_insert(obs.now);
+                if obs.now.saturating_sub(since) < s.ttl {
+                    return Decision::idle(why);
+                }
+            }
+            Race::Among { excluded } => {
+                rules.excluded = excluded;
+                rules.ignore_lag = true;
+            }
+            Race::FormerLeaderResumes(_) => {}
         }
         // Cluster start-up (no leader seen since we started): a member still starting
         // PostgreSQL, perhaps the former primary, may hold more WAL than us. Wait for its
@@ -467,14 +559,14 @@ impl Engine {
         // a starting member then is the failed primary itself (primary_start_timeout) or a
         // restarting replica.
         let since = self.leaderless_since.unwrap_or(obs.now);
-        let wait_for_starting = !self.seen_leader && obs.now.saturating_sub(since) < s.ttl;
-        match election::evaluate(obs, wait_for_starting) {
+        rules.wait_for_starting = !self.seen_leader && obs.now.saturating_sub(since) < s.ttl;
+        match election::evaluate(obs, &rules) {
             Candidate::Best { rivals } => {
                 let mut actions = vec![Action::AcquireLock];
                 if pg.is_primary() {
                     actions.push(Action::PublishLeaderState);
                 } else {
-                    actions.extend(promote_actions(obs, cluster));
+                    actions.extend(promote_actions(obs, cluster, self.paused));
                 }
                 Decision::act(
                     actions,
@@ -490,6 +582,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether the engine needs the other members' live status (`GET /patroni`) this cycle: only
+/// while the leader key is free, as a runner in the race or as the former leader of a
+/// switchover deciding whether anybody can take over.
+pub fn wants_peer_probes(cluster: &Cluster, settings: &Settings, pg: &LocalPg) -> bool {
+    cluster.leader.is_none()
+        && !settings.nofailover
+        && (pg.running || manual::names_former_leader(cluster, &settings.name))
 }
 
 enum Schedule {
@@ -515,11 +616,17 @@ fn schedule_state(at: &str, obs: &Observation<'_>) -> Schedule {
     }
 }
 
-/// Promotion, prepared for synchronous mode: first claim `sync` for ourselves with no
-/// standby and make commits wait for any standby (`*`), so nothing is acknowledged before a
-/// real synchronous standby is chosen by the leader cycle.
-fn promote_actions(obs: &Observation<'_>, cluster: &Cluster) -> Vec<Action> {
+/// Promotion. A standing switchover/failover request is cleared first (compare-and-set), so
+/// a former leader waiting on it knows from its own compare-and-set that nobody promoted (see
+/// `Engine::handover`); in pause the request stays, as in Patroni. In synchronous mode we
+/// first claim `sync` for ourselves with no standby and make commits wait for any standby
+/// (`*`), so nothing is acknowledged before a real synchronous standby is chosen by the
+/// leader cycle.
+fn promote_actions(obs: &Observation<'_>, cluster: &Cluster, paused: bool) -> Vec<Action> {
     let mut actions = Vec::new();
+    if let Some((_, index)) = manual::request(cluster).filter(|_| !paused) {
+        actions.push(Action::ClearFailover { index });
+    }
     if obs.settings.synchronous_mode {
         actions.push(Action::WriteSync {
             standbys: Vec::new(),
@@ -560,16 +667,34 @@ fn upstream_for(obs: &Observation<'_>, cluster: &Cluster, leader: &str) -> Strin
 
 /// A member that could take over from us (for crash-with-lock and primary_start_timeout).
 fn failover_target(obs: &Observation<'_>, cluster: &Cluster) -> Option<String> {
-    failover_target_for(obs, cluster, None)
+    failover_target_for(obs, cluster, None).next()
 }
 
-/// Eligible targets from the DCS member view: running, not us, not nofailover, within
-/// `maximum_lag_on_failover`, and in `sync` when synchronous mode is on.
-fn failover_target_for(
+/// A member to hand over to in a switchover: eligible, and streaming from us right now
+/// (`pg_stat_replication`), so that our clean shutdown reaches it before we stop: the fast
+/// shutdown waits until connected standbys have flushed everything, the shutdown checkpoint
+/// included, and only then is the lock released. (Patroni accepts any member within
+/// `maximum_lag_on_failover`; a lagging one would lose the tail of our WAL.)
+fn switchover_target(
     obs: &Observation<'_>,
     cluster: &Cluster,
     wanted: Option<&str>,
 ) -> Option<String> {
+    failover_target_for(obs, cluster, wanted).find(|name| {
+        obs.pg
+            .replication
+            .iter()
+            .any(|link| link.name == *name && link.streaming)
+    })
+}
+
+/// Eligible targets from the DCS member view: running, not us, not nofailover, within
+/// `maximum_lag_on_failover`, and in `sync` when synchronous mode is on.
+fn failover_target_for<'a>(
+    obs: &'a Observation<'_>,
+    cluster: &'a Cluster,
+    wanted: Option<&'a str>,
+) -> impl Iterator<Item = String> + 'a {
     let s = obs.settings;
     let optime = cluster.optime().unwrap_or(0).max(if obs.pg.is_primary() {
         obs.pg.wal_position
@@ -580,15 +705,14 @@ fn failover_target_for(
     cluster
         .members
         .values()
-        .filter(|m| m.name != s.name)
-        .filter(|m| wanted.is_none_or(|w| w == m.name))
+        .filter(move |m| m.name != s.name)
+        .filter(move |m| wanted.is_none_or(|w| w == m.name))
         .filter(|m| m.data.is_running() && !m.data.nofailover())
-        .filter(|m| {
+        .filter(move |m| {
             m.data
                 .xlog_location
                 .is_some_and(|x| optime.saturating_sub(x) <= s.maximum_lag_on_failover)
         })
-        .filter(|m| sync.is_none_or(|st| st.is_sync_standby(&m.name)))
+        .filter(move |m| sync.is_none_or(|st| st.is_sync_standby(&m.name)))
         .map(|m| m.name.clone())
-        .next()
 }

@@ -9,13 +9,14 @@
 mod action;
 mod election;
 mod engine;
+mod manual;
 mod observation;
 mod rejoin;
 mod sync;
 
 pub use action::{Action, Decision, DemoteMode, StartRole};
-pub use election::{Candidate, CandidateRank};
-pub use engine::Engine;
+pub use election::{Candidate, CandidateRank, RaceRules};
+pub use engine::{wants_peer_probes, Engine};
 pub use observation::{
     AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };

@@ -86,6 +86,9 @@ pub struct LocalPg {
     pub following: Option<String>,
     /// A standby whose WAL receiver is streaming from its upstream.
     pub streaming: bool,
+    /// Stopped, and `pg_control` says a primary shut down cleanly ("shut down"): starting it
+    /// as a primary continues its timeline with nothing lost or rewritten.
+    pub stopped_cleanly_as_primary: bool,
     /// Stopped, with a leader present: our timeline diverged from the leader's (rewind needed).
     /// `None` when unknown or not checked.
     pub diverged: Option<bool>,
@@ -118,6 +121,7 @@ impl LocalPg {
             timeline: 0,
             following: None,
             streaming: false,
+            stopped_cleanly_as_primary: false,
             diverged: None,
             replication: Vec::new(),
             sync_standby_names: Vec::new(),

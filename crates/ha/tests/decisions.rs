@@ -52,6 +52,7 @@ fn replica(wal: u64, following: &str) -> LocalPg {
         timeline: 1,
         following: Some(following.into()),
         streaming: !following.is_empty(),
+        stopped_cleanly_as_primary: false,
         diverged: None,
         replication: Vec::new(),
         sync_standby_names: Vec::new(),
@@ -452,7 +453,8 @@ fn switchover_request_demotes_leader_gracefully() {
         &[("failover", r#"{"leader":"n1","member":"n2"}"#)],
     );
     let s = Settings::for_member("n1");
-    let pg = primary(1000);
+    let mut pg = primary(1000);
+    pg.replication = vec![link("n2", false), link("n3", false)];
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
     assert_eq!(
         d.actions,
@@ -626,7 +628,8 @@ fn replica_past_the_fork_stops_to_rewind() {
 #[test]
 fn scheduled_switchover_waits_fires_and_expires() {
     let s = Settings::for_member("n1");
-    let pg = primary(1000);
+    let mut pg = primary(1000);
+    pg.replication = vec![link("n2", false)];
     // 1_900_000_000_000 ms = 2030-03-17T17:46:40Z
     let ahead = cluster(
         Some("n1"),
@@ -662,4 +665,205 @@ fn scheduled_switchover_waits_fires_and_expires() {
     );
     let d = Engine::new().step(&obs(&s, Some(&missed), &pg, &[]));
     assert_eq!(d.actions.last(), Some(&Action::ClearFailover { index: 1 }));
+}
+
+/// The former leader, stopped by its switchover demotion (a clean shutdown as primary).
+fn stopped_former_primary(wal: u64) -> LocalPg {
+    LocalPg {
+        wal_position: wal,
+        timeline: 1,
+        stopped_cleanly_as_primary: true,
+        ..LocalPg::stopped(DataDir::Initialized {
+            sysid: SYSID.into(),
+        })
+    }
+}
+
+fn unreachable(name: &str) -> PeerProbe {
+    PeerProbe {
+        name: name.into(),
+        reply: None,
+    }
+}
+
+#[test]
+fn former_leader_named_in_the_request_never_races_while_another_can_take_over() {
+    let s = Settings::for_member("n1");
+    let c = cluster(None, &[("failover", r#"{"leader":"n1"}"#)]);
+    let peers = [peer("n2", 1000, false), peer("n3", 900, false)];
+    // Stopped by the switchover: PostgreSQL stays down (no start as a standby to race from).
+    let stopped = stopped_former_primary(1100);
+    let d = Engine::new().step(&obs(&s, Some(&c), &stopped, &peers));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(
+        d.reason,
+        "switchover from me in progress: waiting for n2 to take over; postgres stays stopped meanwhile"
+    );
+    // Running (an agent restarted mid-switchover) and holding the most WAL: still no race.
+    let running = replica(1100, "");
+    let d = Engine::new().step(&obs(&s, Some(&c), &running, &peers));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.reason.contains("waiting for n2"), "{}", d.reason);
+}
+
+#[test]
+fn switchover_without_candidate_elects_among_the_other_members() {
+    let s = Settings::for_member("n2");
+    let c = cluster(None, &[("failover", r#"{"leader":"n1"}"#)]);
+    // The former leader is ahead (its shutdown checkpoint) and would win the tie on its name:
+    // it is left out of the comparison.
+    let peers = [peer("n1", 1100, false), peer("n3", 900, false)];
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::AcquireLock,
+            Action::ClearFailover { index: 1 },
+            Action::Promote,
+            Action::PublishLeaderState
+        ]
+    );
+    assert!(
+        d.reason.contains("healthiest of 2 candidates"),
+        "{}",
+        d.reason
+    );
+    // n3 is behind n2: it waits.
+    let s3 = Settings::for_member("n3");
+    let peers3 = [peer("n1", 1100, false), peer("n2", 1000, false)];
+    let pg3 = replica(900, "n1");
+    let d = Engine::new().step(&obs(&s3, Some(&c), &pg3, &peers3));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+}
+
+#[test]
+fn promotion_clears_a_standing_request_before_promoting() {
+    let s = Settings::for_member("n2");
+    let c = cluster(None, &[("failover", r#"{"leader":"n1","member":"n2"}"#)]);
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::AcquireLock,
+            Action::ClearFailover { index: 1 },
+            Action::Promote,
+            Action::PublishLeaderState
+        ]
+    );
+}
+
+#[test]
+fn abandoned_switchover_resumes_the_former_leader_on_its_timeline() {
+    let s = Settings::for_member("n1");
+    let c = cluster(None, &[("failover", r#"{"leader":"n1","member":"n2"}"#)]);
+    let mut stopped = peer("n3", 100, false);
+    if let Some(r) = stopped.reply.as_mut() {
+        r.running = false;
+    }
+    let peers = [unreachable("n2"), stopped];
+    let pg = stopped_former_primary(1100);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &peers));
+    // Lock first, then the request cleared by compare-and-set (nobody promoted meanwhile),
+    // then PostgreSQL started as the primary it was: no promotion, no new timeline.
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::AcquireLock,
+            Action::ClearFailover { index: 1 },
+            Action::StartPostgres(StartRole::Primary)
+        ]
+    );
+    assert!(
+        d.reason.starts_with("switchover abandoned: no other member can take over (n2: not reachable; n3: not running)"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.ends_with("on timeline 1 without a promotion"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn former_leader_takes_the_lock_back_when_nobody_took_over_within_ttl() {
+    let s = Settings::for_member("n1");
+    let c = cluster(None, &[("failover", r#"{"leader":"n1"}"#)]);
+    let peers = [peer("n2", 1000, false)];
+    let pg = stopped_former_primary(1100);
+    let mut engine = Engine::new();
+    let mut o = obs(&s, Some(&c), &pg, &peers);
+    assert!(engine.step(&o).actions.is_empty());
+    o.now += s.ttl - 1;
+    assert!(engine.step(&o).actions.is_empty());
+    o.now += 1;
+    let d = engine.step(&o);
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::StartPostgres(StartRole::Primary))
+    );
+    assert!(
+        d.reason.contains("nobody took over within ttl"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn former_leader_follows_the_new_leader_once_it_holds_the_lock() {
+    let s = Settings::for_member("n1");
+    let c = cluster(Some("n2"), &[]);
+    let pg = stopped_former_primary(1100);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::StartPostgres(StartRole::Replica {
+            upstream: Some("n2".into())
+        })]
+    );
+}
+
+#[test]
+fn leader_hands_over_only_to_a_member_streaming_from_it() {
+    // n2's member key says running and caught up, but it is not streaming from us: our clean
+    // shutdown would not reach it.
+    let c = cluster(
+        Some("n1"),
+        &[("failover", r#"{"leader":"n1","member":"n2"}"#)],
+    );
+    let s = Settings::for_member("n1");
+    let mut pg = primary(1000);
+    pg.replication = vec![link("n3", false)];
+    let mut engine = Engine::new();
+    let mut o = obs(&s, Some(&c), &pg, &[]);
+    // It may be catching up after a reconnect: the request waits, up to one ttl.
+    let d = engine.step(&o);
+    assert_eq!(
+        d.actions,
+        vec![Action::RenewLock, Action::PublishLeaderState]
+    );
+    assert_eq!(
+        d.reason,
+        "manual failover: waiting for n2 to stream from me before handing over"
+    );
+    o.now += s.ttl;
+    let d = engine.step(&o);
+    assert_eq!(d.actions.last(), Some(&Action::ClearFailover { index: 1 }));
+    assert_eq!(
+        d.reason,
+        "manual failover: no healthy candidate found; request cleared"
+    );
+    // Without a candidate, n3 (streaming) is chosen.
+    let c = cluster(Some("n1"), &[("failover", r#"{"leader":"n1"}"#)]);
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::Demote(DemoteMode::Graceful))
+    );
+    assert_eq!(
+        d.reason,
+        "manual failover: demoting myself, n3 will take over"
+    );
 }

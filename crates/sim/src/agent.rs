@@ -270,10 +270,9 @@ pub(crate) fn after_read(w: &mut World, n: usize, result: Option<DcsReply>) {
         }
     }
     let local = observe::observe(w, n, cluster.as_deref());
-    let nofailover = w.nodes[n].settings.nofailover;
     let probe = cluster
         .as_ref()
-        .is_some_and(|c| c.leader.is_none() && local.running && !nofailover);
+        .is_some_and(|c| pgherd_ha::wants_peer_probes(c, &w.nodes[n].settings, &local));
     let Some(cy) = cycle(w, n) else { return };
     cy.cluster = cluster;
     cy.local = local;

@@ -98,6 +98,7 @@ pub(crate) fn observe(w: &mut World, n: usize, cluster: Option<&Cluster>) -> Loc
         if pg.initialized() {
             local.timeline = pg.wal.timeline();
             local.wal_position = pg.wal.end;
+            local.stopped_cleanly_as_primary = pg.control == Control::ShutDown;
             // The model knows the true end of WAL: a clean former primary's ends with its
             // shutdown checkpoint, a standby's is where it replayed to.
             let end = local.wal_position;

@@ -288,6 +288,24 @@ impl TestCluster {
         psql(self.members[i].pg_port, sql)
     }
 
+    /// The value of `/service/<scope>/<key>` in etcd, read with `etcdctl`.
+    pub fn dcs_value(&self, key: &str) -> Option<String> {
+        let full = format!("/service/{}/{key}", self.options.scope);
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.etcd.client_url(),
+                "get",
+                "--print-value-only",
+                &full,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        (!text.is_empty()).then_some(text)
+    }
+
     /// Index of the member whose REST API says it is the leader (GET /leader = 200).
     pub fn leader_index(&self) -> Option<usize> {
         let leaders: Vec<usize> = (0..self.members.len())

@@ -4,4 +4,6 @@
 pub mod cluster;
 pub mod etcd;
 pub mod ports;
+pub mod proxy;
 pub mod wait;
+pub mod writer;

@@ -182,6 +182,7 @@ pub fn leader() -> NodeSnapshot {
             sync_state: "async".to_string(),
             sync_priority: 0,
         }],
+        replication_state: None,
     });
     s.leader_until = Some(Instant::now() + Duration::from_secs(30));
     s.cluster = fresh_view(patroni_cluster());
@@ -206,6 +207,7 @@ pub fn replica_named(name: &str, replayed: u64) -> NodeSnapshot {
             paused: false,
         },
         replication: Vec::new(),
+        replication_state: Some("streaming".to_string()),
     });
     s.cluster = fresh_view(patroni_cluster());
     s.dcs_last_seen = 1795435399;

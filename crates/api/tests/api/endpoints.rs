@@ -73,6 +73,7 @@ async fn patroni_body_on_replica() {
             },
             "sync_standby": true,
             "timeline": 1,
+            "replication_state": "streaming",
             "dcs_last_seen": 1795435399,
             "tags": {"zone": "a"},
             "database_system_identifier": "7711336143377005909",
@@ -418,28 +419,75 @@ async fn unsupported_management_calls() {
     );
 }
 
-/// A live status provider that reports a fixed, newer WAL position than the snapshot.
-struct Fresh(u64);
+/// A live status provider with a fixed answer.
+struct Live(pgherd_api::LivePostgres);
 
-impl pgherd_api::LiveStatus for Fresh {
+impl pgherd_api::LiveStatus for Live {
     fn status(
         &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<pgherd_api::PostgresStatus>> + Send + '_>,
-    > {
-        let mut status = leader().postgres.unwrap();
-        status.xlog = Xlog::Primary { location: self.0 };
-        Box::pin(async move { Some(status) })
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = pgherd_api::LivePostgres> + Send + '_>>
+    {
+        let answer = self.0.clone();
+        Box::pin(async move { answer })
     }
 }
 
+fn live(snapshot: NodeSnapshot, answer: pgherd_api::LivePostgres) -> pgherd_api::ApiContext {
+    let (_tx, ctx) = context(snapshot, FixedDcs::new(Some(patroni_cluster())));
+    ctx.with_live_status(std::sync::Arc::new(Live(answer)))
+}
+
 #[tokio::test]
-async fn patroni_reports_the_live_wal_position_not_the_snapshot() {
-    let (_tx, ctx) = context(leader(), FixedDcs::new(Some(patroni_cluster())));
-    let ctx = ctx.with_live_status(std::sync::Arc::new(Fresh(99_000_000)));
+async fn status_and_health_report_postgres_as_it_is_at_request_time() {
+    use pgherd_api::LivePostgres;
+    // A newer WAL position than the snapshot's: /patroni and the health checks both see it.
+    let mut status = leader().postgres.unwrap();
+    status.xlog = Xlog::Primary {
+        location: 99_000_000,
+    };
+    let ctx = live(leader(), LivePostgres::Answered(status));
     let reply = call_ctx(ctx.clone(), Method::GET, "/patroni").await;
     assert_eq!(reply.json()["xlog"]["location"], 99_000_000);
-    // Health checks keep answering from the snapshot (no query per HAProxy check).
     let reply = call_ctx(ctx, Method::GET, "/primary").await;
-    assert_eq!(reply.json()["xlog"]["location"], 67108960);
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(reply.json()["xlog"]["location"], 99_000_000);
+
+    // The postmaster died after the last HA cycle: down at once, not at the next cycle.
+    let ctx = live(leader(), LivePostgres::Down);
+    for path in ["/primary", "/leader", "/health", "/read-write"] {
+        let reply = call_ctx(ctx.clone(), Method::GET, path).await;
+        let expected = if path == "/leader" { 200 } else { 503 };
+        assert_eq!(reply.status.as_u16(), expected, "{path}");
+        assert_eq!(reply.json()["state"], "stopped", "{path}");
+    }
+    let ctx = live(replica_named("node1", LEADER_OPTIME), LivePostgres::Down);
+    let reply = call_ctx(ctx.clone(), Method::OPTIONS, "/replica").await;
+    assert_eq!(reply.status.as_u16(), 503);
+
+    // Running but not answering (shutting down): "unknown", not a replica to route to.
+    let ctx = live(
+        replica_named("node1", LEADER_OPTIME),
+        LivePostgres::NoAnswer,
+    );
+    let reply = call_ctx(ctx, Method::GET, "/replica").await;
+    assert_eq!(reply.status.as_u16(), 503);
+    assert_eq!(reply.json()["state"], "unknown");
+}
+
+#[tokio::test]
+async fn a_replica_that_is_not_streaming_is_not_a_replica_to_route_to() {
+    let mut s = replica_named("node1", LEADER_OPTIME);
+    let reply = call(&s, Method::GET, "/replica").await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert_eq!(reply.json()["replication_state"], "streaming");
+    if let Some(pg) = s.postgres.as_mut() {
+        pg.replication_state = Some("in archive recovery".to_string());
+    }
+    for path in ["/replica", "/read-only", "/async"] {
+        let reply = call(&s, Method::GET, path).await;
+        assert_eq!(reply.status.as_u16(), 503, "{path}");
+        assert_eq!(reply.json()["replication_state"], "in archive recovery");
+    }
+    // Still alive and running: only the routing checks refuse it.
+    assert_eq!(call(&s, Method::GET, "/health").await.status.as_u16(), 200);
 }
