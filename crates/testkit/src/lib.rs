@@ -3,5 +3,7 @@
 
 pub mod cluster;
 pub mod etcd;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod ports;
 pub mod wait;
