@@ -1,7 +1,8 @@
 //! The distributed configuration store (DCS) layer.
 //!
-//! Key layout and value formats are Patroni 3.0's (see `shared/reference/patroni-compat.md`
-//! §1–§2), so patronictl, confd templates and vip-manager read a pgherd cluster unchanged.
+//! Key layout and value formats are Patroni 3.0's (the key names under `/<namespace>/<scope>/`
+//! and their JSON values), so patronictl, confd templates and vip-manager read a pgherd cluster
+//! unchanged.
 //! Backends implement [`Dcs`]; the HA engine only ever sees the [`Cluster`] snapshot.
 
 mod cluster;

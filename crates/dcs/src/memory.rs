@@ -367,11 +367,7 @@ impl Dcs for MemoryDcs {
 
     async fn write_status(&self, value: &Status) -> Result<(), DcsError> {
         let key = self.layout.status();
-        let json = serde_json::to_string(value).map_err(|e| DcsError::Malformed {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        self.put("writing the status key", key, &json)
+        self.put("writing the status key", key, &value.to_json())
     }
 
     async fn set_history_value(&self, value: &str) -> Result<(), DcsError> {

@@ -205,6 +205,13 @@ pub struct Status {
     pub slots: BTreeMap<String, u64>,
 }
 
+impl Status {
+    /// Compact JSON, as Patroni writes it (a number and a map of numbers: cannot fail).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
 /// `failover` (§2.4). `{}` means "no request".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Failover {

@@ -1,10 +1,14 @@
 //! `EtcdDcs` against a real etcd (Debian's etcd-server) started per test on loopback.
 //! Every wait is a poll with a generous deadline: these run on small, busy CI machines.
+//! What the tests read and write behind the client's back goes through `etcdctl` (Debian's
+//! etcd-client package), an independent etcd v3 client.
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use base64::Engine as _;
 use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
 use pgherd_dcs::{Dcs, DcsError, KeyLayout, MemberData, Role, Status, SyncState};
-use pgherd_testkit::etcd::EtcdServer;
+use pgherd_testkit::etcd::{EtcdServer, EtcdTls};
+use pgherd_testkit::pki::Pki;
+use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -13,6 +17,8 @@ use tokio::time::{sleep, timeout};
 
 /// How long a subscriber may take to notice a change (a local watch takes milliseconds).
 const WAKE_BOUND: Duration = Duration::from_secs(3);
+/// How long one etcdctl run may take before it is killed.
+const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Env {
     etcd: EtcdServer,
@@ -20,8 +26,12 @@ struct Env {
 }
 
 fn start_etcd() -> Env {
+    start_etcd_with(&[])
+}
+
+fn start_etcd_with(args: &[&str]) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = EtcdServer::start(dir.path()).expect("start etcd");
+    let etcd = EtcdServer::start_with(dir.path(), args).expect("start etcd");
     Env { etcd, _dir: dir }
 }
 
@@ -37,8 +47,12 @@ fn settings(url: &str) -> EtcdSettings {
 }
 
 fn client(url: &str, name: Option<&str>, ttl_s: u64, retry_s: u64) -> EtcdDcs {
+    client_with(settings(url), name, ttl_s, retry_s)
+}
+
+fn client_with(settings: EtcdSettings, name: Option<&str>, ttl_s: u64, retry_s: u64) -> EtcdDcs {
     EtcdDcs::new(
-        settings(url),
+        settings,
         layout(),
         name.map(str::to_string),
         Duration::from_secs(ttl_s),
@@ -47,20 +61,78 @@ fn client(url: &str, name: Option<&str>, ttl_s: u64, retry_s: u64) -> EtcdDcs {
     .expect("EtcdDcs::new")
 }
 
-async fn raw(url: &str) -> Client {
-    Client::connect([url], None).await.expect("raw etcd client")
+/// Runs `etcdctl --endpoints=<url> <args>` and returns its standard output; the process is
+/// killed (by PID, when the future is dropped) if it outlives [`ETCDCTL_TIMEOUT`].
+async fn etcdctl(url: &str, args: &[&str]) -> String {
+    let mut command = tokio::process::Command::new("etcdctl");
+    command
+        .arg(format!("--endpoints={url}"))
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = timeout(ETCDCTL_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("etcdctl {args:?} did not finish within {ETCDCTL_TIMEOUT:?}"))
+        .expect("etcdctl (Debian package etcd-client)");
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn etcdctl_json(url: &str, args: &[&str]) -> Value {
+    let args = [args, &["-w", "json"]].concat();
+    let out = etcdctl(url, &args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?} printed {out}: {e}"))
+}
+
+/// A base64 `bytes` field of etcdctl's JSON, as text.
+fn text(v: &Value) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .expect("etcdctl prints base64");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An int64 field of etcdctl's JSON (absent: 0, as protobuf).
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
 }
 
 /// `(value, lease, mod_revision)` of a full key, read directly from etcd.
-async fn raw_get(c: &mut Client, key: &str) -> Option<(String, i64, i64)> {
-    let resp = c.get(key, None).await.expect("raw get");
-    resp.kvs().first().map(|kv| {
-        (
-            String::from_utf8_lossy(kv.value()).into_owned(),
-            kv.lease(),
-            kv.mod_revision(),
-        )
-    })
+async fn raw_get(url: &str, key: &str) -> Option<(String, i64, i64)> {
+    let resp = etcdctl_json(url, &["get", key]).await;
+    let kv = resp["kvs"].get(0)?;
+    Some((
+        text(&kv["value"]),
+        int(&kv["lease"]),
+        int(&kv["mod_revision"]),
+    ))
+}
+
+async fn raw_put(url: &str, key: &str, value: &str, lease: Option<i64>) {
+    let lease = lease.map(|l| format!("--lease={l:x}"));
+    let mut args = vec!["put", key, value];
+    args.extend(lease.as_deref());
+    etcdctl(url, &args).await;
+}
+
+async fn raw_delete(url: &str, key: &str) {
+    etcdctl(url, &["del", key]).await;
+}
+
+async fn lease_granted_ttl(url: &str, lease: i64) -> i64 {
+    let lease = format!("{lease:x}");
+    int(&etcdctl_json(url, &["lease", "timetolive", &lease]).await["granted-ttl"])
+}
+
+async fn lease_count(url: &str) -> usize {
+    let resp = etcdctl_json(url, &["lease", "list"]).await;
+    resp["leases"].as_array().map_or(0, Vec::len)
 }
 
 fn member(state: &str, port: u16) -> MemberData {
@@ -136,16 +208,14 @@ async fn exactly_one_client_wins_the_leader_race() {
     let cluster = loser.get_cluster().await.unwrap();
     let member_lease = cluster.members[winner].session;
     assert_ne!(member_lease, 0);
-    let mut etcd = raw(&url).await;
-    let (value, lease, _) = raw_get(&mut etcd, "/service/batman/leader").await.unwrap();
+    let (value, lease, _) = raw_get(&url, "/service/batman/leader").await.unwrap();
     assert_eq!(value, winner, "the leader key holds the bare member name");
     assert_eq!(
         lease, member_lease,
         "leader and member keys share the agent's lease"
     );
     assert_eq!(cluster.leader.as_ref().unwrap().session, lease);
-    let ttl = etcd.lease_time_to_live(lease, None).await.unwrap();
-    assert_eq!(ttl.granted_ttl(), 3);
+    assert_eq!(lease_granted_ttl(&url, lease).await, 3);
 
     // The loser keeps losing and cannot refresh or delete someone else's key.
     assert!(!loser.attempt_to_acquire_leader().await.unwrap());
@@ -165,8 +235,7 @@ async fn member_keys_are_compact_json_and_rewritten_only_on_change() {
     let data = member("running", 5432);
     a.touch_member(&data).await.unwrap();
 
-    let mut etcd = raw(&url).await;
-    let (value, lease, rev) = raw_get(&mut etcd, "/service/batman/members/node-a")
+    let (value, lease, rev) = raw_get(&url, "/service/batman/members/node-a")
         .await
         .unwrap();
     assert_eq!(
@@ -178,7 +247,7 @@ async fn member_keys_are_compact_json_and_rewritten_only_on_change() {
     // Same value and lease: no write (but the lease is kept alive).
     a.touch_member(&data).await.unwrap();
     assert_eq!(
-        raw_get(&mut etcd, "/service/batman/members/node-a")
+        raw_get(&url, "/service/batman/members/node-a")
             .await
             .unwrap()
             .2,
@@ -186,7 +255,7 @@ async fn member_keys_are_compact_json_and_rewritten_only_on_change() {
     );
 
     a.touch_member(&member("stopped", 5432)).await.unwrap();
-    let (value, _, rev2) = raw_get(&mut etcd, "/service/batman/members/node-a")
+    let (value, _, rev2) = raw_get(&url, "/service/batman/members/node-a")
         .await
         .unwrap();
     assert!(rev2 > rev);
@@ -194,12 +263,10 @@ async fn member_keys_are_compact_json_and_rewritten_only_on_change() {
 
     // Removed behind our back (patronictl remove): the next cycle's read notices, and the
     // following touch rewrites it.
-    etcd.delete("/service/batman/members/node-a", None)
-        .await
-        .unwrap();
+    raw_delete(&url, "/service/batman/members/node-a").await;
     a.get_cluster().await.unwrap();
     a.touch_member(&member("stopped", 5432)).await.unwrap();
-    assert!(raw_get(&mut etcd, "/service/batman/members/node-a")
+    assert!(raw_get(&url, "/service/batman/members/node-a")
         .await
         .is_some());
 }
@@ -293,14 +360,7 @@ async fn set_ttl_moves_the_leader_key_to_a_new_lease() {
     let new = c.leader.unwrap().session;
     assert_ne!(new, old);
     assert_eq!(c.members["node-a"].session, new);
-    let mut etcd = raw(&url).await;
-    assert_eq!(
-        etcd.lease_time_to_live(new, None)
-            .await
-            .unwrap()
-            .granted_ttl(),
-        5
-    );
+    assert_eq!(lease_granted_ttl(&url, new).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,12 +420,8 @@ async fn cas_writes_fail_on_a_stale_index() {
     })
     .await
     .unwrap();
-    let mut etcd = raw(&url).await;
     assert_eq!(
-        raw_get(&mut etcd, "/service/batman/status")
-            .await
-            .unwrap()
-            .0,
+        raw_get(&url, "/service/batman/status").await.unwrap().0,
         r#"{"optime":67108960}"#
     );
 }
@@ -429,35 +485,131 @@ async fn a_pause_shorter_than_retry_timeout_is_ridden_out() {
     assert_eq!(a.get_cluster().await.unwrap().leader_name(), Some("node-a"));
 }
 
+/// SIGSTOP of etcd (by PID) for as long as it lives; SIGCONT when dropped, also when the test
+/// fails, so that the etcd process can be stopped normally.
+struct Frozen<'a>(&'a EtcdServer);
+
+impl<'a> Frozen<'a> {
+    fn new(etcd: &'a EtcdServer) -> Frozen<'a> {
+        etcd.pause().expect("SIGSTOP etcd");
+        Frozen(etcd)
+    }
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.resume() {
+            eprintln!("SIGCONT etcd: {e:#}");
+        }
+    }
+}
+
+/// Runs `call` and checks that it fails within the retry budget (plus one second of slack).
+async fn fails_in_time<T: std::fmt::Debug>(
+    what: &str,
+    budget: Duration,
+    call: impl Future<Output = Result<T, DcsError>>,
+) -> DcsError {
+    let started = Instant::now();
+    // The outer timeout only turns a hang into a readable failure.
+    let result = timeout(budget * 3, call).await;
+    let took = started.elapsed();
+    let result = result.unwrap_or_else(|_| panic!("{what} still blocked after {took:?}"));
+    let err = result.expect_err(&format!("{what} must fail"));
+    eprintln!("{what}: failed after {took:?}: {err}");
+    assert!(
+        took <= budget + Duration::from_secs(1),
+        "{what} took {took:?}, budget {budget:?}: {err}"
+    );
+    err
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_etcd_fails_operations_within_retry_timeout() {
+async fn a_frozen_etcd_fails_every_call_within_retry_timeout_and_the_client_recovers() {
     let env = start_etcd();
     let url = env.etcd.client_url();
-    let a = client(&url, Some("node-a"), 10, 2);
+    let budget = Duration::from_secs(2);
+    // The lease outlives the freeze, so that the keys are still ours afterwards.
+    let a = client(&url, Some("node-a"), 60, 2);
+    a.touch_member(&member("running", 5432)).await.unwrap();
     assert!(a.attempt_to_acquire_leader().await.unwrap());
+    let mut rx = a.subscribe();
+    wait_watch_live(&a, &mut rx).await;
 
-    env.etcd.pause().unwrap();
-    let started = Instant::now();
-    let refreshed = a.update_leader().await;
-    let took = started.elapsed();
-    let read = a.get_cluster().await;
-    env.etcd.resume().unwrap();
+    let fresh = client(&url, Some("node-b"), 60, 2);
+    let mut fresh_rx = {
+        let _frozen = Frozen::new(&env.etcd);
+        let err = fails_in_time("get_cluster", budget, a.get_cluster()).await;
+        assert!(matches!(err, DcsError::Unavailable { .. }), "{err}");
+        assert!(err.to_string().contains(&url), "{err}");
+        let stopped = member("stopped", 5432);
+        fails_in_time("touch_member", budget, a.touch_member(&stopped)).await;
+        let acquire = a.attempt_to_acquire_leader();
+        fails_in_time("attempt_to_acquire_leader", budget, acquire).await;
+        let err = fails_in_time("update_leader", budget, a.update_leader()).await;
+        assert!(matches!(err, DcsError::Unavailable { .. }), "{err}");
+        fails_in_time("delete_leader", budget, a.delete_leader()).await;
+        fails_in_time("release_lease", budget, a.release_lease()).await;
+        let failover = a.set_failover_value("{}", None);
+        fails_in_time("set_failover_value", budget, failover).await;
 
-    let err = refreshed.expect_err("update_leader must not report success from a hung etcd");
-    assert!(matches!(err, DcsError::Unavailable { .. }), "{err}");
-    assert!(err.to_string().contains(&url), "{err}");
-    assert!(
-        took < Duration::from_millis(3500),
-        "bounded by retry_timeout: {took:?}"
-    );
-    assert!(read.is_err());
+        // Callers queued behind the lease lock share the same budget.
+        let started = Instant::now();
+        let (touched, refreshed) = tokio::join!(a.touch_member(&stopped), a.update_leader());
+        let took = started.elapsed();
+        assert!(touched.is_err() && refreshed.is_err());
+        assert!(
+            took <= budget + Duration::from_secs(1),
+            "concurrent calls took {took:?}"
+        );
+
+        // A client that never connected: connecting and the first watch are bounded too.
+        let started = Instant::now();
+        let fresh_rx = fresh.subscribe();
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "subscribe never blocks"
+        );
+        fails_in_time("a new client's get_cluster", budget, fresh.get_cluster()).await;
+        let touch = fresh.touch_member(&stopped);
+        fails_in_time("a new client's touch_member", budget, touch).await;
+        fresh_rx
+    };
 
     eventually(
-        "etcd to answer after resume",
+        "the new client to reach etcd after SIGCONT",
         Duration::from_secs(20),
-        || async { a.get_cluster().await.is_ok() },
+        || async { fresh.get_cluster().await.is_ok() },
     )
     .await;
+    wait_watch_live(&fresh, &mut fresh_rx).await;
+
+    // Requests of the frozen period may still be applied when etcd wakes up (they sat in its
+    // socket buffers), so recovery is judged by the end state: both keys are ours again.
+    eventually(
+        "node-a to hold the leader key and its member key again",
+        Duration::from_secs(20),
+        || async {
+            if let Ok(c) = a.get_cluster().await {
+                if c.leader_name() == Some("node-a")
+                    && c.members
+                        .get("node-a")
+                        .is_some_and(|m| m.data.state == "running")
+                {
+                    return true;
+                }
+            }
+            // As the HA loop would: write what is missing, and look again next round.
+            let _ = a.touch_member(&member("running", 5432)).await;
+            let _ = a.attempt_to_acquire_leader().await;
+            false
+        },
+    )
+    .await;
+    assert!(a.update_leader().await.unwrap());
+    wait_watch_live(&a, &mut rx).await;
+    a.release_lease().await.unwrap();
+    assert!(a.get_cluster().await.unwrap().leader.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,9 +662,7 @@ async fn a_stopped_etcd_gives_a_clear_error_and_is_reconnected_after_restart() {
 async fn get_cluster_reads_a_patroni_dump() {
     let env = start_etcd();
     let url = env.etcd.client_url();
-    let mut etcd = raw(&url).await;
-    let lease = etcd.lease_grant(30, None).await.unwrap().id();
-    let on_lease = || Some(PutOptions::new().with_lease(lease));
+    let lease = int(&etcdctl_json(&url, &["lease", "grant", "30"]).await["ID"]);
     let node0 = r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","version":"3.0.2","xlog_location":67108960,"timeline":1}"#;
     let node1 = r#"{"conn_url": "postgres://127.0.0.1:5433/postgres", "api_url": "http://127.0.0.1:8009/patroni", "state": "running", "role": "replica", "version": "3.0.2"}"#;
     let puts = [
@@ -536,22 +686,15 @@ async fn get_cluster_reads_a_patroni_dump() {
         ("/service/batmanx/leader", "intruder"),
     ];
     for (k, v) in puts {
-        etcd.put(k, v, None).await.unwrap();
+        raw_put(&url, k, v, None).await;
     }
-    etcd.put("/service/batman/leader", "node0", on_lease())
-        .await
-        .unwrap();
-    etcd.put("/service/batman/members/node0", node0, on_lease())
-        .await
-        .unwrap();
+    raw_put(&url, "/service/batman/leader", "node0", Some(lease)).await;
+    raw_put(&url, "/service/batman/members/node0", node0, Some(lease)).await;
 
     let ctl = client(&url, None, 30, 10);
     let c = ctl.get_cluster().await.unwrap();
-    let all = etcd
-        .get("/service/batman/", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert_eq!(c.revision, all.header().unwrap().revision());
+    let all = etcdctl_json(&url, &["get", "--prefix", "/service/batman/"]).await;
+    assert_eq!(c.revision, int(&all["header"]["revision"]));
 
     let leader = c.leader.as_ref().unwrap();
     assert_eq!(leader.name, "node0");
@@ -582,10 +725,8 @@ async fn get_cluster_reads_a_patroni_dump() {
 
     // delete_cluster removes exactly our prefix.
     ctl.delete_cluster().await.unwrap();
-    assert!(raw_get(&mut etcd, "/service/batman/config").await.is_none());
-    assert!(raw_get(&mut etcd, "/service/batmanx/leader")
-        .await
-        .is_some());
+    assert!(raw_get(&url, "/service/batman/config").await.is_none());
+    assert!(raw_get(&url, "/service/batmanx/leader").await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,22 +744,14 @@ async fn ctl_mode_needs_no_lease_and_rejects_member_operations() {
     ));
     assert!(ctl.set_failover_value("{}", None).await.unwrap());
     ctl.release_lease().await.unwrap();
-    let mut etcd = raw(&url).await;
-    assert!(
-        etcd.leases().await.unwrap().leases().is_empty(),
-        "ctl mode took no lease"
-    );
+    assert!(lease_count(&url).await == 0, "ctl mode took no lease");
 
     // A proxy-style registration takes a lease only when asked to.
     ctl.put_ephemeral("proxies/p1", "{}").await.unwrap();
-    let (_, lease, _) = raw_get(&mut etcd, "/service/batman/proxies/p1")
-        .await
-        .unwrap();
+    let (_, lease, _) = raw_get(&url, "/service/batman/proxies/p1").await.unwrap();
     assert_ne!(lease, 0);
     ctl.release_lease().await.unwrap();
-    assert!(raw_get(&mut etcd, "/service/batman/proxies/p1")
-        .await
-        .is_none());
+    assert!(raw_get(&url, "/service/batman/proxies/p1").await.is_none());
 }
 
 #[tokio::test]
@@ -671,4 +804,157 @@ async fn a_dead_endpoint_among_several_is_tolerated() {
     }
     assert!(a.attempt_to_acquire_leader().await.unwrap());
     wait_watch_live(&a, &mut rx).await;
+}
+
+/// A refusal that is not worth retrying and names the settings to check.
+fn assert_credentials_refused(err: &DcsError) {
+    assert!(matches!(err, DcsError::Rejected { .. }), "{err}");
+    assert!(
+        err.to_string().contains("etcd3 username and password"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_sends_a_token_and_renews_it_when_etcd_refuses_it() {
+    // Tokens expire after one idle second, so that the test meets a refused token.
+    let env = start_etcd_with(&["--auth-token-ttl=1"]);
+    let url = env.etcd.client_url();
+    let setup: [&[&str]; 6] = [
+        &["user", "add", "root:root-pass"],
+        &["role", "add", "pgherd"],
+        &[
+            "role",
+            "grant-permission",
+            "pgherd",
+            "--prefix=true",
+            "readwrite",
+            "/service/",
+        ],
+        &["user", "add", "pgherd:secret"],
+        &["user", "grant-role", "pgherd", "pgherd"],
+        &["auth", "enable"],
+    ];
+    for args in setup {
+        etcdctl(&url, args).await;
+    }
+    let as_user = |user: &str, password: &str| EtcdSettings {
+        username: Some(user.to_string()),
+        password: Some(password.to_string()),
+        ..settings(&url)
+    };
+
+    // Without credentials, or with a wrong password: refused at once, naming the settings.
+    let started = Instant::now();
+    let anonymous = client(&url, None, 10, 3);
+    let err = anonymous
+        .get_cluster()
+        .await
+        .expect_err("etcd requires a user");
+    assert_credentials_refused(&err);
+    let wrong = client_with(as_user("pgherd", "wrong"), Some("node-b"), 10, 3);
+    let err = wrong
+        .touch_member(&member("running", 5433))
+        .await
+        .expect_err("bad password");
+    assert_credentials_refused(&err);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusals are not retried: {:?}",
+        started.elapsed()
+    );
+
+    let a = client_with(as_user("pgherd", "secret"), Some("node-a"), 10, 3);
+    a.touch_member(&member("running", 5432)).await.unwrap();
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    let mut rx = a.subscribe();
+    wait_watch_live(&a, &mut rx).await;
+    let root = ["--user", "root:root-pass", "get", "/service/batman/leader"];
+    assert!(etcdctl(&url, &root).await.contains("node-a"));
+
+    // The fault: idle for longer than the token lives.
+    sleep(Duration::from_millis(2500)).await;
+    assert!(a.update_leader().await.unwrap(), "a new token is fetched");
+    assert_eq!(a.get_cluster().await.unwrap().leader_name(), Some("node-a"));
+    let log = std::fs::read_to_string(env.etcd.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("invalid auth token"),
+        "etcd refused the expired token (log {})",
+        env.etcd.log_path().display()
+    );
+    // The watch was authorised when it was created and keeps delivering.
+    wait_watch_live(&a, &mut rx).await;
+
+    // Authenticating against a frozen etcd is bounded by the budget too.
+    let fresh = client_with(as_user("pgherd", "secret"), Some("node-c"), 10, 2);
+    {
+        let _frozen = Frozen::new(&env.etcd);
+        let err = fails_in_time(
+            "authenticating",
+            Duration::from_secs(2),
+            fresh.get_cluster(),
+        )
+        .await;
+        assert!(err.to_string().contains("authenticating"), "{err}");
+    }
+    eventually(
+        "the new client to authenticate after SIGCONT",
+        Duration::from_secs(20),
+        || async { fresh.get_cluster().await.is_ok() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_our_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path()).expect("certificates");
+    let tls = EtcdTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: pki.ca.clone(),
+    };
+    let etcd = EtcdServer::start_tls(&dir.path().join("etcd"), tls).expect("start etcd");
+    let https = etcd.tls_client_url().expect("an https listener");
+    let with = |cacert: bool, identity: bool| EtcdSettings {
+        cacert: cacert.then(|| pki.ca.clone()),
+        cert: identity.then(|| pki.client_cert.clone()),
+        key: identity.then(|| pki.client_key.clone()),
+        ..settings(&https)
+    };
+
+    let a = client_with(with(true, true), Some("node-a"), 10, 3);
+    a.touch_member(&member("running", 5432)).await.unwrap();
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    let mut rx = a.subscribe();
+    wait_watch_live(&a, &mut rx).await;
+    let (holder, lease, _) = raw_get(&etcd.client_url(), "/service/batman/leader")
+        .await
+        .expect("the leader key");
+    assert_eq!(holder, "node-a");
+    assert_ne!(lease, 0);
+
+    // A bare host:port is https when TLS files are configured.
+    let bare = EtcdSettings {
+        endpoints: vec![https.trim_start_matches("https://").to_string()],
+        ..with(true, true)
+    };
+    let c = client_with(bare, None, 10, 3).get_cluster().await.unwrap();
+    assert_eq!(c.leader_name(), Some("node-a"));
+
+    // Without a client certificate, or without the CA that signed etcd's: refused in the
+    // handshake, an error that names the endpoint, within the budget.
+    let budget = Duration::from_secs(2);
+    for (what, settings) in [
+        ("no client certificate", with(true, false)),
+        ("no CA", with(false, true)),
+    ] {
+        let err = fails_in_time(
+            what,
+            budget,
+            client_with(settings, None, 10, 2).get_cluster(),
+        )
+        .await;
+        assert!(err.to_string().contains(&https), "{what}: {err}");
+    }
 }

@@ -28,13 +28,45 @@ pub struct EtcdServer {
     log_path: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Appended to the command line (e.g. `--auth-token-ttl=1`).
+    extra_args: Vec<String>,
+    /// An https client listener next to the plain one (which health checks use).
+    tls: Option<(EtcdTls, u16)>,
     child: Option<Child>,
+}
+
+/// PEM files for etcd's https client listener: its certificate and key, and the CA that client
+/// certificates must be signed by (`--client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
 }
 
 impl EtcdServer {
     /// Starts etcd with its data directory and log file (`etcd.log`) inside `base_dir`
     /// (created if missing), and waits until it answers `/health`.
     pub fn start(base_dir: &Path) -> anyhow::Result<EtcdServer> {
+        EtcdServer::start_with(base_dir, &[])
+    }
+
+    /// [`start`](Self::start) with extra command-line flags, kept across restarts.
+    pub fn start_with(base_dir: &Path, extra_args: &[&str]) -> anyhow::Result<EtcdServer> {
+        EtcdServer::start_full(base_dir, extra_args, None)
+    }
+
+    /// [`start`](Self::start) with an https client listener as well, on
+    /// [`tls_client_url`](Self::tls_client_url), that requires a client certificate.
+    pub fn start_tls(base_dir: &Path, tls: EtcdTls) -> anyhow::Result<EtcdServer> {
+        EtcdServer::start_full(base_dir, &[], Some(tls))
+    }
+
+    fn start_full(
+        base_dir: &Path,
+        extra_args: &[&str],
+        tls: Option<EtcdTls>,
+    ) -> anyhow::Result<EtcdServer> {
         if !Path::new(ETCD_BINARY).is_file() {
             bail!("{ETCD_BINARY} not found: install the Debian package etcd-server");
         }
@@ -42,12 +74,14 @@ impl EtcdServer {
             .with_context(|| format!("creating etcd base directory {}", base_dir.display()))?;
         let mut attempt = 1;
         loop {
-            let ports = free_ports(2).context("finding free ports for etcd")?;
+            let ports = free_ports(3).context("finding free ports for etcd")?;
             let mut server = EtcdServer {
                 data_dir: base_dir.join("etcd-data"),
                 log_path: base_dir.join("etcd.log"),
                 client_port: ports[0],
                 peer_port: ports[1],
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                tls: tls.clone().map(|t| (t, ports[2])),
                 child: None,
             };
             match server.launch() {
@@ -66,6 +100,13 @@ impl EtcdServer {
     /// `http://127.0.0.1:<client port>`.
     pub fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `https://127.0.0.1:<tls port>` when started with [`start_tls`](Self::start_tls).
+    pub fn tls_client_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(_, port)| format!("https://127.0.0.1:{port}"))
     }
 
     /// PID of the running process, `None` after `stop()`/`kill()`.
@@ -136,7 +177,10 @@ impl EtcdServer {
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
-        let client = self.client_url();
+        let client = match self.tls_client_url() {
+            Some(https) => format!("{},{https}", self.client_url()),
+            None => self.client_url(),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = OpenOptions::new()
             .create(true)
@@ -161,6 +205,15 @@ impl EtcdServer {
             .arg("--election-timeout=1000")
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
+            .args(&self.extra_args)
+            .args(self.tls.iter().flat_map(|(tls, _)| {
+                [
+                    format!("--cert-file={}", tls.cert.display()),
+                    format!("--key-file={}", tls.key.display()),
+                    format!("--trusted-ca-file={}", tls.client_ca.display()),
+                    "--client-cert-auth".to_string(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the etcd log handle")?)
             .stderr(log);

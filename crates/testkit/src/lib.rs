@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod etcd;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod ports;
 pub mod proxy;
 pub mod wait;
