@@ -419,38 +419,34 @@ impl Engine {
             };
             if due && from_me && to_other && !self.paused {
                 match switchover_target(obs, cluster, f.member.as_deref()) {
-                    Some(target) => {
+                    Handover::To(target) => {
                         actions.push(Action::Demote(DemoteMode::Graceful));
                         return Decision::act(
                             actions,
                             format!("manual failover: demoting myself, {target} will take over"),
                         );
                     }
-                    None => {
-                        // A candidate that just (re)connected shows as `catchup` for a moment:
-                        // give an otherwise eligible one up to one ttl to stream.
+                    Handover::NotYet(name) => {
+                        // A candidate that just (re)connected shows as `catchup` for a moment,
+                        // one that restarts not at all: give it up to one ttl.
                         let (index, since) =
                             *self.switchover_wait.get_or_insert((request.index, obs.now));
-                        let waited = obs.now.saturating_sub(since);
-                        let eligible =
-                            failover_target_for(obs, cluster, f.member.as_deref()).next();
-                        if let Some(name) =
-                            eligible.filter(|_| index == request.index && waited < s.ttl)
-                        {
+                        if index == request.index && obs.now.saturating_sub(since) < s.ttl {
                             return Decision::act(
                                 actions,
                                 format!("manual failover: waiting for {name} to stream from me before handing over"),
                             );
                         }
-                        actions.push(Action::ClearFailover {
-                            index: request.index,
-                        });
-                        return Decision::act(
-                            actions,
-                            "manual failover: no healthy candidate found; request cleared",
-                        );
                     }
+                    Handover::Nobody => {}
                 }
+                actions.push(Action::ClearFailover {
+                    index: request.index,
+                });
+                return Decision::act(
+                    actions,
+                    "manual failover: no healthy candidate found; request cleared",
+                );
             } else if !from_me || !to_other {
                 actions.push(Action::ClearFailover {
                     index: request.index,
@@ -670,22 +666,44 @@ fn failover_target(obs: &Observation<'_>, cluster: &Cluster) -> Option<String> {
     failover_target_for(obs, cluster, None).next()
 }
 
-/// A member to hand over to in a switchover: eligible, and streaming from us right now
-/// (`pg_stat_replication`), so that our clean shutdown reaches it before we stop: the fast
-/// shutdown waits until connected standbys have flushed everything, the shutdown checkpoint
-/// included, and only then is the lock released. (Patroni accepts any member within
-/// `maximum_lag_on_failover`; a lagging one would lose the tail of our WAL.)
-fn switchover_target(
-    obs: &Observation<'_>,
-    cluster: &Cluster,
-    wanted: Option<&str>,
-) -> Option<String> {
-    failover_target_for(obs, cluster, wanted).find(|name| {
-        obs.pg
-            .replication
-            .iter()
-            .any(|link| link.name == *name && link.streaming)
-    })
+/// A member to hand over to in a switchover, judged on what our PostgreSQL sees now rather
+/// than on member keys, which can be a loop_wait old: it streams from us
+/// (`pg_stat_replication`) within `maximum_lag_on_failover`, so that our clean shutdown
+/// reaches it before we stop (a fast shutdown waits until connected standbys have flushed
+/// everything, the shutdown checkpoint included, and only then is the lock released). Its
+/// member key must exist without `nofailover`, and in synchronous mode it must be listed in
+/// `sync`. (Patroni accepts any member within `maximum_lag_on_failover` by its member key; one
+/// that is not connected would lose the tail of our WAL.)
+fn switchover_target(obs: &Observation<'_>, cluster: &Cluster, wanted: Option<&str>) -> Handover {
+    let s = obs.settings;
+    let sync = cluster.sync_state().filter(|_| s.synchronous_mode);
+    let candidates: Vec<&str> = cluster
+        .members
+        .values()
+        .filter(|m| m.name != s.name && wanted.is_none_or(|w| w == m.name))
+        .filter(|m| !m.data.nofailover())
+        .filter(|m| sync.is_none_or(|st| st.is_sync_standby(&m.name)))
+        .map(|m| m.name.as_str())
+        .collect();
+    let ready = candidates.iter().find(|name| {
+        obs.pg.replication.iter().any(|link| {
+            link.name == **name
+                && link.streaming
+                && obs.pg.wal_position.saturating_sub(link.lsn) <= s.maximum_lag_on_failover
+        })
+    });
+    match (ready, candidates.first()) {
+        (Some(name), _) => Handover::To(name.to_string()),
+        (None, Some(name)) => Handover::NotYet(name.to_string()),
+        (None, None) => Handover::Nobody,
+    }
+}
+
+enum Handover {
+    To(String),
+    /// A candidate exists but does not stream from us yet (it may be reconnecting).
+    NotYet(String),
+    Nobody,
 }
 
 /// Eligible targets from the DCS member view: running, not us, not nofailover, within
