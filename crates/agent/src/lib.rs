@@ -126,13 +126,27 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         promotion_blocked_until: None,
     };
 
-    let result = run_loop(&mut agent, &mut commands_rx).await;
+    let mut stop_requested = shutdown::install_signal_handlers()?;
+    let result = tokio::select! {
+        result = run_loop(&mut agent, &mut commands_rx) => result,
+        // A cycle in progress is abandoned: with the DCS hung it could take several
+        // retry_timeouts, and nothing it was doing matters more than stopping.
+        _ = stop_requested.wait_for(|stop| *stop) => Ok(()),
+    };
     if let Err(e) = &result {
         error!("{e:#}");
     }
     shutdown::stop(&mut agent, result.is_ok()).await;
     let _ = api_stop_tx.send(());
-    let _ = api.await;
+    if tokio::time::timeout(shutdown::API_STOP_TIMEOUT, api)
+        .await
+        .is_err()
+    {
+        warn!(
+            "REST API connections still open after {:?}; closing them",
+            shutdown::API_STOP_TIMEOUT
+        );
+    }
     result
 }
 
@@ -140,8 +154,6 @@ async fn run_loop(
     agent: &mut Agent,
     commands: &mut tokio::sync::mpsc::Receiver<pgherd_api::ApiCommand>,
 ) -> Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let mut changes = agent.dcs.subscribe();
@@ -157,10 +169,6 @@ async fn run_loop(
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = terminate.recv() => {
-                    info!("SIGTERM received: shutting down");
-                    return Ok(());
-                }
                 _ = hangup.recv() => {
                     info!("SIGHUP received: reloading the configuration");
                     commands::reload(agent).await;
@@ -170,10 +178,6 @@ async fn run_loop(
                     if commands::handle(agent, command).await {
                         break;
                     }
-                }
-                _ = tokio::signal::ctrl_c() => {
-                    info!("SIGINT received: shutting down");
-                    return Ok(());
                 }
                 // A postmaster that died (or came up) is acted on at once rather than at the
                 // next loop_wait: a cheap pid check, no query.

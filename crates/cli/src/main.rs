@@ -31,7 +31,7 @@ enum Command {
     /// Operator commands (patronictl's): list, switchover, restart, edit-config, ...
     #[command(flatten)]
     Ctl(ctl_cmd::CtlCommand),
-    /// Start etcd and a 3-node cluster on 127.0.0.1 in a temporary directory.
+    /// Start etcd, a 3-node cluster and the proxy on 127.0.0.1 in a temporary directory.
     Demo {
         /// Number of PostgreSQL nodes.
         #[arg(long, default_value_t = 3)]
@@ -39,6 +39,12 @@ enum Command {
         /// Stop as soon as the cluster is healthy (for scripted checks).
         #[arg(long)]
         once: bool,
+        /// The proxy's writes, reads and stats ports (default: free ports), e.g. 5000,5001,7000.
+        #[arg(long, value_parser = demo::parse_ports, value_name = "WRITES,READS,STATS")]
+        ports: Option<[u16; 3]>,
+        /// Internal: the worker process of a demo, in this directory.
+        #[arg(long, hide = true)]
+        worker_dir: Option<PathBuf>,
     },
     /// Run the read-write split proxy (replaces HAProxy + confd).
     Proxy {
@@ -115,12 +121,20 @@ async fn run(cli: Run) -> Result<i32> {
         }
         Command::CheckConfig { config } => Ok(check_config(&config)),
         Command::Ctl(command) => ctl_cmd::run(command).await,
-        Command::Demo { members, once } => {
+        Command::Demo {
+            members,
+            once,
+            ports,
+            worker_dir,
+        } => {
             init_logging();
-            demo::run(members.max(1), once)
-                .await
-                .context("pgherd demo")?;
-            Ok(0)
+            let args = demo::DemoArgs {
+                members: members.max(1),
+                once,
+                ports,
+                worker_dir,
+            };
+            demo::run(args).await.context("pgherd demo")
         }
         // `main` prepares the proxy before the runtime exists and never passes it here.
         Command::Proxy { .. } => anyhow::bail!("the proxy must be prepared before the runtime"),

@@ -5,12 +5,13 @@ use thiserror::Error;
 /// must treat the DCS as unreachable for this cycle.
 #[derive(Debug, Error)]
 pub enum DcsError {
-    #[error("etcd at {endpoints} is unreachable while {doing}: {source}; is etcd running? check the etcd3.hosts setting")]
+    /// `cause` is part of the message (not a `source`), so that logs showing the error alone
+    /// and reports walking the chain both show it exactly once.
+    #[error("etcd at {endpoints} is unreachable while {doing}: {cause}; is etcd running? check the etcd3.hosts setting")]
     Unavailable {
         endpoints: String,
         doing: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("DCS operation {doing} timed out after {seconds:.1}s (retry_timeout)")]
     Timeout { doing: &'static str, seconds: f64 },

@@ -110,7 +110,7 @@ impl MemoryStore {
             return Err(DcsError::Unavailable {
                 endpoints: "memory".to_string(),
                 doing,
-                source: "the test made the memory store unavailable".into(),
+                cause: "the test made the memory store unavailable".into(),
             });
         }
         let before = state.revision;

@@ -149,8 +149,12 @@ pub struct ProxyConfig {
     pub listeners: Vec<ListenerConfig>,
     pub stats: Option<StatsConfig>,
     pub registration: RegistrationConfig,
+    /// On SIGTERM/SIGINT: how long open sessions may go on after accepting stopped.
+    pub drain_timeout: Duration,
 }
 
+/// Open sessions get this long to end after SIGTERM (a second signal ends them at once).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAXCONN: usize = 20_000;
 pub const DEFAULT_MAXQUEUE: usize = 10_000;
@@ -398,6 +402,9 @@ impl ProxyConfig {
         let hold_timeout = root
             .duration("hold_timeout")?
             .unwrap_or(DEFAULT_HOLD_TIMEOUT);
+        let drain_timeout = root
+            .duration("drain_timeout")?
+            .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
         let threads = root
             .count("threads", 1)?
             .map_or(DEFAULT_THREADS, |n| n as usize);
@@ -626,6 +633,7 @@ impl ProxyConfig {
             listeners,
             stats,
             registration,
+            drain_timeout,
         })
     }
 
@@ -679,6 +687,7 @@ mod tests {
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.listeners[0].role, ListenerRole::Primary);
         assert_eq!(c.listeners[0].hold_timeout, DEFAULT_HOLD_TIMEOUT);
+        assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(c.listeners[1].max_lag, Some(16 << 20));
         assert!(c.listeners[1].fallback_primary);
         assert_eq!(c.listeners[1].balance, Balance::RoundRobin);
@@ -695,6 +704,7 @@ mod tests {
     fn every_knob_parses() {
         let c = parse(json!({
             "name": "px1", "maxconn": 500, "buffer_size": "32kB", "hold_timeout": "5s", "threads": 2,
+            "drain_timeout": "2s",
             "listener_maxconn": 100, "maxqueue": 7, "queue_timeout": "2s",
             "timeouts": {"connect": "500ms", "client_idle": "10m", "server_idle": 0},
             "tcp_keepalive": {"idle": "30s", "interval": "5s", "count": 3},
@@ -711,6 +721,7 @@ mod tests {
         assert_eq!(c.maxconn, 500);
         assert_eq!(c.buffer_size, 32 * 1024);
         assert_eq!(c.threads, 2);
+        assert_eq!(c.drain_timeout, Duration::from_secs(2));
         assert_eq!(c.timeouts.connect, Duration::from_millis(500));
         assert_eq!(c.timeouts.client_idle, Some(Duration::from_secs(600)));
         assert_eq!(c.timeouts.server_idle, None);

@@ -28,6 +28,7 @@
 //!   listener_maxconn: 500          # default per-listener maxconn (server sessions); none if unset
 //!   maxqueue: 10000                # default clients waiting for a maxconn slot
 //!   queue_timeout: 30s
+//!   drain_timeout: 10s             # SIGTERM: stop accepting, let sessions end this long
 //!   buffer_size: 16kB              # per direction of an active session
 //!   threads: 1                     # worker threads (HAProxy's nbthread); raise on a dedicated host
 //!   timeouts: {connect: 3s, client_idle: 0, server_idle: 0}   # 0 = no limit
@@ -124,20 +125,61 @@ pub struct Running {
     pub listeners: Vec<SocketAddr>,
     pub stats: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// The accept loops: aborting one closes its listening socket.
+    acceptors: Vec<JoinHandle<()>>,
+    /// Discovery, health checks, routing, stats: sessions still being drained need them.
     tasks: Vec<JoinHandle<()>>,
     registration: Option<JoinHandle<()>>,
+    /// One permit per open client connection (`maxconn` in all).
+    clients: Arc<Semaphore>,
+    maxconn: usize,
+    drain_timeout: Duration,
 }
 
 impl Running {
-    /// Stops accepting, revokes the registration lease, and aborts every task.
-    pub async fn shutdown(mut self) {
+    /// Client connections open now.
+    pub fn open_clients(&self) -> usize {
+        self.maxconn - self.clients.available_permits()
+    }
+
+    /// A bounded stop: stop accepting (new clients are refused by the kernel), let open
+    /// sessions end on their own for up to `drain_timeout` (or until `cut_short` resolves: a
+    /// second signal), then revoke the registration (bounded by the DCS budget) and close
+    /// whatever is left.
+    pub async fn shutdown(mut self, cut_short: impl std::future::Future<Output = ()>) {
+        for a in self.acceptors.drain(..) {
+            a.abort();
+        }
+        let open = self.open_clients();
+        if open > 0 {
+            info!(
+                "stopped accepting; waiting up to {:?} for {open} open session(s) to end",
+                self.drain_timeout
+            );
+            let drained = async {
+                // Every permit back means every session ended.
+                let _all = self.clients.acquire_many(self.maxconn as u32).await;
+            };
+            tokio::select! {
+                () = drained => info!("every session ended"),
+                () = tokio::time::sleep(self.drain_timeout) => warn!(
+                    "{} session(s) still open after drain_timeout ({:?}): closing them",
+                    self.open_clients(),
+                    self.drain_timeout
+                ),
+                () = cut_short => warn!(
+                    "second signal: closing {} open session(s) now",
+                    self.open_clients()
+                ),
+            }
+        }
         let _ = self.stop.send(true);
         if let Some(reg) = self.registration.take() {
-            if tokio::time::timeout(Duration::from_secs(5), reg)
+            if tokio::time::timeout(DCS_RETRY_TIMEOUT + Duration::from_secs(1), reg)
                 .await
                 .is_err()
             {
-                warn!("registration did not finish within 5s");
+                warn!("could not remove the registration in the DCS; it expires after its ttl");
             }
         }
         for t in &self.tasks {
@@ -178,16 +220,23 @@ pub async fn run(prepared: Prepared) -> Result<(), ProxyError> {
     )?;
     raise_fd_limit();
     let running = start(cfg, dcs).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| ProxyError::Io {
-            doing: "installing the SIGTERM handler",
-            source,
-        })?;
+    let install = |kind, doing| {
+        tokio::signal::unix::signal(kind).map_err(|source| ProxyError::Io { doing, source })
+    };
+    use tokio::signal::unix::SignalKind;
+    let mut term = install(SignalKind::terminate(), "installing the SIGTERM handler")?;
+    let mut int = install(SignalKind::interrupt(), "installing the SIGINT handler")?;
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
     }
-    running.shutdown().await;
+    let second = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    running.shutdown(second).await;
     Ok(())
 }
 
@@ -268,6 +317,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
     let closed = Arc::new(Notify::new());
     let totals = Arc::new(Totals::default());
     let mut tasks = Vec::new();
+    let mut acceptors = Vec::new();
 
     tasks.push(tokio::spawn(discovery::run(dcs.clone(), topo_tx)));
     let ctl = Controller::new(cfg.clone(), table_tx, report_tx, client, closed.clone());
@@ -299,7 +349,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             totals: totals.clone(),
         });
         info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");
-        tasks.push(tokio::spawn(listener::accept_loop(
+        acceptors.push(tokio::spawn(listener::accept_loop(
             socket,
             ctx,
             clients.clone(),
@@ -341,7 +391,11 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
         listeners: listener_addrs,
         stats: stats_addr,
         stop: stop_tx,
+        acceptors,
         tasks,
         registration,
+        clients,
+        maxconn: cfg.maxconn,
+        drain_timeout: cfg.drain_timeout,
     })
 }

@@ -40,6 +40,9 @@ pub struct ClusterOptions {
     pub extra_dcs: String,
     /// Extra YAML lines placed under `postgresql.parameters` of every member (6 spaces).
     pub extra_parameters: String,
+    /// Build the cluster in this existing directory (the caller removes it) instead of a new
+    /// temporary one removed on drop.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             retry_timeout: Some(3),
             extra_dcs: String::new(),
             extra_parameters: String::new(),
+            root: None,
         }
     }
 }
@@ -83,10 +87,16 @@ pub struct TestCluster {
 impl TestCluster {
     /// Creates the directories and configuration files and starts etcd (not the agents).
     pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<TestCluster> {
-        let tempdir = tempfile::Builder::new()
-            .prefix("pgherd-")
-            .tempdir_in("/tmp")?;
-        let root = tempdir.path().to_path_buf();
+        let (tempdir, root) = match &options.root {
+            Some(root) => (None, root.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("pgherd-")
+                    .tempdir_in("/tmp")?;
+                let root = t.path().to_path_buf();
+                (Some(t), root)
+            }
+        };
         // PostgreSQL runs as an unprivileged user when we are root: it must reach the tree.
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
         let etcd = EtcdServer::start(&root.join("etcd"))?;
@@ -116,11 +126,12 @@ impl TestCluster {
             members.push(member);
         }
         let keep = std::env::var_os("PGHERD_KEEP_TEST_DIRS").is_some();
-        let tempdir = if keep {
-            let _ = tempdir.keep();
-            None
-        } else {
-            Some(tempdir)
+        let tempdir = match tempdir {
+            Some(t) if keep => {
+                let _ = t.keep();
+                None
+            }
+            t => t,
         };
         Ok(TestCluster {
             options,
@@ -226,29 +237,10 @@ impl TestCluster {
 
     /// The postmaster and every process it forked (backends, walsender, ...).
     pub fn postgres_pids(&self, i: usize) -> Vec<i32> {
-        let Some(pm) = self.postmaster_pid(i) else {
-            return Vec::new();
-        };
-        let mut pids = vec![pm];
-        if let Ok(entries) = fs::read_dir("/proc") {
-            for e in entries.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                    continue;
-                };
-                // Field 4 (after the parenthesised command) is the parent PID.
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<i32>().ok());
-                if ppid == Some(pm) {
-                    pids.push(pid);
-                }
-            }
+        match self.postmaster_pid(i) {
+            Some(pm) => crate::procs::descendants_of(pm),
+            None => Vec::new(),
         }
-        pids
     }
 
     /// SIGKILL to the postmaster only.
@@ -359,6 +351,56 @@ impl TestCluster {
         let text = fs::read_to_string(&self.members[i].log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Reaps agents that exited on their own (killed, crashed); says which and how.
+    pub fn reap(&mut self) -> Vec<String> {
+        let mut gone = Vec::new();
+        for m in &mut self.members {
+            let Some(child) = m.agent.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                gone.push(format!("{}'s agent exited ({status})", m.name));
+                m.agent = None;
+            }
+        }
+        gone
+    }
+
+    /// Stops everything within `limit`: SIGTERM to every agent at once (each stops its
+    /// PostgreSQL and releases its keys while etcd still runs), SIGKILL to those still running
+    /// at the deadline, an immediate shutdown of any PostgreSQL left, then etcd.
+    pub fn shutdown_within(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        for m in &self.members {
+            if let Some(child) = &m.agent {
+                let pid = Pid::from_raw(child.id() as i32);
+                let _ = kill(pid, Signal::SIGCONT);
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
+        loop {
+            let running = self
+                .members
+                .iter_mut()
+                .filter_map(|m| m.agent.as_mut())
+                .filter_map(|c| c.try_wait().ok())
+                .filter(Option::is_none)
+                .count();
+            if running == 0 || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for m in &mut self.members {
+            if let Some(mut child) = m.agent.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.shutdown();
+        let _ = self.etcd.stop();
     }
 
     /// Stops every agent (SIGTERM, then SIGKILL) and any PostgreSQL left behind.

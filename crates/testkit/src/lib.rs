@@ -6,6 +6,7 @@ pub mod etcd;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod ports;
+pub mod procs;
 pub mod proxy;
 pub mod wait;
 pub mod writer;

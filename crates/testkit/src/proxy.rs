@@ -34,6 +34,17 @@ impl ProxyProcess {
         name: &str,
         extra_listeners: bool,
     ) -> Result<ProxyProcess> {
+        ProxyProcess::start_with(pgherd, c, name, extra_listeners, "")
+    }
+
+    /// [`ProxyProcess::start`] with extra lines under `proxy:` (indented by two spaces).
+    pub fn start_with(
+        pgherd: &Path,
+        c: &TestCluster,
+        name: &str,
+        extra_listeners: bool,
+        extra_yaml: &str,
+    ) -> Result<ProxyProcess> {
         let ports = free_ports(5)?;
         let etcd = c.etcd.client_url();
         let etcd = etcd.trim_start_matches("http://");
@@ -44,7 +55,7 @@ etcd3:
   hosts: {etcd}
 proxy:
   name: {name}
-  hold_timeout: 40s
+{extra_yaml}  hold_timeout: 40s
   health_check:
     interval: 500ms
     fall: 2

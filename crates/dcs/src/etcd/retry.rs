@@ -219,7 +219,7 @@ impl EtcdDcs {
                     Some(last) => DcsError::Unavailable {
                         endpoints: self.conn.shown.clone(),
                         doing,
-                        source: Box::new(GaveUp {
+                        cause: Box::new(GaveUp {
                             attempts,
                             elapsed: started.elapsed(),
                             budget: self.retry_timeout,
