@@ -1,92 +1,243 @@
-//! The agent: one HA cycle after another. Each cycle reads the DCS, observes PostgreSQL,
-//! asks the engine, executes its actions, publishes the member key and the API snapshot.
+//! The agent: one HA cycle after another. Each cycle reads the DCS, looks at PostgreSQL, asks
+//! the engine, executes its actions, publishes the member key and the API snapshot. The
+//! state lives in parts with one owner each: the lease ([`Lease`]), what we know of
+//! PostgreSQL ([`PgRuntime`]), the background action ([`Tasks`]), scheduled work
+//! ([`Schedules`]), the DCS configuration in force ([`Dynamic`]) and the last cluster view.
 
-use crate::clock::Clock;
-use crate::fence::FenceHandle;
-use crate::tasks::{RunningTask, TaskContext};
-use crate::{observe, report};
-use anyhow::Result;
-use pgherd_api::NodeSnapshot;
+use crate::commands::Schedules;
+use crate::fence;
+use crate::lease::{Clock, Lease};
+use crate::runtime::PgRuntime;
+use crate::tasks::{OwnedTask, TaskContext, Tasks};
+use crate::world::World;
+use anyhow::{Context, Result};
+use pgherd_api::{ApiCommand, NodeSnapshot, SettingsUpdater};
 use pgherd_config::{Config, DynamicConfig};
-use pgherd_dcs::{Cluster, Dcs, Role};
-use pgherd_ha::{Decision, Engine, Millis, Settings};
-use pgherd_postgres::{PgState, Postgres};
+use pgherd_dcs::Cluster;
+use pgherd_ha::{Decision, Engine, Observation, Settings};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
 
-/// pg_rewind attempts before the node stays stopped for a human.
-const MAX_REWIND_ATTEMPTS: u32 = 3;
+/// What others hold of a running agent: its REST snapshot and its command channel (the REST
+/// API serves the first and sends management calls to the second).
+pub struct AgentHandles {
+    pub snapshot: watch::Receiver<Arc<NodeSnapshot>>,
+    pub commands: mpsc::Sender<ApiCommand>,
+}
 
-pub struct Agent {
-    pub cfg: Arc<Config>,
+/// Defects put back for the simulator's planted-bug tests, which show that the simulator
+/// finds them. `pgherd agent` never plants any.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A REST restart awaited inside the HA loop (the loop stops renewing the lease).
+    InlineRestart,
+    /// No independent fence task.
+    NoFence,
+    /// The former leader of a switchover races for the lock like any member.
+    FormerLeaderRaces,
+}
+
+/// This member's identity.
+pub struct Me {
     pub name: String,
     pub conn_url: String,
     pub api_url: String,
-    pub dcs: Arc<dyn Dcs>,
-    pub pg: Arc<Postgres>,
-    pub engine: Engine,
-    pub dynamic: DynamicConfig,
-    /// Mod index of the DCS `config` we applied last.
-    pub dynamic_index: Option<i64>,
+}
+
+/// The dynamic configuration in force (the DCS `config`, seeded by `bootstrap.dcs`) and the
+/// engine settings derived from it and the local file.
+pub struct Dynamic {
+    pub config: DynamicConfig,
+    /// Mod index of the DCS `config` applied last.
+    index: Option<i64>,
     pub settings: Settings,
-    pub clock: Clock,
-    /// When (sent-at) the DCS last confirmed our leader lease; `None` when not leader.
-    pub lock_confirmed_at: Option<Millis>,
-    pub task: Option<RunningTask>,
-    /// How postgresql.conf is written: `None` as a primary, `Some("")` as a standby
-    /// without upstream, `Some(member)` as a standby streaming from that member.
-    pub upstream: Option<String>,
-    /// Consecutive pg_rewind failures; reset when the data directory changes.
-    pub rewind_failures: u32,
-    /// Last status query of the local PostgreSQL (when it answered).
-    pub pg_state: Option<PgState>,
-    /// We saw PostgreSQL running and it stopped without us stopping it.
-    pub crashed: bool,
-    /// PostgreSQL was running at the previous cycle (for on_start and crash detection).
-    pub was_running: bool,
-    pub role: Role,
-    pub sysid: Option<String>,
-    pub snapshot_tx: watch::Sender<Arc<NodeSnapshot>>,
-    /// Replaces the REST API's access control and TLS settings on reload.
-    pub api_settings: pgherd_api::SettingsUpdater,
-    pub http: reqwest::Client,
-    pub fence: FenceHandle,
-    pub last_reason: String,
-    pub dcs_last_seen: i64,
-    pub last_cluster: Option<Arc<Cluster>>,
+}
+
+/// What the last DCS read said, kept for cycles without one.
+#[derive(Default)]
+pub struct View {
+    pub cluster: Option<Arc<Cluster>>,
+    /// Epoch seconds of the last successful DCS read.
+    pub last_seen: i64,
     /// The last other member seen holding the leader key (proxies must stop routing to it
     /// before we promote).
     pub last_known_leader: Option<String>,
-    /// Parameters written to postgresql.conf last time.
-    pub applied_params: Option<BTreeMap<String, String>>,
-    /// `synchronous_standby_names` as set for synchronous mode (`None`: not managed).
-    pub sync_standby_names: Option<String>,
-    /// A pre_promote script refused a promotion: no race for the lock until then.
-    pub promotion_blocked_until: Option<Millis>,
-    /// The configuration file(s) the agent was started with (re-read on reload).
-    pub config_path: Option<std::path::PathBuf>,
-    /// A restart scheduled through `POST /restart`, and the postmaster start time then.
-    pub scheduled_restart: Option<pgherd_api::RestartRequest>,
-    pub scheduled_restart_start_time: Option<String>,
-    /// The scheduled restart was looked up in our member key (after an agent restart).
-    pub restored_schedule: bool,
-    /// Since when our standby's WAL receiver has not been streaming.
-    pub not_streaming_since: Option<tokio::time::Instant>,
-    /// Member slots we created as leader (to drop them when their member leaves).
-    pub member_slots: Option<std::collections::BTreeSet<String>>,
+}
+
+pub struct Agent {
+    pub(crate) world: World,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) me: Me,
+    pub(crate) engine: Engine,
+    pub(crate) dynamic: Dynamic,
+    pub(crate) lease: Lease,
+    pub(crate) pg: PgRuntime,
+    pub(crate) tasks: Tasks,
+    pub(crate) schedules: Schedules,
+    pub(crate) view: View,
+    /// Member slots we manage as leader.
+    pub(crate) member_slots: crate::leader::MemberSlots,
+    pub(crate) snapshot_tx: watch::Sender<Arc<NodeSnapshot>>,
+    pub(crate) last_reason: String,
+    /// Replaces the REST API's access control and TLS settings on reload.
+    pub(crate) api_settings: Option<SettingsUpdater>,
+    pub(crate) planted: Option<PlantedBug>,
+    commands: mpsc::Receiver<ApiCommand>,
+    _fence: OwnedTask<()>,
 }
 
 impl Agent {
+    /// An agent for `cfg` in `world`; validates what the agent needs from the configuration.
+    pub fn new(cfg: Config, world: World) -> Result<(Agent, AgentHandles)> {
+        cfg.validate_for_agent()?;
+        let name = cfg.name.clone().context("name is required")?;
+        let bootstrap_dynamic = match cfg.bootstrap.as_ref() {
+            Some(b) if b.dcs.is_object() => DynamicConfig::from_value(&b.dcs).0,
+            _ => DynamicConfig::default(),
+        };
+        let me = Me {
+            conn_url: cfg.conn_url()?,
+            api_url: cfg.api_url()?,
+            name: name.clone(),
+        };
+        let settings = crate::settings::engine_settings(&cfg, &name, &bootstrap_dynamic);
+        let (snapshot_tx, snapshot) =
+            watch::channel(Arc::new(NodeSnapshot::new(name, cfg.scope.clone())));
+        let (commands_tx, commands) = mpsc::channel(16);
+        let (fence, fence_task) = fence::spawn(world.pg.clone());
+        let pg = PgRuntime::new(world.pg.configured_as_standby());
+        let agent = Agent {
+            cfg: Arc::new(cfg),
+            me,
+            engine: Engine::new(),
+            dynamic: Dynamic {
+                config: bootstrap_dynamic,
+                index: None,
+                settings,
+            },
+            lease: Lease::new(Clock::new(), fence),
+            pg,
+            tasks: Tasks::default(),
+            schedules: Schedules::default(),
+            view: View::default(),
+            member_slots: Default::default(),
+            snapshot_tx,
+            last_reason: String::new(),
+            api_settings: None,
+            planted: None,
+            commands,
+            _fence: fence_task,
+            world,
+        };
+        Ok((
+            agent,
+            AgentHandles {
+                snapshot,
+                commands: commands_tx,
+            },
+        ))
+    }
+
+    /// The REST API's settings, replaced when the configuration is reloaded.
+    pub fn with_api_settings(mut self, updater: SettingsUpdater) -> Agent {
+        self.api_settings = Some(updater);
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn plant(mut self, bug: PlantedBug) -> Agent {
+        self.planted = Some(bug);
+        match bug {
+            PlantedBug::NoFence => self.lease.disarm_fence(),
+            PlantedBug::FormerLeaderRaces => self.engine.plant_former_leader_races(),
+            PlantedBug::InlineRestart => {}
+        }
+        self
+    }
+
+    /// Runs HA cycles until `stop` resolves (a cycle in progress is abandoned: with the DCS
+    /// hung it could take several retry_timeouts, and nothing it was doing matters more than
+    /// stopping), then stops cleanly within a bound (`crate::shutdown`). `Err` only for
+    /// conditions where the agent must exit (e.g. the data directory belongs to another
+    /// cluster); the clean stop is skipped then.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<()> {
+        let result = tokio::select! {
+            biased;
+            () = stop => Ok(()),
+            result = self.run_loop() => result,
+        };
+        if let Err(e) = &result {
+            error!("{e:#}");
+        }
+        crate::shutdown::stop(&mut self, result.is_ok()).await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        let mut changes = self.world.dcs.subscribe();
+        loop {
+            let started = tokio::time::Instant::now();
+            self.cycle().await?;
+            let loop_wait = Duration::from_millis(self.dynamic.settings.loop_wait);
+            let deadline = crate::commands::next_scheduled_switchover(self)
+                .map_or(started + loop_wait, |at| at.min(started + loop_wait));
+            self.wait_for_next_cycle(deadline, &mut changes).await?;
+        }
+    }
+
+    /// Sleeps until the next cycle, waking early when something that matters changes in the
+    /// DCS (the leader key, a failover request, the configuration), a background action
+    /// ends, the postmaster dies or comes up, or a REST command asks for it.
+    async fn wait_for_next_cycle(
+        &mut self,
+        deadline: tokio::time::Instant,
+        changes: &mut watch::Receiver<u64>,
+    ) -> Result<()> {
+        let fingerprint = self.view.cluster.as_deref().map(wake_fingerprint);
+        loop {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                () = self.tasks.ended() => return Ok(()),
+                Some(command) = self.commands.recv() => {
+                    if crate::commands::handle(self, command).await {
+                        return Ok(());
+                    }
+                }
+                // A postmaster that died (or came up) is acted on at once rather than at
+                // the next loop_wait: a cheap pid check, no query.
+                () = tokio::time::sleep(Duration::from_millis(200)), if !self.tasks.is_running() => {
+                    if self.world.pg.postmaster().is_some() != self.pg.was_running() {
+                        return Ok(());
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the DCS watch ended");
+                    }
+                    if let Ok(c) = self.world.dcs.get_cluster().await {
+                        if Some(wake_fingerprint(&c)) != fingerprint {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// One HA cycle. `Err` only for conditions where the agent must exit (fatal).
-    pub async fn cycle(&mut self) -> Result<Decision> {
+    pub(crate) async fn cycle(&mut self) -> Result<Decision> {
         self.reap_task().await;
         crate::commands::run_scheduled(self).await;
 
-        let cluster = match self.dcs.get_cluster().await {
+        let cluster = match self.world.dcs.get_cluster().await {
             Ok(c) => {
-                self.dcs_last_seen = chrono::Utc::now().timestamp();
+                self.view.last_seen = self.world.clock.now_ms() / 1000;
                 Some(Arc::new(c))
             }
             Err(e) => {
@@ -95,145 +246,229 @@ impl Agent {
             }
         };
         if let Some(c) = &cluster {
-            if !self.restored_schedule {
-                self.restored_schedule = true;
-                crate::commands::restore_from_member(self, c);
-            }
-            if let Some(l) = c.leader_name().filter(|l| *l != self.name) {
-                self.last_known_leader = Some(l.to_string());
+            crate::commands::restore_from_member(self, c);
+            if let Some(l) = c.leader_name().filter(|l| *l != self.me.name) {
+                self.view.last_known_leader = Some(l.to_string());
             }
             self.apply_dynamic_config(c).await;
-            if c.leader_name() != Some(self.name.as_str()) {
-                self.set_lock_confirmed(None);
+            if c.leader_name() != Some(self.me.name.as_str()) {
+                self.lease.clear();
             }
         }
-        let local = observe::local_pg(self, cluster.as_deref()).await;
+        let local = self.observe(cluster.as_deref()).await;
         let peers = match &cluster {
-            Some(c) if pgherd_ha::wants_peer_probes(c, &self.settings, &local) => {
-                crate::peers::probe_all(&self.http, c, &self.name).await
+            Some(c) if pgherd_ha::wants_peer_probes(c, &self.dynamic.settings, &local) => {
+                crate::peers::probe_all(self.world.peers.as_ref(), c, &self.me.name).await
             }
             _ => Vec::new(),
         };
-        let mut settings = self.settings.clone();
+        let mut settings = self.dynamic.settings.clone();
         // A failure right after a crash can be transient (old backends still exiting); after
         // a few, stay stopped and say so.
-        if self.rewind_failures >= MAX_REWIND_ATTEMPTS {
+        if self.pg.rewind_exhausted() {
             settings.use_pg_rewind = false;
         }
-        let obs = pgherd_ha::Observation {
-            now: self.clock.now(),
+        let obs = Observation {
+            now: self.lease.now(),
             settings: &settings,
             cluster: cluster.as_deref(),
             pg: &local,
             peers: &peers,
-            in_progress: self.task.as_ref().map(|t| t.kind),
-            lock_confirmed_at: self.lock_confirmed_at,
-            promotion_blocked_until: self.promotion_blocked_until,
-            wall_clock_ms: chrono::Utc::now().timestamp_millis(),
+            in_progress: self.tasks.kind(),
+            lock_confirmed_at: self.lease.confirmed_at(),
+            promotion_blocked_until: self.schedules.promotion_blocked_until,
+            wall_clock_ms: self.world.clock.now_ms(),
         };
         let decision = self.engine.step(&obs);
+        self.world.trace.decided(&obs, &decision);
         if decision.reason != self.last_reason {
-            info!(member = %self.name, actions = ?decision.actions, "{}", decision.reason);
+            info!(member = %self.me.name, actions = ?decision.actions, "{}", decision.reason);
             self.last_reason = decision.reason.clone();
         } else {
-            debug!(member = %self.name, actions = ?decision.actions, "{}", decision.reason);
+            debug!(member = %self.me.name, actions = ?decision.actions, "{}", decision.reason);
         }
         crate::execute::run(self, &decision, cluster.as_ref(), &local).await?;
 
-        // Publish what we are now: observe again only if the actions may have changed it.
+        // Publish what we are now: look again only if the actions may have changed it.
         let local = if decision.actions.is_empty() {
             local
         } else {
-            observe::local_pg(self, cluster.as_deref()).await
+            self.observe(cluster.as_deref()).await
         };
         if cluster.is_some() {
-            let member = report::member_data(self, &local, cluster.as_deref());
-            if let Err(e) = self.dcs.touch_member(&member).await {
+            let member = crate::report::member_data(self, &local, cluster.as_deref());
+            if let Err(e) = self.world.dcs.touch_member(&member).await {
                 warn!("could not update member key: {e}");
             }
         }
-        self.last_cluster = cluster.clone().or(self.last_cluster.take());
-        report::publish_snapshot(self, &local, cluster);
+        if cluster.is_some() {
+            self.view.cluster = cluster.clone();
+        }
+        crate::report::publish_snapshot(self, &local, cluster);
         Ok(decision)
     }
 
-    /// Collects a finished background action and logs its outcome.
-    pub async fn reap_task(&mut self) {
-        let finished = self.task.as_ref().is_some_and(|t| t.handle.is_finished());
-        if !finished {
+    /// PostgreSQL as the engine sees it this cycle.
+    pub(crate) async fn observe(&mut self, cluster: Option<&Cluster>) -> pgherd_ha::LocalPg {
+        let facts = crate::observe::look(self.world.pg.as_ref()).await;
+        let patience =
+            Duration::from_millis(self.dynamic.settings.loop_wait * 2).max(Duration::from_secs(5));
+        self.pg.record(
+            facts,
+            &self.me.name,
+            cluster,
+            self.dynamic.config.synchronous_mode,
+            self.tasks.is_running(),
+            patience,
+        )
+    }
+
+    /// Collects a finished background action: applies what it changed, answers whoever waits
+    /// for it, and logs its outcome.
+    pub(crate) async fn reap_task(&mut self) {
+        let Some((task, result)) = self.tasks.take_finished().await else {
             return;
-        }
-        if let Some(task) = self.task.take() {
-            match task.handle.await {
-                Ok(Ok(outcome)) => {
-                    info!("{} finished: {}", task.kind.describe(), outcome.message);
-                    if self.pg.is_running().is_some() {
-                        crate::callbacks::run(
-                            &self.pg,
-                            &self.cfg,
-                            pgherd_postgres::CallbackAction::OnStart,
-                            self.role,
-                        );
-                    }
-                    if let Some(u) = outcome.upstream {
-                        self.upstream = u;
-                    }
-                    if outcome.rewind_failed {
-                        self.rewind_failures += 1;
-                    }
-                    if outcome.data_changed {
-                        self.rewind_failures = 0;
-                        self.applied_params = None;
-                    }
+        };
+        let reply = match result {
+            Ok(outcome) => {
+                info!("{} finished: {}", task.kind.describe(), outcome.message);
+                self.world.trace.task_ended(task.kind, true);
+                if let Some(r) = outcome.replication.clone() {
+                    self.pg.replication = r;
                 }
-                Ok(Err(e)) => warn!("{} failed: {e:#}", task.kind.describe()),
-                Err(e) => warn!("{} task died: {e}", task.kind.describe()),
+                if outcome.rewind_failed {
+                    self.pg.rewind_failed();
+                }
+                if outcome.data_changed {
+                    self.pg.data_changed();
+                }
+                if outcome.stopped {
+                    self.pg.stopped_by_us();
+                }
+                if outcome.released_lock {
+                    self.lease.clear();
+                }
+                if outcome.promotion_refused {
+                    self.schedules.promotion_blocked_until =
+                        Some(self.lease.now() + self.dynamic.settings.ttl);
+                }
+                if outcome.promoted {
+                    self.pg.set_role(pgherd_dcs::Role::Primary);
+                    self.pg.params_written(self.parameters());
+                    self.callback(pgherd_postgres::CallbackAction::OnRoleChange);
+                } else if outcome.stopped || outcome.released_lock {
+                    self.pg.set_role(pgherd_dcs::Role::Demoted);
+                    self.callback(pgherd_postgres::CallbackAction::OnRoleChange);
+                } else if task.kind == pgherd_ha::AsyncAction::Restart {
+                    self.callback(pgherd_postgres::CallbackAction::OnRestart);
+                } else if self.world.pg.postmaster().is_some() {
+                    self.callback(pgherd_postgres::CallbackAction::OnStart);
+                }
+                // A command on the leader must not report success if the leadership was lost
+                // meanwhile (e.g. a slow restart that cost the lease), nor a restart whose
+                // server is gone again (stopped by the fence while the loop was stuck).
+                let lease_lost = task.was_leader
+                    && !outcome.released_lock
+                    && !self.lease.current(&self.dynamic.settings);
+                let restarted_down = task.kind == pgherd_ha::AsyncAction::Restart
+                    && self.world.pg.postmaster().is_none();
+                if lease_lost {
+                    Err(pgherd_api::Refusal::unavailable(format!(
+                        "{}: the leader lock was lost meanwhile",
+                        outcome.message
+                    )))
+                } else if restarted_down {
+                    Err(pgherd_api::Refusal::unavailable(
+                        "restart failed: PostgreSQL is not running any more".to_string(),
+                    ))
+                } else {
+                    Ok(outcome.message)
+                }
             }
+            Err(e) => {
+                warn!("{} failed: {e:#}", task.kind.describe());
+                self.world.trace.task_ended(task.kind, false);
+                Err(pgherd_api::Refusal::unavailable(format!(
+                    "{} failed: {e:#}",
+                    task.kind.describe()
+                )))
+            }
+        };
+        if let Some(r) = task.reply {
+            let _ = r.send(reply);
         }
     }
 
-    pub fn set_lock_confirmed(&mut self, at: Option<Millis>) {
-        self.lock_confirmed_at = at;
-        let deadline = at.map(|t| {
-            self.clock.instant(
-                t + self
-                    .settings
-                    .ttl
-                    .saturating_sub(self.settings.fencing_margin),
-            )
-        });
-        let _ = self.fence.send(deadline);
+    /// Runs a configured callback in the background.
+    pub(crate) fn callback(&self, action: pgherd_postgres::CallbackAction) {
+        let cb = &self.cfg.postgresql.callbacks;
+        let command = match action {
+            pgherd_postgres::CallbackAction::OnStart => &cb.on_start,
+            pgherd_postgres::CallbackAction::OnStop => &cb.on_stop,
+            pgherd_postgres::CallbackAction::OnRestart => &cb.on_restart,
+            pgherd_postgres::CallbackAction::OnReload => &cb.on_reload,
+            pgherd_postgres::CallbackAction::OnRoleChange => &cb.on_role_change,
+        };
+        if let Some(command) = command {
+            self.world
+                .hooks
+                .callback(command, action, self.pg.role().as_str());
+        }
     }
 
-    pub fn task_context(&self) -> TaskContext {
+    pub(crate) fn task_context(&self) -> TaskContext {
         TaskContext {
             cfg: self.cfg.clone(),
-            name: self.name.clone(),
-            pg: self.pg.clone(),
-            dcs: self.dcs.clone(),
+            name: self.me.name.clone(),
+            pg: self.world.pg.clone(),
+            dcs: self.world.dcs.clone(),
+            hooks: self.world.hooks.clone(),
             params: self.parameters(),
+            use_slots: self.dynamic.config.postgresql.use_slots,
         }
     }
 
     /// The server parameters we run with: defaults, DCS, local file, and what pgherd forces.
-    pub fn parameters(&self) -> BTreeMap<String, String> {
+    pub(crate) fn parameters(&self) -> BTreeMap<String, String> {
         let major = self
+            .world
             .pg
-            .data_dir_major_version()
-            .ok()
-            .flatten()
-            .unwrap_or(15);
-        let mut params = pgherd_config::effective_parameters(&self.cfg, &self.dynamic, major);
+            .major_version()
+            .unwrap_or(pgherd_postgres::NEWEST_KNOWN_MAJOR);
+        let mut params =
+            pgherd_config::effective_parameters(&self.cfg, &self.dynamic.config, major);
         params.insert(
             "unix_socket_directories".into(),
-            self.pg.options().socket_dir.display().to_string(),
+            self.world.pg.options().socket_dir.display().to_string(),
         );
-        if self.dynamic.synchronous_mode {
-            if let Some(names) = &self.sync_standby_names {
-                params.insert("synchronous_standby_names".into(), names.clone());
+        if self.dynamic.config.synchronous_mode {
+            if let Some(names) = self.pg.sync_standby_names() {
+                params.insert("synchronous_standby_names".into(), names.to_string());
             }
         }
         params
+    }
+
+    /// Writes postgresql.conf with the current parameters and recovery settings; returns
+    /// whether it changed. How the server is configured is what was written (a standby whose
+    /// upstream's address is unknown is configured detached, and remembered so).
+    pub(crate) async fn write_server_config(&mut self, cluster: Option<&Cluster>) -> Result<bool> {
+        let params = self.parameters();
+        let (recovery, effective) = crate::tasks::recovery_conf_for(
+            &self.cfg,
+            &self.me.name,
+            self.dynamic.config.postgresql.use_slots,
+            cluster,
+            &self.pg.replication,
+        );
+        let changed = self
+            .world
+            .pg
+            .write_config(&params, recovery.as_ref())
+            .await?;
+        self.pg.replication = effective;
+        self.pg.params_written(params);
+        Ok(changed)
     }
 
     /// Applies a changed DCS `config`: engine settings, DCS ttl, PostgreSQL parameters.
@@ -241,65 +476,75 @@ impl Agent {
         let Some(config) = &cluster.config else {
             return;
         };
-        if self.dynamic_index == Some(config.index) {
+        if self.dynamic.index == Some(config.index) {
             return;
         }
         let (dynamic, warnings) = DynamicConfig::from_value(&config.value);
         for w in warnings {
             warn!("DCS config: {w}");
         }
-        if self.dynamic_index.is_some() {
+        if self.dynamic.index.is_some() {
             info!("dynamic configuration changed (index {})", config.index);
         }
-        if dynamic.ttl != self.dynamic.ttl {
-            self.dcs.set_ttl(dynamic.ttl).await;
+        if dynamic.ttl != self.dynamic.config.ttl {
+            self.world.dcs.set_ttl(dynamic.ttl).await;
         }
         if !dynamic.synchronous_mode {
-            self.sync_standby_names = None;
+            self.pg.set_sync_standby_names(None);
         }
-        self.dynamic = dynamic;
-        self.dynamic_index = Some(config.index);
-        self.settings = crate::settings::engine_settings(&self.cfg, &self.name, &self.dynamic);
+        self.dynamic.settings =
+            crate::settings::engine_settings(&self.cfg, &self.me.name, &dynamic);
+        self.dynamic.config = dynamic;
+        self.dynamic.index = Some(config.index);
         self.reload_parameters_if_changed().await;
     }
 
     /// Rewrites postgresql.conf when the effective parameters changed and reloads a running
     /// server; parameters that need a restart show up as `pending_restart`.
-    pub async fn reload_parameters_if_changed(&mut self) {
+    pub(crate) async fn reload_parameters_if_changed(&mut self) {
         let params = self.parameters();
-        if self.applied_params.as_ref() == Some(&params) {
+        if self.pg.applied_params() == Some(&params) {
             return;
         }
         if !matches!(
-            self.pg.data_dir_state(),
+            self.world.pg.data_dir_state(),
             pgherd_postgres::DataDirState::Initialized { .. }
         ) {
             return;
         }
-        let recovery = crate::tasks::recovery_conf_for(
-            &self.cfg,
-            &self.name,
-            self.last_cluster.as_deref(),
-            self.upstream.as_deref(),
-        );
-        match self.pg.write_config(&params, recovery.as_ref()) {
+        let cluster = self.view.cluster.clone();
+        match self.write_server_config(cluster.as_deref()).await {
             Ok(changed) => {
-                if changed && self.pg.is_running().is_some() {
-                    if let Err(e) = self.pg.reload().await {
+                if changed && self.world.pg.postmaster().is_some() {
+                    if let Err(e) = self.world.pg.reload().await {
                         warn!("reload after parameter change failed: {e:#}");
                     } else {
                         info!("postgresql.conf changed: reloaded PostgreSQL");
-                        crate::callbacks::run(
-                            &self.pg,
-                            &self.cfg,
-                            pgherd_postgres::CallbackAction::OnReload,
-                            self.role,
-                        );
+                        self.callback(pgherd_postgres::CallbackAction::OnReload);
                     }
                 }
-                self.applied_params = Some(params);
             }
             Err(e) => warn!("writing postgresql.conf failed: {e:#}"),
         }
     }
+}
+
+/// The parts of the cluster whose change should run a cycle at once: leader, failover
+/// index, config index, sync index, initialize.
+type WakeFingerprint = (
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn wake_fingerprint(c: &Cluster) -> WakeFingerprint {
+    (
+        c.leader_name().map(str::to_string),
+        c.failover.as_ref().map(|f| f.index),
+        c.config.as_ref().map(|f| f.index),
+        c.sync.as_ref().map(|f| f.index),
+        c.initialize.clone(),
+    )
 }

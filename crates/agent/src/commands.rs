@@ -1,13 +1,25 @@
 //! Management requests from the REST API (restart, reload, reinitialize, scheduled restart),
-//! executed by the agent between HA cycles. See `pgherd_api::ApiCommand` for the contract.
+//! handled between HA cycles. A restart or reinitialize runs as a background task and its
+//! caller gets the answer when the task ends. See `pgherd_api::ApiCommand` for the contract.
 
 use crate::agent::Agent;
-use crate::tasks::RunningTask;
 use pgherd_api::{ApiCommand, CommandResult, Refusal, RestartRequest};
-use pgherd_ha::AsyncAction;
-use pgherd_postgres::{CallbackAction, StopMode};
+use pgherd_ha::{AsyncAction, Millis, Scheduled};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
+
+/// Work scheduled for later and what blocks the leader race for a while.
+#[derive(Default)]
+pub struct Schedules {
+    /// A restart scheduled through `POST /restart`, and the postmaster start time then.
+    pub restart: Option<RestartRequest>,
+    pub restart_start_time: Option<String>,
+    /// The scheduled restart was looked up in our member key (after an agent restart).
+    restored: bool,
+    /// A `pre_promote` script refused a promotion: no race for the lock until then.
+    pub promotion_blocked_until: Option<Millis>,
+}
 
 /// Handles one command; returns whether an HA cycle should run right away.
 pub async fn handle(a: &mut Agent, command: ApiCommand) -> bool {
@@ -18,154 +30,166 @@ pub async fn handle(a: &mut Agent, command: ApiCommand) -> bool {
             true
         }
         ApiCommand::Restart { request, reply } => {
-            let result = restart(a, &request).await;
-            let _ = reply.send(result);
+            restart(a, &request, Some(reply)).await;
             true
         }
         ApiCommand::ScheduleRestart { request, reply } => {
-            let result = if a.scheduled_restart.is_some() {
+            let result = if a.schedules.restart.is_some() {
                 Err(Refusal::already_scheduled())
             } else {
                 info!("restart scheduled at {:?}", request.schedule);
-                a.scheduled_restart_start_time =
-                    a.pg_state.as_ref().map(|s| s.postmaster_start_time.clone());
-                a.scheduled_restart = Some(request);
+                a.schedules.restart_start_time =
+                    a.pg.state().map(|s| s.postmaster_start_time.clone());
+                a.schedules.restart = Some(request);
                 Ok("Restart scheduled".to_string())
             };
             let _ = reply.send(result);
             true
         }
         ApiCommand::CancelScheduledRestart { reply } => {
-            let had = a.scheduled_restart.take().is_some();
+            let had = a.schedules.restart.take().is_some();
             let _ = reply.send(had);
             true
         }
         ApiCommand::Reinitialize { force, reply } => {
-            let result = reinitialize(a, force).await;
-            let _ = reply.send(result);
+            reinitialize(a, force, reply);
             true
         }
     }
 }
 
-/// Runs a due scheduled restart (Patroni drops one that is more than 1.5 loop_wait late, or
+/// Starts a due scheduled restart (Patroni drops one that is more than 1.5 loop_wait late, or
 /// whose postmaster was restarted meanwhile).
 pub async fn run_scheduled(a: &mut Agent) {
-    let Some(request) = a.scheduled_restart.clone() else {
+    let Some(request) = a.schedules.restart.clone() else {
         return;
     };
     let Some(at) = request.schedule else {
-        a.scheduled_restart = None;
+        a.schedules.restart = None;
         return;
     };
-    let now = chrono::Utc::now();
-    if at > now {
-        return;
+    let now = a.world.clock.now_ms();
+    match pgherd_ha::scheduled(at.timestamp_millis(), now, a.dynamic.settings.loop_wait) {
+        Scheduled::Waiting => return,
+        Scheduled::Missed => {
+            warn!("scheduled restart at {at} was missed by more than 1.5 loop_wait: dropped");
+            a.schedules.restart = None;
+            return;
+        }
+        Scheduled::Due => {}
     }
-    a.scheduled_restart = None;
-    let late = (now - at.with_timezone(&chrono::Utc))
-        .to_std()
-        .unwrap_or_default();
-    let allowed = Duration::from_millis(a.settings.loop_wait * 3 / 2).max(Duration::from_secs(1));
-    if late > allowed {
-        warn!("scheduled restart at {at} is {late:?} late: dropped");
-        return;
-    }
-    let started = a.pg_state.as_ref().map(|s| s.postmaster_start_time.clone());
-    if a.scheduled_restart_start_time.is_some() && started != a.scheduled_restart_start_time {
+    a.schedules.restart = None;
+    let started = a.pg.state().map(|s| s.postmaster_start_time.clone());
+    if a.schedules.restart_start_time.is_some() && started != a.schedules.restart_start_time {
         info!("scheduled restart cancelled: PostgreSQL was restarted meanwhile");
         return;
     }
-    match restart(a, &request).await {
-        Ok(m) => info!("scheduled restart: {m}"),
-        Err(r) => warn!("scheduled restart not done: {}", r.message),
+    restart(a, &request, None).await;
+}
+
+/// The planted defect: the restart awaited inside the HA loop, as the first design did.
+async fn restart_inline(
+    a: &mut Agent,
+    limit: Duration,
+    reply: Option<oneshot::Sender<CommandResult>>,
+) {
+    let result = match tokio::time::timeout(limit, a.world.pg.restart()).await {
+        Ok(Ok(())) => Ok("restarted successfully".to_string()),
+        _ => Err(Refusal::restart_failed()),
+    };
+    if let Some(r) = reply {
+        let _ = r.send(result);
     }
 }
 
-async fn restart(a: &mut Agent, request: &RestartRequest) -> CommandResult {
-    if let Some(t) = &a.task {
-        return Err(Refusal::in_progress(t.kind.describe()));
+/// Checks the conditions, then restarts PostgreSQL in a background task.
+async fn restart(
+    a: &mut Agent,
+    request: &RestartRequest,
+    reply: Option<oneshot::Sender<CommandResult>>,
+) {
+    let refuse = |reply: Option<oneshot::Sender<CommandResult>>, refusal: Refusal| {
+        warn!("restart not done: {}", refusal.message);
+        if let Some(r) = reply {
+            let _ = r.send(Err(refusal));
+        }
+    };
+    if let Some(kind) = a.tasks.kind() {
+        return refuse(reply, Refusal::in_progress(kind.describe()));
     }
-    let Some(state) = a.pg_state.clone() else {
-        return Err(if a.pg.is_running().is_some() {
+    let Some(state) = a.pg.state().cloned() else {
+        let refusal = if a.world.pg.postmaster().is_some() {
             Refusal::still_starting()
         } else {
             Refusal::conditions_not_satisfied()
-        });
+        };
+        return refuse(reply, refusal);
     };
-    if let Err(why) = request.conditions_met(a.role, state.server_version, state.pending_restart) {
+    if let Err(why) =
+        request.conditions_met(a.pg.role(), state.server_version, state.pending_restart)
+    {
         info!("restart not done: {why}");
-        return Err(Refusal::conditions_not_satisfied());
+        return refuse(reply, Refusal::conditions_not_satisfied());
     }
     let limit = request.timeout.unwrap_or_else(|| {
-        Duration::from_millis(a.settings.primary_start_timeout.max(a.settings.ttl))
+        Duration::from_millis(
+            a.dynamic
+                .settings
+                .primary_start_timeout
+                .max(a.dynamic.settings.ttl),
+        )
     });
     info!("restarting PostgreSQL in place (requested through the REST API)");
-    match tokio::time::timeout(limit, a.pg.restart()).await {
-        Ok(Ok(())) => {
-            crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRestart, a.role);
-            Ok("restarted successfully".to_string())
-        }
-        Ok(Err(e)) => {
-            warn!("restart failed: {e:#}");
-            Err(Refusal::restart_failed())
-        }
-        Err(_) => {
-            warn!("restart did not finish within {limit:?}");
-            Err(Refusal::restart_failed())
-        }
+    if a.planted == Some(crate::agent::PlantedBug::InlineRestart) {
+        return restart_inline(a, limit, reply).await;
+    }
+    let ctx = a.task_context();
+    a.tasks
+        .start(AsyncAction::Restart, a.lease.held(), ctx.restart(limit));
+    if let Some(r) = reply {
+        a.tasks.reply_when_done(r);
     }
 }
 
-async fn reinitialize(a: &mut Agent, force: bool) -> CommandResult {
-    let Some(cluster) = a.last_cluster.clone() else {
-        return Err(Refusal::unavailable(
-            "Cluster has no leader, can not reinitialize",
-        ));
+fn reinitialize(a: &mut Agent, force: bool, reply: oneshot::Sender<CommandResult>) {
+    let refuse = |reply: oneshot::Sender<CommandResult>, message: &str| {
+        let _ = reply.send(Err(Refusal::unavailable(message)));
+    };
+    let Some(cluster) = a.view.cluster.clone() else {
+        return refuse(reply, "Cluster has no leader, can not reinitialize");
     };
     let Some(leader) = cluster.leader_name().map(str::to_string) else {
-        return Err(Refusal::unavailable(
-            "Cluster has no leader, can not reinitialize",
-        ));
+        return refuse(reply, "Cluster has no leader, can not reinitialize");
     };
-    if leader == a.name {
-        return Err(Refusal::unavailable(
-            "I am the leader, can not reinitialize",
-        ));
+    if leader == a.me.name {
+        return refuse(reply, "I am the leader, can not reinitialize");
     }
-    if let Some(t) = a.task.take() {
+    if let Some(kind) = a.tasks.kind() {
         if !force {
-            let refusal = Refusal::in_progress(t.kind.describe());
-            a.task = Some(t);
-            return Err(refusal);
+            let _ = reply.send(Err(Refusal::in_progress(kind.describe())));
+            return;
         }
-        info!("reinitialize --force: cancelling {}", t.kind.describe());
-        t.handle.abort();
-        let _ = t.handle.await;
+        info!("reinitialize --force: cancelling {}", kind.describe());
+        a.tasks.cancel();
     }
-    if let Err(e) =
-        a.pg.stop(StopMode::Immediate, a.pg.options().pg_ctl_timeout)
-            .await
-    {
-        warn!("reinitialize: stopping PostgreSQL failed: {e:#}");
-        return Err(Refusal::unavailable("failed to stop postgres"));
-    }
-    a.was_running = false;
+    a.pg.stopped_by_us();
     let ctx = a.task_context();
     info!("reinitializing from {leader} (requested through the REST API)");
-    a.task = Some(RunningTask {
-        kind: AsyncAction::Reinitialize,
-        handle: tokio::spawn(ctx.reinitialize(cluster, leader, "POST /reinitialize was requested")),
-    });
-    Ok("reinitialize started".to_string())
+    a.tasks.start(
+        AsyncAction::Reinitialize,
+        false,
+        ctx.reinitialize(cluster, leader, "POST /reinitialize was requested"),
+    );
+    // Patroni answers as soon as the reinitialize has started.
+    let _ = reply.send(Ok("reinitialize started".to_string()));
 }
 
-/// SIGHUP / `POST /reload`: re-read the configuration file(s) and apply what changed.
+/// SIGHUP / `POST /reload`: re-read the configuration and apply what changed.
 pub async fn reload(a: &mut Agent) {
-    let loaded = match pgherd_config::load_from_process_env(a.config_path.as_deref()) {
+    let loaded = match a.world.config.load() {
         Ok(l) => l,
         Err(e) => {
-            warn!("reload: configuration rejected, keeping the current one: {e}");
+            warn!("reload: configuration rejected, keeping the current one: {e:#}");
             return;
         }
     };
@@ -177,9 +201,10 @@ pub async fn reload(a: &mut Agent) {
         return;
     }
     a.cfg = std::sync::Arc::new(loaded.config);
-    a.settings = crate::settings::engine_settings(&a.cfg, &a.name, &a.dynamic);
+    a.dynamic.settings = crate::settings::engine_settings(&a.cfg, &a.me.name, &a.dynamic.config);
+    a.world.peers.reconfigure(&a.cfg);
     reload_api_settings(a).await;
-    a.applied_params = None;
+    a.pg.forget_params();
     a.reload_parameters_if_changed().await;
     info!("configuration reloaded");
 }
@@ -188,6 +213,9 @@ pub async fn reload(a: &mut Agent) {
 /// the REST API applies them to the next request or handshake, like Patroni's reload. A
 /// certificate or key that cannot be read keeps the current settings.
 async fn reload_api_settings(a: &mut Agent) {
+    let Some(updater) = a.api_settings.clone() else {
+        return;
+    };
     let cfg = a.cfg.clone();
     // Allowlist host names are resolved with blocking DNS.
     let built = tokio::task::spawn_blocking(move || {
@@ -196,12 +224,8 @@ async fn reload_api_settings(a: &mut Agent) {
     .await;
     match built {
         Ok(Ok(settings)) => {
-            if let Some(note) = a.api_settings.replace(settings) {
+            if let Some(note) = updater.replace(settings) {
                 warn!("reload: {note}");
-            }
-            match crate::peers::client(&a.cfg) {
-                Ok(http) => a.http = http,
-                Err(e) => warn!("reload: peer probes keep their TLS settings: {e:#}"),
             }
         }
         Ok(Err(e)) => warn!("reload: REST API settings rejected, keeping the current ones: {e}"),
@@ -211,12 +235,12 @@ async fn reload_api_settings(a: &mut Agent) {
 
 /// Reads a scheduled restart back from our own member key after an agent restart.
 pub fn restore_from_member(a: &mut Agent, cluster: &pgherd_dcs::Cluster) {
-    if a.scheduled_restart.is_some() {
+    if std::mem::replace(&mut a.schedules.restored, true) || a.schedules.restart.is_some() {
         return;
     }
     let Some(value) = cluster
         .members
-        .get(&a.name)
+        .get(&a.me.name)
         .and_then(|m| m.data.scheduled_restart.clone())
     else {
         return;
@@ -226,10 +250,23 @@ pub fn restore_from_member(a: &mut Agent, cluster: &pgherd_dcs::Cluster) {
             "restored the scheduled restart at {:?} from the member key",
             request.schedule
         );
-        a.scheduled_restart_start_time = value
+        a.schedules.restart_start_time = value
             .get("postmaster_start_time")
             .and_then(|v| v.as_str())
             .map(str::to_string);
-        a.scheduled_restart = Some(request);
+        a.schedules.restart = Some(request);
     }
+}
+
+/// The leader wakes up exactly at a scheduled switchover's time instead of up to one
+/// loop_wait later.
+pub fn next_scheduled_switchover(a: &Agent) -> Option<tokio::time::Instant> {
+    let cluster = a.view.cluster.as_ref()?;
+    if cluster.leader_name() != Some(a.me.name.as_str()) {
+        return None;
+    }
+    let at = cluster.failover_request()?.scheduled_at.as_deref()?;
+    let when = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    let ahead = u64::try_from(when.timestamp_millis() - a.world.clock.now_ms()).ok()?;
+    Some(tokio::time::Instant::now() + Duration::from_millis(ahead))
 }

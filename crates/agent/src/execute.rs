@@ -1,13 +1,12 @@
 //! Carrying out the engine's actions, in order. A failed action (error, or a lock operation
-//! answering "no") skips the rest; the next cycle decides again on fresh facts.
+//! answering "no") skips the rest; the next cycle decides again on fresh facts. Long actions
+//! start a background task (`crate::tasks`) and return at once, so the loop keeps renewing
+//! the lease meanwhile.
 
 use crate::agent::Agent;
-use crate::tasks::RunningTask;
 use anyhow::{anyhow, Context, Result};
-use pgherd_dcs::{Cluster, Role};
-use pgherd_ha::{Action, AsyncAction, Decision, DemoteMode, LocalPg, StartRole};
-use pgherd_postgres::{CallbackAction, StopMode};
-use std::future::Future;
+use pgherd_dcs::{Cluster, Failover};
+use pgherd_ha::{Action, AsyncAction, Decision, LocalPg, Replication};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -18,7 +17,11 @@ pub async fn run(
     local: &LocalPg,
 ) -> Result<()> {
     for action in &decision.actions {
-        match one(a, action, cluster, local).await {
+        let result = one(a, action, cluster, local).await;
+        a.world
+            .trace
+            .action_done(action, matches!(result, Ok(true)));
+        match result {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -33,16 +36,6 @@ pub async fn run(
     Ok(())
 }
 
-fn spawn<F>(a: &mut Agent, kind: AsyncAction, fut: F)
-where
-    F: Future<Output = Result<crate::tasks::TaskOutcome>> + Send + 'static,
-{
-    a.task = Some(RunningTask {
-        kind,
-        handle: tokio::spawn(fut),
-    });
-}
-
 fn need_cluster(cluster: Option<&Arc<Cluster>>) -> Result<Arc<Cluster>> {
     cluster.cloned().context("no DCS view")
 }
@@ -53,36 +46,38 @@ async fn one(
     cluster: Option<&Arc<Cluster>>,
     local: &LocalPg,
 ) -> Result<bool> {
+    let leader = a.lease.held();
     match action {
         Action::Bootstrap => {
-            if !a.dcs.initialize(true, "").await? {
+            if !a.world.dcs.initialize(true, "").await? {
                 info!("failed to acquire initialize lock");
                 return Ok(false);
             }
             info!("won the initialize race: bootstrapping a new cluster");
             let ctx = a.task_context();
-            spawn(a, AsyncAction::Bootstrap, ctx.bootstrap());
+            a.tasks
+                .start(AsyncAction::Bootstrap, leader, ctx.bootstrap());
             Ok(true)
         }
         Action::WriteInitialize { sysid } => {
-            a.dcs.initialize(false, sysid).await?;
+            a.world.dcs.initialize(false, sysid).await?;
             Ok(true)
         }
         Action::Clone { source, upstream } => {
             let ctx = a.task_context();
             let cluster = need_cluster(cluster)?;
-            spawn(
-                a,
+            a.tasks.start(
                 AsyncAction::Clone,
+                leader,
                 ctx.clone_replica(cluster, source.clone(), upstream.clone()),
             );
             Ok(true)
         }
         Action::AcquireLock => {
-            let sent = a.clock.now();
-            let won = a.dcs.attempt_to_acquire_leader().await?;
+            let sent = a.lease.now();
+            let won = a.world.dcs.attempt_to_acquire_leader().await?;
             if won {
-                a.set_lock_confirmed(Some(sent));
+                a.lease.confirm(sent, &a.dynamic.settings);
                 info!("acquired the leader lock");
             } else {
                 info!("lost the leader race: another member took the lock first");
@@ -90,77 +85,74 @@ async fn one(
             Ok(won)
         }
         Action::RenewLock => {
-            let sent = a.clock.now();
-            if a.dcs.update_leader().await? {
-                a.set_lock_confirmed(Some(sent));
+            let sent = a.lease.now();
+            if a.world.dcs.update_leader().await? {
+                a.lease.confirm(sent, &a.dynamic.settings);
                 Ok(true)
             } else {
-                a.set_lock_confirmed(None);
+                a.lease.clear();
                 warn!("the leader lock is no longer ours");
                 Ok(false)
             }
         }
         Action::ReleaseLock => {
-            a.dcs.delete_leader().await?;
-            a.set_lock_confirmed(None);
+            a.world.dcs.delete_leader().await?;
+            a.lease.clear();
             info!("released the leader lock");
             Ok(true)
         }
-        Action::StartPostgres(role) => {
-            let upstream = match role {
-                StartRole::Primary => None,
-                StartRole::Replica { upstream } => Some(upstream.clone().unwrap_or_default()),
-            };
+        Action::StartPostgres(replication) => {
             let ctx = a.task_context();
-            spawn(a, AsyncAction::Start, ctx.start(cluster.cloned(), upstream));
+            a.tasks.start(
+                AsyncAction::Start,
+                leader,
+                ctx.start(cluster.cloned(), replication.clone()),
+            );
             Ok(true)
         }
         Action::Promote => {
-            if !pre_promote(a).await? {
-                return Ok(false);
-            }
-            crate::proxy_fence::wait(a).await;
-            a.pg.promote(true).await.context("pg_ctl promote")?;
-            a.upstream = None;
-            a.role = Role::Primary;
-            // Rewrite the configuration as a primary (no recovery settings).
-            let params = a.parameters();
-            a.pg.write_config(&params, None)?;
-            a.applied_params = Some(params);
-            // A checkpoint makes the new timeline visible in pg_control at once, which
-            // pg_rewind on the former primary relies on.
-            if let Err(e) = a.pg.checkpoint().await {
-                warn!("checkpoint after promote failed: {e:#}");
-            }
-            info!("promoted PostgreSQL to primary");
-            crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRoleChange, Role::Primary);
+            let ctx = a.task_context();
+            let former = a.view.last_known_leader.clone();
+            let wait = a.dynamic.config.proxy_fencing_timeout;
+            a.tasks
+                .start(AsyncAction::Promote, leader, ctx.promote(former, wait));
             Ok(true)
         }
-        Action::Demote(mode) => demote(a, *mode).await,
+        Action::Demote(mode) => {
+            info!("demoting ({mode:?})");
+            let ctx = a.task_context();
+            a.tasks.start(AsyncAction::Stop, leader, ctx.demote(*mode));
+            Ok(true)
+        }
         Action::Follow { upstream } => {
-            let recovery = crate::tasks::recovery_conf_for(
+            let (recovery, effective) = crate::tasks::recovery_conf_for(
                 &a.cfg,
-                &a.name,
+                &a.me.name,
+                a.dynamic.config.postgresql.use_slots,
                 cluster.map(|c| c.as_ref()),
-                Some(upstream),
+                &Replication::From(upstream.clone()),
             );
-            let params = a.parameters();
-            let changed = a.pg.write_config(&params, recovery.as_ref())?;
-            a.applied_params = Some(params);
-            if changed {
-                a.pg.reload().await?;
+            if effective != Replication::From(upstream.clone()) {
+                info!("{upstream} has published no connection address yet: following it later");
+                return Ok(false);
             }
-            a.upstream = Some(upstream.clone());
+            let params = a.parameters();
+            let changed = a.world.pg.write_config(&params, recovery.as_ref()).await?;
+            a.pg.params_written(params);
+            if changed {
+                a.world.pg.reload().await?;
+            }
+            a.pg.replication = effective;
             info!("now following {upstream}");
             Ok(true)
         }
         Action::Rewind { source } => {
             let ctx = a.task_context();
             let cluster = need_cluster(cluster)?;
-            let remove = a.settings.remove_data_directory_on_rewind_failure;
-            spawn(
-                a,
+            let remove = a.dynamic.settings.remove_data_directory_on_rewind_failure;
+            a.tasks.start(
                 AsyncAction::Rewind,
+                leader,
                 ctx.rewind(cluster, source.clone(), remove),
             );
             Ok(true)
@@ -168,9 +160,9 @@ async fn one(
         Action::Reinitialize { source } => {
             let ctx = a.task_context();
             let cluster = need_cluster(cluster)?;
-            spawn(
-                a,
+            a.tasks.start(
                 AsyncAction::Reinitialize,
+                leader,
                 ctx.reinitialize(
                     cluster,
                     source.clone(),
@@ -184,70 +176,40 @@ async fn one(
             crate::leader::publish(a, &cluster, local).await
         }
         Action::ClearFailover { index } => {
-            a.dcs.set_failover_value("{}", Some(*index)).await?;
-            Ok(true)
+            let cleared = a
+                .world
+                .dcs
+                .set_failover_value(&Failover::none().to_json(), Some(*index))
+                .await?;
+            if !cleared {
+                info!("the failover key changed concurrently; deciding again next cycle");
+            }
+            Ok(cleared)
         }
         Action::SetSynchronousStandbys { names, strict } => {
-            let value = standby_names_value(names, *strict, a.settings.synchronous_node_count);
-            a.sync_standby_names = Some(value.clone());
-            let params = a.parameters();
-            let recovery = crate::tasks::recovery_conf_for(
-                &a.cfg,
-                &a.name,
-                cluster.map(|c| c.as_ref()),
-                a.upstream.as_deref(),
-            );
-            if a.pg.write_config(&params, recovery.as_ref())? {
-                a.pg.reload().await?;
+            let value =
+                standby_names_value(names, *strict, a.dynamic.settings.synchronous_node_count);
+            a.pg.set_sync_standby_names(Some(value.clone()));
+            if a.write_server_config(cluster.map(|c| c.as_ref())).await? {
+                a.world.pg.reload().await?;
             }
-            a.applied_params = Some(params);
             info!("synchronous_standby_names = '{value}'");
             Ok(true)
         }
         Action::WriteSync { standbys, index } => {
-            let state = pgherd_dcs::SyncState::new(&a.name, standbys);
-            let written = a.dcs.set_sync_state(&state, *index).await?;
+            let state = pgherd_dcs::SyncState::new(&a.me.name, standbys);
+            let written = a.world.dcs.set_sync_state(&state, *index).await?;
             if !written {
                 info!("sync key changed concurrently; retrying next cycle");
             }
             Ok(written)
         }
         Action::DeleteSync { index } => {
-            a.dcs.delete_sync_state(Some(*index)).await?;
+            a.world.dcs.delete_sync_state(Some(*index)).await?;
             Ok(true)
         }
         Action::Fatal { message } => Err(anyhow!("{message}")),
     }
-}
-
-/// Demotion (compat §4.8). The server is left stopped except for `Offline`: the next cycle
-/// decides how it comes back (follow, rewind) with the leader it then sees.
-async fn demote(a: &mut Agent, mode: DemoteMode) -> Result<bool> {
-    let timeout = a.pg.options().pg_ctl_timeout;
-    if mode == DemoteMode::Graceful {
-        if let Err(e) = a.pg.checkpoint().await {
-            warn!("checkpoint before switchover failed: {e:#}");
-        }
-    }
-    let stop = if mode.fast_stop() {
-        StopMode::Fast
-    } else {
-        StopMode::Immediate
-    };
-    a.pg.stop(stop, timeout).await?;
-    if mode.releases_lock() {
-        a.dcs.delete_leader().await?;
-    }
-    a.set_lock_confirmed(None);
-    if mode == DemoteMode::Offline {
-        let ctx = a.task_context();
-        spawn(a, AsyncAction::Start, ctx.start(None, Some(String::new())));
-    }
-    a.was_running = false;
-    a.role = Role::Demoted;
-    info!("demoted ({mode:?})");
-    crate::callbacks::run(&a.pg, &a.cfg, CallbackAction::OnRoleChange, Role::Replica);
-    Ok(true)
 }
 
 /// `synchronous_standby_names` for these members: none -> `*` (strict: commits wait for any
@@ -263,29 +225,6 @@ fn standby_names_value(names: &[String], strict: bool, count: usize) -> String {
         1 => quoted[0].clone(),
         n => format!("{} ({})", count.clamp(1, n), quoted.join(",")),
     }
-}
-
-/// Runs `postgresql.pre_promote`; a non-zero exit cancels the promotion, releases the lock
-/// and keeps this node out of the race for one ttl.
-async fn pre_promote(a: &mut Agent) -> Result<bool> {
-    let Some(cmd) = a.cfg.postgresql.pre_promote.clone() else {
-        return Ok(true);
-    };
-    let status = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&cmd)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .await
-        .with_context(|| format!("running pre_promote {cmd}"))?;
-    if status.success() {
-        return Ok(true);
-    }
-    warn!("pre_promote {cmd} exited with {status}: promotion cancelled, releasing the leader lock");
-    a.dcs.delete_leader().await?;
-    a.set_lock_confirmed(None);
-    a.promotion_blocked_until = Some(a.clock.now() + a.settings.ttl);
-    Ok(false)
 }
 
 #[cfg(test)]

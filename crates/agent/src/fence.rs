@@ -4,19 +4,27 @@
 //! The HA loop demotes on its own when a renewal fails, but a DCS call can hang and a cycle
 //! can be late; this task only sleeps until the deadline, so it fires on time even then.
 
-use pgherd_postgres::{Postgres, StopMode};
+use crate::tasks::OwnedTask;
+use crate::world::PgControl;
+use pgherd_postgres::StopMode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
+
+/// How long the fence asks PostgreSQL whether it is a primary before stopping it anyway.
+const ROLE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// While tripped, how often the fence looks again for a primary to stop.
+const TRIPPED_RECHECK: Duration = Duration::from_millis(250);
 
 /// Arms the fence: `Some(deadline)` while we hold the lock, `None` otherwise.
 pub type FenceHandle = watch::Sender<Option<Instant>>;
 
-pub fn spawn(pg: Arc<Postgres>) -> FenceHandle {
+pub fn spawn(pg: Arc<dyn PgControl>) -> (FenceHandle, OwnedTask<()>) {
     let (tx, mut rx) = watch::channel::<Option<Instant>>(None);
-    tokio::spawn(async move {
+    let task = OwnedTask::spawn(async move {
         loop {
             let deadline = *rx.borrow_and_update();
             match deadline {
@@ -27,6 +35,7 @@ pub fn spawn(pg: Arc<Postgres>) -> FenceHandle {
                 }
                 Some(at) => {
                     tokio::select! {
+                        biased;
                         changed = rx.changed() => {
                             if changed.is_err() {
                                 return;
@@ -34,9 +43,7 @@ pub fn spawn(pg: Arc<Postgres>) -> FenceHandle {
                         }
                         _ = tokio::time::sleep_until(at) => {
                             if rx.borrow().is_some_and(|d| d <= Instant::now()) {
-                                fire(&pg).await;
-                                // Disarmed until the HA loop confirms a lease again.
-                                let _ = rx.changed().await;
+                                tripped(pg.as_ref(), &mut rx).await;
                             }
                         }
                     }
@@ -44,11 +51,37 @@ pub fn spawn(pg: Arc<Postgres>) -> FenceHandle {
             }
         }
     });
-    tx
+    (tx, task)
 }
 
-async fn fire(pg: &Postgres) {
-    if pg.is_running().is_none() {
+/// The deadline passed: until the HA loop confirms a lease again (or gives up leadership),
+/// PostgreSQL must not run as a primary, including one that a restart or start already under
+/// way brings up later.
+async fn tripped(pg: &dyn PgControl, rx: &mut watch::Receiver<Option<Instant>>) {
+    let mut first = true;
+    loop {
+        fire(pg, first).await;
+        first = false;
+        tokio::select! {
+            biased;
+            _ = rx.changed() => return,
+            _ = tokio::time::sleep(TRIPPED_RECHECK) => {}
+        }
+    }
+}
+
+/// Stops PostgreSQL if it runs as a primary (or does not say it is a standby in time).
+async fn fire(pg: &dyn PgControl, first: bool) {
+    if pg.postmaster().is_none() {
+        return;
+    }
+    let standby = tokio::time::timeout(ROLE_CHECK_TIMEOUT, pg.query_state())
+        .await
+        .is_ok_and(|r| r.is_ok_and(|s| s.in_recovery));
+    if standby {
+        if first {
+            info!("fencing: leader lease not confirmed within ttl - safety margin, but PostgreSQL is a standby: nothing to stop");
+        }
         return;
     }
     warn!("fencing: leader lease not confirmed within ttl - safety margin; stopping PostgreSQL immediately to avoid split brain");

@@ -13,10 +13,10 @@ pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<b
         slots: BTreeMap::new(),
     };
     if cluster.status.as_ref() != Some(&status) {
-        a.dcs.write_status(&status).await?;
+        a.world.dcs.write_status(&status).await?;
     }
     publish_history(a, cluster, pg).await;
-    if a.dynamic.postgresql.use_slots && !cluster.is_paused() {
+    if a.dynamic.config.postgresql.use_slots && !cluster.is_paused() {
         sync_member_slots(a, cluster).await;
     }
     Ok(true)
@@ -35,12 +35,12 @@ async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
         return;
     }
     // The cycle's observation may predate a promotion done in the same cycle: ask again.
-    let timeline = match a.pg.query_state().await {
+    let timeline = match a.world.pg.query_state().await {
         Ok(state) if !state.in_recovery => state.timeline,
         _ => pg.timeline,
     };
     // Re-read too: the history key may have changed since the cycle began.
-    let fresh = a.dcs.get_cluster().await.ok();
+    let fresh = a.world.dcs.get_cluster().await.ok();
     let stored: Vec<HistoryEntry> = fresh
         .as_ref()
         .unwrap_or(cluster)
@@ -55,7 +55,7 @@ async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
         timeline,
         ..pg.clone()
     };
-    let file = match a.pg.read_timeline_history(pg.timeline) {
+    let file = match a.world.pg.read_timeline_history(pg.timeline).await {
         Ok(Some(f)) => f,
         Ok(None) => return,
         Err(e) => {
@@ -83,20 +83,25 @@ async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
                     known.and_then(|k| k.timestamp.clone())
                 },
                 new_leader: if newest {
-                    Some(a.name.clone())
+                    Some(a.me.name.clone())
                 } else {
                     known.and_then(|k| k.new_leader.clone())
                 },
             }
         })
         .collect();
-    let max = a.dynamic.max_timelines_history as usize;
+    let max = a.dynamic.config.max_timelines_history as usize;
     let entries = if max > 0 && entries.len() > max {
         entries[entries.len() - max..].to_vec()
     } else {
         entries
     };
-    match a.dcs.set_history_value(&history_to_json(&entries)).await {
+    match a
+        .world
+        .dcs
+        .set_history_value(&history_to_json(&entries))
+        .await
+    {
         Ok(()) => info!("published timeline history up to timeline {}", pg.timeline),
         Err(e) => warn!("writing history failed: {e}"),
     }
@@ -108,18 +113,18 @@ async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
     let wanted: BTreeSet<String> = cluster
         .members
         .values()
-        .filter(|m| m.name != a.name)
+        .filter(|m| m.name != a.me.name)
         .filter(|m| {
             m.data
                 .replicatefrom()
-                .is_none_or(|r| r == a.name || !cluster.members.contains_key(r))
+                .is_none_or(|r| r == a.me.name || !cluster.members.contains_key(r))
         })
         .map(|m| pgherd_dcs::slot_name_for_member(&m.name))
         .collect();
-    if a.member_slots.as_ref() == Some(&wanted) {
+    if a.member_slots.settled.as_ref() == Some(&wanted) {
         return;
     }
-    let existing = match a.pg.list_physical_slots().await {
+    let existing = match a.world.pg.list_physical_slots().await {
         Ok(slots) => slots,
         Err(e) => {
             warn!("listing replication slots failed: {e:#}");
@@ -129,7 +134,7 @@ async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
     let mut ok = true;
     for name in &wanted {
         if !existing.iter().any(|s| &s.name == name) {
-            match a.pg.create_physical_slot(name).await {
+            match a.world.pg.create_physical_slot(name).await {
                 Ok(_) => info!("created physical replication slot {name}"),
                 Err(e) => {
                     ok = false;
@@ -138,24 +143,34 @@ async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
             }
         }
     }
-    let known: BTreeSet<String> = a.member_slots.clone().unwrap_or_default();
-    for slot in existing
+    a.member_slots.ours.extend(wanted.iter().cloned());
+    let departed: Vec<String> = existing
         .iter()
-        .filter(|s| !wanted.contains(&s.name) && known.contains(&s.name))
-    {
-        match a.pg.drop_slot(&slot.name).await {
-            Ok(pgherd_postgres::SlotDrop::Dropped) => info!(
-                "dropped replication slot {} of a departed member",
-                slot.name
-            ),
-            Ok(_) => ok = false,
+        .filter(|s| !wanted.contains(&s.name) && a.member_slots.ours.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    for name in departed {
+        match a.world.pg.drop_slot(&name).await {
+            Ok(pgherd_postgres::SlotDrop::Dropped | pgherd_postgres::SlotDrop::Missing) => {
+                info!("dropped replication slot {name} of a departed member");
+                a.member_slots.ours.remove(&name);
+            }
+            // Still in use: tried again at the next pass.
+            Ok(pgherd_postgres::SlotDrop::Active) => ok = false,
             Err(e) => {
                 ok = false;
-                warn!("dropping slot {} failed: {e:#}", slot.name);
+                warn!("dropping slot {name} failed: {e:#}");
             }
         }
     }
-    if ok {
-        a.member_slots = Some(wanted);
-    }
+    // Only a pass that left every slot as wanted lets the next ones skip the work.
+    a.member_slots.settled = ok.then_some(wanted);
+}
+
+/// The leader's member slots: the ones it created (and may drop when their member leaves),
+/// and the member set of the last pass that left every slot as wanted.
+#[derive(Default)]
+pub struct MemberSlots {
+    ours: BTreeSet<String>,
+    settled: Option<BTreeSet<String>>,
 }

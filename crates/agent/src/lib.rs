@@ -1,49 +1,60 @@
-//! The pgherd agent: one per PostgreSQL node. Wires the configuration, the DCS, PostgreSQL
-//! control, the REST API and the pure HA engine together and runs the HA loop.
+//! The pgherd agent: one per PostgreSQL node. The agent ([`Agent`]) runs the pure HA engine
+//! against its [`World`] (PostgreSQL, the DCS, the other members' REST API, hooks, the wall
+//! clock, its configuration); [`run`] is `pgherd agent`: the real world, the REST API and the
+//! signals. The deterministic simulator (`crates/sim`) runs the same [`Agent`] in a
+//! simulated world.
 
 mod agent;
-mod callbacks;
-mod clock;
 mod commands;
 mod execute;
 mod fence;
 mod leader;
+mod lease;
 mod observe;
 mod peers;
 mod proxy_fence;
+pub mod real;
 mod report;
-mod settings;
+mod runtime;
+pub mod settings;
 mod shutdown;
 mod tasks;
+pub mod world;
 
-use agent::Agent;
-use anyhow::{bail, Context, Result};
-use pgherd_api::{ApiContext, NodeSnapshot};
-use pgherd_config::DynamicConfig;
-use pgherd_dcs::Role;
+pub use agent::{Agent, AgentHandles, PlantedBug};
+pub use peers::parse_status;
+pub use report::LiveStatus;
+pub use runtime::MAX_REWIND_ATTEMPTS;
+pub use world::{ConfigSource, Hooks, NoTrace, Peers, PgControl, Trace, WallClock, World};
+
+use anyhow::{Context, Result};
+use pgherd_api::ApiContext;
 use pgherd_postgres::Postgres;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
 
-/// Loads the configuration, refuses to start on any error (before touching anything), then
-/// runs the HA loop until SIGTERM/SIGINT.
+/// How long open REST API connections may delay the exit.
+const API_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `pgherd agent`: loads the configuration, refuses to start on any error (before touching
+/// anything), then runs the HA loop until SIGTERM/SIGINT. A second signal exits at once.
 pub async fn run(config_path: Option<&Path>) -> Result<()> {
-    let loaded = pgherd_config::load_from_process_env(config_path)?;
+    let source = real::FileConfig(config_path.map(Path::to_path_buf));
+    let loaded = source.load()?;
     for w in &loaded.warnings {
         warn!("{w}");
     }
     let cfg = loaded.config;
     cfg.validate_for_agent()?;
-    let name = cfg.name.clone().context("name is required")?;
     let bootstrap_dynamic = match cfg.bootstrap.as_ref() {
-        Some(b) if b.dcs.is_object() => DynamicConfig::from_value(&b.dcs).0,
-        _ => DynamicConfig::default(),
+        Some(b) if b.dcs.is_object() => pgherd_config::DynamicConfig::from_value(&b.dcs).0,
+        _ => pgherd_config::DynamicConfig::default(),
     };
-    let pg_options = settings::pg_options(&cfg)?;
-    let pg = Arc::new(Postgres::new(pg_options).context(
+    let name = cfg.name.clone().context("name is required")?;
+    let pg = Arc::new(Postgres::new(settings::pg_options(&cfg)?).context(
         "PostgreSQL refuses to run as root: pgherd runs it as postgresql.run_as (default 'postgres')",
     )?);
     let dcs = pgherd_dcs::open(
@@ -53,13 +64,25 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         bootstrap_dynamic.ttl,
         bootstrap_dynamic.retry_timeout,
     )?;
-    let conn_url = cfg.conn_url()?;
-    let api_url = cfg.api_url()?;
     let (api_host, api_port) = cfg.restapi_listen()?;
-    let cfg = Arc::new(cfg);
+    let api_settings = pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
+        .context("restapi: TLS or authentication settings")?;
+    let world = World {
+        pg: Arc::new(real::RealPostgres(pg.clone())),
+        dcs: dcs.clone(),
+        peers: Arc::new(real::HttpPeers::new(&cfg)?),
+        hooks: Arc::new(real::ShellHooks {
+            pg,
+            scope: cfg.scope.clone(),
+        }),
+        clock: Arc::new(real::SystemClock),
+        config: Arc::new(source),
+        trace: Arc::new(NoTrace),
+    };
+    let scope = cfg.scope.clone();
+    let live = LiveStatus(world.pg.clone());
+    let (agent, handles) = Agent::new(cfg, world)?;
 
-    let (snapshot_tx, snapshot_rx) =
-        watch::channel(Arc::new(NodeSnapshot::new(name.clone(), cfg.scope.clone())));
     let bind = if api_host.is_empty() || api_host == "*" {
         "0.0.0.0".to_string()
     } else {
@@ -68,177 +91,58 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((bind.as_str(), api_port))
         .await
         .with_context(|| format!("restapi.listen: cannot listen on {bind}:{api_port}"))?;
-    let (commands_tx, mut commands_rx) = tokio::sync::mpsc::channel(16);
+    let api_ctx = ApiContext::new(handles.snapshot, dcs)
+        .with_commands(handles.commands.clone())
+        .with_live_status(Arc::new(live))
+        .with_settings(api_settings);
+    let agent = agent.with_api_settings(api_ctx.settings_updater());
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let api_ctx = ApiContext::new(snapshot_rx, dcs.clone())
-        .with_commands(commands_tx)
-        .with_live_status(Arc::new(report::LiveStatus(pg.clone())))
-        .with_settings(
-            pgherd_api::ApiSettings::from_config(&cfg.restapi, &cfg.ctl)
-                .context("restapi: TLS or authentication settings")?,
-        );
-    let api_settings = api_ctx.settings_updater();
     let api = tokio::spawn(pgherd_api::serve(listener, api_ctx, async move {
         let _ = api_stop_rx.await;
     }));
-    info!(member = %name, scope = %cfg.scope, "pgherd agent starting; REST API on {bind}:{api_port}");
+    info!(member = %name, scope = %scope, "pgherd agent starting; REST API on {bind}:{api_port}");
 
-    let settings = settings::engine_settings(&cfg, &name, &bootstrap_dynamic);
-    let fence = fence::spawn(pg.clone());
-    let standby_signal = pg.options().data_dir.join("standby.signal").exists();
-    let mut agent = Agent {
-        cfg: cfg.clone(),
-        name: name.clone(),
-        conn_url,
-        api_url,
-        dcs: dcs.clone(),
-        pg: pg.clone(),
-        engine: pgherd_ha::Engine::new(),
-        dynamic: bootstrap_dynamic,
-        dynamic_index: None,
-        settings,
-        clock: clock::Clock::new(),
-        lock_confirmed_at: None,
-        task: None,
-        upstream: standby_signal.then(String::new),
-        rewind_failures: 0,
-        pg_state: None,
-        crashed: false,
-        was_running: false,
-        role: Role::Uninitialized,
-        sysid: None,
-        snapshot_tx,
-        api_settings,
-        http: peers::client(&cfg)?,
-        fence,
-        last_reason: String::new(),
-        dcs_last_seen: 0,
-        last_cluster: None,
-        applied_params: None,
-        member_slots: None,
-        not_streaming_since: None,
-        last_known_leader: None,
-        config_path: config_path.map(Path::to_path_buf),
-        scheduled_restart: None,
-        scheduled_restart_start_time: None,
-        restored_schedule: false,
-        sync_standby_names: None,
-        promotion_blocked_until: None,
-    };
-
-    let mut stop_requested = shutdown::install_signal_handlers()?;
-    let result = tokio::select! {
-        result = run_loop(&mut agent, &mut commands_rx) => result,
-        // A cycle in progress is abandoned: with the DCS hung it could take several
-        // retry_timeouts, and nothing it was doing matters more than stopping.
-        _ = stop_requested.wait_for(|stop| *stop) => Ok(()),
-    };
-    if let Err(e) = &result {
-        error!("{e:#}");
-    }
-    shutdown::stop(&mut agent, result.is_ok()).await;
+    // SIGHUP reloads the configuration, through the same path as `POST /reload`.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let commands = handles.commands;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP received: reloading the configuration");
+            if commands.send(pgherd_api::ApiCommand::Reload).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stop = stop_signals()?;
+    let result = agent.run(stop).await;
     let _ = api_stop_tx.send(());
-    if tokio::time::timeout(shutdown::API_STOP_TIMEOUT, api)
-        .await
-        .is_err()
-    {
-        warn!(
-            "REST API connections still open after {:?}; closing them",
-            shutdown::API_STOP_TIMEOUT
-        );
+    if tokio::time::timeout(API_STOP_TIMEOUT, api).await.is_err() {
+        warn!("REST API connections still open after {API_STOP_TIMEOUT:?}; closing them");
     }
     result
 }
 
-async fn run_loop(
-    agent: &mut Agent,
-    commands: &mut tokio::sync::mpsc::Receiver<pgherd_api::ApiCommand>,
-) -> Result<()> {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
-    let mut changes = agent.dcs.subscribe();
-    loop {
-        let started = tokio::time::Instant::now();
-        agent.cycle().await?;
-        let loop_wait = Duration::from_millis(agent.settings.loop_wait);
-        let fingerprint = agent.last_cluster.as_deref().map(wake_fingerprint);
-        let deadline = next_scheduled_switchover(agent)
-            .map_or(started + loop_wait, |at| at.min(started + loop_wait));
-        // Sleep until the next cycle, waking early when something that matters changes in
-        // the DCS (the leader key, a failover request, the configuration) or a task ends.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = hangup.recv() => {
-                    info!("SIGHUP received: reloading the configuration");
-                    commands::reload(agent).await;
-                    break;
-                }
-                Some(command) = commands.recv() => {
-                    if commands::handle(agent, command).await {
-                        break;
-                    }
-                }
-                // A postmaster that died (or came up) is acted on at once rather than at the
-                // next loop_wait: a cheap pid check, no query.
-                _ = tokio::time::sleep(Duration::from_millis(200)), if agent.task.is_none() => {
-                    if agent.pg.is_running().is_some() != agent.was_running {
-                        break;
-                    }
-                }
-                // A background action that ends (start, clone, rewind) is followed by a cycle at
-                // once, not up to loop_wait later.
-                _ = tokio::time::sleep(Duration::from_millis(100)), if agent.task.is_some() => {
-                    if agent.task.as_ref().is_some_and(|t| t.handle.is_finished()) {
-                        break;
-                    }
-                }
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        bail!("the DCS watch ended");
-                    }
-                    if let Ok(c) = agent.dcs.get_cluster().await {
-                        if Some(wake_fingerprint(&c)) != fingerprint {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The parts of the cluster whose change should run a cycle at once (compat §1.4 wake-ups):
-/// leader, failover index, config index, sync index, initialize.
-type WakeFingerprint = (
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
-
-fn wake_fingerprint(c: &pgherd_dcs::Cluster) -> WakeFingerprint {
-    (
-        c.leader_name().map(str::to_string),
-        c.failover.as_ref().map(|f| f.index),
-        c.config.as_ref().map(|f| f.index),
-        c.sync.as_ref().map(|f| f.index),
-        c.initialize.clone(),
-    )
-}
-
-/// The leader wakes up exactly at a scheduled switchover's time instead of up to one
-/// loop_wait later.
-fn next_scheduled_switchover(agent: &Agent) -> Option<tokio::time::Instant> {
-    let cluster = agent.last_cluster.as_ref()?;
-    if cluster.leader_name() != Some(agent.name.as_str()) {
-        return None;
-    }
-    let at = cluster.failover_request()?.scheduled_at.as_deref()?;
-    let when = chrono::DateTime::parse_from_rfc3339(at).ok()?;
-    let ahead = (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .ok()?;
-    Some(tokio::time::Instant::now() + ahead)
+/// Resolves at the first SIGTERM or SIGINT; the second one ends the process at once,
+/// whatever the clean stop is waiting for.
+fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{first} received: shutting down");
+        let _ = tx.send(());
+        let second = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        warn!("{second} received during shutdown (second signal): exiting at once");
+        std::process::exit(1);
+    });
+    Ok(async move {
+        let _ = rx.await;
+    })
 }

@@ -1,18 +1,16 @@
 //! Fencing through the proxies: before promoting, wait until no live `pgherd proxy` still
 //! routes writes to the former leader, so no proxy can carry a write to a node that is no
-//! longer the primary. Bounded: after the timeout we promote anyway (availability) and say so.
+//! longer the primary. Bounded by `proxy_fencing_timeout` (DCS config, default 5 s, 0 = off):
+//! after it we promote anyway (availability) and say so.
+//! Runs inside the promotion task, beside the HA loop, which keeps renewing the lease.
 //!
 //! Each proxy registers `proxies/<name>` on its own lease with
 //! `{"routing_leader": <member or null>, ...}`; an expired proxy (dead) has no key.
 
-use crate::agent::Agent;
-use pgherd_dcs::Cluster;
+use pgherd_dcs::{Cluster, Dcs};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
-
-/// Default bound; `proxy_fencing_timeout` in the DCS config (seconds) overrides it, 0 = off.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Names of live proxies still routing primary traffic to `old_leader`.
 pub fn routing_to(cluster: &Cluster, old_leader: &str) -> Vec<String> {
@@ -28,31 +26,15 @@ pub fn routing_to(cluster: &Cluster, old_leader: &str) -> Vec<String> {
         .collect()
 }
 
-fn timeout(a: &Agent) -> Duration {
-    a.dynamic
-        .extra
-        .get("proxy_fencing_timeout")
-        .and_then(|v| {
-            v.as_f64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_TIMEOUT)
-}
-
-pub async fn wait(a: &mut Agent) {
-    let Some(old) = a.last_known_leader.clone() else {
-        return;
-    };
-    let limit = timeout(a);
+pub async fn wait(dcs: &dyn Dcs, old: &str, limit: Duration) {
     if limit.is_zero() {
         return;
     }
     let deadline = Instant::now() + limit;
     let mut waited = false;
     loop {
-        let pending = match a.dcs.get_cluster().await {
-            Ok(c) => routing_to(&c, &old),
+        let pending = match dcs.get_cluster().await {
+            Ok(c) => routing_to(&c, old),
             Err(e) => {
                 warn!("proxy fencing: cannot read the DCS ({e}); promoting without confirmation");
                 return;

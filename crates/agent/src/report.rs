@@ -3,7 +3,7 @@
 use crate::agent::Agent;
 use chrono::DateTime;
 use pgherd_api::{ClusterView, LivePostgres, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
-use pgherd_dcs::{Cluster, MemberData, Role};
+use pgherd_dcs::{Cluster, MemberData};
 use pgherd_ha::{AsyncAction, LocalPg};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 pub fn state_string(a: &Agent, pg: &LocalPg) -> String {
     // A clone or bootstrap starts PostgreSQL before it is done: the member is not `running`
     // (and takes no restart) until the task has finished, as in Patroni.
-    match a.task.as_ref().map(|t| t.kind) {
+    match a.tasks.kind() {
         Some(AsyncAction::Bootstrap) => "initializing new cluster",
         Some(AsyncAction::Clone | AsyncAction::Reinitialize) => "creating replica",
         _ if pg.running && pg.queryable => "running",
@@ -19,40 +19,23 @@ pub fn state_string(a: &Agent, pg: &LocalPg) -> String {
         Some(AsyncAction::Start | AsyncAction::Restart | AsyncAction::Promote) => "starting",
         Some(AsyncAction::Stop) => "stopping",
         Some(AsyncAction::Rewind) => "stopped",
-        None if a.crashed => "crashed",
+        None if a.pg.crashed() => "crashed",
         None => "stopped",
     }
     .to_string()
 }
 
-/// Updates and returns the role Patroni would report.
-pub fn role(a: &mut Agent, pg: &LocalPg) -> Role {
-    if matches!(pg.data_dir, pgherd_ha::DataDir::Empty) {
-        a.role = Role::Uninitialized;
-    } else if pg.queryable {
-        a.role = if pg.in_recovery {
-            Role::Replica
-        } else {
-            Role::Primary
-        };
-    } else if a.role == Role::Uninitialized {
-        a.role = Role::Replica;
-    }
-    a.role
-}
-
-pub fn member_data(a: &mut Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> MemberData {
-    let role = role(a, pg);
+pub fn member_data(a: &Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> MemberData {
     MemberData {
-        conn_url: a.conn_url.clone(),
-        api_url: a.api_url.clone(),
+        conn_url: a.me.conn_url.clone(),
+        api_url: a.me.api_url.clone(),
         state: state_string(a, pg),
-        role: Some(role),
+        role: Some(a.pg.role()),
         version: pgherd_api::PATRONI_COMPAT_VERSION.to_string(),
         xlog_location: pg.queryable.then_some(pg.wal_position),
         timeline: pg.queryable.then_some(pg.timeline),
         tags: a.cfg.effective_tags(),
-        pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
+        pending_restart: a.pg.state().is_some_and(|s| s.pending_restart),
         pause: cluster.is_some_and(Cluster::is_paused),
         replication_state: (pg.queryable && pg.in_recovery).then(|| {
             if pg.streaming {
@@ -62,11 +45,8 @@ pub fn member_data(a: &mut Agent, pg: &LocalPg, cluster: Option<&Cluster>) -> Me
             }
             .to_string()
         }),
-        scheduled_restart: a.scheduled_restart.as_ref().map(|r| {
-            let started = a
-                .pg_state
-                .as_ref()
-                .map(|s| s.postmaster_start_time.as_str());
+        scheduled_restart: a.schedules.restart.as_ref().map(|r| {
+            let started = a.pg.state().map(|s| s.postmaster_start_time.as_str());
             r.to_member_value(started)
         }),
         ..MemberData::default()
@@ -77,42 +57,40 @@ fn parse_ts(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
     DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z").ok()
 }
 
-pub fn publish_snapshot(a: &mut Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) {
-    let role = role(a, pg);
+pub fn publish_snapshot(a: &Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) {
     let now = tokio::time::Instant::now();
-    let postgres = a.pg_state.as_ref().map(postgres_status);
-    let ttl = Duration::from_millis(a.settings.ttl);
-    let leader_until = a.lock_confirmed_at.map(|t| a.clock.instant(t) + ttl);
+    let ttl = Duration::from_millis(a.dynamic.settings.ttl);
     let view = cluster.map(|c| ClusterView {
         cluster: c,
         read_at: now,
     });
     let previous_view = a.snapshot_tx.borrow().cluster.clone();
     let snapshot = NodeSnapshot {
-        name: a.name.clone(),
+        name: a.me.name.clone(),
         scope: a.cfg.scope.clone(),
         state: state_string(a, pg),
-        role,
-        postgres,
-        leader_until,
+        role: a.pg.role(),
+        postgres: a.pg.state().map(postgres_status),
+        leader_until: a.lease.valid_until(a.dynamic.settings.ttl),
         paused: view
             .as_ref()
             .map(|v| v.cluster.is_paused())
-            .unwrap_or(a.dynamic.pause),
+            .unwrap_or(a.dynamic.config.pause),
         cluster: view.or(previous_view),
-        dcs_last_seen: a.dcs_last_seen,
-        database_system_identifier: a.sysid.clone(),
+        dcs_last_seen: a.view.last_seen,
+        database_system_identifier: a.pg.sysid().map(str::to_string),
         tags: a.cfg.effective_tags(),
-        pending_restart: a.pg_state.as_ref().is_some_and(|s| s.pending_restart),
-        standby_cluster: a.dynamic.standby_cluster.is_some(),
+        pending_restart: a.pg.state().is_some_and(|s| s.pending_restart),
+        standby_cluster: a.dynamic.config.standby_cluster.is_some(),
         scheduled_restart: a
-            .scheduled_restart
+            .schedules
+            .restart
             .as_ref()
             .map(|r| r.to_member_value(None)),
         failsafe_mode_is_active: false,
         watchdog_failed: false,
         ttl,
-        loop_wait: Duration::from_millis(a.settings.loop_wait),
+        loop_wait: Duration::from_millis(a.dynamic.settings.loop_wait),
         last_cycle_at: now,
     };
     let _ = a.snapshot_tx.send(Arc::new(snapshot));
@@ -168,15 +146,15 @@ pub fn postgres_status(s: &pgherd_postgres::PgState) -> PostgresStatus {
 }
 
 /// The REST API looks at PostgreSQL at request time (see `pgherd_api::LiveStatus`): a pid
-/// check, then the status query.
-pub struct LiveStatus(pub std::sync::Arc<pgherd_postgres::Postgres>);
+/// check, then the status query, through the agent's [`crate::world::PgControl`].
+pub struct LiveStatus(pub Arc<dyn crate::world::PgControl>);
 
 impl pgherd_api::LiveStatus for LiveStatus {
     fn status(
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LivePostgres> + Send + '_>> {
         Box::pin(async move {
-            if self.0.is_running().is_none() {
+            if self.0.postmaster().is_none() {
                 return LivePostgres::Down;
             }
             match self.0.query_state().await {

@@ -8,9 +8,6 @@ use pgherd_postgres::{Credentials, PgOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Debian's layout; `postgresql.bin_dir` overrides it.
-const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
 /// How long before its lease could expire a leader stops being writable. Covers one
 /// immediate shutdown plus scheduling noise on a busy machine.
 fn fencing_margin(ttl: Duration) -> Duration {
@@ -103,7 +100,7 @@ pub fn pg_options(cfg: &Config) -> Result<PgOptions> {
     let bin_dir = pg
         .bin_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN_DIR));
+        .unwrap_or_else(pgherd_postgres::default_bin_dir);
     let mut o = PgOptions::new(bin_dir, data_dir.clone(), port);
     o.config_dir = pg.config_dir.clone();
     o.config_base_name = pg.config_base_name.clone();

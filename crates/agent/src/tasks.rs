@@ -1,41 +1,167 @@
-//! Long actions (bootstrap, clone, start, rewind, reinitialize) run as background tasks, so
-//! the HA loop keeps renewing the lock and publishing its state meanwhile.
+//! Long actions (bootstrap, clone, start, stop, restart, promote, rewind, reinitialize) run
+//! as background tasks, so the HA loop keeps renewing the leader lease and publishing its
+//! state meanwhile: nothing the loop awaits may outlast the fencing margin.
 
+use crate::world::{Hooks, PgControl};
 use anyhow::{bail, Context, Result};
+use pgherd_api::{CommandResult, Refusal};
 use pgherd_config::Config;
 use pgherd_dcs::{Cluster, Dcs};
-use pgherd_ha::AsyncAction;
-use pgherd_postgres::{AllowRemoval, CliOption, Postgres, RecoveryConf, RemovalMode, Upstream};
+use pgherd_ha::{AsyncAction, DemoteMode, Replication};
+use pgherd_postgres::{AllowRemoval, CliOption, RecoveryConf, RemovalMode, StopMode, Upstream};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub struct RunningTask {
-    pub kind: AsyncAction,
-    pub handle: JoinHandle<Result<TaskOutcome>>,
+/// How long a crashed postmaster may linger (a zombie until its parent reaps it, or its
+/// children still exiting) before we start anyway and let PostgreSQL say what is wrong.
+const OLD_POSTMASTER_WAIT: Duration = Duration::from_secs(15);
+
+/// A spawned task owned by its spawner: aborted when dropped, so nothing the agent started
+/// outlives it (a crashed agent in the simulator, a cancelled task at shutdown).
+pub struct OwnedTask<T>(JoinHandle<T>);
+
+impl<T: Send + 'static> OwnedTask<T> {
+    pub fn spawn(fut: impl Future<Output = T> + Send + 'static) -> OwnedTask<T> {
+        OwnedTask(tokio::spawn(fut))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// Waits for the result; `None` if the task panicked or was aborted.
+    pub async fn join(&mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a finished task tells the agent.
 #[derive(Debug, Default)]
 pub struct TaskOutcome {
     pub message: String,
-    /// The recovery configuration now written (see `Agent::upstream`).
-    pub upstream: Option<Option<String>>,
+    /// How PostgreSQL is now configured, when the task changed it.
+    pub replication: Option<Replication>,
     pub rewind_failed: bool,
     /// The data directory was created or replaced.
     pub data_changed: bool,
+    /// PostgreSQL was stopped by the task (not a crash).
+    pub stopped: bool,
+    /// The task gave up the leader key (a demotion that releases it).
+    pub released_lock: bool,
+    /// `pre_promote` refused the promotion: no race for the lock for one ttl.
+    pub promotion_refused: bool,
+    /// The server was promoted (role changes to primary).
+    pub promoted: bool,
 }
 
-/// Everything a task needs, cloned out of the agent.
-#[derive(Clone)]
-pub struct TaskContext {
-    pub cfg: Arc<Config>,
-    pub name: String,
-    pub pg: Arc<Postgres>,
-    pub dcs: Arc<dyn Dcs>,
-    pub params: BTreeMap<String, String>,
+/// A background action in progress, with the REST caller waiting for it, if any.
+pub struct RunningTask {
+    pub kind: AsyncAction,
+    task: OwnedTask<Result<TaskOutcome>>,
+    /// Answers a `POST /restart` or `POST /reinitialize` once the task ends.
+    pub reply: Option<oneshot::Sender<CommandResult>>,
+    /// We held the leader key when it began (a command that loses it reports failure).
+    pub was_leader: bool,
+}
+
+/// The agent's one background action at a time.
+#[derive(Default)]
+pub struct Tasks {
+    current: Option<RunningTask>,
+    /// Signalled when a task ends, so the loop runs a cycle at once.
+    ended: Arc<Notify>,
+}
+
+impl Tasks {
+    pub fn kind(&self) -> Option<AsyncAction> {
+        self.current.as_ref().map(|t| t.kind)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Starts `fut` as the background action. A task still running is cancelled first (only
+    /// a demotion ever replaces one: stopping a primary comes before anything else).
+    pub fn start<F>(&mut self, kind: AsyncAction, was_leader: bool, fut: F)
+    where
+        F: Future<Output = Result<TaskOutcome>> + Send + 'static,
+    {
+        if let Some(old) = self.current.take() {
+            warn!("{} cancelled for {}", old.kind.describe(), kind.describe());
+            if let Some(reply) = old.reply {
+                let _ = reply.send(Err(Refusal::unavailable(format!(
+                    "{} was cancelled",
+                    old.kind.describe()
+                ))));
+            }
+        }
+        let ended = self.ended.clone();
+        let task = OwnedTask::spawn(async move {
+            let outcome = fut.await;
+            ended.notify_one();
+            outcome
+        });
+        self.current = Some(RunningTask {
+            kind,
+            task,
+            reply: None,
+            was_leader,
+        });
+    }
+
+    /// Attaches the REST caller who waits for the running task.
+    pub fn reply_when_done(&mut self, reply: oneshot::Sender<CommandResult>) {
+        if let Some(t) = self.current.as_mut() {
+            t.reply = Some(reply);
+        }
+    }
+
+    /// Waits until the running task ends (never returns while none runs).
+    pub async fn ended(&self) {
+        if self.current.is_some() {
+            self.ended.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The finished task and its result, if one finished.
+    pub async fn take_finished(&mut self) -> Option<(RunningTask, Result<TaskOutcome>)> {
+        if !self.current.as_ref()?.task.is_finished() {
+            return None;
+        }
+        let mut t = self.current.take()?;
+        let result = match t.task.join().await {
+            Some(r) => r,
+            None => Err(anyhow::anyhow!("the task died")),
+        };
+        Some((t, result))
+    }
+
+    /// Cancels the running task (shutdown, forced reinitialize); its caller is told.
+    pub fn cancel(&mut self) -> Option<AsyncAction> {
+        let t = self.current.take()?;
+        info!("cancelling {} in progress", t.kind.describe());
+        if let Some(reply) = t.reply {
+            let _ = reply.send(Err(Refusal::unavailable(format!(
+                "{} was cancelled",
+                t.kind.describe()
+            ))));
+        }
+        Some(t.kind)
+    }
 }
 
 /// Host and port of a member's PostgreSQL, from its `conn_url`.
@@ -45,62 +171,61 @@ pub fn member_upstream(cluster: Option<&Cluster>, member: &str) -> Option<Upstre
     Some(Upstream::new(host, port))
 }
 
-/// The recovery configuration for `upstream` (see `Agent::upstream`): `None` = primary.
+/// The recovery configuration for `replication` (`None`: a primary, no recovery settings),
+/// and how the server is really configured by it: a member whose address is not known yet
+/// (its member key is not written again after a DCS outage) leaves the standby detached.
 pub fn recovery_conf_for(
     cfg: &Config,
     name: &str,
+    use_slots: bool,
     cluster: Option<&Cluster>,
-    upstream: Option<&str>,
-) -> Option<RecoveryConf> {
-    let upstream = upstream?;
-    let use_slots = cluster
-        .and_then(|c| c.config.as_ref())
-        .and_then(|c| c.value.pointer("/postgresql/use_slots"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(true);
-    Some(RecoveryConf {
-        upstream: if upstream.is_empty() {
-            None
-        } else {
-            member_upstream(cluster, upstream)
-        },
-        application_name: name.to_string(),
-        primary_slot_name: (use_slots && !upstream.is_empty())
+    replication: &Replication,
+) -> (Option<RecoveryConf>, Replication) {
+    let upstream = match replication {
+        Replication::Primary => return (None, Replication::Primary),
+        Replication::Detached => None,
+        Replication::From(m) => member_upstream(cluster, m).map(|address| (m, address)),
+    };
+    let effective = match &upstream {
+        Some((m, _)) => Replication::From(m.to_string()),
+        None => Replication::Detached,
+    };
+    let conf = RecoveryConf {
+        primary_slot_name: (use_slots && upstream.is_some())
             .then(|| pgherd_dcs::slot_name_for_member(name)),
+        upstream: upstream.map(|(_, address)| address),
+        application_name: name.to_string(),
         extra: cfg.postgresql.recovery_conf.clone().unwrap_or_default(),
         ..RecoveryConf::default()
-    })
+    };
+    (Some(conf), effective)
 }
 
-/// How long a crashed postmaster may linger (a zombie until its parent reaps it, or its
-/// children still exiting) before we start anyway and let PostgreSQL say what is wrong.
-const OLD_POSTMASTER_WAIT: Duration = Duration::from_secs(15);
+/// Everything a task needs, cloned out of the agent.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub cfg: Arc<Config>,
+    pub name: String,
+    pub pg: Arc<dyn PgControl>,
+    pub dcs: Arc<dyn Dcs>,
+    pub hooks: Arc<dyn Hooks>,
+    pub params: BTreeMap<String, String>,
+    pub use_slots: bool,
+}
 
 impl TaskContext {
-    /// PostgreSQL refuses to start (and pg_rewind's crash recovery fails) while the process
-    /// named in a leftover postmaster.pid still exists, even as a zombie: wait it out.
-    async fn wait_old_postmaster_gone(&self) {
-        let pid_file = self.pg.options().data_dir.join("postmaster.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-        else {
-            return;
-        };
-        if self.pg.is_running().is_some() {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + OLD_POSTMASTER_WAIT;
-        let pid = nix::unistd::Pid::from_raw(pid);
-        while nix::sys::signal::kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn start_replica_config(&self, cluster: Option<&Cluster>, upstream: &str) -> Result<()> {
-        let recovery = recovery_conf_for(&self.cfg, &self.name, cluster, Some(upstream));
-        self.pg.write_config(&self.params, recovery.as_ref())?;
-        Ok(())
+    /// Writes the configuration for `replication`; returns how the server is configured now.
+    async fn write_config_for(
+        &self,
+        cluster: Option<&Cluster>,
+        replication: &Replication,
+    ) -> Result<Replication> {
+        let (recovery, effective) =
+            recovery_conf_for(&self.cfg, &self.name, self.use_slots, cluster, replication);
+        self.pg
+            .write_config(&self.params, recovery.as_ref())
+            .await?;
+        Ok(effective)
     }
 
     /// Bootstrap a new cluster (we won the `initialize` race).
@@ -108,7 +233,7 @@ impl TaskContext {
         match self.bootstrap_steps().await {
             Ok(sysid) => Ok(TaskOutcome {
                 message: format!("initialized a new cluster (system identifier {sysid})"),
-                upstream: Some(None),
+                replication: Some(Replication::Primary),
                 data_changed: true,
                 ..TaskOutcome::default()
             }),
@@ -117,16 +242,17 @@ impl TaskContext {
                 let _ = self.dcs.cancel_initialization().await;
                 let _ = self
                     .pg
-                    .stop(
-                        pgherd_postgres::StopMode::Immediate,
-                        Duration::from_secs(30),
-                    )
+                    .stop(StopMode::Immediate, Duration::from_secs(30))
                     .await;
                 // Patroni keeps a failed bootstrap for inspection as <data_dir>.failed.
-                if let Ok(Some(path)) = self.pg.remove_data_dir(
-                    AllowRemoval::granted_by("failed bootstrap: kept for inspection"),
-                    RemovalMode::RenameToFailed,
-                ) {
+                if let Ok(Some(path)) = self
+                    .pg
+                    .remove_data_dir(
+                        AllowRemoval::granted_by("failed bootstrap: kept for inspection"),
+                        RemovalMode::RenameToFailed,
+                    )
+                    .await
+                {
                     warn!("failed bootstrap data directory kept at {}", path.display());
                 }
                 Err(e)
@@ -154,14 +280,14 @@ impl TaskContext {
         self.pg.initdb(&options).await?;
         match &self.cfg.postgresql.pg_hba {
             Some(lines) => {
-                self.pg.write_pg_hba(lines)?;
+                self.pg.write_pg_hba(lines).await?;
             }
-            None => self.pg.append_pg_hba(&bootstrap.pg_hba)?,
+            None => self.pg.append_pg_hba(&bootstrap.pg_hba).await?,
         }
         if let Some(lines) = &self.cfg.postgresql.pg_ident {
-            self.pg.write_pg_ident(lines)?;
+            self.pg.write_pg_ident(lines).await?;
         }
-        self.pg.write_config(&self.params, None)?;
+        self.pg.write_config(&self.params, None).await?;
         self.pg.start().await?;
         self.wait_queryable().await?;
 
@@ -200,7 +326,7 @@ impl TaskContext {
                 .await?;
         }
         if let Some(cmd) = &bootstrap.post_bootstrap {
-            self.run_post_init(cmd).await?;
+            self.hooks.post_bootstrap(cmd).await?;
         }
 
         let sysid = self.pg.sysid().await?;
@@ -226,34 +352,6 @@ impl TaskContext {
         }
     }
 
-    /// `post_bootstrap`/`post_init` gets a connection string as its argument (Patroni).
-    async fn run_post_init(&self, cmd: &str) -> Result<()> {
-        let o = self.pg.options();
-        let dsn = format!(
-            "postgres://{}@{}:{}/{}",
-            o.superuser.username,
-            o.socket_dir.display(),
-            o.port,
-            o.database
-        );
-        let mut argv = cmd.split_whitespace();
-        let program = argv.next().context("post_init command is empty")?;
-        info!("running post_init: {cmd}");
-        let mut command = tokio::process::Command::new(program);
-        command.args(argv).arg(&dsn).env("PGPASSFILE", &o.pgpass);
-        if let Some(pw) = &o.superuser.password {
-            command.env("PGPASSWORD", pw);
-        }
-        let status = command
-            .status()
-            .await
-            .with_context(|| format!("starting post_init {cmd}"))?;
-        if !status.success() {
-            bail!("post_init {cmd} failed with {status}");
-        }
-        Ok(())
-    }
-
     /// Clone from `source` and start streaming from `upstream`.
     pub async fn clone_replica(
         self,
@@ -276,43 +374,127 @@ impl TaskContext {
         info!("creating replica from {source} ({from})");
         self.pg.pg_basebackup(&from, &options).await?;
         if let Some(lines) = &self.cfg.postgresql.pg_hba {
-            self.pg.write_pg_hba(lines)?;
+            self.pg.write_pg_hba(lines).await?;
         }
-        self.start_replica_config(Some(&cluster), &upstream)?;
+        let replication = self
+            .write_config_for(Some(&cluster), &Replication::From(upstream.clone()))
+            .await?;
         self.pg.start().await?;
         Ok(TaskOutcome {
             message: format!("replica created from {source}, following {upstream}"),
-            upstream: Some(Some(upstream)),
+            replication: Some(replication),
             data_changed: true,
             ..TaskOutcome::default()
         })
     }
 
-    /// Write the configuration for `upstream` (see `Agent::upstream`) and start.
+    /// Write the configuration for `replication` and start.
     pub async fn start(
         self,
         cluster: Option<Arc<Cluster>>,
-        upstream: Option<String>,
+        replication: Replication,
     ) -> Result<TaskOutcome> {
-        self.wait_old_postmaster_gone().await;
-        let recovery = recovery_conf_for(
-            &self.cfg,
-            &self.name,
-            cluster.as_deref(),
-            upstream.as_deref(),
-        );
-        self.pg.write_config(&self.params, recovery.as_ref())?;
+        self.pg
+            .wait_stale_postmaster_gone(OLD_POSTMASTER_WAIT)
+            .await;
+        let replication = self
+            .write_config_for(cluster.as_deref(), &replication)
+            .await?;
         if let Some(lines) = &self.cfg.postgresql.pg_hba {
-            self.pg.write_pg_hba(lines)?;
+            self.pg.write_pg_hba(lines).await?;
         }
         self.pg.start().await?;
         Ok(TaskOutcome {
-            message: match upstream.as_deref() {
-                None => "started as primary".to_string(),
-                Some("") => "started as a standby without upstream".to_string(),
-                Some(u) => format!("started as a standby following {u}"),
+            message: match &replication {
+                Replication::Primary => "started as primary".to_string(),
+                Replication::Detached => "started as a standby without upstream".to_string(),
+                Replication::From(u) => format!("started as a standby following {u}"),
             },
-            upstream: Some(upstream),
+            replication: Some(replication),
+            ..TaskOutcome::default()
+        })
+    }
+
+    /// Demotion: stop PostgreSQL (a checkpoint first for a switchover, so the fast shutdown
+    /// is quick), then give up the leader key if the mode says so; `Offline` starts again
+    /// read-only without upstream (the DCS is unreachable: nobody to follow).
+    pub async fn demote(self, mode: DemoteMode) -> Result<TaskOutcome> {
+        if mode == DemoteMode::Graceful {
+            if let Err(e) = self.pg.checkpoint().await {
+                warn!("checkpoint before switchover failed: {e:#}");
+            }
+        }
+        let stop = if mode.fast_stop() {
+            StopMode::Fast
+        } else {
+            StopMode::Immediate
+        };
+        self.pg.stop(stop, self.pg.options().pg_ctl_timeout).await?;
+        let mut outcome = TaskOutcome {
+            message: format!("demoted ({mode:?})"),
+            stopped: true,
+            ..TaskOutcome::default()
+        };
+        if mode.releases_lock() {
+            self.dcs.delete_leader().await?;
+            outcome.released_lock = true;
+        }
+        if mode == DemoteMode::Offline {
+            let replication = self.write_config_for(None, &Replication::Detached).await?;
+            self.pg.start().await?;
+            outcome.replication = Some(replication);
+            outcome.stopped = false;
+            outcome.message = "demoted: running read-only without upstream".into();
+        }
+        Ok(outcome)
+    }
+
+    /// `pg_ctl restart` within `limit` (a REST restart, or a scheduled one).
+    pub async fn restart(self, limit: Duration) -> Result<TaskOutcome> {
+        match tokio::time::timeout(limit, self.pg.restart()).await {
+            Ok(Ok(())) => Ok(TaskOutcome {
+                message: "restarted successfully".into(),
+                ..TaskOutcome::default()
+            }),
+            Ok(Err(e)) => Err(e.context("restart failed")),
+            Err(_) => bail!("restart did not finish within {limit:?}"),
+        }
+    }
+
+    /// Promotion, with its waits beside the HA loop: `pre_promote` (a refusal gives the lock
+    /// back), the proxies to stop routing writes to the former leader (bounded), then
+    /// `pg_ctl promote`, the configuration rewritten as a primary, and a checkpoint that makes
+    /// the new timeline visible in `pg_control` at once (pg_rewind on the former primary
+    /// relies on it).
+    pub async fn promote(
+        self,
+        former_leader: Option<String>,
+        proxy_wait: Duration,
+    ) -> Result<TaskOutcome> {
+        if let Some(cmd) = &self.cfg.postgresql.pre_promote {
+            if !self.hooks.pre_promote(cmd).await? {
+                warn!("pre_promote {cmd} refused the promotion: releasing the leader lock");
+                self.dcs.delete_leader().await?;
+                return Ok(TaskOutcome {
+                    message: "promotion cancelled by pre_promote".into(),
+                    released_lock: true,
+                    promotion_refused: true,
+                    ..TaskOutcome::default()
+                });
+            }
+        }
+        if let Some(old) = former_leader {
+            crate::proxy_fence::wait(self.dcs.as_ref(), &old, proxy_wait).await;
+        }
+        self.pg.promote(true).await.context("pg_ctl promote")?;
+        self.pg.write_config(&self.params, None).await?;
+        if let Err(e) = self.pg.checkpoint().await {
+            warn!("checkpoint after promote failed: {e:#}");
+        }
+        Ok(TaskOutcome {
+            message: "promoted PostgreSQL to primary".into(),
+            replication: Some(Replication::Primary),
+            promoted: true,
             ..TaskOutcome::default()
         })
     }
@@ -326,28 +508,34 @@ impl TaskContext {
     ) -> Result<TaskOutcome> {
         let from = member_upstream(Some(&cluster), &source)
             .with_context(|| format!("member {source} has no usable conn_url"))?;
-        self.wait_old_postmaster_gone().await;
+        self.pg
+            .wait_stale_postmaster_gone(OLD_POSTMASTER_WAIT)
+            .await;
         // pg_rewind may first run crash recovery in single-user mode, which refuses to run
         // with standby.signal present: write the configuration without recovery settings.
-        self.pg.write_config(&self.params, None)?;
+        self.pg.write_config(&self.params, None).await?;
         info!("running pg_rewind from {source} ({from})");
-        match self.pg.pg_rewind(&from, false).await {
+        match self.pg.pg_rewind(&from).await {
             Ok(()) => {
-                self.start_replica_config(Some(&cluster), &source)?;
+                let replication = self
+                    .write_config_for(Some(&cluster), &Replication::From(source.clone()))
+                    .await?;
                 self.pg.start().await?;
                 Ok(TaskOutcome {
                     message: format!("rewound from {source} and started following it"),
-                    upstream: Some(Some(source)),
+                    replication: Some(replication),
                     data_changed: true,
                     ..TaskOutcome::default()
                 })
             }
             Err(e) if remove_on_failure => {
                 warn!("pg_rewind failed: {e:#}; removing the data directory (remove_data_directory_on_rewind_failure)");
-                self.pg.remove_data_dir(
-                    AllowRemoval::granted_by("remove_data_directory_on_rewind_failure is set"),
-                    RemovalMode::Delete,
-                )?;
+                self.pg
+                    .remove_data_dir(
+                        AllowRemoval::granted_by("remove_data_directory_on_rewind_failure is set"),
+                        RemovalMode::Delete,
+                    )
+                    .await?;
                 Ok(TaskOutcome {
                     message: "data directory removed after pg_rewind failure".into(),
                     data_changed: true,
@@ -365,7 +553,8 @@ impl TaskContext {
         }
     }
 
-    /// Remove the data directory (configuration allows it) and clone again.
+    /// Stop PostgreSQL, remove the data directory (configuration or an operator allows it)
+    /// and clone again.
     pub async fn reinitialize(
         self,
         cluster: Arc<Cluster>,
@@ -373,7 +562,12 @@ impl TaskContext {
         reason: &'static str,
     ) -> Result<TaskOutcome> {
         self.pg
-            .remove_data_dir(AllowRemoval::granted_by(reason), RemovalMode::Delete)?;
+            .stop(StopMode::Immediate, self.pg.options().pg_ctl_timeout)
+            .await
+            .context("stopping PostgreSQL before reinitializing")?;
+        self.pg
+            .remove_data_dir(AllowRemoval::granted_by(reason), RemovalMode::Delete)
+            .await?;
         let leader = cluster.leader_name().unwrap_or(&source).to_string();
         self.clone_replica(cluster, source, leader).await
     }

@@ -49,7 +49,9 @@ pub use commands::{
     postgres_version_num, ApiCommand, CommandResult, Refusal, RestartRequest, RestartRole,
 };
 pub use error::ServeError;
-pub use server::{router, serve, ApiContext, LivePostgres, LiveStatus, SettingsUpdater};
+pub use server::{
+    router, serve, ApiContext, LivePostgres, LiveStatus, PeerStatus, SettingsUpdater,
+};
 pub use settings::ApiSettings;
 pub use snapshot::{ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};
 

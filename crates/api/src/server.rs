@@ -46,6 +46,9 @@ pub struct ApiContext {
     settings_tx: Arc<watch::Sender<Arc<ApiSettings>>>,
     /// Fresh PostgreSQL status for `GET /patroni`; `None`: the snapshot's.
     pub live: Option<Arc<dyn LiveStatus>>,
+    /// How switchover/failover candidates are probed; `None`: over HTTP with the settings'
+    /// peer client.
+    pub peers: Option<Arc<dyn PeerStatus>>,
 }
 
 /// Replaces the REST API's settings while it runs; see [`ApiContext::settings_updater`].
@@ -72,6 +75,15 @@ impl SettingsUpdater {
 /// replica promoted and a dead server could be reported up. Patroni queries per request too.
 pub trait LiveStatus: Send + Sync {
     fn status(&self) -> std::pin::Pin<Box<dyn Future<Output = LivePostgres> + Send + '_>>;
+}
+
+/// Another member's `GET <api_url>` body, or `None` when it does not answer in time. The
+/// agent reaches peers over HTTP; the simulator routes the probe to the member's router.
+pub trait PeerStatus: Send + Sync {
+    fn status<'a>(
+        &'a self,
+        api_url: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send + 'a>>;
 }
 
 /// One live look at PostgreSQL.
@@ -129,6 +141,7 @@ impl ApiContext {
             settings,
             settings_tx: Arc::new(settings_tx),
             live: None,
+            peers: None,
         }
     }
 
@@ -146,6 +159,12 @@ impl ApiContext {
     /// `GET /patroni` and the health endpoints report PostgreSQL's state at request time.
     pub fn with_live_status(mut self, live: Arc<dyn LiveStatus>) -> ApiContext {
         self.live = Some(live);
+        self
+    }
+
+    /// Candidate probes go through `peers` instead of HTTP.
+    pub fn with_peers(mut self, peers: Arc<dyn PeerStatus>) -> ApiContext {
+        self.peers = Some(peers);
         self
     }
 

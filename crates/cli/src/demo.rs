@@ -28,7 +28,6 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Ctrl-C to exit: the worker's orderly stop, then the sweep.
 const STOP_LIMIT: Duration = Duration::from_secs(8);
 /// The worker's own bound for stopping the cluster (agents, proxy, etcd).
@@ -76,8 +75,8 @@ fn check_prerequisites() -> Result<()> {
     if !Path::new("/usr/bin/etcd").exists() {
         missing.push("etcd (Debian package: etcd-server)");
     }
-    if !Path::new(PG_BIN).join("postgres").exists() {
-        missing.push("PostgreSQL 15 server binaries (Debian package: postgresql-15)");
+    if !pgherd_postgres::default_bin_dir().join("postgres").exists() {
+        missing.push("PostgreSQL server binaries (Debian package: postgresql-15)");
     }
     if which("psql").is_none() {
         missing.push("psql (Debian package: postgresql-client-15)");

@@ -151,10 +151,24 @@ fn switchovers(scope: &str, with_candidate: bool) {
             tl + 1,
             "round {round}: one timeline step per switchover"
         );
-        // One history entry per switchover, naming the new leader.
-        let h = history(&c);
+        // One history entry per switchover, naming the new leader (published by the new
+        // leader's first cycle after its promotion).
+        let expected = (tl, new_name.clone());
+        let published = poll(
+            "the history entry of the switchover",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let h = history(&c);
+                (h.last() == Some(&expected)).then_some(h)
+            },
+        );
+        let h = published.unwrap_or_else(|e| {
+            let h = history(&c);
+            dump_logs(&c);
+            panic!("round {round}: {e}: history {h:?}")
+        });
         assert_eq!(h.len(), round, "round {round}: history {h:?}");
-        assert_eq!(h.last(), Some(&(tl, new_name.clone())), "round {round}");
         // Every acknowledged write is on the new leader.
         let acked = writer.report();
         let missing = acked.missing_in(&ids_on(&c, new));

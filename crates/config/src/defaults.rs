@@ -35,6 +35,8 @@ pub const DEFAULT_MAXIMUM_LAG_ON_SYNCNODE: i64 = -1;
 pub const DEFAULT_PRIMARY_START_TIMEOUT: Duration = Duration::from_secs(300);
 /// `primary_stop_timeout` (alias `master_stop_timeout`; 0 = wait forever), as Patroni.
 pub const DEFAULT_PRIMARY_STOP_TIMEOUT: Duration = Duration::from_secs(0);
+/// `proxy_fencing_timeout` (pgherd): the longest wait for proxies before a promotion.
+pub const DEFAULT_PROXY_FENCING_TIMEOUT: Duration = Duration::from_secs(5);
 /// `synchronous_node_count`, as Patroni.
 pub const DEFAULT_SYNCHRONOUS_NODE_COUNT: u32 = 1;
 /// `max_timelines_history` (0 = keep all), as Patroni.

@@ -2,9 +2,10 @@
 //!
 //! It follows the etcd backend's semantics: a global revision counter, `mod_revision` CAS,
 //! create-if-absent races, one lease per client holding its member and leader keys, and change
-//! notifications. There is **no real time**: `ttl` is recorded but never counted down, so a lease
-//! expires only when a test calls [`MemoryStore::expire_session`]. Subscribers are notified of
-//! changes made by any client of the store.
+//! notifications. Time passes only when the caller says so: a lease expires when a test calls
+//! [`MemoryStore::expire_session`], or when a simulation calls [`MemoryStore::expire_due`]
+//! with a time past the lease's last keepalive plus its ttl (tokio's clock, virtual in the
+//! simulator). Subscribers are notified of changes made by any client of the store.
 
 use crate::{Cluster, Dcs, DcsError, KeyLayout, MemberData, Status, SyncState};
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// A store shared by every [`MemoryDcs`] of a test (clones share the same data).
 #[derive(Clone)]
@@ -25,10 +27,18 @@ pub struct MemoryStore {
 struct StoreState {
     revision: i64,
     keys: BTreeMap<String, Entry>,
-    /// Live leases and the member owning each (`None`: a ctl-mode client).
-    leases: BTreeMap<i64, Option<String>>,
+    /// Live leases.
+    leases: BTreeMap<i64, LeaseState>,
     last_lease: i64,
     unavailable: bool,
+}
+
+struct LeaseState {
+    /// The member owning it (`None`: a ctl-mode client).
+    owner: Option<String>,
+    ttl: Duration,
+    /// Last keepalive (grant included): the lease lives until `kept_alive + ttl`.
+    kept_alive: Instant,
 }
 
 struct Entry {
@@ -132,7 +142,7 @@ impl MemoryStore {
         let doomed: Vec<i64> = state
             .leases
             .iter()
-            .filter(|(_, owner)| owner.as_deref() == Some(member))
+            .filter(|(_, l)| l.owner.as_deref() == Some(member))
             .map(|(id, _)| *id)
             .collect();
         for lease in doomed {
@@ -144,6 +154,42 @@ impl MemoryStore {
             self.changes
                 .send_modify(|c| *c = c.wrapping_add(changed.unsigned_abs()));
         }
+    }
+
+    /// Revokes every lease not kept alive within its ttl before `now`; returns the members
+    /// whose lease expired.
+    pub fn expire_due(&self, now: Instant) -> Vec<String> {
+        let mut state = self.lock();
+        let before = state.revision;
+        let doomed: Vec<(i64, Option<String>)> = state
+            .leases
+            .iter()
+            .filter(|(_, l)| l.kept_alive + l.ttl <= now)
+            .map(|(id, l)| (*id, l.owner.clone()))
+            .collect();
+        for (lease, _) in &doomed {
+            state.revoke(*lease);
+        }
+        let changed = state.revision - before;
+        drop(state);
+        if changed > 0 {
+            self.changes
+                .send_modify(|c| *c = c.wrapping_add(changed.unsigned_abs()));
+        }
+        doomed.into_iter().filter_map(|(_, owner)| owner).collect()
+    }
+
+    /// Every lease counts as kept alive at `now` (an etcd that was down extends its leases
+    /// when it comes back).
+    pub fn refresh_leases(&self, now: Instant) {
+        for l in self.lock().leases.values_mut() {
+            l.kept_alive = l.kept_alive.max(now);
+        }
+    }
+
+    /// The store's revision (bumped by every change).
+    pub fn revision(&self) -> i64 {
+        self.lock().revision
     }
 
     /// While `true`, every operation fails with [`DcsError::Unavailable`].
@@ -205,16 +251,25 @@ impl MemoryDcs {
     ) -> Result<T, DcsError> {
         let mut session = self.session();
         self.store.with(doing, |state| {
+            let now = Instant::now();
             let lease = match session.lease {
                 Some(id) if state.leases.contains_key(&id) => id,
                 _ => {
                     state.last_lease += 1;
                     let id = state.last_lease;
-                    state.leases.insert(id, self.name.clone());
+                    let lease = LeaseState {
+                        owner: self.name.clone(),
+                        ttl: session.ttl,
+                        kept_alive: now,
+                    };
+                    state.leases.insert(id, lease);
                     session.lease = Some(id);
                     id
                 }
             };
+            if let Some(l) = state.leases.get_mut(&lease) {
+                l.kept_alive = now;
+            }
             f(state, lease)
         })
     }

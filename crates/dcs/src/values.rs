@@ -255,6 +255,11 @@ impl Failover {
         self.leader.is_some() || self.member.is_some()
     }
 
+    /// No request: what clearing the key writes (`{}`, as Patroni's `manual_failover('', '')`).
+    pub fn none() -> Failover {
+        Failover::default()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
     }

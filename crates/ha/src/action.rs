@@ -1,12 +1,29 @@
 //! What the engine asks the agent to do.
 
-/// How PostgreSQL should come up.
+/// What the local server is configured to be: a primary, or a standby streaming from a
+/// member, or a standby without upstream (no leader to follow yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartRole {
-    /// As the primary (only while holding the lock).
+pub enum Replication {
+    /// No recovery settings (only while holding the lock).
     Primary,
-    /// As a standby following `upstream`, or with no upstream (`None`) when there is no leader.
-    Replica { upstream: Option<String> },
+    /// `standby.signal` without `primary_conninfo`.
+    Detached,
+    /// Streaming from this member.
+    From(String),
+}
+
+impl Replication {
+    /// The member streamed from, if any.
+    pub fn upstream(&self) -> Option<&str> {
+        match self {
+            Replication::From(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn is_standby(&self) -> bool {
+        !matches!(self, Replication::Primary)
+    }
 }
 
 /// Demotion modes (compat §4.8).
@@ -63,7 +80,7 @@ pub enum Action {
     RenewLock,
     /// Delete the leader key if it is ours.
     ReleaseLock,
-    StartPostgres(StartRole),
+    StartPostgres(Replication),
     Promote,
     Demote(DemoteMode),
     /// Point `primary_conninfo` at `upstream` (reload; no basebackup).

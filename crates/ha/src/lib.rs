@@ -12,13 +12,15 @@ mod engine;
 mod manual;
 mod observation;
 mod rejoin;
+mod schedule;
 mod sync;
 
-pub use action::{Action, Decision, DemoteMode, StartRole};
+pub use action::{Action, Decision, DemoteMode, Replication};
 pub use election::{Candidate, CandidateRank, RaceRules};
 pub use engine::{wants_peer_probes, Engine};
 pub use observation::{
     AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };
 pub use rejoin::{diverged, LocalWal};
+pub use schedule::{scheduled, Scheduled};
 pub use sync::parse_standby_names;

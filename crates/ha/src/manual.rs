@@ -1,10 +1,12 @@
 //! A manual switchover or failover request (the `failover` key) while the leader key is free:
 //! who may race for the lock, who waits, and when the former leader takes its place back.
 //!
-//! The rules are Patroni's (`manual_failover_process_no_leader`), with one addition: the
+//! The rules are Patroni's (`manual_failover_process_no_leader`), with two additions: the
 //! former leader named in the request never races while another member can take over, and
 //! when none can (or none did within one ttl) it resumes as the leader on its own timeline,
-//! without a promotion (see `Engine::postgres_not_running`). Every member that promotes while
+//! without a promotion (see `Engine::postgres_not_running`); and a requested candidate that
+//! received less WAL than another member that can take over (the former leader died before
+//! its clean shutdown sent everything) leaves the lock to the most advanced member. Every member that promotes while
 //! a request stands first clears it (compare-and-set on its index, see `promote_actions`), so
 //! the former leader's own compare-and-set tells it that nobody promoted meanwhile.
 
@@ -47,14 +49,28 @@ pub(crate) fn race(obs: &Observation<'_>, cluster: &Cluster) -> Race {
     let mut excluded: Vec<String> = f.leader.iter().cloned().collect();
     if let Some(candidate) = f.member.as_deref() {
         if candidate == me {
-            return Race::MeCandidate;
+            // A member that received more WAL than me (the former leader died before its
+            // clean shutdown sent everything) takes over instead: promoting me would lose
+            // what it has, acknowledged writes included.
+            let ahead = fit_members(obs, cluster, &excluded)
+                .into_iter()
+                .any(|other| wal_of(obs, &other).is_some_and(|w| w > obs.pg.wal_position));
+            return if ahead {
+                Race::Among { excluded }
+            } else {
+                Race::MeCandidate
+            };
         }
-        let fit = obs
-            .peers
-            .iter()
-            .find(|p| p.name == candidate)
-            .is_some_and(|p| unfit(obs, cluster, p).is_none());
-        if fit {
+        let probe = obs.peers.iter().find(|p| p.name == candidate);
+        if probe.is_some_and(|p| unfit(obs, cluster, p).is_none()) {
+            let behind_me = obs.pg.running
+                && obs.pg.in_recovery
+                && f.leader.as_deref() != Some(me)
+                && wal_of(obs, candidate).is_some_and(|w| w < obs.pg.wal_position);
+            if behind_me {
+                // The candidate defers to the most advanced member (see above).
+                return Race::Among { excluded };
+            }
             return Race::Wait(format!(
                 "manual failover in progress: waiting for {candidate} to take over"
             ));
@@ -74,6 +90,15 @@ pub(crate) fn race(obs: &Observation<'_>, cluster: &Cluster) -> Race {
         };
     }
     Race::Among { excluded }
+}
+
+/// The WAL position a member reported in its live reply.
+fn wal_of(obs: &Observation<'_>, name: &str) -> Option<u64> {
+    obs.peers
+        .iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.reply.as_ref())
+        .and_then(|r| r.wal_position)
 }
 
 /// Members (not me, not `excluded`) whose live reply says they can take over.

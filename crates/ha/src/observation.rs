@@ -82,8 +82,9 @@ pub struct LocalPg {
     /// Primary: current WAL LSN; replica: max(received, replayed).
     pub wal_position: u64,
     pub timeline: u64,
-    /// The member named in our `primary_conninfo`, if any (`Some("")`: standby without upstream).
-    pub following: Option<String>,
+    /// How a running standby (or a server not answering yet) is configured; `None` as a
+    /// primary.
+    pub following: Option<crate::Replication>,
     /// A standby whose WAL receiver is streaming from its upstream.
     pub streaming: bool,
     /// Stopped, and `pg_control` says a primary shut down cleanly ("shut down"): starting it

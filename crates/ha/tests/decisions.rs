@@ -2,8 +2,8 @@
 
 use pgherd_dcs::{Cluster, MemberData, Role};
 use pgherd_ha::{
-    Action, DataDir, DemoteMode, Engine, LocalPg, Observation, PeerProbe, PeerReply, Settings,
-    StartRole,
+    Action, DataDir, DemoteMode, Engine, LocalPg, Observation, PeerProbe, PeerReply, Replication,
+    Settings,
 };
 
 const SYSID: &str = "7711336143377005909";
@@ -50,7 +50,11 @@ fn replica(wal: u64, following: &str) -> LocalPg {
         in_recovery: true,
         wal_position: wal,
         timeline: 1,
-        following: Some(following.into()),
+        following: Some(if following.is_empty() {
+            Replication::Detached
+        } else {
+            Replication::From(following.into())
+        }),
         streaming: !following.is_empty(),
         stopped_cleanly_as_primary: false,
         diverged: None,
@@ -191,14 +195,7 @@ fn healthiest_replica_promotes_and_ties_break_by_name() {
     let pg = replica(1000, "n1");
     let peers = [peer("n3", 1000, false), peer("n1", 0, false)];
     let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers[..1]));
-    assert_eq!(
-        d.actions,
-        vec![
-            Action::AcquireLock,
-            Action::Promote,
-            Action::PublishLeaderState
-        ]
-    );
+    assert_eq!(d.actions, vec![Action::AcquireLock, Action::Promote,]);
     assert!(
         d.reason
             .starts_with("promoted self to leader by acquiring session lock"),
@@ -392,7 +389,7 @@ fn crashed_primary_restarts_in_place_or_fails_over() {
         d.actions,
         vec![
             Action::RenewLock,
-            Action::StartPostgres(StartRole::Replica { upstream: None })
+            Action::StartPostgres(Replication::Detached)
         ]
     );
     s.primary_start_timeout = 0;
@@ -401,7 +398,7 @@ fn crashed_primary_restarts_in_place_or_fails_over() {
         d.actions,
         vec![
             Action::ReleaseLock,
-            Action::StartPostgres(StartRole::Replica { upstream: None })
+            Action::StartPostgres(Replication::Detached)
         ]
     );
     assert!(
@@ -591,7 +588,7 @@ fn only_sync_standbys_may_be_promoted() {
     let peers = [peer("n3", 5000, false)];
     let d = Engine::new().step(&obs(&s2, Some(&c), &pg, &peers));
     assert_eq!(d.actions.first(), Some(&Action::AcquireLock));
-    assert_eq!(d.actions.last(), Some(&Action::PublishLeaderState));
+    assert_eq!(d.actions.last(), Some(&Action::Promote));
     assert!(d.actions.contains(&Action::SetSynchronousStandbys {
         names: vec![],
         strict: true
@@ -721,7 +718,6 @@ fn switchover_without_candidate_elects_among_the_other_members() {
             Action::AcquireLock,
             Action::ClearFailover { index: 1 },
             Action::Promote,
-            Action::PublishLeaderState
         ]
     );
     assert!(
@@ -749,9 +745,55 @@ fn promotion_clears_a_standing_request_before_promoting() {
             Action::AcquireLock,
             Action::ClearFailover { index: 1 },
             Action::Promote,
-            Action::PublishLeaderState
         ]
     );
+}
+
+#[test]
+fn a_candidate_behind_another_member_leaves_the_lock_to_the_most_advanced() {
+    // The former leader died during the switchover before sending n3 everything n2 has.
+    let c = cluster(None, &[("failover", r#"{"leader":"n1","member":"n3"}"#)]);
+    let s3 = Settings::for_member("n3");
+    let d = Engine::new().step(&obs(
+        &s3,
+        Some(&c),
+        &replica(900, "n1"),
+        &[peer("n2", 1000, false)],
+    ));
+    assert!(d.actions.is_empty(), "{:?}: {}", d.actions, d.reason);
+    let s2 = Settings::for_member("n2");
+    let d = Engine::new().step(&obs(
+        &s2,
+        Some(&c),
+        &replica(1000, "n1"),
+        &[peer("n3", 900, false)],
+    ));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::AcquireLock,
+            Action::ClearFailover { index: 1 },
+            Action::Promote,
+        ],
+        "{}",
+        d.reason
+    );
+    // Level with the others, the candidate takes over and they wait for it.
+    let d = Engine::new().step(&obs(
+        &s3,
+        Some(&c),
+        &replica(1000, "n1"),
+        &[peer("n2", 1000, false)],
+    ));
+    assert!(d.actions.contains(&Action::Promote), "{}", d.reason);
+    let d = Engine::new().step(&obs(
+        &s2,
+        Some(&c),
+        &replica(1000, "n1"),
+        &[peer("n3", 1000, false)],
+    ));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.reason.contains("waiting for n3"), "{}", d.reason);
 }
 
 #[test]
@@ -772,7 +814,7 @@ fn abandoned_switchover_resumes_the_former_leader_on_its_timeline() {
         vec![
             Action::AcquireLock,
             Action::ClearFailover { index: 1 },
-            Action::StartPostgres(StartRole::Primary)
+            Action::StartPostgres(Replication::Primary)
         ]
     );
     assert!(
@@ -802,7 +844,7 @@ fn former_leader_takes_the_lock_back_when_nobody_took_over_within_ttl() {
     let d = engine.step(&o);
     assert_eq!(
         d.actions.last(),
-        Some(&Action::StartPostgres(StartRole::Primary))
+        Some(&Action::StartPostgres(Replication::Primary))
     );
     assert!(
         d.reason.contains("nobody took over within ttl"),
@@ -819,9 +861,7 @@ fn former_leader_follows_the_new_leader_once_it_holds_the_lock() {
     let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
     assert_eq!(
         d.actions,
-        vec![Action::StartPostgres(StartRole::Replica {
-            upstream: Some("n2".into())
-        })]
+        vec![Action::StartPostgres(Replication::From("n2".into()))]
     );
 }
 

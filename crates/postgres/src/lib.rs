@@ -12,6 +12,7 @@
 //! (default `postgres`), and the directories and files PostgreSQL needs belong to it.
 
 mod basebackup;
+mod binaries;
 mod callback;
 mod command;
 mod conf;
@@ -35,6 +36,7 @@ mod server;
 mod sql;
 mod state;
 
+pub use binaries::{binaries_major_version, default_bin_dir, NEWEST_KNOWN_MAJOR};
 pub use callback::CallbackAction;
 pub use conf::{quote_conf_value, RecoveryConf};
 pub use conninfo::{conninfo, quote_conninfo_value, Upstream};

@@ -23,6 +23,8 @@ pub struct Postgres {
     pub(crate) identity: Option<Identity>,
     pub(crate) conn: LocalConnection,
     pub(crate) callbacks: CallbackRunner,
+    /// Major version of the programs in `bin_dir`, read once.
+    binaries_major: Option<u32>,
 }
 
 impl Postgres {
@@ -34,11 +36,13 @@ impl Postgres {
         if let Some(id) = &identity {
             info!(user = %id.name, uid = id.uid.as_raw(), "running as root: PostgreSQL programs run as this user");
         }
+        let binaries_major = crate::binaries::binaries_major_version(&opts.bin_dir);
         Ok(Postgres {
             opts,
             identity,
             conn: LocalConnection::default(),
             callbacks: CallbackRunner::default(),
+            binaries_major,
         })
     }
 
@@ -66,6 +70,15 @@ impl Postgres {
 
     pub fn data_dir_state(&self) -> DataDirState {
         datadir::inspect(&self.opts.data_dir)
+    }
+
+    /// The major version PostgreSQL runs with: the data directory's (`PG_VERSION`), else the
+    /// programs' in `bin_dir` (before initdb or a basebackup created the directory).
+    pub fn major_version(&self) -> Option<u32> {
+        self.data_dir_major_version()
+            .ok()
+            .flatten()
+            .or(self.binaries_major)
     }
 
     /// Major version of the cluster in the data directory (`PG_VERSION`, e.g. 15).

@@ -8,10 +8,11 @@
 //!    exempt.
 //!
 //! 2. Promotion: when a node wins the leader key in order to promote, no peer that answered
-//!    its probe was an eligible replica (running, in recovery, not nofailover, within
-//!    maximum_lag_on_failover of the DCS optime the engine saw) with more WAL at the time it
-//!    answered; and the winner itself was within maximum_lag_on_failover. This is "what the
-//!    engine could know": unreachable peers are not counted, a peer whose answer was stale is.
+//!    its probe as a running member was an eligible replica (running, in recovery, not
+//!    nofailover, within maximum_lag_on_failover of the DCS optime the engine saw) with more
+//!    WAL while it answered; and the winner itself was within maximum_lag_on_failover. This is
+//!    "what the engine could know": unreachable peers are not counted, a peer whose answer was
+//!    stale is.
 //!    In synchronous mode with a `sync` key naming a leader, only that leader and the standbys
 //!    the key lists are eligible.
 //! 3. Synchronous mode: no acknowledged commit lost: a node that becomes primary holds every
@@ -23,12 +24,20 @@
 //!    (its reason says so) are reported, not failed.
 //! 5. Timeline identity: no two data directories hold different WAL under the same timeline at
 //!    the same position (PostgreSQL decides streaming and pg_rewind on timeline ids).
+//! 6. Lease keeping: a leader whose agent is alive, not paused, and has reached the DCS over a
+//!    healthy network for the whole last ttl never loses its lease (nothing the agent does —
+//!    a slow restart, a slow stop, waiting for proxies — may stop it renewing).
+//! 7. Commands keep their word: a REST command answered as successful left the member in the
+//!    state it promised (a restart: PostgreSQL running; a switchover: another leader).
+//! 8. Switchovers: the former leader named in a standing switchover request never promotes
+//!    while another registered, running standby could take over (it may resume on its own
+//!    timeline, without a promotion, when nobody else can).
 
 use crate::log::fmt_time;
 use crate::wal::Ack;
-use crate::world::World;
+use crate::world::{Truth, World};
 use crate::Time;
-use pgherd_ha::{Action, DataDir, StartRole};
+use pgherd_ha::{Action, DataDir, Decision, Observation, PeerReply, Replication};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +49,124 @@ pub enum Invariant {
     Convergence,
     TimelineIdentity,
     UnexpectedFatal,
+    LeaseLost,
+    CommandBrokeItsWord,
+    FormerLeaderPromoted,
+}
+
+/// What an agent knew when it decided to take the leader key in order to become primary.
+#[derive(Debug, Clone)]
+pub(crate) struct Election {
+    pub reason: String,
+    pub wal: u64,
+    pub in_recovery: bool,
+    pub optime: Option<u64>,
+    /// Peers were probed (PostgreSQL was running); unreachable ones are not counted.
+    pub probed: bool,
+    /// Peers that answered: `(node, their answer, the truth when they answered)`.
+    pub answered: Vec<(usize, PeerReply, Truth)>,
+    /// Running members per the DCS: `(name, xlog_location, nofailover)`.
+    pub members: Vec<(String, u64, bool)>,
+    /// In synchronous mode, the members the `sync` key allows to be promoted.
+    pub sync_members: Option<Vec<String>>,
+    /// A manual failover/switchover request: its former leader and (unfit) candidate left the
+    /// race, and the lag limit does not apply (the operator asked for the change).
+    pub manual: Option<Vec<String>>,
+    /// It promotes to a new timeline while a switchover request names it as the leader to
+    /// move away from (invariant 8; resuming on the same timeline after an abandoned
+    /// switchover is allowed).
+    pub former_leader_promotes: bool,
+}
+
+/// Some other member could take over from node `n`: its agent runs, it is registered in the
+/// DCS, not tagged nofailover, not paused, and its PostgreSQL runs as a standby.
+fn another_could_take_over(w: &World, n: usize) -> bool {
+    (0..w.nodes.len()).filter(|&m| m != n).any(|m| {
+        let node = &w.nodes[m];
+        node.agent.is_some()
+            && !node.settings.nofailover
+            && !w.frozen(m)
+            && node.pg.running
+            && node.pg.accepting
+            && node.pg.in_recovery
+            && w.store.get(&w.layout.member(&node.name)).is_some()
+    })
+}
+
+impl Election {
+    /// The facts of `decision` if it takes the lock to become primary.
+    pub(crate) fn record(
+        w: &World,
+        n: usize,
+        obs: &Observation<'_>,
+        decision: &Decision,
+    ) -> Option<Election> {
+        let acquire = decision
+            .actions
+            .iter()
+            .position(|a| *a == Action::AcquireLock)?;
+        let promotes = decision.actions[acquire..].iter().any(|a| {
+            matches!(
+                a,
+                Action::Promote | Action::StartPostgres(Replication::Primary)
+            )
+        });
+        if !promotes {
+            return None;
+        }
+        let cluster = obs.cluster?;
+        let answered = obs
+            .peers
+            .iter()
+            .filter_map(|p| {
+                let i = w.index_of(&p.name)?;
+                let truth = w.nodes[n].probe_truth[i]?;
+                Some((i, p.reply.clone()?, truth))
+            })
+            .collect();
+        let sync_members = if obs.settings.synchronous_mode {
+            cluster
+                .sync_state()
+                .filter(|st| st.leader.is_some())
+                .map(|st| {
+                    let mut m = st.standbys();
+                    m.extend(st.leader.clone());
+                    m
+                })
+        } else {
+            None
+        };
+        let me = &w.nodes[n].name;
+        let former_leader_promotes = decision.actions.contains(&Action::Promote)
+            && cluster
+                .failover_request()
+                .is_some_and(|f| f.leader.as_deref() == Some(me.as_str()))
+            && another_could_take_over(w, n);
+        let manual = cluster.failover_request().map(|f| {
+            f.leader
+                .iter()
+                .chain(f.member.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        Some(Election {
+            reason: decision.reason.clone(),
+            wal: obs.pg.wal_position,
+            in_recovery: obs.pg.in_recovery,
+            optime: cluster.optime(),
+            probed: !obs.peers.is_empty(),
+            answered,
+            members: cluster
+                .members
+                .values()
+                .filter(|m| m.data.is_running())
+                .filter_map(|m| Some((m.name.clone(), m.data.xlog_location?, m.data.nofailover())))
+                .collect(),
+            sync_members,
+            former_leader_promotes,
+            manual,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +202,7 @@ pub(crate) fn violate(w: &mut World, invariant: Invariant, message: String) {
         invariant,
         seed: w.schedule.seed,
         step: w.step,
-        at: w.now,
+        at: w.now(),
         message,
     });
 }
@@ -95,29 +222,26 @@ fn describe(w: &World, n: usize) -> String {
         },
         node.agent
             .as_ref()
-            .and_then(|a| a.lock_confirmed_at)
-            .map(|t| format!(", lease confirmed at {}", fmt_time(t)))
+            .and_then(|a| a.leader_until())
+            .map(|_| ", counts itself leader".to_string())
             .unwrap_or_default()
     )
 }
 
 pub(crate) fn after_event(w: &mut World) {
+    let t = w.now();
     for i in 0..w.nodes.len() {
-        let now = !w.frozen(i) && w.nodes[i].pg.writable();
+        let now = w.writable(i);
         if w.was_writable[i] && !now {
             let name = w.nodes[i].name.clone();
-            w.stats.stopped_writing.push((w.now, name));
+            w.stats.stopped_writing.push((t, name));
         }
         w.was_writable[i] = now;
     }
-    let writable_now = |i: usize| !w.frozen(i) && w.nodes[i].pg.writable();
+    let writable_now = |i: usize| w.writable(i);
     let count = (0..w.nodes.len()).filter(|&i| writable_now(i)).count();
-    let leader_ok = |i: usize| {
-        w.dcs
-            .leader
-            .as_ref()
-            .is_some_and(|l| l.name == w.nodes[i].name)
-    };
+    let leader_name = w.leader_name();
+    let leader_ok = |i: usize| leader_name.as_deref() == Some(w.nodes[i].name.as_str());
     // Fast path (most events): nothing to report and no WAL identity to re-check.
     let quiet =
         count == 0 || (count == 1 && (0..w.nodes.len()).all(|i| !writable_now(i) || leader_ok(i)));
@@ -133,13 +257,10 @@ pub(crate) fn after_event(w: &mut World) {
             format!("two writable primaries: {}", who.join(" and ")),
         );
     }
-    let leader = w.dcs.leader.as_ref().map(|l| l.name.clone());
+    let leader = leader_name.clone();
     for &i in &writable {
-        let bootstrapping = w.nodes[i]
-            .agent
-            .as_ref()
-            .and_then(|a| a.task.as_ref())
-            .is_some_and(|t| t.kind == pgherd_ha::AsyncAction::Bootstrap);
+        let bootstrapping = w.nodes[i].agent.is_some()
+            && w.nodes[i].task == Some(pgherd_ha::AsyncAction::Bootstrap);
         if leader.as_deref() != Some(w.nodes[i].name.as_str()) && !bootstrapping {
             let d = describe(w, i);
             violate(
@@ -177,45 +298,48 @@ pub(crate) fn after_event(w: &mut World) {
 
 /// Invariant 2, when `n` just won the leader key in order to become primary.
 pub(crate) fn on_lock_won(w: &mut World, n: usize) {
-    let Some(a) = w.nodes[n].agent.as_ref() else {
+    let Some(e) = w.nodes[n].election.take() else {
         return;
     };
-    let Some(cy) = a.cycle.as_deref() else {
-        return;
-    };
-    let promotes = matches!(
-        cy.decision.actions.get(cy.idx + 1),
-        Some(Action::Promote | Action::StartPostgres(StartRole::Primary))
-    );
-    let Some(e) = cy.election.clone().filter(|_| promotes) else {
-        return;
-    };
-    let reason = cy.decision.reason.clone();
+    let reason = e.reason.clone();
     w.stats.promotions_checked += 1;
     let max_lag = w.nodes[n].settings.maximum_lag_on_failover;
     let me = w.nodes[n].name.clone();
     w.say(n, || {
         format!("won the leader key to become primary (WAL {})", e.wal)
     });
-    if let (true, Some(optime)) = (e.in_recovery, e.optime) {
+    if e.former_leader_promotes {
+        w.violate(
+            Invariant::FormerLeaderPromoted,
+            format!("{me} won the lock to promote while a switchover request names it as the leader to move away from; decision: {reason}"),
+        );
+        return;
+    }
+    let excluded = e.manual.clone().unwrap_or_default();
+    let lag_limit = e.manual.is_none();
+    if let (true, true, Some(optime)) = (lag_limit, e.in_recovery, e.optime) {
         let lag = optime.saturating_sub(e.wal);
         if lag > max_lag {
-            violate(
-                w,
+            w.violate(
                 Invariant::PromotionBehind,
                 format!("{me} promotes lagging {lag} B behind the last leader optime ({optime}), more than maximum_lag_on_failover {max_lag}; decision: {reason}"),
             );
             return;
         }
     }
+    let within = |wal: u64| !lag_limit || e.optime.is_none_or(|o| o.saturating_sub(wal) <= max_lag);
     if !e.probed {
         // No probes (PostgreSQL was not running): the member keys are what it could know.
         for (name, xlog, nofailover) in &e.members {
-            let within = e.optime.is_none_or(|o| o.saturating_sub(*xlog) <= max_lag);
             let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(name));
-            if *name != me && !nofailover && within && listed && *xlog > e.wal {
-                violate(
-                    w,
+            if *name != me
+                && !excluded.contains(name)
+                && !nofailover
+                && within(*xlog)
+                && listed
+                && *xlog > e.wal
+            {
+                w.violate(
                     Invariant::PromotionBehind,
                     format!(
                         "{me} takes the lock to become primary at WAL {} although the member key of {name}, a running replica, showed WAL {xlog}; decision: {reason}",
@@ -227,21 +351,22 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
         }
     }
     for (peer, reply, truth) in &e.answered {
-        let within = e
-            .optime
-            .is_none_or(|o| o.saturating_sub(truth.wal) <= max_lag);
-        let listed = e
-            .sync_members
-            .as_ref()
-            .is_none_or(|l| l.contains(&w.nodes[*peer].name));
-        let eligible = truth.running_replica && !truth.nofailover && within && listed;
+        let name = w.nodes[*peer].name.clone();
+        let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(&name));
+        // Eligible: a running replica throughout its answer, which it reported as running
+        // (a member still finishing its start reports `starting` and is not compared, by
+        // design; see the engine's election).
+        let eligible = truth.running_replica
+            && reply.running
+            && !truth.nofailover
+            && within(truth.wal)
+            && listed
+            && !excluded.contains(&name);
         if eligible && truth.wal > e.wal {
-            let p = w.nodes[*peer].name.clone();
-            violate(
-                w,
+            w.violate(
                 Invariant::PromotionBehind,
                 format!(
-                    "{me} promotes at WAL {} although {p}, an eligible replica that answered its probe, had WAL {} (its REST answer said {:?}); decision: {reason}",
+                    "{me} promotes at WAL {} although {name}, an eligible replica that answered its probe, had WAL {} (its REST answer said {:?}); decision: {reason}",
                     e.wal, truth.wal, reply.wal_position
                 ),
             );
@@ -251,7 +376,7 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
 }
 
 /// Invariant 3: in synchronous mode, a node that becomes a primary (promotion, or a start
-/// as primary) holds every commit acknowledged so far.
+/// as primary while it holds the leader key) holds every commit acknowledged so far.
 pub(crate) fn on_new_primary(w: &mut World, n: usize) {
     if !w.nodes[n].settings.synchronous_mode {
         return;
@@ -272,7 +397,7 @@ pub(crate) fn on_new_primary(w: &mut World, n: usize) {
         first.timeline,
         first.lsn
     );
-    violate(w, Invariant::LostAckedCommit, msg);
+    w.violate(Invariant::LostAckedCommit, msg);
 }
 
 /// Members the engine deliberately leaves to an operator, with its reason.
@@ -281,12 +406,12 @@ pub(crate) fn needs_intervention(w: &World, n: usize) -> Option<String> {
     if let DataDir::Invalid(why) = &node.pg.data {
         return Some(format!("{}: {why}", node.name));
     }
-    let a = node.agent.as_ref()?;
+    node.agent.as_ref()?;
     if node.pg.running {
         return None;
     }
-    let r = &a.last_reason;
-    if r.contains("intervention needed") || a.rewind_failures >= crate::agent::MAX_REWIND_ATTEMPTS {
+    let r = &node.last_reason;
+    if r.contains("intervention needed") || r.contains("staying stopped") {
         return Some(format!("{}: {r}", node.name));
     }
     None
@@ -294,20 +419,20 @@ pub(crate) fn needs_intervention(w: &World, n: usize) -> Option<String> {
 
 /// Invariant 4's target state; `Err` says what is still missing.
 pub(crate) fn converged(w: &World) -> Result<usize, String> {
-    let Some(name) = w.dcs.leader.as_ref().map(|l| l.name.clone()) else {
+    let Some(name) = w.leader_name() else {
         return Err("no leader key".into());
     };
     let l = w
         .index_of(&name)
         .ok_or("leader key names an unknown member")?;
     let leader = &w.nodes[l];
-    if w.frozen(l) || !leader.pg.writable() {
+    if !w.writable(l) {
         return Err(format!("leader {name} is not a writable primary"));
     }
     if leader
         .agent
         .as_ref()
-        .and_then(|a| a.lock_confirmed_at)
+        .and_then(|a| a.leader_until())
         .is_none()
     {
         return Err(format!("leader {name} does not know it holds the lock"));
@@ -333,11 +458,7 @@ pub(crate) fn converged(w: &World) -> Result<usize, String> {
         } else {
             continue;
         };
-        let last = node
-            .agent
-            .as_ref()
-            .map(|a| a.last_reason.clone())
-            .unwrap_or_default();
+        let last = node.last_reason.clone();
         return Err(format!(
             "{}: {why} (timeline {}, lsn {}, upstream {:?}; last decision: {last})",
             node.name,
@@ -358,5 +479,28 @@ pub(crate) fn at_end(w: &mut World) {
     if let Some(l) = leader {
         let wal = &w.nodes[l].pg.wal;
         w.stats.lost_acked_commits = w.acks.iter().filter(|a| !a.is_in(wal)).count() as u64;
+    }
+}
+
+/// Invariant 6, when the leader key of `leader` vanished because its lease expired.
+pub(crate) fn on_leader_lease_expired(w: &mut World, leader: &str) {
+    let Some(n) = w.index_of(leader) else {
+        return;
+    };
+    let now = w.now();
+    let ttl = w.nodes[n].settings.ttl;
+    let node = &w.nodes[n];
+    let agent_alive_long = node.agent.is_some() && now.saturating_sub(node.agent_started_at) > ttl;
+    let healthy_long = node
+        .healthy_dcs_since
+        .is_some_and(|since| now.saturating_sub(since) > ttl);
+    if agent_alive_long && healthy_long {
+        let last = node.last_reason.clone();
+        w.violate(
+            Invariant::LeaseLost,
+            format!(
+                "the lease of leader {leader} expired although its agent was alive, not paused, and reached the DCS over a healthy network for the whole ttl ({ttl} ms); its last decision: {last}"
+            ),
+        );
     }
 }

@@ -4,18 +4,36 @@
 use crate::rng::Rng;
 use crate::Time;
 
-/// Bugs planted in the *simulator* (never in the engine) to prove the checker catches them.
+/// Bugs planted to prove that the simulator finds them: in the simulated world, or defects
+/// of earlier agent designs put back into the real agent (`pgherd_agent::PlantedBug`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlantedBug {
     /// The simulated REST API answers WAL position 0 for every member, so the election ranks
     /// on priority and name only: a wrong election rule that invariant 2 must catch.
     ProbesHideWal,
+    /// The agent's independent fence task is gone.
+    NoFence,
+    /// A REST restart is awaited inside the HA loop (the first design).
+    InlineRestart,
+    /// The former leader of a switchover races for the lock like any member (the first
+    /// design, which re-promoted the old leader).
+    FormerLeaderRaces,
+}
+
+impl PlantedBug {
+    /// The defect to put into the real agent, if it is one of the agent's.
+    pub(crate) fn in_agent(self) -> Option<pgherd_agent::PlantedBug> {
+        match self {
+            PlantedBug::ProbesHideWal => None,
+            PlantedBug::NoFence => Some(pgherd_agent::PlantedBug::NoFence),
+            PlantedBug::InlineRestart => Some(pgherd_agent::PlantedBug::InlineRestart),
+            PlantedBug::FormerLeaderRaces => Some(pgherd_agent::PlantedBug::FormerLeaderRaces),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Model the agent's independent fence timer (crates/agent/src/fence.rs).
-    pub fence: bool,
     pub planted: Option<PlantedBug>,
     /// Keep the event log (bulk runs turn it off and re-run a failing seed with it on).
     pub log: bool,
@@ -90,7 +108,6 @@ impl Workarounds {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            fence: true,
             planted: None,
             log: false,
             resume_fence_latency: 0,
@@ -141,14 +158,24 @@ impl ClusterSpec {
         }
     }
 
-    /// The agent's `fencing_margin`: ttl/4 within [1.5 s, 5 s] (crates/agent/src/settings.rs).
-    pub fn fencing_margin(&self) -> Time {
-        (self.ttl / 4).clamp(1_500, 5_000)
-    }
-
-    /// The etcd client's per-request deadline: max(retry_timeout / 3, 1 s).
-    pub fn request_timeout(&self) -> Time {
-        (self.retry_timeout / 3).max(1_000)
+    /// The engine settings of a member (what the checker judges decisions against).
+    pub fn engine_settings(&self, name: &str, spec: &NodeSpec) -> pgherd_ha::Settings {
+        let mut s = pgherd_ha::Settings::for_member(name);
+        s.ttl = self.ttl;
+        s.loop_wait = self.loop_wait;
+        s.retry_timeout = self.retry_timeout;
+        s.maximum_lag_on_failover = self.maximum_lag_on_failover;
+        s.primary_start_timeout = self.primary_start_timeout;
+        s.use_pg_rewind = self.use_pg_rewind;
+        s.remove_data_directory_on_rewind_failure = self.remove_data_directory_on_rewind_failure;
+        s.remove_data_directory_on_diverged_timelines =
+            self.remove_data_directory_on_diverged_timelines;
+        s.synchronous_mode = self.synchronous_mode;
+        s.synchronous_mode_strict = self.synchronous_mode_strict;
+        s.synchronous_node_count = self.synchronous_node_count;
+        s.nofailover = spec.nofailover;
+        s.failover_priority = spec.failover_priority;
+        s
     }
 }
 
@@ -188,13 +215,25 @@ pub enum FaultKind {
     ReplicaLag { who: Who, dur: Time },
     /// The agent dies, PostgreSQL keeps running (opt-in: see [`Options::agent_crashes`]).
     AgentCrash { who: Who, down_for: Time },
+    /// An operator's `pgherd switchover --force` (`POST /switchover` on the leader), to a
+    /// candidate or not.
+    Switchover { candidate: Option<Who> },
+    /// An operator's `pgherd restart <member> --force` (`POST /restart`).
+    Restart(Who),
+    /// An operator's `pgherd reinit <member> --force` (`POST /reinitialize`).
+    Reinit(Who),
+    /// PostgreSQL's stops take `extra` longer for `dur` (a slow checkpointer, SIGSTOPped).
+    SlowStop { who: Who, extra: Time, dur: Time },
 }
 
 impl FaultKind {
     /// How long after its start the fault is over (node back, outage ended).
     pub fn span(&self) -> Time {
         match self {
-            FaultKind::PgCrash(_) => 0,
+            FaultKind::PgCrash(_)
+            | FaultKind::Switchover { .. }
+            | FaultKind::Restart(_)
+            | FaultKind::Reinit(_) => 0,
             FaultKind::NodeCrash { down_for, .. }
             | FaultKind::NodeRestart { down_for, .. }
             | FaultKind::AgentCrash { down_for, .. } => *down_for,
@@ -202,7 +241,8 @@ impl FaultKind {
             | FaultKind::DcsOutage { dur, .. }
             | FaultKind::DcsCut { dur, .. }
             | FaultKind::SlowNet { dur, .. }
-            | FaultKind::ReplicaLag { dur, .. } => *dur,
+            | FaultKind::ReplicaLag { dur, .. }
+            | FaultKind::SlowStop { dur, .. } => *dur,
         }
     }
 }
@@ -294,7 +334,7 @@ impl Schedule {
                 5..=7 => Who::Replica(rng.index(4)),
                 _ => Who::Node(rng.index(n)),
             };
-            let kinds = if opts.agent_crashes { 105 } else { 100 };
+            let kinds = if opts.agent_crashes { 125 } else { 120 };
             let kind = match rng.below(kinds) {
                 0..=14 => FaultKind::PgCrash(who),
                 15..=34 => FaultKind::NodeCrash {
@@ -326,6 +366,16 @@ impl Schedule {
                 91..=99 => FaultKind::ReplicaLag {
                     who,
                     dur: rng.range(2_000, 20_000),
+                },
+                100..=105 => FaultKind::Switchover {
+                    candidate: rng.chance(500).then(|| Who::Replica(rng.index(4))),
+                },
+                106..=110 => FaultKind::Restart(who),
+                111..=112 => FaultKind::Reinit(Who::Replica(rng.index(4))),
+                113..=119 => FaultKind::SlowStop {
+                    who,
+                    extra: rng.range(2_000, 12_000),
+                    dur: rng.range(5_000, 20_000),
                 },
                 _ => FaultKind::AgentCrash {
                     who,

@@ -1,34 +1,32 @@
-//! Applying the fault schedule: crashes, restarts, pauses, DCS outages, slow networks.
+//! Applying the fault schedule: crashes, restarts, pauses, DCS outages, slow networks, slow
+//! PostgreSQL stops, and an operator's REST commands (switchover, restart, reinitialize).
 
-use crate::agent;
 use crate::config::{FaultKind, Who};
-use crate::world::{Ev, Host, Phase, Queued, World};
+use crate::world::{lock, Phase, Shared, Truth, World};
+use crate::{node, Invariant, Time};
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum FaultEvent {
-    Start(usize),
-    End { fault: usize, node: Option<usize> },
-}
-
-/// The cluster converged after bootstrap: queue every fault relative to now.
-pub(crate) fn begin(w: &mut World) {
-    let t0 = w.now;
+/// The cluster converged after bootstrap: runs every fault relative to now.
+pub(crate) fn begin(world: &Shared) {
+    let mut w = lock(world);
+    let t0 = w.now();
     let mut end = t0;
     for i in 0..w.schedule.faults.len() {
-        let f = &w.schedule.faults[i];
+        let f = w.schedule.faults[i].clone();
         end = end.max(t0 + f.at + f.kind.span());
-        let at = t0 + f.at;
-        w.at(at, Host::Global, Ev::Fault(FaultEvent::Start(i)));
+        let world = world.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(f.at)).await;
+            start(&world, i).await;
+        });
     }
     w.phase = Phase::Faults { end };
 }
 
 fn resolve(w: &World, who: Who) -> usize {
     let leader = w
-        .dcs
-        .leader
-        .as_ref()
-        .and_then(|l| w.index_of(&l.name))
+        .leader_name()
+        .and_then(|l| w.index_of(&l))
         .or_else(|| (0..w.nodes.len()).find(|&i| w.nodes[i].pg.writable()))
         .unwrap_or(0);
     match who {
@@ -41,85 +39,98 @@ fn resolve(w: &World, who: Who) -> usize {
     }
 }
 
-pub(crate) fn apply(w: &mut World, ev: FaultEvent) {
-    match ev {
-        FaultEvent::Start(i) => start(w, i),
-        FaultEvent::End { fault, node } => end(w, fault, node),
-    }
+/// Ends fault `i` (on node `node`) after `after` ms.
+fn end_at(world: &Shared, fault: usize, node: Option<usize>, after: Time) {
+    let world = world.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        end(&world, fault, node);
+    });
 }
 
-fn end_at(w: &mut World, fault: usize, node: Option<usize>, after: u64) {
-    w.after(
-        after,
-        Host::Global,
-        Ev::Fault(FaultEvent::End { fault, node }),
-    );
-}
-
-fn start(w: &mut World, i: usize) {
-    let kind = w.schedule.faults[i].kind.clone();
-    w.stats.faults_applied += 1;
+async fn start(world: &Shared, i: usize) {
+    let kind = {
+        let mut w = lock(world);
+        w.stats.faults_applied += 1;
+        w.schedule.faults[i].kind.clone()
+    };
     match kind {
         FaultKind::PgCrash(who) => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             if !w.frozen(n) && w.nodes[n].pg.running {
                 w.say(n, || "FAULT: postgres killed (kill -9)".into());
                 w.nodes[n].pg.crash();
                 w.release(n);
+                w.changed();
             }
         }
         FaultKind::NodeCrash { who, down_for } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             if w.nodes[n].down_by.is_none() {
                 w.say(n, || {
                     format!("FAULT: node crashed (down for {down_for} ms)")
                 });
-                crash_node(w, n);
+                node::kill(&mut w, n);
+                w.nodes[n].pg.crash();
+                w.release(n);
+                thaw(&mut w, n);
                 w.nodes[n].down_by = Some(i);
-                end_at(w, i, Some(n), down_for);
+                w.changed();
+                end_at(world, i, Some(n), down_for);
             }
         }
         FaultKind::NodeRestart { who, down_for } => {
-            let n = resolve(w, who);
-            let node = &w.nodes[n];
-            if node.down_by.is_none() && node.agent.is_some() && node.frozen_by.is_none() {
+            let n = {
+                let mut w = lock(world);
+                let n = resolve(&w, who);
+                let node = &w.nodes[n];
+                if node.down_by.is_some() || node.agent.is_none() || node.frozen_by.is_some() {
+                    return;
+                }
                 w.say(n, || {
                     format!("FAULT: agent stopped with SIGTERM (restart in {down_for} ms)")
                 });
                 w.nodes[n].down_by = Some(i);
-                crate::shutdown::request(w, n);
-                end_at(w, i, Some(n), down_for);
-            }
+                n
+            };
+            node::sigterm(world, n);
+            end_at(world, i, Some(n), down_for);
         }
         FaultKind::Pause { who, dur } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             let node = &w.nodes[n];
             if node.frozen_by.is_none() && node.down_by.is_none() {
                 w.say(n, || format!("FAULT: node paused (SIGSTOP) for {dur} ms"));
                 w.nodes[n].frozen_by = Some(i);
-                end_at(w, i, Some(n), dur);
+                w.changed();
+                end_at(world, i, Some(n), dur);
             }
         }
         FaultKind::DcsOutage {
             dur,
             leases_survive,
         } => {
+            let mut w = lock(world);
             w.say_world(|| {
                 format!("FAULT: DCS unreachable for everyone for {dur} ms (leases survive: {leases_survive})")
             });
             w.dcs_outages += 1;
             if leases_survive {
-                w.dcs.leases_frozen = true;
+                w.leases_frozen = true;
             }
-            end_at(w, i, None, dur);
+            end_at(world, i, None, dur);
         }
         FaultKind::DcsCut { who, dur } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             w.say(n, || {
                 format!("FAULT: DCS unreachable from this node for {dur} ms")
             });
             w.nodes[n].dcs_cut += 1;
-            end_at(w, i, Some(n), dur);
+            end_at(world, i, Some(n), dur);
         }
         FaultKind::SlowNet {
             who,
@@ -127,118 +138,223 @@ fn start(w: &mut World, i: usize) {
             max_delay,
             loss_permille,
         } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             w.say(n, || {
                 format!("FAULT: slow network for {dur} ms (delays up to {max_delay} ms, {loss_permille}‰ lost)")
             });
             w.nodes[n].slow = Some((max_delay, loss_permille));
-            end_at(w, i, Some(n), dur);
+            end_at(world, i, Some(n), dur);
         }
         FaultKind::ReplicaLag { who, dur } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             w.say(n, || format!("FAULT: WAL streaming slowed for {dur} ms"));
             w.nodes[n].lagging += 1;
-            end_at(w, i, Some(n), dur);
+            end_at(world, i, Some(n), dur);
+        }
+        FaultKind::SlowStop { who, extra, dur } => {
+            let mut w = lock(world);
+            let n = resolve(&w, who);
+            w.say(n, || {
+                format!("FAULT: PostgreSQL stops take {extra} ms longer for {dur} ms")
+            });
+            w.nodes[n].slow_stop = extra;
+            end_at(world, i, Some(n), dur);
         }
         FaultKind::AgentCrash { who, down_for } => {
-            let n = resolve(w, who);
+            let mut w = lock(world);
+            let n = resolve(&w, who);
             let node = &w.nodes[n];
             if node.down_by.is_none() && node.agent.is_some() && node.frozen_by.is_none() {
                 w.say(n, || "FAULT: agent killed, postgres keeps running".into());
-                kill_agent(w, n);
+                node::kill(&mut w, n);
                 w.nodes[n].down_by = Some(i);
-                end_at(w, i, Some(n), down_for);
+                w.changed();
+                end_at(world, i, Some(n), down_for);
             }
+        }
+        FaultKind::Switchover { candidate } => {
+            let (leader, body) = {
+                let w = lock(world);
+                let Some(l) = w.leader_name() else { return };
+                let c = candidate
+                    .map(|who| resolve(&w, who))
+                    .map(|c| w.nodes[c].name.clone())
+                    .filter(|c| *c != l);
+                let body = match &c {
+                    Some(c) => format!(r#"{{"leader":"{l}","candidate":"{c}"}}"#),
+                    None => format!(r#"{{"leader":"{l}"}}"#),
+                };
+                (w.index_of(&l), body)
+            };
+            let Some(leader) = leader else { return };
+            let answer = command(world, leader, "POST", "/switchover", body).await;
+            keep_word_switchover(world, leader, answer);
+        }
+        FaultKind::Restart(who) => {
+            let n = resolve(&lock(world), who);
+            let answer = command(world, n, "POST", "/restart", "{}".into()).await;
+            keep_word_restart(world, n, answer);
+        }
+        FaultKind::Reinit(who) => {
+            let n = resolve(&lock(world), who);
+            command(
+                world,
+                n,
+                "POST",
+                "/reinitialize",
+                r#"{"force":true}"#.into(),
+            )
+            .await;
         }
     }
 }
 
-fn end(w: &mut World, i: usize, node: Option<usize>) {
-    let kind = w.schedule.faults[i].kind.clone();
+/// An operator's REST call to node `n` (from outside every fault); the answer as
+/// `(status, body)` with the truth about the node when it answered, `None` when the node did
+/// not answer.
+async fn command(
+    world: &Shared,
+    n: usize,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Option<(u16, String, Truth)> {
+    {
+        let mut w = lock(world);
+        w.stats.commands_run += 1;
+        let what = format!("{method} {path} {body}");
+        w.say(n, || format!("OPERATOR: {what}"));
+    }
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(axum::body::Body::from(body))
+        .ok()?;
+    let answer = crate::sim_peers::request(world, None, n, request, Duration::from_secs(60)).await;
+    let answer = answer.map(|a| {
+        (
+            a.status,
+            String::from_utf8_lossy(&a.body).into_owned(),
+            a.truth,
+        )
+    });
+    let mut w = lock(world);
+    let now = w.now();
+    let text = format!("{:?}", answer.as_ref().map(|(code, body, _)| (code, body)));
+    w.stats
+        .command_answers
+        .push((now, format!("{method} {path}"), text.clone()));
+    w.say(n, || format!("OPERATOR: {method} {path} answered {text}"));
+    answer
+}
+
+/// Invariant 7 for a switchover: success means another member led when the answer was given.
+fn keep_word_switchover(world: &Shared, old: usize, answer: Option<(u16, String, Truth)>) {
+    let Some((200, body, truth)) = answer else {
+        return;
+    };
+    if truth.leader {
+        let mut w = lock(world);
+        let old_name = w.nodes[old].name.clone();
+        w.violate(
+            Invariant::CommandBrokeItsWord,
+            format!("a switchover away from {old_name} answered 200 ({body}) but {old_name} still held the leader key"),
+        );
+    }
+}
+
+/// Invariant 7 for a restart: success means PostgreSQL ran when the answer was given (and, on
+/// the leader, that the leader kept its lease: the agent reports failure otherwise).
+fn keep_word_restart(world: &Shared, n: usize, answer: Option<(u16, String, Truth)>) {
+    let Some((200, body, truth)) = answer else {
+        return;
+    };
+    if !truth.running {
+        let mut w = lock(world);
+        let name = w.nodes[n].name.clone();
+        w.violate(
+            Invariant::CommandBrokeItsWord,
+            format!("a restart of {name} answered 200 ({body}) but PostgreSQL was not running"),
+        );
+    }
+}
+
+fn end(world: &Shared, i: usize, node: Option<usize>) {
+    let kind = lock(world).schedule.faults[i].kind.clone();
     match (kind, node) {
-        (FaultKind::NodeCrash { .. } | FaultKind::AgentCrash { .. }, Some(n))
-            if w.nodes[n].down_by == Some(i) =>
-        {
-            w.nodes[n].down_by = None;
-            w.say(n, || "node back: agent starts".into());
-            let delay = w.rng.range(100, 500);
-            agent::start_agent(w, n, delay);
-        }
-        (FaultKind::NodeRestart { .. }, Some(n)) if w.nodes[n].down_by == Some(i) => {
-            if w.nodes[n].agent.is_some() {
-                // Still shutting down.
-                end_at(w, i, Some(n), 500);
-            } else {
+        (FaultKind::NodeCrash { .. } | FaultKind::AgentCrash { .. }, Some(n)) => {
+            let mut w = lock(world);
+            if w.nodes[n].down_by == Some(i) {
                 w.nodes[n].down_by = None;
-                agent::start_agent(w, n, 0);
+                w.say(n, || "node back: agent starts".into());
+                let delay = w.rng.range(100, 500);
+                drop(w);
+                node::start_agent(world, n, delay);
             }
         }
-        (FaultKind::Pause { .. }, Some(n)) if w.nodes[n].frozen_by == Some(i) => resume(w, n),
+        (FaultKind::NodeRestart { .. }, Some(n)) => {
+            let mut w = lock(world);
+            if w.nodes[n].down_by != Some(i) {
+                return;
+            }
+            if w.nodes[n].agent.is_some() {
+                // Still shutting down.
+                drop(w);
+                end_at(world, i, Some(n), 500);
+            } else {
+                w.nodes[n].down_by = None;
+                drop(w);
+                node::start_agent(world, n, 0);
+            }
+        }
+        (FaultKind::Pause { .. }, Some(n)) => {
+            let mut w = lock(world);
+            if w.nodes[n].frozen_by == Some(i) {
+                w.say(n, || "node resumed (SIGCONT)".into());
+                thaw(&mut w, n);
+                w.changed();
+            }
+        }
         (FaultKind::DcsOutage { leases_survive, .. }, _) => {
+            let mut w = lock(world);
             w.dcs_outages = w.dcs_outages.saturating_sub(1);
             if leases_survive {
-                w.dcs.leases_frozen = false;
-                let ttl = w.schedule.cluster.ttl;
-                w.dcs.refresh_leases(w.now, ttl);
+                w.leases_frozen = false;
+                w.store.refresh_leases(tokio::time::Instant::now());
             }
             w.say_world(|| "DCS reachable again".into());
         }
         (FaultKind::DcsCut { .. }, Some(n)) => {
+            let mut w = lock(world);
             w.nodes[n].dcs_cut = w.nodes[n].dcs_cut.saturating_sub(1);
         }
-        (FaultKind::SlowNet { .. }, Some(n)) => w.nodes[n].slow = None,
+        (FaultKind::SlowNet { .. }, Some(n)) => {
+            let mut w = lock(world);
+            w.nodes[n].slow = None;
+        }
         (FaultKind::ReplicaLag { .. }, Some(n)) => {
+            let mut w = lock(world);
             w.nodes[n].lagging = w.nodes[n].lagging.saturating_sub(1);
+        }
+        (FaultKind::SlowStop { .. }, Some(n)) => {
+            lock(world).nodes[n].slow_stop = 0;
         }
         _ => {}
     }
 }
 
-/// Power loss: agent, fence and PostgreSQL die together; queued work is lost.
-fn crash_node(w: &mut World, n: usize) {
-    kill_agent(w, n);
-    w.nodes[n].pg.crash();
-    w.release(n);
-    w.nodes[n].frozen_by = None;
-    // Events of the dead processes are ignored by epoch; the WAL receiver tick must survive.
-    for q in std::mem::take(&mut w.nodes[n].deferred) {
-        w.requeue(q);
-    }
-}
-
-fn kill_agent(w: &mut World, n: usize) {
-    if let Some(task) = w.nodes[n].agent.as_mut().and_then(|a| a.task.take()) {
-        crate::tasks::abandon_task(w, n, &task);
-    }
-    w.nodes[n].agent = None;
-    w.nodes[n].ae += 1;
-}
-
-/// SIGCONT. Timers that expired during the pause fire at once; the fence's goes first: it
-/// stops PostgreSQL before a client commit is served (see `Options::resume_fence_latency`).
-fn resume(w: &mut World, n: usize) {
-    w.nodes[n].frozen_by = None;
-    let deferred = std::mem::take(&mut w.nodes[n].deferred);
-    w.say(n, || {
-        format!(
-            "node resumed (SIGCONT), {} events were waiting",
-            deferred.len()
-        )
-    });
-    let latency = w.opts.resume_fence_latency;
-    let mut rest = Vec::new();
-    for q in deferred {
-        match q.ev {
-            Ev::Fence { ae, arm } if latency == 0 => {
-                if w.nodes[n].ae == ae && w.nodes[n].agent.is_some() {
-                    agent::on_fence(w, n, arm);
-                }
-            }
-            Ev::Fence { ae, arm } => w.after(latency, Host::Node(n), Ev::Fence { ae, arm }),
-            ev => rest.push(Queued { ev, ..q }),
+/// SIGCONT: everything of the node that waited goes on (its overdue fence first: see
+/// `Options::resume_fence_latency`).
+fn thaw(w: &mut World, n: usize) {
+    if w.nodes[n].frozen_by.take().is_some() {
+        let now = w.now();
+        w.nodes[n].resumed_at = Some(now);
+        for waiter in std::mem::take(&mut w.nodes[n].thaw_waiters) {
+            let _ = waiter.send(());
         }
-    }
-    for q in rest {
-        w.requeue(q);
     }
 }

@@ -1,62 +1,63 @@
-//! Deterministic simulation of the pgherd HA engine.
+//! Deterministic simulation of pgherd: the agent that ships, in a simulated world.
 //!
-//! The real engine (`pgherd_ha::Engine`) runs unchanged inside simulated agents that follow
-//! crates/agent's semantics (action order and "stop at the first failure", background tasks,
-//! lock confirmation on the send time, the independent fence timer, the REST snapshot that
-//! peers probe, watch wake-ups, the etcd client's retries). Around them: a simulated etcd
-//! with leases in simulated time, simulated PostgreSQL servers with WAL histories and
-//! timelines, a client that commits on whatever is writable, and seeded random faults.
-//! The checker runs after every event: no two writable primaries; a writable node is the one
-//! the leader key names; a promotion is never behind an eligible peer it could know about; in
-//! synchronous mode no acknowledged commit is missing from a new primary; no two data
-//! directories disagree under one timeline id; and once faults stop, one leader with every
-//! other member streaming from it within a bound (see [`Invariant`]).
+//! Each node runs the real `pgherd_agent::Agent` — its loop, observation, the pure engine,
+//! execution of actions, background tasks, fencing, lease renewal, REST command handling —
+//! configured from a Patroni-style YAML file by the real configuration loader, with its real
+//! REST router answering peers and the operator in-process. Only its world is simulated,
+//! through the agent's own interfaces (`pgherd_agent::world`): PostgreSQL servers with WAL
+//! histories, timelines and replication slots (`pg`, `wal`, `sim_pg`), pgherd's in-memory
+//! DCS with etcd's semantics and leases counted in virtual time behind a network that delays,
+//! loses and cuts (`sim_dcs`), the members' REST APIs across that network (`sim_peers`), a
+//! client committing on whatever is writable (`replication`), and seeded random faults and
+//! operator commands (`faults`). Everything runs as tasks of one single-threaded tokio runtime
+//! with paused time (`run`), so a run is a pure function of its seed and takes milliseconds.
+//!
+//! The checker (`checker`) runs after every change: no two writable primaries; a writable node
+//! is the one the leader key names; a promotion is never behind an eligible peer it could know
+//! about; in synchronous mode no acknowledged commit is missing from a new primary; no two
+//! data directories disagree under one timeline id; a leader that is alive and reaches the
+//! DCS keeps its lease; a command answered as successful did what it promised; the former
+//! leader of a switchover never promotes while another member could take over; and once faults
+//! stop, one leader with every other member streaming from it within a bound (see
+//! [`Invariant`]).
 //!
 //! Open defects of the real system are reported, each with a test (ignored until fixed);
 //! bulk runs may work around them by modelling the proposed fix ([`Workarounds`]), so that
-//! they keep looking for other problems. Fixed defects have no workaround: the simulator
-//! runs the real fix (the engine's election, sync and restart rules, and
-//! `pgherd_ha::diverged`, which the agent shares), and a `regression_*` test replays the seed
-//! that found each of them.
+//! they keep looking for other problems. Fixed defects have no workaround: a `regression_*`
+//! test replays the seed that found each of them.
 //!
-//! Modules: `world` (event loop), `events`, `dcs` (etcd model), `pg` + `wal` (PostgreSQL
-//! model), `replication` (streaming, synchronous commit, the client), `agent` (HA loop and
-//! fence), `calls` (DCS client), `observe`, `actions`, `tasks`, `shutdown`, `faults`,
-//! `checker`, `prebuilt`, `log`, `rng`.
-//!
-//! A run is a pure function of its seed (own splitmix64 PRNG, no clocks, no hashing order):
-//! `PGHERD_SIM_SEED=<seed> cargo test -p pgherd-sim replay -- --nocapture` replays one.
+//! `PGHERD_SIM_SEED=<seed> cargo test -p pgherd-sim --test schedules replay -- --nocapture`
+//! replays one run with its event log.
 //!
 //! Modelling assumptions worth knowing (each marks a place where reality is fuzzier):
 //! - A paused node's overdue fence fires at the instant it resumes, before a client commit
 //!   reaches PostgreSQL. On real hardware both resume together and a commit can slip into the
 //!   few milliseconds before `pg_ctl stop -m immediate` lands; only a watchdog (or synchronous
 //!   replication) closes that window. `Options::resume_fence_latency` models it.
-//! - A stop makes PostgreSQL refuse writes at once; the postmaster exits after a delay.
-//! - A lease keepalive and the write that follows it reach etcd as one request.
-//! - A replica streams only from an upstream whose WAL history contains all of its own; a
-//!   standby that cannot (diverged) keeps running and retrying, as PostgreSQL does.
+//! - A stop makes PostgreSQL refuse writes at once; the postmaster exits after a delay. A fast
+//!   stop of a primary first sends all its WAL to the standbys streaming from it (the WAL
+//!   senders drain before exiting); an immediate stop or a kill sends nothing more.
+//! - A replica streams only from an upstream whose WAL history contains all of its own and
+//!   that has the slot it asks for; a standby that cannot keeps running and retrying, as
+//!   PostgreSQL does.
 //! - A node crash during pg_basebackup/initdb leaves a data directory without pg_control
 //!   (the engine then refuses to touch it); a crash during pg_rewind leaves it as it was.
 //! - Agent-only crashes (PostgreSQL left running without agent or fence) are opt-in: no agent
 //!   design survives them without a watchdog.
 
-mod actions;
-mod agent;
-mod calls;
 mod checker;
 mod config;
-mod dcs;
-mod events;
 mod faults;
 mod log;
-mod observe;
+mod node;
 mod pg;
 mod prebuilt;
 mod replication;
 mod rng;
-mod shutdown;
-mod tasks;
+mod run;
+mod sim_dcs;
+mod sim_peers;
+mod sim_pg;
 mod wal;
 mod world;
 
@@ -72,7 +73,7 @@ pub type Time = u64;
 
 /// Runs one schedule to the end (convergence after the faults, or the first violation).
 pub fn run(schedule: Schedule, opts: Options) -> Outcome {
-    world::World::new(schedule, opts).run()
+    run::run(schedule, opts)
 }
 
 /// Runs the random schedule of `seed`.

@@ -5,7 +5,8 @@
 
 use crate::wal::Wal;
 use crate::Time;
-use pgherd_ha::DataDir;
+use pgherd_ha::{DataDir, Replication};
+use std::collections::BTreeSet;
 
 /// `pg_controldata`'s "Database cluster state" as of the last time the postmaster stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +35,20 @@ pub struct Pg {
     /// It accepts connections (false while starting up and once a stop began).
     pub accepting: bool,
     pub in_recovery: bool,
-    /// primary_conninfo as configured: `None` = configured as a primary, `Some("")` = standby
-    /// without upstream, `Some(member)` = standby streaming from that member.
+    /// What postgresql.conf and `standby.signal` say (read at start and reload).
+    pub conf: Replication,
+    /// `primary_slot_name` as written.
+    pub conf_slot: Option<String>,
+    /// The member a running standby streams from (`None`: a primary, or no upstream).
     pub upstream: Option<String>,
+    /// The slot a running standby asks its upstream for.
+    pub slot: Option<String>,
+    /// Physical replication slots in this data directory (not copied by pg_basebackup).
+    pub slots: BTreeSet<String>,
+    /// postmaster start time, as `pg_postmaster_start_time()` shows it.
+    pub started_at: Time,
+    /// When the last promotion finished (the new timeline's history file).
+    pub promoted_at: Time,
     pub epoch: u64,
     /// A stop in progress: its mode and when the postmaster exits.
     pub stopping: Option<(StopMode, Time)>,
@@ -62,7 +74,13 @@ impl Pg {
             running: false,
             accepting: false,
             in_recovery: false,
+            conf: Replication::Primary,
+            conf_slot: None,
             upstream: None,
+            slot: None,
+            slots: BTreeSet::new(),
+            started_at: 0,
+            promoted_at: 0,
             epoch: 0,
             stopping: None,
             promoting: false,
@@ -128,6 +146,20 @@ impl Pg {
         }
     }
 
+    /// `pg_ctl reload`: a standby picks up a changed `primary_conninfo` (its WAL receiver
+    /// restarts) and slot; every server its `synchronous_standby_names`.
+    pub fn reload(&mut self) {
+        self.reload_sync();
+        if self.running && self.in_recovery {
+            let upstream = self.conf.upstream().map(str::to_string);
+            if upstream != self.upstream || self.conf_slot != self.slot {
+                self.upstream = upstream;
+                self.slot = self.conf_slot.clone();
+                self.streaming_from = None;
+            }
+        }
+    }
+
     pub fn finish_stop(&mut self) {
         let Some((mode, _)) = self.stopping else {
             return;
@@ -142,12 +174,14 @@ impl Pg {
         self.down();
     }
 
-    /// `pg_ctl start` with the configuration written for `upstream` (`None`: as a primary).
-    pub fn begin_start(&mut self, upstream: Option<String>) {
+    /// `pg_ctl start` with the configuration as written.
+    pub fn begin_start(&mut self, now: Time) {
         self.running = true;
         self.accepting = false;
-        self.in_recovery = upstream.is_some();
-        self.upstream = upstream;
+        self.in_recovery = self.conf.is_standby();
+        self.upstream = self.conf.upstream().map(str::to_string);
+        self.slot = self.conf_slot.clone();
+        self.started_at = now;
         self.streaming_from = None;
         self.reload_sync();
         self.stopping = None;
@@ -180,13 +214,17 @@ impl Pg {
 
     /// End of recovery: a new timeline (`timeline`: normally the highest this node knows + 1)
     /// with an end-of-recovery record.
-    pub fn finish_promote(&mut self, content: u32, timeline: u64) {
+    pub fn finish_promote(&mut self, content: u32, timeline: u64, now: Time) {
         if !(self.running && self.in_recovery && self.promoting) || self.stopping.is_some() {
             return;
         }
         self.promoting = false;
         self.in_recovery = false;
+        self.promoted_at = now;
+        // `pg_ctl promote` removes standby.signal.
+        self.conf = Replication::Primary;
         self.upstream = None;
+        self.slot = None;
         self.wal.start_writer(content, timeline);
         self.wal.end += 40;
     }

@@ -3,33 +3,103 @@
 //! catchup/streaming states, and the client whose commits are acknowledged accordingly.
 
 use crate::wal::Ack;
-use crate::world::{Ev, Host, Phase, World};
+use crate::world::{lock, Phase, Shared, World};
+use crate::Time;
+use std::time::Duration;
+
+/// The WAL receiver of node `n`, for the whole run.
+pub(crate) fn spawn_streaming(world: &Shared, n: usize) {
+    let world = world.clone();
+    tokio::spawn(async move {
+        loop {
+            let every = lock(&world).stream_interval(n);
+            tokio::time::sleep(Duration::from_millis(every)).await;
+            let mut w = lock(&world);
+            if w.stream(n) {
+                w.changed();
+            }
+        }
+    });
+}
+
+/// The client, for the whole run.
+pub(crate) fn spawn_client(world: &Shared) {
+    let world = world.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        loop {
+            let next = lock(&world).rng.range(80, 400);
+            tokio::time::sleep(Duration::from_millis(next)).await;
+            let mut w = lock(&world);
+            if w.client() {
+                w.changed();
+            }
+        }
+    });
+}
 
 impl World {
-    /// A standby fetches WAL from its upstream when the histories allow it (a standby whose
-    /// WAL diverged from the upstream's history cannot stream until it is rewound).
-    pub(crate) fn stream(&mut self, n: usize) {
-        let every = if self.nodes[n].lagging > 0 {
+    fn stream_interval(&mut self, n: usize) -> Time {
+        if self.nodes[n].lagging > 0 {
             self.rng.range(1_000, 4_000)
         } else if self.nodes[n].slow.is_some() {
             self.rng.range(200, 2_000)
         } else {
             self.rng.range(100, 600)
+        }
+    }
+
+    /// `pg_stat_wal_receiver.status = 'streaming'`: connected to the upstream's current
+    /// postmaster (a paused upstream keeps the connection) and not refused as diverged.
+    pub(crate) fn wal_receiver_streaming(&self, n: usize) -> bool {
+        let pg = &self.nodes[n].pg;
+        let Some((up, epoch)) = pg.streaming_from.as_ref() else {
+            return false;
         };
-        self.after(every, Host::Node(n), Ev::Stream);
+        pg.running
+            && pg.in_recovery
+            && pg.upstream.as_ref() == Some(up)
+            && self.index_of(up).is_some_and(|u| {
+                let source = &self.nodes[u].pg;
+                source.running && source.epoch == *epoch
+            })
+    }
+
+    /// The slots of node `n` that a connected standby uses.
+    pub(crate) fn slots_in_use(&self, n: usize) -> Vec<String> {
+        let name = &self.nodes[n].name;
+        self.nodes
+            .iter()
+            .filter(|m| m.pg.running && m.pg.in_recovery && m.pg.upstream.as_ref() == Some(name))
+            .filter_map(|m| m.pg.slot.clone())
+            .collect()
+    }
+
+    /// A standby fetches WAL from its upstream when the histories allow it (a standby whose
+    /// WAL diverged from the upstream's history cannot stream until it is rewound), and
+    /// when the upstream has the slot it asks for. Returns whether anything changed.
+    pub(crate) fn stream(&mut self, n: usize) -> bool {
+        if self.frozen(n) {
+            return false;
+        }
         let pg = &self.nodes[n].pg;
         if !pg.running || !pg.in_recovery {
-            return;
+            return false;
         }
         let Some(up) = pg.upstream.as_deref().and_then(|u| self.index_of(u)) else {
-            return;
+            return false;
         };
         if up == n || self.frozen(up) {
-            return;
+            return false;
         }
         let source = &self.nodes[up].pg;
         if !source.running || !source.accepting {
-            return;
+            return false;
+        }
+        if pg.slot.as_ref().is_some_and(|s| !source.slots.contains(s)) {
+            // "replication slot ... does not exist": the WAL receiver retries.
+            let was = self.nodes[n].pg.streaming_from.take().is_some();
+            return was;
         }
         // Continuable: our history is a prefix of the upstream's, or the upstream (a standby
         // behind us) is a prefix of ours and we wait for it.
@@ -37,7 +107,7 @@ impl World {
         if !(pg.wal.is_prefix_of(&source.wal) || waiting) {
             // Diverged: PostgreSQL keeps retrying and logging, and never catches up.
             self.nodes[n].pg.streaming_from = None;
-            return;
+            return true;
         }
         let link = (self.nodes[up].name.clone(), source.epoch);
         if source.wal.end > pg.wal.end {
@@ -53,35 +123,60 @@ impl World {
             self.nodes[n].pg.streaming_from = Some(link);
         }
         self.release(up);
+        true
+    }
+
+    /// A clean (fast) shutdown of a primary: its WAL senders send everything to the standbys
+    /// streaming from it before the postmaster exits, which is why a switchover candidate
+    /// that streams never needs a rewind. An immediate stop sends nothing more.
+    pub(crate) fn flush_to_standbys(&mut self, p: usize) {
+        let primary = &self.nodes[p].pg;
+        if primary.in_recovery || !matches!(primary.stopping, Some((crate::pg::StopMode::Fast, _)))
+        {
+            return;
+        }
+        let link = (self.nodes[p].name.clone(), primary.epoch);
+        let wal = primary.wal.clone();
+        for m in (0..self.nodes.len()).filter(|&m| m != p) {
+            let standby = &self.nodes[m].pg;
+            if !self.frozen(m)
+                && standby.running
+                && standby.in_recovery
+                && standby.streaming_from.as_ref() == Some(&link)
+                && standby.wal.is_prefix_of(&wal)
+            {
+                self.nodes[m].pg.wal = wal.clone();
+            }
+        }
     }
 
     /// A client commits on a writable primary (any of them: in a split brain, both take
-    /// writes). The commit is acknowledged once the synchronous standbys have it.
-    pub(crate) fn client(&mut self) {
-        let next = self.rng.range(80, 400);
-        self.after(next, Host::Global, Ev::Client);
+    /// writes). The commit is acknowledged once the synchronous standbys have it. Returns
+    /// whether it committed.
+    pub(crate) fn client(&mut self) -> bool {
         if matches!(self.phase, Phase::Bootstrap { .. }) {
             // Commits start once the new cluster (and synchronous replication) is set up.
-            return;
+            return false;
         }
+        let now = self.now();
         let writable: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| !self.frozen(i) && self.nodes[i].pg.writable())
+            .filter(|&i| self.writable(i))
             .collect();
         if writable.is_empty() {
-            return;
+            return false;
         }
         let Some(&n) = writable.get(self.rng.index(writable.len())) else {
-            return;
+            return false;
         };
         if self.pending.iter().filter(|(_, a)| a.node == n).count() >= 64 {
             // Every client session is blocked waiting for a synchronous standby.
-            return;
+            return false;
         }
         let size = self.rng.range(100, 3_000);
         let pg = &mut self.nodes[n].pg;
         pg.wal.end += size;
         let ack = Ack {
-            at: self.now,
+            at: now,
             node: n,
             content: pg.wal.content().unwrap_or(0),
             timeline: pg.wal.timeline(),
@@ -91,6 +186,7 @@ impl World {
         self.pending.push((epoch, ack));
         self.wal_dirty.push(n);
         self.release(n);
+        true
     }
 
     /// The standbys connected to primary `p`: `(node, flushed lsn, streaming, synchronous)`.
@@ -107,6 +203,10 @@ impl World {
                 pg.running
                     && pg.in_recovery
                     && pg.upstream.as_deref() == Some(primary.name.as_str())
+                    && pg
+                        .slot
+                        .as_ref()
+                        .is_none_or(|s| primary.pg.slots.contains(s))
                     && pg.wal.is_prefix_of(&primary.pg.wal)
             })
             .map(|m| {

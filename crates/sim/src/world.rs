@@ -1,24 +1,38 @@
-//! The world: nodes, the DCS, the client, one event queue in simulated time, and the loop
-//! that dispatches events and runs the checker after every one of them.
+//! The world: nodes (simulated PostgreSQL, the real agent), the DCS (pgherd's in-memory
+//! store with leases in virtual time), the client, the fault schedule and the checker, all in
+//! one single-threaded tokio runtime with paused, auto-advancing time. Every process of the
+//! world is a tokio task; the checker runs after every change of the world's state.
 
-use crate::agent;
 use crate::checker::{self, Invariant, Violation};
 use crate::config::{Options, Schedule};
-use crate::dcs::Store;
-use crate::events::EventQueue;
-pub(crate) use crate::events::{Ev, Host, PgStep, Queued};
-use crate::faults;
 use crate::log::Log;
+use crate::node::AgentProc;
 use crate::pg::Pg;
 use crate::rng::Rng;
 use crate::wal::Ack;
-use crate::{actions, Time};
+use crate::Time;
+use pgherd_dcs::memory::MemoryStore;
+use pgherd_dcs::KeyLayout;
 use pgherd_ha::Settings;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{oneshot, watch, Notify};
+
+/// The world, shared by every task of the run (one thread: the mutex is never contended and
+/// never held across an await).
+pub(crate) type Shared = Arc<Mutex<World>>;
+
+pub(crate) fn lock(w: &Shared) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Ground truth about a node at one instant (for the checker, never shown to the engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Truth {
     pub running_replica: bool,
+    /// PostgreSQL runs and accepts connections.
+    pub running: bool,
+    /// The leader key names the node.
+    pub leader: bool,
     pub wal: u64,
     pub timeline: u64,
     pub nofailover: bool,
@@ -26,19 +40,40 @@ pub struct Truth {
 
 pub(crate) struct Node {
     pub name: String,
+    /// The engine settings the cluster was configured with (for the checker).
     pub settings: Settings,
     pub pg: Pg,
     /// `None` while the agent process is not running.
-    pub agent: Option<agent::Agent>,
-    pub ae: u64,
-    /// Paused by this fault (SIGSTOP): its events wait in `deferred`.
+    pub agent: Option<AgentProc>,
+    /// Agent processes started so far on this node (a new process gets a new number).
+    pub agent_epoch: u64,
+    /// While the node is paused (SIGSTOP), everything of the node waits here, and goes on in
+    /// the order it began to wait when the node resumes. (tokio's `watch` wakes its receivers
+    /// in a random order, which would make runs irreproducible.)
+    pub thaw_waiters: Vec<oneshot::Sender<()>>,
+    /// The node's view of etcd's changes (its agent's watch), fed by `World::notify_watchers`.
+    pub watch: watch::Sender<u64>,
     pub frozen_by: Option<usize>,
-    pub deferred: Vec<Queued>,
-    /// Down (crashed or stopped) because of this fault.
+    /// When the node last resumed (SIGCONT).
+    pub resumed_at: Option<Time>,
     pub down_by: Option<usize>,
     pub dcs_cut: u32,
     pub slow: Option<(Time, u64)>,
     pub lagging: u32,
+    /// PostgreSQL stops take this much longer (a slow checkpointer).
+    pub slow_stop: Time,
+    /// What the agent reported last (through its trace).
+    pub last_reason: String,
+    pub task: Option<pgherd_ha::AsyncAction>,
+    /// The election facts of the agent's last decision (invariant 2).
+    pub election: Option<crate::checker::Election>,
+    /// Each peer's truth when it last answered this node's probe.
+    pub probe_truth: Vec<Option<Truth>>,
+    /// Since when the node has been running, not paused, with a healthy network to the DCS
+    /// (invariant 6).
+    pub healthy_dcs_since: Option<Time>,
+    /// When the current agent process started.
+    pub agent_started_at: Time,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +99,7 @@ pub struct Stats {
     pub decisions: u64,
     pub promotions: u64,
     pub faults_applied: u64,
+    pub commands_run: u64,
     pub acked_commits: u64,
     /// Commits whose primary went away before acknowledging them (neither success nor loss).
     pub indeterminate_commits: u64,
@@ -83,6 +119,8 @@ pub struct Stats {
     pub stopped_writing: Vec<(Time, String)>,
     /// Lock acquisitions for a promotion that invariant 2 examined.
     pub promotions_checked: u64,
+    /// Answers of the REST commands the operator gave: `(time, command, answer)`.
+    pub command_answers: Vec<(Time, String, String)>,
 }
 
 pub struct Outcome {
@@ -93,14 +131,16 @@ pub struct Outcome {
 }
 
 pub struct World {
-    pub(crate) now: Time,
+    base: tokio::time::Instant,
     pub(crate) step: u64,
-    seq: u64,
-    queue: EventQueue,
     pub(crate) rng: Rng,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) dcs: Store,
+    pub(crate) store: MemoryStore,
+    pub(crate) layout: KeyLayout,
     pub(crate) dcs_outages: u32,
+    /// etcd itself is down (not just unreachable): no lease expires meanwhile, and every
+    /// lease is extended when it comes back.
+    pub(crate) leases_frozen: bool,
     pub(crate) log: Log,
     pub(crate) opts: Options,
     pub(crate) schedule: Schedule,
@@ -108,20 +148,21 @@ pub struct World {
     /// Commits written on a primary, waiting for synchronous standbys to acknowledge them.
     pub(crate) pending: Vec<(u64, Ack)>,
     next_content: u32,
-    next_id: u64,
     pub(crate) phase: Phase,
-    converged_since: Option<Time>,
+    pub(crate) converged_since: Option<Time>,
     pub(crate) violation: Option<Violation>,
     pub(crate) stats: Stats,
     /// Nodes whose WAL gained a new writer session or bytes since the last identity check.
     pub(crate) wal_dirty: Vec<usize>,
-    /// Which nodes were writable after the previous event.
+    /// Which nodes were writable after the previous change.
     pub(crate) was_writable: Vec<bool>,
+    /// The leader key's holder at the last change.
+    last_leader: Option<String>,
+    /// Signalled when the run is over (converged after the faults, or a violation).
+    pub(crate) done: Arc<Notify>,
+    /// The world itself, for the tasks it spawns from inside a locked section.
+    pub(crate) me: std::sync::Weak<Mutex<World>>,
 }
-
-/// How long the converged state must hold before a run counts as settled.
-const STABLE_FOR: Time = 3_000;
-const BOOTSTRAP_BOUND: Time = 60_000;
 
 impl World {
     pub fn new(schedule: Schedule, opts: Options) -> World {
@@ -132,59 +173,50 @@ impl World {
             .enumerate()
             .map(|(i, spec)| {
                 let name = format!("n{}", i + 1);
-                let c = &schedule.cluster;
-                let mut s = Settings::for_member(&name);
-                s.ttl = c.ttl;
-                s.loop_wait = c.loop_wait;
-                s.retry_timeout = c.retry_timeout;
-                s.fencing_margin = c.fencing_margin();
-                s.maximum_lag_on_failover = c.maximum_lag_on_failover;
-                s.primary_start_timeout = c.primary_start_timeout;
-                s.use_pg_rewind = c.use_pg_rewind;
-                s.remove_data_directory_on_rewind_failure =
-                    c.remove_data_directory_on_rewind_failure;
-                s.remove_data_directory_on_diverged_timelines =
-                    c.remove_data_directory_on_diverged_timelines;
-                s.synchronous_mode = c.synchronous_mode;
-                s.synchronous_mode_strict = c.synchronous_mode_strict;
-                s.synchronous_node_count = c.synchronous_node_count;
-                s.nofailover = spec.nofailover;
-                s.failover_priority = spec.failover_priority;
+                let settings = schedule.cluster.engine_settings(&name, spec);
                 Node {
                     name,
-                    settings: s,
+                    settings,
                     pg: Pg::empty(),
                     agent: None,
-                    ae: 0,
+                    agent_epoch: 0,
+                    thaw_waiters: Vec::new(),
+                    watch: watch::Sender::new(0),
                     frozen_by: None,
-                    deferred: Vec::new(),
+                    resumed_at: None,
                     down_by: None,
                     dcs_cut: 0,
                     slow: None,
                     lagging: 0,
+                    slow_stop: 0,
+                    last_reason: String::new(),
+                    task: None,
+                    election: None,
+                    probe_truth: vec![None; schedule.nodes.len()],
+                    healthy_dcs_since: Some(0),
+                    agent_started_at: 0,
                 }
             })
             .collect();
-        let log = Log {
-            enabled: opts.log,
-            lines: Vec::new(),
-        };
-        let mut w = World {
-            now: 0,
+        let n = schedule.nodes.len();
+        World {
+            base: tokio::time::Instant::now(),
             step: 0,
-            seq: 0,
-            queue: EventQueue::default(),
             rng: rng.fork(3),
             nodes,
-            dcs: Store::default(),
+            store: MemoryStore::new(),
+            layout: KeyLayout::new("/service/", crate::node::SCOPE),
             dcs_outages: 0,
-            log,
+            leases_frozen: false,
+            log: Log {
+                enabled: opts.log,
+                lines: Vec::new(),
+            },
             opts,
             schedule,
             acks: Vec::new(),
             pending: Vec::new(),
             next_content: 0,
-            next_id: 0,
             phase: Phase::Bootstrap {
                 deadline: BOOTSTRAP_BOUND,
             },
@@ -192,49 +224,16 @@ impl World {
             violation: None,
             stats: Stats::default(),
             wal_dirty: Vec::new(),
-            was_writable: Vec::new(),
-        };
-        w.was_writable = vec![false; w.nodes.len()];
-        if w.schedule.prebuilt {
-            w.prebuild();
+            was_writable: vec![false; n],
+            last_leader: None,
+            done: Arc::new(Notify::new()),
+            me: std::sync::Weak::new(),
         }
-        for n in 0..w.nodes.len() {
-            let delay = w.rng.range(0, 300);
-            let lease = w.dcs.members.get(&w.nodes[n].name).map(|m| m.2);
-            agent::start_agent(&mut w, n, delay);
-            if let Some(a) = w.nodes[n].agent.as_mut() {
-                a.lease = lease;
-            }
-            let at = w.rng.range(0, 300);
-            w.at(at, Host::Node(n), Ev::Stream);
-        }
-        w.at(1_000, Host::Global, Ev::Client);
-        w.at(250, Host::Global, Ev::Converge);
-        w
     }
 
-    pub(crate) fn at(&mut self, at: Time, host: Host, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Queued {
-            at,
-            seq: self.seq,
-            host,
-            ev,
-        });
-    }
-
-    /// Puts back an event that waited for a paused node: due now, in its original order.
-    pub(crate) fn requeue(&mut self, q: Queued) {
-        self.queue.push(Queued { at: self.now, ..q });
-    }
-
-    pub(crate) fn after(&mut self, delay: Time, host: Host, ev: Ev) {
-        self.at(self.now + delay, host, ev);
-    }
-
-    pub(crate) fn id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+    /// Virtual milliseconds since the run began.
+    pub(crate) fn now(&self) -> Time {
+        self.base.elapsed().as_millis() as Time
     }
 
     pub(crate) fn content(&mut self) -> u32 {
@@ -243,12 +242,14 @@ impl World {
     }
 
     pub(crate) fn say(&mut self, who: usize, msg: impl FnOnce() -> String) {
+        let now = self.now();
         let name = self.nodes.get(who).map_or("?", |n| n.name.as_str());
-        self.log.push(self.now, self.step, name, msg);
+        self.log.push(now, self.step, name, msg);
     }
 
     pub(crate) fn say_world(&mut self, msg: impl FnOnce() -> String) {
-        self.log.push(self.now, self.step, "--", msg);
+        let now = self.now();
+        self.log.push(now, self.step, "--", msg);
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
@@ -273,6 +274,17 @@ impl World {
         }
     }
 
+    /// Node `n` takes writes from clients now: a running primary, not paused, and not in the
+    /// moment right after a resume, when its own processes (its overdue fence) act first
+    /// unless `Options::resume_fence_latency` says they are late.
+    pub(crate) fn writable(&self, n: usize) -> bool {
+        let settling = self.opts.resume_fence_latency == 0
+            && self.nodes[n]
+                .resumed_at
+                .is_some_and(|at| self.now() < at + RESUME_SETTLE);
+        !self.frozen(n) && !settling && self.nodes[n].pg.writable()
+    }
+
     pub(crate) fn dcs_reachable(&self, n: usize) -> bool {
         self.dcs_outages == 0 && self.nodes[n].dcs_cut == 0
     }
@@ -281,131 +293,128 @@ impl World {
         let node = &self.nodes[n];
         Truth {
             running_replica: node.pg.running && node.pg.accepting && node.pg.in_recovery,
+            running: node.pg.running && node.pg.accepting,
+            leader: self.leader_name().as_deref() == Some(node.name.as_str()),
             wal: node.pg.wal.end,
             timeline: node.pg.wal.timeline(),
             nofailover: node.settings.nofailover,
         }
     }
 
-    /// After a DCS change: agents whose watch can see etcd wake up if what they care about
-    /// changed (compat §1.4).
+    /// After a change in etcd: every agent that can reach etcd sees it one trip later (its
+    /// watch); one cut off sees nothing until it reads again.
     pub(crate) fn notify_watchers(&mut self) {
         for n in 0..self.nodes.len() {
             if self.nodes[n].agent.is_none() || !self.dcs_reachable(n) {
                 continue;
             }
             if let Some(d) = self.net_delay(n) {
-                let ae = self.nodes[n].ae;
-                self.after(d, Host::Node(n), Ev::Watch { ae });
+                let watch = self.nodes[n].watch.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(d)).await;
+                    watch.send_modify(|c| *c = c.wrapping_add(1));
+                });
             }
         }
     }
 
-    pub(crate) fn schedule_lease_check(&mut self, lease: i64, at: Time) {
-        self.at(at, Host::Global, Ev::LeaseCheck { lease });
+    /// The member the leader key names now.
+    pub(crate) fn leader_name(&self) -> Option<String> {
+        self.store.get(&self.layout.leader())
     }
 
-    pub fn run(mut self) -> Outcome {
-        while let Some(q) = self.queue.pop() {
-            if self.phase == Phase::Done {
-                break;
-            }
-            debug_assert!(q.at >= self.now, "event in the past: {:?}", q.ev);
-            self.now = q.at;
-            if let Host::Node(n) = q.host {
-                if self.frozen(n) {
-                    self.nodes[n].deferred.push(q);
-                    continue;
-                }
-            }
-            self.step += 1;
-            self.stats.events += 1;
-            self.handle(q.host, q.ev);
-            checker::after_event(&mut self);
-            if self.violation.is_some() && self.opts.stop_at_violation {
-                break;
+    /// After every change of the world's state: bookkeeping, then the checker.
+    pub(crate) fn changed(&mut self) {
+        self.step += 1;
+        self.stats.events += 1;
+        let now = self.now();
+        for n in 0..self.nodes.len() {
+            let healthy = !self.frozen(n) && self.dcs_reachable(n) && self.nodes[n].slow.is_none();
+            let since = &mut self.nodes[n].healthy_dcs_since;
+            match (healthy, *since) {
+                (false, _) => *since = None,
+                (true, None) => *since = Some(now),
+                (true, Some(_)) => {}
             }
         }
-        self.finish()
-    }
-
-    fn handle(&mut self, host: Host, ev: Ev) {
-        let n = match host {
-            Host::Node(n) => n,
-            Host::Global => usize::MAX,
-        };
-        let agent_ok = |w: &World, ae: u64| {
-            n < w.nodes.len() && w.nodes[n].ae == ae && w.nodes[n].agent.is_some()
-        };
-        match ev {
-            Ev::Cycle { ae } if agent_ok(self, ae) => agent::on_cycle_timer(self, n),
-            Ev::Watch { ae } if agent_ok(self, ae) => agent::on_watch(self, n),
-            Ev::CallReply {
-                ae,
-                call,
-                attempt,
-                reply,
-            } if agent_ok(self, ae) => crate::calls::on_call_reply(self, n, call, attempt, reply),
-            Ev::CallTimeout { ae, call, attempt } if agent_ok(self, ae) => {
-                crate::calls::on_call_timeout(self, n, call, attempt)
+        let leader = self.leader_name();
+        if leader != self.last_leader {
+            if let Some(l) = &leader {
+                let now = self.now();
+                self.stats.leaders.push((now, l.clone()));
+                let l = l.clone();
+                self.say_world(|| format!("DCS: the leader key names {l}"));
             }
-            Ev::CallRetry { ae, call } if agent_ok(self, ae) => {
-                crate::calls::send_attempt(self, n, call)
-            }
-            Ev::ProbeArrive {
-                from,
-                from_ae,
-                round,
-                deadline,
-            } => agent::answer_probe(self, n, from, from_ae, round, deadline),
-            Ev::ProbeReply {
-                ae,
-                round,
-                peer,
-                reply,
-                truth,
-            } if agent_ok(self, ae) => agent::on_probe_reply(self, n, round, peer, reply, truth),
-            Ev::ProbeDeadline { ae, round } if agent_ok(self, ae) => {
-                agent::on_probe_deadline(self, n, round)
-            }
-            Ev::Cont { ae, token } if agent_ok(self, ae) => actions::on_cont(self, n, token),
-            Ev::TaskStep { ae, task } if agent_ok(self, ae) => {
-                crate::tasks::task_step(self, n, task)
-            }
-            Ev::Fence { ae, arm } if agent_ok(self, ae) => agent::on_fence(self, n, arm),
-            Ev::Pg { epoch, step } => self.pg_step(n, epoch, step),
-            Ev::Stream => self.stream(n),
-            Ev::DcsArrive {
-                node,
-                ae,
-                call,
-                attempt,
-                op,
-                timeout_at,
-            } => crate::calls::dcs_arrive(self, node, ae, call, attempt, *op, timeout_at),
-            Ev::LeaseCheck { lease } => {
-                let before = self.dcs.leader.as_ref().map(|l| l.name.clone());
-                let (gone, again) = self.dcs.expire(lease, self.now);
-                if let Some(at) = again {
-                    self.schedule_lease_check(lease, at);
-                }
-                if gone {
-                    self.say_world(|| format!("DCS: lease {lease} expired; its keys are gone"));
-                    if let (Some(b), None) = (&before, &self.dcs.leader) {
-                        self.stats.leader_key_expired.push((self.now, b.clone()));
-                        self.say_world(|| format!("DCS: leader key of {b} expired"));
-                    }
-                    self.notify_watchers();
-                }
-            }
-            Ev::Client => self.client(),
-            Ev::Fault(f) => faults::apply(self, f),
-            Ev::Converge => self.converge(),
-            // Meant for an agent process that is gone.
-            _ => {}
+            self.last_leader = leader;
+        }
+        checker::after_event(self);
+        if self.violation.is_some() && self.opts.stop_at_violation {
+            self.done.notify_one();
         }
     }
 
+    pub(crate) fn violate(&mut self, invariant: Invariant, message: String) {
+        checker::violate(self, invariant, message);
+        if self.opts.stop_at_violation {
+            self.done.notify_one();
+        }
+    }
+
+    /// The run's outcome (the world stays, for the tasks still holding it).
+    pub(crate) fn finish(&mut self, end: Time) -> Outcome {
+        self.stats.end = end;
+        checker::at_end(self);
+        Outcome {
+            seed: self.schedule.seed,
+            violation: self.violation.take(),
+            stats: std::mem::take(&mut self.stats),
+            log: std::mem::take(&mut self.log),
+        }
+    }
+}
+
+/// What PostgreSQL finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PgStep {
+    Started,
+    Stopped,
+    Promoted,
+}
+
+/// Waits while node `n` is paused; after a resume, the processes of the node continue
+/// `resume_fence_latency` later (0: at once, before any client reaches it).
+pub(crate) async fn thawed(world: &Shared, n: usize) {
+    let waiting = {
+        let mut w = lock(world);
+        if !w.frozen(n) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        w.nodes[n].thaw_waiters.push(tx);
+        rx
+    };
+    let _ = waiting.await;
+    let latency = lock(world).opts.resume_fence_latency;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+}
+
+/// A PostgreSQL transition of node `n` at world time `at`, for the postmaster of `epoch`
+/// (a later postmaster ignores it). It waits while the node is paused.
+pub(crate) fn pg_event(world: &Shared, n: usize, epoch: u64, at: Time, step: PgStep) {
+    let world = world.clone();
+    tokio::spawn(async move {
+        let now = lock(&world).now();
+        tokio::time::sleep(std::time::Duration::from_millis(at.saturating_sub(now))).await;
+        thawed(&world, n).await;
+        let mut w = lock(&world);
+        w.pg_step(n, epoch, step);
+        w.changed();
+    });
+}
+
+impl World {
     fn pg_step(&mut self, n: usize, epoch: u64, step: PgStep) {
         if self.nodes[n].pg.epoch != epoch {
             return;
@@ -426,11 +435,15 @@ impl World {
                         if primary { "PRIMARY" } else { "replica" }
                     )
                 });
-                if primary {
+                // A start as primary without the leader key (a leader whose lease ran out
+                // while its start was under way) is a stale primary: invariants 1 and 2
+                // judge it, and its fence stops it.
+                if primary && self.leader_name().as_deref() == Some(self.nodes[n].name.as_str()) {
                     checker::on_new_primary(self, n);
                 }
             }
             PgStep::Stopped => {
+                self.flush_to_standbys(n);
                 self.nodes[n].pg.finish_stop();
                 self.release(n);
                 let control = self.nodes[n].pg.control;
@@ -449,8 +462,9 @@ impl World {
                 } else {
                     self.nodes[n].pg.wal.timeline()
                 };
+                let now = self.now();
                 let pg = &mut self.nodes[n].pg;
-                pg.finish_promote(content, known + 1);
+                pg.finish_promote(content, known + 1, now);
                 if !pg.in_recovery {
                     let (tl, lsn) = (pg.wal.timeline(), pg.wal.end);
                     self.stats.promotions += 1;
@@ -468,143 +482,25 @@ impl World {
     pub(crate) fn stop_pg(&mut self, n: usize, mode: crate::pg::StopMode) -> Option<Time> {
         let dur = match mode {
             crate::pg::StopMode::Immediate => self.rng.range(20, 150),
-            crate::pg::StopMode::Fast => self.rng.range(100, 800),
+            crate::pg::StopMode::Fast => self.rng.range(100, 800) + self.nodes[n].slow_stop,
         };
         let before = self.nodes[n].pg.stopping;
-        let exit = self.nodes[n].pg.begin_stop(mode, self.now + dur)?;
+        let now = self.now();
+        let exit = self.nodes[n].pg.begin_stop(mode, now + dur)?;
+        self.release(n);
         if before.map(|(_, at)| at) != Some(exit) {
             let epoch = self.nodes[n].pg.epoch;
-            self.at(
-                exit,
-                Host::Node(n),
-                Ev::Pg {
-                    epoch,
-                    step: PgStep::Stopped,
-                },
-            );
+            if let Some(world) = self.me.upgrade() {
+                pg_event(&world, n, epoch, exit, PgStep::Stopped);
+            }
         }
         Some(exit)
     }
-
-    /// Begins `pg_ctl start`; returns when the server will accept connections.
-    pub(crate) fn start_pg(&mut self, n: usize, upstream: Option<String>) -> Time {
-        let dur = match (&upstream, self.nodes[n].pg.control) {
-            (None, crate::pg::Control::InProduction) => self.rng.range(500, 3_000),
-            _ => self.rng.range(300, 1_500),
-        };
-        let pg = &mut self.nodes[n].pg;
-        pg.begin_start(upstream);
-        let epoch = pg.epoch;
-        let at = self.now + dur;
-        self.at(
-            at,
-            Host::Node(n),
-            Ev::Pg {
-                epoch,
-                step: PgStep::Started,
-            },
-        );
-        at
-    }
-
-    fn converge(&mut self) {
-        self.after(500, Host::Global, Ev::Converge);
-        let mut verdict = checker::converged(self);
-        if let (Phase::Bootstrap { .. }, Ok(l)) = (self.phase, &verdict) {
-            let l = *l;
-            let sync_ready = !self.nodes[l].settings.synchronous_mode
-                || self.dcs.sync.as_ref().is_some_and(|k| {
-                    k.value.leader.as_deref() == Some(self.nodes[l].name.as_str())
-                        && !k.value.standbys().is_empty()
-                });
-            if !sync_ready {
-                verdict = Err("synchronous replication not established yet".into());
-            }
-        }
-        match verdict {
-            Ok(_) => {
-                let since = *self.converged_since.get_or_insert(self.now);
-                let stable_for = if matches!(self.phase, Phase::Bootstrap { .. }) {
-                    STABLE_FOR / 2
-                } else {
-                    STABLE_FOR
-                };
-                if self.now - since < stable_for {
-                    return;
-                }
-                match self.phase {
-                    Phase::Bootstrap { .. } => {
-                        self.stats.bootstrapped_at = since;
-                        self.say_world(|| {
-                            "cluster bootstrapped and converged: faults begin".into()
-                        });
-                        faults::begin(self);
-                        self.converged_since = None;
-                    }
-                    Phase::Quiet { since: quiet, .. } => {
-                        let after = since.saturating_sub(quiet);
-                        self.stats.converged_after_faults = Some(after);
-                        self.say_world(|| {
-                            format!(
-                                "converged {} after the last fault",
-                                crate::log::fmt_time(after)
-                            )
-                        });
-                        self.phase = Phase::Done;
-                    }
-                    Phase::Faults { .. } | Phase::Done => {}
-                }
-            }
-            Err(why) => {
-                self.converged_since = None;
-                match self.phase {
-                    Phase::Bootstrap { deadline } if self.now >= deadline => {
-                        checker::violate(
-                            self,
-                            Invariant::Convergence,
-                            format!(
-                                "the new cluster did not bootstrap within {} s: {why}",
-                                deadline / 1000
-                            ),
-                        );
-                    }
-                    Phase::Quiet { since, deadline } if self.now >= deadline => {
-                        checker::violate(
-                            self,
-                            Invariant::Convergence,
-                            format!(
-                                "not converged {} s after the last fault ended (at {}): {why}",
-                                (deadline - since) / 1000,
-                                crate::log::fmt_time(since)
-                            ),
-                        );
-                        self.phase = Phase::Done;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if let Phase::Faults { end } = self.phase {
-            if self.now >= end {
-                let deadline = self.now + self.schedule.converge_bound;
-                self.phase = Phase::Quiet {
-                    since: self.now,
-                    deadline,
-                };
-                self.converged_since = None;
-                self.say_world(|| "all faults are over".into());
-            }
-        }
-    }
-
-    fn finish(mut self) -> Outcome {
-        self.stats.end = self.now;
-        checker::at_end(&mut self);
-        Outcome {
-            seed: self.schedule.seed,
-            violation: self.violation,
-            stats: self.stats,
-            log: self.log,
-        }
-    }
 }
+
+/// After a resume, the node's own processes run this long before an outside client reaches
+/// it (the model of "the overdue fence fires first").
+const RESUME_SETTLE: Time = 10;
+
+/// A fresh cluster must bootstrap within this.
+pub(crate) const BOOTSTRAP_BOUND: Time = 60_000;

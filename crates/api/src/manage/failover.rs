@@ -237,21 +237,12 @@ async fn probe(ctx: &ApiContext, member: &Member) -> bool {
     if member.data.api_url.is_empty() {
         return false;
     }
-    let response = ctx
-        .settings()
-        .peer_client
-        .get(&member.data.api_url)
-        .send()
-        .await;
-    let body: Value = match response {
-        Ok(r) => match r.json().await {
-            Ok(v) => v,
-            Err(_) => return false,
-        },
-        Err(e) => {
-            tracing::debug!(member = %member.name, "candidate probe failed: {e}");
-            return false;
-        }
+    let body = match &ctx.peers {
+        Some(peers) => peers.status(&member.data.api_url).await,
+        None => http_status(ctx, member).await,
+    };
+    let Some(body) = body else {
+        return false;
     };
     let nofailover = body
         .get("tags")
@@ -259,6 +250,17 @@ async fn probe(ctx: &ApiContext, member: &Member) -> bool {
         .is_some_and(truthy);
     let watchdog_failed = body.get("watchdog_failed").is_some_and(truthy);
     !nofailover && !watchdog_failed
+}
+
+async fn http_status(ctx: &ApiContext, member: &Member) -> Option<Value> {
+    let peer_client = ctx.settings().peer_client.clone();
+    match peer_client.get(&member.data.api_url).send().await {
+        Ok(r) => r.json().await.ok(),
+        Err(e) => {
+            tracing::debug!(member = %member.name, "candidate probe failed: {e}");
+            None
+        }
+    }
 }
 
 /// Patroni's `poll_failover_result`: wait for the leader key to move away from `old_leader`.

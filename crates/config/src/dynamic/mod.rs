@@ -62,6 +62,10 @@ pub struct DynamicConfig {
     /// Run as a standby cluster replicating from elsewhere, raw (`host`, `port`,
     /// `primary_slot_name`, `restore_command`, ...).
     pub standby_cluster: Option<Map<String, Value>>,
+    /// pgherd: before promoting, how long to wait for every live proxy to stop routing writes
+    /// to the former leader (0 = do not wait).
+    #[serde(serialize_with = "serialize_duration")]
+    pub proxy_fencing_timeout: Duration,
     /// Keys pgherd does not use, kept so that writing the config back loses nothing.
     pub extra: Map<String, Value>,
 }
@@ -114,6 +118,7 @@ impl Default for DynamicConfig {
             ignore_slots: None,
             max_timelines_history: DEFAULT_MAX_TIMELINES_HISTORY,
             standby_cluster: None,
+            proxy_fencing_timeout: DEFAULT_PROXY_FENCING_TIMEOUT,
             extra: Map::new(),
         }
     }
@@ -221,6 +226,12 @@ impl DynamicConfig {
         if let Some(standby) = &self.standby_cluster {
             put("standby_cluster", Value::Object(standby.clone()), false);
         }
+        let t = self.proxy_fencing_timeout;
+        put(
+            "proxy_fencing_timeout",
+            duration_to_json(t),
+            t == d.proxy_fencing_timeout,
+        );
         Value::Object(out)
     }
 }

@@ -192,6 +192,7 @@ pub(crate) fn parse_dynamic(
             Value::Object(m) => Ok(Some(m.clone())),
             _ => Err("a map of settings".to_string()),
         })?,
+        proxy_fencing_timeout: r.duration(&["proxy_fencing_timeout"], d.proxy_fencing_timeout)?,
         extra: Map::new(),
     };
     if let Some(pg) = r.raw("postgresql") {

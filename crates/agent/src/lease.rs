@@ -1,0 +1,95 @@
+//! The leader lease as this agent knows it: when the DCS last confirmed it (the time the
+//! request was sent, a conservative bound), and the fence armed to stop PostgreSQL before it
+//! could have expired.
+
+use crate::fence::FenceHandle;
+use pgherd_ha::{Millis, Settings};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The agent's monotonic clock in engine units (milliseconds since the agent started).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.base.elapsed().as_millis() as Millis
+    }
+
+    pub fn instant(&self, at: Millis) -> Instant {
+        self.base + Duration::from_millis(at)
+    }
+}
+
+pub struct Lease {
+    clock: Clock,
+    confirmed_at: Option<Millis>,
+    fence: FenceHandle,
+    /// `false` only for the simulator's planted "no fence" defect.
+    fence_armed: bool,
+}
+
+impl Lease {
+    pub fn new(clock: Clock, fence: FenceHandle) -> Lease {
+        Lease {
+            clock,
+            confirmed_at: None,
+            fence,
+            fence_armed: true,
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// When (sent-at) the DCS last confirmed our leader lease; `None` when not leader.
+    pub fn confirmed_at(&self) -> Option<Millis> {
+        self.confirmed_at
+    }
+
+    pub fn held(&self) -> bool {
+        self.confirmed_at.is_some()
+    }
+
+    /// Held and confirmed recently enough that the fence has not fired.
+    pub fn current(&self, settings: &Settings) -> bool {
+        self.confirmed_at.is_some_and(|at| {
+            self.clock.now() < at + settings.ttl.saturating_sub(settings.fencing_margin)
+        })
+    }
+
+    /// The DCS confirmed the lease for a request sent at `sent`: the fence moves to
+    /// `sent + ttl - fencing_margin`.
+    pub fn confirm(&mut self, sent: Millis, settings: &Settings) {
+        self.confirmed_at = Some(sent);
+        let deadline = sent + settings.ttl.saturating_sub(settings.fencing_margin);
+        if self.fence_armed {
+            let _ = self.fence.send(Some(self.clock.instant(deadline)));
+        }
+    }
+
+    /// The simulator's planted "no fence" defect.
+    pub fn disarm_fence(&mut self) {
+        self.fence_armed = false;
+    }
+
+    /// Not (or no longer) the leader: the fence is disarmed.
+    pub fn clear(&mut self) {
+        self.confirmed_at = None;
+        let _ = self.fence.send(None);
+    }
+
+    /// Until when we count as leader (`GET /leader`): last confirmation + ttl.
+    pub fn valid_until(&self, ttl: Millis) -> Option<Instant> {
+        self.confirmed_at.map(|t| self.clock.instant(t + ttl))
+    }
+}

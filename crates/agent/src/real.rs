@@ -1,0 +1,341 @@
+//! The real world of `pgherd agent`: PostgreSQL through `pgherd_postgres`, peers over HTTP(S),
+//! hooks as shell commands, the system clock, configuration files.
+
+use crate::world::{ConfigSource, Hooks, Peers, PgControl, WallClock};
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use pgherd_config::Loaded;
+use pgherd_postgres::{
+    AllowRemoval, CallbackAction, CliOption, ControlData, DataDirState, PgOptions, PgState,
+    Postgres, PostmasterInfo, RecoveryConf, RemovalMode, SlotDrop, SlotInfo, StopMode, StopOutcome,
+    TimelineHistory, Upstream,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// `pgherd_postgres::Postgres` as the agent's [`PgControl`]; file work that blocks runs on
+/// tokio's blocking pool.
+pub struct RealPostgres(pub Arc<Postgres>);
+
+impl RealPostgres {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Postgres) -> pgherd_postgres::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pg = self.0.clone();
+        let result = tokio::task::spawn_blocking(move || f(&pg))
+            .await
+            .with_context(|| format!("{what}: the blocking task died"))?;
+        Ok(result?)
+    }
+}
+
+#[async_trait]
+impl PgControl for RealPostgres {
+    fn options(&self) -> &PgOptions {
+        self.0.options()
+    }
+    fn data_dir_state(&self) -> DataDirState {
+        self.0.data_dir_state()
+    }
+    fn major_version(&self) -> Option<u32> {
+        self.0.major_version()
+    }
+    fn postmaster(&self) -> Option<PostmasterInfo> {
+        self.0.is_running()
+    }
+    fn configured_as_standby(&self) -> bool {
+        self.0.options().data_dir.join("standby.signal").exists()
+    }
+    async fn wait_stale_postmaster_gone(&self, limit: Duration) {
+        let pid_file = self.0.options().data_dir.join("postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        else {
+            return;
+        };
+        if self.0.is_running().is_some() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let pid = nix::unistd::Pid::from_raw(pid);
+        while nix::sys::signal::kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    async fn query_state(&self) -> Result<PgState> {
+        Ok(self.0.query_state().await?)
+    }
+    async fn controldata(&self) -> Result<ControlData> {
+        Ok(self.0.controldata().await?)
+    }
+    async fn read_timeline_history(&self, timeline: u64) -> Result<Option<TimelineHistory>> {
+        self.blocking("reading a timeline history file", move |pg| {
+            pg.read_timeline_history(timeline)
+        })
+        .await
+    }
+    async fn sysid(&self) -> Result<String> {
+        Ok(self.0.sysid().await?)
+    }
+    async fn write_config(
+        &self,
+        params: &BTreeMap<String, String>,
+        recovery: Option<&RecoveryConf>,
+    ) -> Result<bool> {
+        let (params, recovery) = (params.clone(), recovery.cloned());
+        self.blocking("writing postgresql.conf", move |pg| {
+            pg.write_config(&params, recovery.as_ref())
+        })
+        .await
+    }
+    async fn write_pg_hba(&self, lines: &[String]) -> Result<bool> {
+        let lines = lines.to_vec();
+        self.blocking("writing pg_hba.conf", move |pg| pg.write_pg_hba(&lines))
+            .await
+    }
+    async fn append_pg_hba(&self, lines: &[String]) -> Result<()> {
+        let lines = lines.to_vec();
+        self.blocking("writing pg_hba.conf", move |pg| pg.append_pg_hba(&lines))
+            .await
+    }
+    async fn write_pg_ident(&self, lines: &[String]) -> Result<bool> {
+        let lines = lines.to_vec();
+        self.blocking("writing pg_ident.conf", move |pg| pg.write_pg_ident(&lines))
+            .await
+    }
+    async fn start(&self) -> Result<()> {
+        Ok(self.0.start().await?)
+    }
+    async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
+        Ok(self.0.stop(mode, timeout).await?)
+    }
+    async fn restart(&self) -> Result<()> {
+        Ok(self.0.restart().await?)
+    }
+    async fn promote(&self, wait: bool) -> Result<()> {
+        Ok(self.0.promote(wait).await?)
+    }
+    async fn reload(&self) -> Result<()> {
+        Ok(self.0.reload().await?)
+    }
+    async fn checkpoint(&self) -> Result<()> {
+        Ok(self.0.checkpoint().await?)
+    }
+    async fn initdb(&self, options: &[CliOption]) -> Result<()> {
+        Ok(self.0.initdb(options).await?)
+    }
+    async fn pg_basebackup(&self, from: &Upstream, options: &[CliOption]) -> Result<()> {
+        Ok(self.0.pg_basebackup(from, options).await?)
+    }
+    async fn pg_rewind(&self, from: &Upstream) -> Result<()> {
+        Ok(self.0.pg_rewind(from, false).await?)
+    }
+    async fn remove_data_dir(
+        &self,
+        allow: AllowRemoval,
+        mode: RemovalMode,
+    ) -> Result<Option<PathBuf>> {
+        self.blocking("removing the data directory", move |pg| {
+            pg.remove_data_dir(allow, mode)
+        })
+        .await
+    }
+    async fn set_superuser_password(&self) -> Result<()> {
+        Ok(self.0.set_superuser_password().await?)
+    }
+    async fn create_or_update_role(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        options: &[String],
+    ) -> Result<()> {
+        Ok(self
+            .0
+            .create_or_update_role(name, password, options)
+            .await?)
+    }
+    async fn grant_rewind_privileges(&self, role: &str) -> Result<()> {
+        Ok(self.0.grant_rewind_privileges(role).await?)
+    }
+    async fn list_physical_slots(&self) -> Result<Vec<SlotInfo>> {
+        Ok(self.0.list_physical_slots().await?)
+    }
+    async fn create_physical_slot(&self, name: &str) -> Result<bool> {
+        Ok(self.0.create_physical_slot(name).await?)
+    }
+    async fn drop_slot(&self, name: &str) -> Result<SlotDrop> {
+        Ok(self.0.drop_slot(name).await?)
+    }
+}
+
+/// Peers answer from memory; a node that does not answer within this is treated as down.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// `GET /patroni` over HTTP(S), with the `ctl` TLS settings (falling back to `restapi`), as
+/// patronictl and Patroni's own peer requests use them.
+pub struct HttpPeers(Mutex<reqwest::Client>);
+
+impl HttpPeers {
+    pub fn new(cfg: &pgherd_config::Config) -> Result<HttpPeers> {
+        Ok(HttpPeers(Mutex::new(client(cfg)?)))
+    }
+}
+
+fn client(cfg: &pgherd_config::Config) -> Result<reqwest::Client> {
+    pgherd_api::tls::ClientTls::from_config(&cfg.ctl, &cfg.restapi)
+        .http_client(None, PROBE_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("ctl/restapi TLS settings for peer probes: {e}"))
+}
+
+#[async_trait]
+impl Peers for HttpPeers {
+    async fn status(&self, api_url: &str) -> Option<serde_json::Value> {
+        let http = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        http.get(api_url).send().await.ok()?.json().await.ok()
+    }
+
+    fn reconfigure(&self, cfg: &pgherd_config::Config) {
+        match client(cfg) {
+            Ok(http) => *self.0.lock().unwrap_or_else(PoisonError::into_inner) = http,
+            Err(e) => warn!("reload: peer probes keep their TLS settings: {e:#}"),
+        }
+    }
+}
+
+/// Hooks as shell commands, the way Patroni runs them.
+pub struct ShellHooks {
+    pub pg: Arc<Postgres>,
+    pub scope: String,
+}
+
+#[async_trait]
+impl Hooks for ShellHooks {
+    fn callback(&self, command: &str, action: CallbackAction, role: &str) {
+        if let Err(e) = self.pg.run_callback(command, action, role, &self.scope) {
+            warn!("callback {} failed to start: {e}", action.as_str());
+        }
+    }
+
+    async fn pre_promote(&self, command: &str) -> Result<bool> {
+        let status = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("running pre_promote {command}"))?;
+        if !status.success() {
+            warn!("pre_promote {command} exited with {status}");
+        }
+        Ok(status.success())
+    }
+
+    /// Patroni's `call_post_bootstrap`: the command split shell-style, the local connection
+    /// as a key=value string appended (`dbname user host port`, host being the socket
+    /// directory), the password in a passfile named by `PGPASSFILE`, and
+    /// `PGOPTIONS=-c synchronous_commit=local`.
+    async fn post_bootstrap(&self, command: &str) -> Result<()> {
+        let o = self.pg.options();
+        let mut argv = shlex::split(command)
+            .filter(|a| !a.is_empty())
+            .with_context(|| format!("post_bootstrap {command:?} is not a valid shell command"))?;
+        argv.push(local_dsn(o));
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .env("PGOPTIONS", "-c synchronous_commit=local");
+        if let Some(password) = &o.superuser.password {
+            let passfile = write_post_bootstrap_passfile(o, password)?;
+            cmd.env("PGPASSFILE", passfile);
+        }
+        info!("running post_bootstrap: {command}");
+        let status = cmd
+            .status()
+            .await
+            .with_context(|| format!("post_bootstrap {command:?} could not be started"))?;
+        if !status.success() {
+            bail!("post_bootstrap {command:?} failed: {status}");
+        }
+        Ok(())
+    }
+}
+
+/// Patroni's `format_dsn(local_connect_kwargs, include_dbname=True)`: `dbname user host port`.
+fn local_dsn(o: &PgOptions) -> String {
+    let escape = |v: &str| {
+        v.chars()
+            .flat_map(|c| match c {
+                '\'' | '\\' | ' ' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect::<String>()
+    };
+    let host = if o.use_unix_socket {
+        o.socket_dir.display().to_string()
+    } else {
+        o.listen_hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".into())
+    };
+    format!(
+        "dbname={} user={} host={} port={}",
+        escape(&o.database),
+        escape(&o.superuser.username),
+        escape(&host),
+        o.port
+    )
+}
+
+/// A passfile with the superuser's password for the post_bootstrap command (mode 0600).
+fn write_post_bootstrap_passfile(o: &PgOptions, password: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut path = o.pgpass.clone().into_os_string();
+    path.push(".post_bootstrap");
+    let path = PathBuf::from(path);
+    let escape = |v: &str| v.replace('\\', "\\\\").replace(':', "\\:");
+    let line = format!(
+        "*:{}:*:{}:{}\n",
+        o.port,
+        escape(&o.superuser.username),
+        escape(password)
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// The YAML file(s) and `PATRONI_*` variables the agent was started with.
+pub struct FileConfig(pub Option<PathBuf>);
+
+impl ConfigSource for FileConfig {
+    fn load(&self) -> Result<Loaded> {
+        Ok(pgherd_config::load_from_process_env(self.0.as_deref())?)
+    }
+}
