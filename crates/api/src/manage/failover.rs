@@ -1,5 +1,6 @@
-//! `POST /switchover`, `POST /failover`, `DELETE /switchover` (compat §3.6): validation in
-//! Patroni's order, the `failover` key write, then waiting for the outcome in the DCS.
+//! `POST /switchover`, `POST /failover`, `DELETE /switchover`
+//! (docs/compat.md#switchover-and-failover-requests): validation in Patroni's order, the
+//! `failover` key write, then waiting for the outcome in the DCS.
 
 use super::{refuse, text, wake};
 use crate::pyvalue::truthy;

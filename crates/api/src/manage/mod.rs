@@ -1,4 +1,5 @@
-//! Management endpoints (compat §3.6): access control, Patroni's body rules, then the handler.
+//! Management endpoints (docs/compat.md#management-endpoints): access control, Patroni's body
+//! rules, then the handler.
 //!
 //! Successful calls answer with Patroni's plain-text messages (`Successfully switched over to
 //! "node2"`), which patronictl prints verbatim; refusals are `{"error": "<Patroni's
