@@ -49,6 +49,7 @@ pub use commands::{
     postgres_version_num, ApiCommand, CommandResult, Refusal, RestartRequest, RestartRole,
 };
 pub use error::ServeError;
+pub use manage::SwitchoverAction;
 pub use server::{router, serve, ApiContext, LivePostgres, LiveStatus, SettingsUpdater};
 pub use settings::ApiSettings;
 pub use snapshot::{ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog};

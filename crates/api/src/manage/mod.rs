@@ -9,6 +9,8 @@ mod config;
 mod failover;
 mod local;
 
+pub use failover::SwitchoverAction;
+
 use crate::access;
 use crate::json::error_response;
 use crate::server::ApiContext;
@@ -80,8 +82,8 @@ pub(crate) async fn handle(
     match endpoint {
         PatchConfig => config::patch(ctx, body).await,
         PutConfig => config::put(ctx, body).await,
-        Failover => failover::post(ctx, failover::Action::Failover, body).await,
-        Switchover => failover::post(ctx, failover::Action::Switchover, body).await,
+        Failover => failover::post(ctx, SwitchoverAction::Failover, body).await,
+        Switchover => failover::post(ctx, SwitchoverAction::Switchover, body).await,
         DeleteSwitchover => failover::delete(ctx).await,
         Restart => local::restart(ctx, body).await,
         DeleteRestart => local::delete_restart(ctx).await,
