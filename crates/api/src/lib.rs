@@ -27,6 +27,8 @@
 //! - `restart_pending: false` means "no filter" (Patroni: any value enables the filter);
 //! - `POST /failsafe`, `/citus`, `/sigterm` answer 501.
 
+#![forbid(unsafe_code)]
+
 mod access;
 mod cluster_view;
 mod commands;

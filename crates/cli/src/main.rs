@@ -1,5 +1,7 @@
 //! pgherd: PostgreSQL high availability in one binary (agent, control commands, demo).
 
+#![forbid(unsafe_code)]
+
 mod ctl_cmd;
 mod demo;
 
