@@ -1,5 +1,7 @@
 //! Shared helpers for the benchmarks: locating the pgherd binary, statistics, output.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 /// The pgherd binary to benchmark: `PGHERD_BIN`, else target/release, else target/debug.

@@ -61,6 +61,10 @@ impl Drop for Guard {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous benchmark driver: pauses its own threads, no async runtime"
+)]
 fn main() -> Result<()> {
     let seconds: u64 = std::env::args()
         .nth(1)

@@ -22,7 +22,7 @@ pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<b
     Ok(true)
 }
 
-/// `history` gains our timeline's parents after a promotion (compat §2.5).
+/// `history` gains our timeline's parents after a promotion (docs/compat.md#history-key).
 async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
     let covered = |h: Option<&Cluster>, tl: u64| {
         tl <= 1

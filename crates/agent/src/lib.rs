@@ -4,6 +4,8 @@
 //! signals. The deterministic simulator (`crates/sim`) runs the same [`Agent`] in a
 //! simulated world.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod commands;
 mod execute;

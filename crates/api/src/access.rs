@@ -1,5 +1,5 @@
 //! Access control for unsafe requests (every PATCH/PUT/POST/DELETE handler), in Patroni's
-//! order (compat §3.2): allowlist -> client certificate -> basic authentication.
+//! order (docs/compat.md#access-control): allowlist -> client certificate -> basic authentication.
 //! GET/HEAD/OPTIONS never come here.
 
 use crate::json::error_response;

@@ -1,4 +1,5 @@
-//! Cluster-wide JSON from a DCS read (compat §3.5): `GET /cluster`, `/history`, `/config`.
+//! Cluster-wide JSON from a DCS read (docs/compat.md#other-get-endpoints): `GET /cluster`,
+//! `/history`, `/config`.
 
 use crate::pyvalue::truthy;
 use pgherd_dcs::{history_to_json, Cluster, Member};

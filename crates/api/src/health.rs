@@ -1,5 +1,5 @@
-//! Health rules (compat §3.4): which status code each health path answers. Pure functions of
-//! the status body, the snapshot and the query string.
+//! Health rules (docs/compat.md#health-endpoints): which status code each health path
+//! answers. Pure functions of the status body, the snapshot and the query string.
 
 use crate::pyvalue::{lower_str, truthy};
 use crate::size::parse_bytes;

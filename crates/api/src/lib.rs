@@ -2,15 +2,15 @@
 //!
 //! The agent publishes its state as a [`NodeSnapshot`] on a `tokio::sync::watch` channel;
 //! [`router`]/[`serve`] answer Patroni's GET/HEAD/OPTIONS endpoints from it with Patroni 3.0.2's
-//! status codes and bodies (`shared/reference/patroni-compat.md` §3). Documented differences:
+//! status codes and bodies (docs/compat.md#rest-api). Documented differences:
 //! - a path no rule recognises is a 404 `{"error": "not found", "path": ..}` (Patroni: 503);
 //! - `/sync/`, `/async/`, `/read-only-sync/` accept a trailing slash;
 //! - `patroni_postgres_server_version` has no stray space before its labels;
 //! - status bodies carry an extra `pgherd: {version}` key.
 //!
 //!
-//! Management endpoints (compat §3.6): `POST /switchover`, `POST /failover`,
-//! `DELETE /switchover`, `PATCH /config`, `PUT /config` are DCS writes done here;
+//! Management endpoints (docs/compat.md#management-endpoints): `POST /switchover`,
+//! `POST /failover`, `DELETE /switchover`, `PATCH /config`, `PUT /config` are DCS writes done here;
 //! `POST /restart`, `DELETE /restart`, `POST /reload`, `POST /reinitialize` are validated here
 //! and carried out by the agent ([`ApiCommand`]). Unsafe calls go through Patroni's access
 //! control (allowlist, client certificate, basic auth with a constant-time comparison); the
@@ -26,6 +26,8 @@
 //!   the leader` (Patroni writes it and answers 503 once its leader cleared it);
 //! - `restart_pending: false` means "no filter" (Patroni: any value enables the filter);
 //! - `POST /failsafe`, `/citus`, `/sigterm` answer 501.
+
+#![forbid(unsafe_code)]
 
 mod access;
 mod cluster_view;
@@ -49,6 +51,7 @@ pub use commands::{
     postgres_version_num, ApiCommand, CommandResult, Refusal, RestartRequest, RestartRole,
 };
 pub use error::ServeError;
+pub use manage::SwitchoverAction;
 pub use server::{
     router, serve, ApiContext, LivePostgres, LiveStatus, PeerStatus, SettingsUpdater,
 };

@@ -1,6 +1,6 @@
-//! `GET /metrics` (compat §3.5): Patroni's metric names, help texts and types, written by hand
-//! because a Prometheus library would rename Patroni's counters (`_total` suffix) and dashboards
-//! built for Patroni look the series up by name.
+//! `GET /metrics` (docs/compat.md#metrics): Patroni's metric names, help texts and types,
+//! written by hand because a Prometheus library would rename Patroni's counters (`_total`
+//! suffix) and dashboards built for Patroni look the series up by name.
 
 use crate::snapshot::{NodeSnapshot, Xlog};
 use crate::status::{StatusBody, XlogBody};

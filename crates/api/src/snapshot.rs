@@ -18,8 +18,8 @@ pub struct NodeSnapshot {
     pub name: String,
     /// The cluster name (`scope:`).
     pub scope: String,
-    /// PostgreSQL state string (compat §2.2): `running`, `starting`, `stopped`, `crashed`,
-    /// `creating replica`, ...
+    /// PostgreSQL state string (docs/compat.md#postgresql-states): `running`, `starting`,
+    /// `stopped`, `crashed`, `creating replica`, ...
     pub state: String,
     /// Patroni's role for the local PostgreSQL (`master`, `replica`, `standby_leader`, ...).
     /// Reported as is when PostgreSQL cannot be queried, and as the role of a recovering node in

@@ -1,5 +1,5 @@
-//! The status body (compat §3.3): `GET /patroni` and every GET health endpoint. Built once per
-//! request from the snapshot; health rules and metrics read the same values.
+//! The status body (docs/compat.md#status-body): `GET /patroni` and every GET health endpoint.
+//! Built once per request from the snapshot; health rules and metrics read the same values.
 
 use crate::pyvalue::parse_bool;
 use crate::snapshot::{NodeSnapshot, ReplicationRow, Xlog};

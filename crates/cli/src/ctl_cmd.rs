@@ -4,9 +4,10 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use pgherd_api::SwitchoverAction;
 use pgherd_ctl::list::OutputFormat;
 use pgherd_ctl::members::{RestartArgs, RoleFilter};
-use pgherd_ctl::switchover::{Action, Request};
+use pgherd_ctl::switchover::Request;
 use pgherd_ctl::Ctl;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -282,18 +283,6 @@ pub enum CtlCommand {
     },
 }
 
-/// Operator commands log warnings (unreachable members, ...) to standard error.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGHERD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
-
 /// Drops a leading cluster name from member arguments (patronictl takes
 /// `restart CLUSTER [MEMBER...]`).
 fn members_of(ctl: &Ctl, args: Vec<String>) -> Vec<String> {
@@ -349,7 +338,7 @@ async fn list_loop(
 }
 
 pub async fn run(command: CtlCommand) -> Result<i32> {
-    init_logging();
+    crate::init_logging(crate::Logging::Command);
     match command {
         CtlCommand::List {
             conn,
@@ -399,7 +388,7 @@ pub async fn run(command: CtlCommand) -> Result<i32> {
                 scheduled,
                 force,
             };
-            pgherd_ctl::switchover::run(&ctl, Action::Switchover, request).await?;
+            pgherd_ctl::switchover::run(&ctl, SwitchoverAction::Switchover, request).await?;
             Ok(0)
         }
         CtlCommand::Failover {
@@ -411,9 +400,9 @@ pub async fn run(command: CtlCommand) -> Result<i32> {
         } => {
             let ctl = conn.open_scope(cluster_name.as_deref())?;
             let action = if leader.is_some() {
-                Action::Switchover
+                SwitchoverAction::Switchover
             } else {
-                Action::Failover
+                SwitchoverAction::Failover
             };
             let request = Request {
                 leader,

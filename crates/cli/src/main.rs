@@ -1,5 +1,7 @@
 //! pgherd: PostgreSQL high availability in one binary (agent, control commands, demo).
 
+#![forbid(unsafe_code)]
+
 mod ctl_cmd;
 mod demo;
 
@@ -53,13 +55,32 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// How a command logs.
+#[derive(Clone, Copy)]
+enum Logging {
+    /// The long-running processes (agent, proxy, demo): `RUST_LOG` (default `info`), with
+    /// timestamps, on stdout.
+    Service,
+    /// The control commands, whose stdout is their result: warnings (unreachable members,
+    /// ...) per `PGHERD_LOG` (default `warn`), without timestamps, on stderr.
+    Command,
+}
+
+/// Installs the process's log subscriber (once; a second call changes nothing).
+fn init_logging(logging: Logging) {
+    use tracing_subscriber::EnvFilter;
+    let (variable, default) = match logging {
+        Logging::Service => ("RUST_LOG", "info"),
+        Logging::Command => ("PGHERD_LOG", "warn"),
+    };
+    let filter = EnvFilter::try_from_env(variable).unwrap_or_else(|_| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    let _ = match logging {
+        Logging::Service => fmt.try_init(),
+        Logging::Command => fmt.with_writer(std::io::stderr).without_time().try_init(),
+    };
 }
 
 fn main() {
@@ -107,7 +128,7 @@ enum Run {
 async fn run(cli: Run) -> Result<i32> {
     let command = match cli {
         Run::Proxy(prepared) => {
-            init_logging();
+            init_logging(Logging::Service);
             pgherd_proxy::run(*prepared).await?;
             return Ok(0);
         }
@@ -115,7 +136,7 @@ async fn run(cli: Run) -> Result<i32> {
     };
     match command {
         Command::Agent { config } => {
-            init_logging();
+            init_logging(Logging::Service);
             pgherd_agent::run(config.as_deref()).await?;
             Ok(0)
         }
@@ -127,7 +148,7 @@ async fn run(cli: Run) -> Result<i32> {
             ports,
             worker_dir,
         } => {
-            init_logging();
+            init_logging(Logging::Service);
             let args = demo::DemoArgs {
                 members: members.max(1),
                 once,

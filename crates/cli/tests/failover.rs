@@ -2,6 +2,11 @@
 //! postmaster crash (restart in place or fail over), frozen node, DCS outage.
 //! Each test reads like the runbook it verifies. Run serially (`--test-threads=1`).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous tests: they wait on the test thread and plain threads, no async runtime"
+)]
+
 use nix::sys::signal::Signal;
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster};
 use pgherd_testkit::wait::poll;

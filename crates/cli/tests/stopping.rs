@@ -4,6 +4,11 @@
 //! SIGKILL) without leaving a process behind. Processes are found and signalled by PID only.
 //! Run serially (`--test-threads=1`).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous tests: they wait on the test thread and plain threads, no async runtime"
+)]
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster};

@@ -10,6 +10,8 @@
 //!
 //! Every default lives in [`defaults`]; pgherd's timing defaults are faster than Patroni's.
 
+#![forbid(unsafe_code)]
+
 mod address;
 pub mod defaults;
 mod dynamic;

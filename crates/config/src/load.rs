@@ -23,8 +23,8 @@ pub struct Loaded {
 /// - `path` a file: that YAML file; a directory: all its `*.yml`/`*.yaml` files deep-merged in
 ///   name order;
 /// - no `path`: the YAML in `PATRONI_CONFIGURATION` (used alone), else the variables only;
-/// - then `PATRONI_*` variables from `env` are deep-merged over the files (§5.4 of the
-///   compatibility reference).
+/// - then `PATRONI_*` variables from `env` are deep-merged over the files
+///   (docs/compat.md#environment-variables).
 ///
 /// Only keys are validated here; call [`Config::validate_for_agent`] for what the agent needs.
 pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loaded, ConfigError> {

@@ -5,6 +5,8 @@
 //! patronictl prints, and returns `Err` with a one-line reason when it did not do what was
 //! asked (the binary turns that into a non-zero exit).
 
+#![forbid(unsafe_code)]
+
 pub mod config_cmd;
 pub mod console;
 pub mod list;

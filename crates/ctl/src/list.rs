@@ -1,4 +1,5 @@
-//! `pgherd list`: the cluster as patronictl shows it (compat §6.3), from one DCS read.
+//! `pgherd list`: the cluster as patronictl shows it (docs/compat.md#list-output), from one DCS
+//! read.
 
 use crate::table::{Align, Table};
 use pgherd_dcs::Cluster;

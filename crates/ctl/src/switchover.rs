@@ -6,29 +6,9 @@ use crate::Ctl;
 use anyhow::{bail, Result};
 use chrono::{DateTime, FixedOffset, Local, TimeZone};
 use pgherd_api::schedule::{parse_timestamp, python_isoformat, Timestamp};
+use pgherd_api::SwitchoverAction;
 use pgherd_dcs::{Cluster, Failover, Member};
 use serde_json::json;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Switchover,
-    Failover,
-}
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Switchover => "switchover",
-            Action::Failover => "failover",
-        }
-    }
-    fn title(self) -> &'static str {
-        match self {
-            Action::Switchover => "Switchover",
-            Action::Failover => "Failover",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -70,18 +50,18 @@ pub fn next_hour_example() -> String {
         .to_string()
 }
 
-pub async fn run(ctl: &Ctl, action: Action, req: Request) -> Result<()> {
+pub async fn run(ctl: &Ctl, action: SwitchoverAction, req: Request) -> Result<()> {
     let cluster = ctl.cluster().await?;
     println!("Current cluster topology");
     print!("{}", ctl.members_table(&cluster));
     let current = cluster.leader_name().map(str::to_string);
-    if action == Action::Switchover && current.is_none() {
+    if action == SwitchoverAction::Switchover && current.is_none() {
         bail!("This cluster has no leader");
     }
 
     let leader = match req.leader.clone() {
         Some(l) => Some(l),
-        None if req.force || action == Action::Failover => current.clone(),
+        None if req.force || action == SwitchoverAction::Failover => current.clone(),
         None => {
             let what = if is_standby_cluster(&cluster) {
                 "Standby Leader"
@@ -116,7 +96,7 @@ pub async fn run(ctl: &Ctl, action: Action, req: Request) -> Result<()> {
             Some(answer).filter(|a| !a.is_empty())
         }
     };
-    if action == Action::Failover && candidate.is_none() {
+    if action == SwitchoverAction::Failover && candidate.is_none() {
         bail!("Failover could be performed only to a specific candidate");
     }
     if candidate.is_some() && candidate == leader {
@@ -129,7 +109,7 @@ pub async fn run(ctl: &Ctl, action: Action, req: Request) -> Result<()> {
     }
 
     let mut scheduled_at = None;
-    if action == Action::Switchover {
+    if action == SwitchoverAction::Switchover {
         let when = match req.scheduled.clone() {
             Some(w) => Some(w),
             None if req.force => None,

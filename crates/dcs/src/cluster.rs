@@ -163,7 +163,8 @@ impl Cluster {
         self.status.as_ref().map(|s| s.optime)
     }
 
-    /// Cluster timeline from `history` (§2.5): last entry + 1; `[]` -> 1; missing -> 0.
+    /// Cluster timeline from `history` (docs/compat.md#history-key): last entry + 1; `[]` -> 1;
+    /// missing -> 0.
     pub fn timeline(&self) -> u64 {
         match &self.history {
             None => 0,

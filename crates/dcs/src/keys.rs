@@ -65,8 +65,9 @@ impl KeyLayout {
     }
 }
 
-/// Physical slot name of a member (§4.16): lower-case, `-`/`.` -> `_`, other characters
-/// outside `[a-z0-9_]` -> `u%04d` of the code point (decimal), truncated to 63 bytes.
+/// Physical slot name of a member (docs/compat.md#replication-slots): lower-case, `-`/`.` ->
+/// `_`, other characters outside `[a-z0-9_]` -> `u%04d` of the code point (decimal), truncated
+/// to 63 bytes.
 pub fn slot_name_for_member(name: &str) -> String {
     let mut out = String::new();
     for ch in name.to_lowercase().chars() {

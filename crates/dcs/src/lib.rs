@@ -5,6 +5,8 @@
 //! unchanged.
 //! Backends implement [`Dcs`]; the HA engine only ever sees the [`Cluster`] snapshot.
 
+#![forbid(unsafe_code)]
+
 mod cluster;
 mod error;
 pub mod etcd;

@@ -1,4 +1,4 @@
-//! JSON values stored under the cluster prefix (compat reference §2).
+//! JSON values stored under the cluster prefix (docs/compat.md#dcs-values).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,8 +35,8 @@ impl Role {
     }
 }
 
-/// The value of `members/<name>` (§2.1). Unknown fields are kept so that a round trip through
-/// pgherd loses nothing a newer Patroni wrote.
+/// The value of `members/<name>` (docs/compat.md#member-value). Unknown fields are kept so
+/// that a round trip through pgherd loses nothing a newer Patroni wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MemberData {
     pub conn_url: String,
@@ -196,7 +196,8 @@ pub(crate) fn host_port_of_url(url: &str, default_port: u16) -> Option<(String, 
     }
 }
 
-/// `status` (§2.4): the leader's last known WAL position and permanent slot positions.
+/// `status` (docs/compat.md#status-key): the leader's last known WAL position and permanent
+/// slot positions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Status {
     #[serde(default)]
@@ -212,7 +213,7 @@ impl Status {
     }
 }
 
-/// `failover` (§2.4). `{}` means "no request".
+/// `failover` (docs/compat.md#failover-key). `{}` means "no request".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Failover {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,7 +266,7 @@ impl Failover {
     }
 }
 
-/// `sync` (§2.4): `sync_standby` is a sorted comma-joined list or null.
+/// `sync` (docs/compat.md#sync-key): `sync_standby` is a sorted comma-joined list or null.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SyncState {
     #[serde(default)]

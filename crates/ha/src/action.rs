@@ -26,7 +26,7 @@ impl Replication {
     }
 }
 
-/// Demotion modes (compat §4.8).
+/// Demotion modes (docs/compat.md#demotion-modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoteMode {
     /// Switchover: checkpoint, fast shutdown, release the lock, follow the new leader.

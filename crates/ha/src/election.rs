@@ -1,4 +1,5 @@
-//! Leader election: am I the best candidate to take the free leader key? (compat §4.5)
+//! Leader election: am I the best candidate to take the free leader key?
+//! (docs/compat.md#election)
 
 use crate::observation::{Observation, PeerProbe};
 use std::cmp::Ordering;

@@ -1,4 +1,5 @@
-//! One HA cycle: observation in, decision out (compat §4.2–§4.14).
+//! One HA cycle: observation in, decision out (docs/compat.md#ha-cycle and the sections it
+//! links to).
 
 use crate::action::{Action, Decision, DemoteMode, Replication};
 use crate::election::{self, Candidate, RaceRules};
@@ -271,9 +272,10 @@ impl Engine {
                     );
                 }
             }
-            // As a standby without upstream, promoted next cycle (compat §4.9): the data
-            // directory may be a standby's (PostgreSQL died during pg_ctl promote), and
-            // starting it as a primary would write new WAL under the old timeline id.
+            // As a standby without upstream, promoted next cycle
+            // (docs/compat.md#crash-and-start-timeout): the data directory may be a standby's
+            // (PostgreSQL died during pg_ctl promote), and starting it as a primary would write
+            // new WAL under the old timeline id.
             return Decision::act(
                 vec![
                     Action::RenewLock,

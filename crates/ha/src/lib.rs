@@ -6,6 +6,8 @@
 //! sentence saying why. It performs no I/O and never reads a clock, so every decision can be
 //! replayed in a deterministic simulation.
 
+#![forbid(unsafe_code)]
+
 mod action;
 mod election;
 mod engine;

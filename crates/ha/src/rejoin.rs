@@ -1,4 +1,5 @@
-//! Rejoin: has a stopped or standby node's WAL left the leader's history? (compat §4.12)
+//! Rejoin: has a stopped or standby node's WAL left the leader's history?
+//! (docs/compat.md#rejoin)
 //!
 //! Pure facts in, a verdict out; the agent feeds it `pg_controldata` or the WAL receiver's
 //! position and the DCS `history`, the simulator its model.

@@ -1,4 +1,4 @@
-//! Synchronous replication on the leader (compat §4.11).
+//! Synchronous replication on the leader (docs/compat.md#synchronous-replication).
 //!
 //! The `sync` key may only name standbys that really have every acknowledged commit, since
 //! only they may be promoted. So a standby leaves `sync` *before* PostgreSQL stops waiting
@@ -100,7 +100,8 @@ pub fn plan(
     } else if actions.is_empty() {
         // PostgreSQL reports a standby "sync" as soon as it waits for it, before it has the
         // commits acknowledged through the previous synchronous standby. Confirm it only once
-        // it has flushed up to where we first saw PostgreSQL wait for it (compat §4.11).
+        // it has flushed up to where we first saw PostgreSQL wait for it
+        // (docs/compat.md#synchronous-replication).
         let from = match since {
             Some((names, lsn)) if *names == configured => *lsn,
             _ => {

@@ -122,7 +122,8 @@ fn boot_time() -> Option<i64> {
 }
 
 // c_long is i32 on 32-bit targets, so the conversion is not useless everywhere.
-#[allow(clippy::useless_conversion)]
+// unsafe: one libc call (see SAFETY below).
+#[allow(clippy::useless_conversion, unsafe_code)]
 fn clock_ticks_per_second() -> Option<i64> {
     // SAFETY: sysconf has no preconditions; it only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -72,6 +72,8 @@ impl Identity {
     }
 
     /// Makes `cmd` run as this identity.
+    // unsafe: `pre_exec` (see SAFETY below); std has no safe way to set supplementary groups.
+    #[allow(unsafe_code)]
     pub fn apply(&self, cmd: &mut tokio::process::Command) {
         let (uid, gid, groups) = (self.uid.as_raw(), self.gid.as_raw(), self.groups.clone());
         // SAFETY: the closure runs between fork and exec and only makes raw syscalls

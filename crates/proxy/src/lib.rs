@@ -242,6 +242,8 @@ pub async fn run(prepared: Prepared) -> Result<(), ProxyError> {
 
 /// Raises the soft limit of open files to the hard limit: every client costs one descriptor,
 /// every active session two.
+// unsafe: two libc calls (see SAFETY below).
+#[allow(unsafe_code)]
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

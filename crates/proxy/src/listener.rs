@@ -62,6 +62,8 @@ const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
 /// `TCP_DEFER_ACCEPT`: PostgreSQL clients speak first, so `accept` returns once the
 /// client's first bytes are there, which spares every session a wake-up to wait for them.
+// unsafe: one libc call (see SAFETY below); neither std nor socket2 sets this option.
+#[allow(unsafe_code)]
 fn defer_accept(socket: &TcpSocket) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let secs = DEFER_ACCEPT_SECS;

@@ -195,7 +195,7 @@ pub enum FaultKind {
     PgCrash(Who),
     /// Power loss: agent and PostgreSQL die; the node boots again after `down_for`.
     NodeCrash { who: Who, down_for: Time },
-    /// SIGTERM to the agent (clean shutdown, compat §4.15), started again after `down_for`.
+    /// SIGTERM to the agent (clean shutdown, docs/compat.md#shutdown), started again after `down_for`.
     NodeRestart { who: Who, down_for: Time },
     /// SIGSTOP of agent and PostgreSQL together (or a VM pause) for `dur`, then SIGCONT.
     Pause { who: Who, dur: Time },

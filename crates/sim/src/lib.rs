@@ -45,6 +45,8 @@
 //! - Agent-only crashes (PostgreSQL left running without agent or fence) are opt-in: no agent
 //!   design survives them without a watchdog.
 
+#![forbid(unsafe_code)]
+
 mod checker;
 mod config;
 mod faults;

@@ -192,6 +192,10 @@ impl TestCluster {
     }
 
     /// SIGTERM to the agent (which stops its PostgreSQL), waiting up to `timeout`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+    )]
     pub fn stop(&mut self, i: usize, timeout: Duration) -> Result<()> {
         let m = &mut self.members[i];
         if let Some(mut child) = m.agent.take() {
@@ -371,6 +375,10 @@ impl TestCluster {
     /// Stops everything within `limit`: SIGTERM to every agent at once (each stops its
     /// PostgreSQL and releases its keys while etcd still runs), SIGKILL to those still running
     /// at the deadline, an immediate shutdown of any PostgreSQL left, then etcd.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+    )]
     pub fn shutdown_within(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         for m in &self.members {

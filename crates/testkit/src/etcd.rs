@@ -120,6 +120,10 @@ impl EtcdServer {
 
     /// SIGTERM (plus SIGCONT, in case it is paused), then SIGKILL if it has not exited within
     /// 10 s; the child is reaped. A no-op when not running.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+    )]
     pub fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
@@ -234,6 +238,10 @@ impl EtcdServer {
         Ok(())
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+    )]
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

@@ -1,6 +1,8 @@
 //! Test and demo harness: a temporary etcd and pgherd agents on loopback, started and
 //! stopped by PID. Used by the integration tests, the benchmarks and `pgherd demo`.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod etcd;
 #[cfg(feature = "pki")]

@@ -98,6 +98,11 @@ pub fn postmasters_under(root: &Path) -> Vec<i32> {
 /// Leaves nothing behind: every postmaster under `root` gets an immediate shutdown (SIGQUIT,
 /// SIGKILL after a moment), every other member of `group` (but us) SIGKILL, then `root` is
 /// removed. For the end of a bounded stop, when asking nicely took too long.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "waits at most 2 s for postmasters to exit; `pgherd demo` calls it from async code on \
+              its way out, when no other task needs the thread"
+)]
 pub fn sweep(root: &Path, group: Option<i32>) {
     let me = std::process::id() as i32;
     let postmasters = postmasters_under(root);

@@ -2,7 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-/// Polls `probe` every `every` until it returns `Some` or `timeout` passes.
+/// Polls `probe` every `every` until it returns `Some` or `timeout` passes. Blocks the calling
+/// thread: async code calls it through `tokio::task::spawn_blocking`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+)]
 pub fn poll<T>(
     what: &str,
     timeout: Duration,

@@ -1,5 +1,6 @@
-//! `POST /switchover`, `POST /failover`, `DELETE /switchover` (compat §3.6): validation in
-//! Patroni's order, the `failover` key write, then waiting for the outcome in the DCS.
+//! `POST /switchover`, `POST /failover`, `DELETE /switchover`
+//! (docs/compat.md#switchover-and-failover-requests): validation in Patroni's order, the
+//! `failover` key write, then waiting for the outcome in the DCS.
 
 use super::{refuse, text, wake};
 use crate::pyvalue::truthy;
@@ -13,30 +14,35 @@ use std::time::Duration;
 /// How often the outcome is re-read from the DCS while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
+/// A planned switchover or a manual failover: `POST /switchover` / `POST /failover` here, and
+/// `pgherd switchover` / `pgherd failover` in `pgherd-ctl`. The words are Patroni's, which
+/// patronictl and scripts compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Action {
+pub enum SwitchoverAction {
     Switchover,
     Failover,
 }
 
-impl Action {
-    fn name(self) -> &'static str {
+impl SwitchoverAction {
+    /// `switchover` / `failover`: the endpoint's name and the word in messages.
+    pub fn name(self) -> &'static str {
         match self {
-            Action::Switchover => "switchover",
-            Action::Failover => "failover",
+            SwitchoverAction::Switchover => "switchover",
+            SwitchoverAction::Failover => "failover",
         }
     }
-    fn title(self) -> &'static str {
+    /// `Switchover` / `Failover`, at the start of a message.
+    pub fn title(self) -> &'static str {
         match self {
-            Action::Switchover => "Switchover",
-            Action::Failover => "Failover",
+            SwitchoverAction::Switchover => "Switchover",
+            SwitchoverAction::Failover => "Failover",
         }
     }
     /// `Successfully switched over` / `failed over`.
-    fn past(self) -> &'static str {
+    pub fn past(self) -> &'static str {
         match self {
-            Action::Switchover => "switched",
-            Action::Failover => "failed",
+            SwitchoverAction::Switchover => "switched",
+            SwitchoverAction::Failover => "failed",
         }
     }
 }
@@ -48,7 +54,11 @@ fn field<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-pub(super) async fn post(ctx: &ApiContext, action: Action, body: Map<String, Value>) -> Response {
+pub(super) async fn post(
+    ctx: &ApiContext,
+    action: SwitchoverAction,
+    body: Map<String, Value>,
+) -> Response {
     let leader = field(&body, "leader");
     let candidate = field(&body, "candidate").or_else(|| field(&body, "member"));
     let scheduled_at = body.get("scheduled_at").filter(|v| truthy(v));
@@ -62,13 +72,13 @@ pub(super) async fn post(ctx: &ApiContext, action: Action, body: Map<String, Val
     );
 
     // 1. Who from, who to.
-    if action == Action::Failover && candidate.is_none() {
+    if action == SwitchoverAction::Failover && candidate.is_none() {
         return refuse(
             400,
             "Failover could be performed only to a specific candidate",
         );
     }
-    if action == Action::Switchover && leader.is_none() {
+    if action == SwitchoverAction::Switchover && leader.is_none() {
         return refuse(
             400,
             "Switchover could be performed only from a specific leader",
@@ -158,7 +168,7 @@ async fn is_failover_possible(
     cluster: &Cluster,
     leader: Option<&str>,
     candidate: Option<&str>,
-    action: Action,
+    action: SwitchoverAction,
 ) -> Result<(), String> {
     if let Some(leader) = leader {
         if cluster.leader_name() != Some(leader) {
@@ -179,7 +189,7 @@ async fn is_failover_possible(
         return Err("candidate is already the leader".into());
     }
     let members: Vec<&Member> = if let Some(candidate) = candidate {
-        if action == Action::Switchover
+        if action == SwitchoverAction::Switchover
             && synchronous
             && !sync_members.iter().any(|m| m == candidate)
         {
@@ -268,7 +278,7 @@ async fn poll_result(
     ctx: &ApiContext,
     old_leader: Option<&str>,
     candidate: Option<&str>,
-    action: Action,
+    action: SwitchoverAction,
     timeout: Duration,
 ) -> (u16, String) {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -1,4 +1,5 @@
-//! Management endpoints (compat §3.6): access control, Patroni's body rules, then the handler.
+//! Management endpoints (docs/compat.md#management-endpoints): access control, Patroni's body
+//! rules, then the handler.
 //!
 //! Successful calls answer with Patroni's plain-text messages (`Successfully switched over to
 //! "node2"`), which patronictl prints verbatim; refusals are `{"error": "<Patroni's
@@ -7,6 +8,8 @@
 mod config;
 mod failover;
 mod local;
+
+pub use failover::SwitchoverAction;
 
 use crate::access;
 use crate::json::error_response;
@@ -79,8 +82,8 @@ pub(crate) async fn handle(
     match endpoint {
         PatchConfig => config::patch(ctx, body).await,
         PutConfig => config::put(ctx, body).await,
-        Failover => failover::post(ctx, failover::Action::Failover, body).await,
-        Switchover => failover::post(ctx, failover::Action::Switchover, body).await,
+        Failover => failover::post(ctx, SwitchoverAction::Failover, body).await,
+        Switchover => failover::post(ctx, SwitchoverAction::Switchover, body).await,
         DeleteSwitchover => failover::delete(ctx).await,
         Restart => local::restart(ctx, body).await,
         DeleteRestart => local::delete_restart(ctx).await,

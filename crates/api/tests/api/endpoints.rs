@@ -1,4 +1,5 @@
-//! The other GET endpoints (compat §3.3, §3.5) and the not-yet-implemented management calls.
+//! The other GET endpoints (docs/compat.md#status-body, docs/compat.md#other-get-endpoints)
+//! and the not-yet-implemented management calls.
 
 use crate::common::*;
 use axum::http::Method;

@@ -1,5 +1,5 @@
 //! Status codes of every health path, for GET, HEAD and OPTIONS, per node situation
-//! (compat §3.4).
+//! (docs/compat.md#health-endpoints).
 
 use crate::common::*;
 use axum::http::Method;

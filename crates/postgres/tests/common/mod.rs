@@ -192,6 +192,10 @@ impl Node {
 }
 
 impl Drop for Node {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "drop cannot await; it runs once, when a test has finished with the server"
+    )]
     fn drop(&mut self) {
         let Some(pm) = self.pg.is_running() else {
             return;

@@ -1,0 +1,283 @@
+//! The harness of the operator-control tests (`control_*.rs`, `patroni_interop.rs`): clusters
+//! of real etcd and PostgreSQL 15 run by `pgherd agent` (or Patroni), the `pgherd` and
+//! `patronictl` commands, raw HTTP requests and the waits the tests share.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use pgherd_testkit::cluster::{AgentKind, ClusterOptions, TestCluster};
+use pgherd_testkit::wait::poll;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
+
+/// A cluster whose member files are rewritten by `edit(member_name, yaml)` before start.
+pub fn cluster_with(
+    scope: &str,
+    members: usize,
+    agent: AgentKind,
+    edit: impl Fn(&str, String) -> String,
+) -> TestCluster {
+    let options = ClusterOptions {
+        scope: scope.into(),
+        members,
+        agent,
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
+    for m in &c.members {
+        let yaml = std::fs::read_to_string(&m.config).unwrap();
+        std::fs::write(&m.config, edit(&m.name, yaml)).unwrap();
+    }
+    c.start_all().expect("agents");
+    c
+}
+
+pub fn cluster(scope: &str) -> (TestCluster, usize) {
+    let c = cluster_with(scope, 3, AgentKind::Pgherd, |_, y| y);
+    let leader = healthy(&c, 2);
+    (c, leader)
+}
+
+/// One leader, `replicas` streaming replicas, and every member key saying `running` (what
+/// the leader's engine looks at to pick a switchover target).
+pub fn healthy(c: &TestCluster, replicas: usize) -> usize {
+    let leader = match c.wait_healthy(replicas, Duration::from_secs(120)) {
+        Ok(leader) => leader,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e}");
+        }
+    };
+    check(
+        c,
+        poll(
+            "every member key to say running",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                c.members
+                    .iter()
+                    .all(|m| {
+                        dcs_json(c, &format!("members/{}", m.name))
+                            .is_some_and(|v| v["state"] == "running" && v["xlog_location"].is_u64())
+                    })
+                    .then_some(())
+            },
+        ),
+    );
+    leader
+}
+
+pub fn dump_logs(c: &TestCluster) {
+    for i in 0..c.members.len() {
+        eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 60));
+    }
+}
+
+/// Fails the test with the agents' logs when `result` is an error.
+pub fn check<T>(c: &TestCluster, result: anyhow::Result<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => {
+            dump_logs(c);
+            panic!("{e:#}");
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self.stdout
+    }
+}
+
+/// `program args -c <config of member i>` with `stdin` fed to it.
+pub fn run_with(
+    program: &str,
+    c: &TestCluster,
+    i: usize,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Run {
+    let mut child = Command::new(program)
+        .args(args)
+        .arg("-c")
+        .arg(&c.members[i].config)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn pgherd(c: &TestCluster, args: &[&str]) -> Run {
+    run_with(PGHERD, c, 0, args, None)
+}
+
+pub fn patronictl(c: &TestCluster, args: &[&str]) -> Run {
+    // patronictl takes -c before the command.
+    let out = Command::new("patronictl")
+        .arg("-c")
+        .arg(&c.members[0].config)
+        .args(args)
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .output()
+        .expect("patronictl (Debian package patroni)");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// One HTTP/1.1 request with extra headers: (status, raw head, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// `{"error": ...}` of a refusal.
+pub fn error_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("not a JSON refusal: {body}"))
+}
+
+pub fn dcs_json(c: &TestCluster, key: &str) -> Option<Value> {
+    c.dcs_value(key).and_then(|v| serde_json::from_str(&v).ok())
+}
+
+pub fn index_of(c: &TestCluster, name: &str) -> usize {
+    c.members.iter().position(|m| m.name == name).unwrap()
+}
+
+/// Waits until member `i` is the only leader and accepts writes.
+pub fn writable_leader(c: &TestCluster, i: usize) {
+    check(
+        c,
+        poll(
+            "the new leader accepting writes",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                (c.leader_index() == Some(i)).then_some(())?;
+                c.sql(i, "insert into t(v) values ('probe')").ok()
+            },
+        ),
+    );
+}
+
+/// Waits until every member but the leader streams from `leader`.
+pub fn all_streaming(c: &TestCluster, leader: usize) {
+    let wanted = c.members.len() - 1;
+    check(
+        c,
+        poll(
+            "every replica streaming from the leader",
+            Duration::from_secs(90),
+            Duration::from_millis(250),
+            || {
+                let n: usize = c
+                    .sql(
+                        leader,
+                        "select count(*) from pg_stat_replication where state = 'streaming'",
+                    )
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                (n >= wanted).then_some(())
+            },
+        ),
+    );
+}
+
+pub fn rows_everywhere(c: &TestCluster, expected: &str) {
+    for i in 0..c.members.len() {
+        check(
+            c,
+            poll(
+                "rows on every member",
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                || {
+                    (c.sql(i, "select count(*) from t where v like 'row%'")
+                        .ok()?
+                        == expected)
+                        .then_some(())
+                },
+            ),
+        );
+    }
+}
+
+/// `condition` holds at every check during `window` (for "nothing happens" assertions).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous tests: waits on the test thread, no async runtime"
+)]
+pub fn holds_for(window: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if !condition() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    true
+}

@@ -1,0 +1,170 @@
+//! Operator control, end to end: `pgherd restart` (pending, scheduled, `flush restart`),
+//! `reload` and `reinit`, against real etcd and real PostgreSQL 15 clusters run by
+//! `pgherd agent`. Run serially (`--test-threads=1`).
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pgherd_testkit::wait::poll;
+use std::time::Duration;
+
+#[test]
+fn restart_pending_restarts_only_members_that_need_it() {
+    let (c, _leader) = cluster("ctl-restart");
+    let pids: Vec<Option<i32>> = (0..3).map(|i| c.postmaster_pid(i)).collect();
+    // Nothing pending: nobody is restarted, and that is not an error.
+    let out = pgherd(&c, &["restart", "--pending", "--force"]).ok();
+    assert_eq!(
+        out.matches("restart conditions are not satisfied").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(
+        pids,
+        (0..3).map(|i| c.postmaster_pid(i)).collect::<Vec<_>>()
+    );
+
+    // node1 gets a postmaster-level change through its own file... the whole cluster here.
+    pgherd(
+        &c,
+        &["edit-config", "-p", "max_connections=60", "--force", "-q"],
+    )
+    .ok();
+    for m in &c.members {
+        check(
+            &c,
+            poll(
+                "pending restart",
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                || {
+                    (dcs_json(&c, &format!("members/{}", m.name))?["pending_restart"] == true)
+                        .then_some(())
+                },
+            ),
+        );
+    }
+    let out = pgherd(
+        &c,
+        &["restart", "ctl-restart", "node2", "--pending", "--force"],
+    )
+    .ok();
+    assert!(out.contains("Success: restart on member node2"), "{out}");
+    let i = index_of(&c, "node2");
+    assert_ne!(c.postmaster_pid(i), pids[i]);
+    assert_eq!(c.sql(i, "show max_connections").unwrap(), "60");
+    check(
+        &c,
+        poll(
+            "pending flag cleared",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                dcs_json(&c, "members/node2")?
+                    .get("pending_restart")
+                    .is_none()
+                    .then_some(())
+            },
+        ),
+    );
+    // The others were not touched.
+    for j in (0..3).filter(|&j| j != i) {
+        assert_eq!(c.postmaster_pid(j), pids[j]);
+    }
+
+    // A scheduled restart shows in list and can be flushed.
+    let out = pgherd(
+        &c,
+        &[
+            "restart",
+            "node3",
+            "--scheduled",
+            "2099-01-01T00:00:00+00:00",
+            "--force",
+        ],
+    )
+    .ok();
+    assert!(
+        out.contains("Success: restart scheduled on member node3"),
+        "{out}"
+    );
+    check(
+        &c,
+        poll(
+            "scheduled restart published",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                pgherd(&c, &["list"])
+                    .ok()
+                    .contains("2099-01-01T00:00:00+00:00")
+                    .then_some(())
+            },
+        ),
+    );
+    let out = pgherd(&c, &["flush", "restart", "node3", "--force"]).ok();
+    assert!(
+        out.contains("Success: flush scheduled restart for member node3"),
+        "{out}"
+    );
+}
+
+#[test]
+fn reload_and_reinit() {
+    let (c, leader) = cluster("ctl-reinit");
+    let out = pgherd(&c, &["reload", "--force"]).ok();
+    assert_eq!(
+        out.matches("Reload request received for member").count(),
+        3,
+        "{out}"
+    );
+
+    // SIGHUP applies new REST API credentials to the running API, as Patroni's reload does.
+    let target = (leader + 2) % 3;
+    let m = &c.members[target];
+    let port = m.api_port;
+    let unsafe_call = |headers: &[(&str, &str)]| http(port, "POST", "/reload", headers, None).0;
+    assert_eq!(unsafe_call(&[]), 202, "open API before the reload");
+    let yaml = std::fs::read_to_string(&m.config).unwrap();
+    let yaml = yaml.replacen(
+        "restapi:\n",
+        "restapi:\n  authentication:\n    username: admin\n    password: s3cret\n",
+        1,
+    );
+    std::fs::write(&m.config, yaml).unwrap();
+    kill(Pid::from_raw(c.agent_pid(target).unwrap()), Signal::SIGHUP).unwrap();
+    poll(
+        "new credentials required",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (unsafe_call(&[]) == 401).then_some(()),
+    )
+    .unwrap();
+    // "admin:s3cret"
+    let auth = ("Authorization", "Basic YWRtaW46czNjcmV0");
+    assert_eq!(unsafe_call(&[auth]), 202);
+
+    let replica = (leader + 1) % 3;
+    let name = c.members[replica].name.clone();
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    c.sql(leader, "insert into t(v) values ('row1')").unwrap();
+    let before = c.postmaster_pid(replica);
+    let out = pgherd(&c, &["reinit", &name, "--force", "--wait"]).ok();
+    assert!(
+        out.contains(&format!("Success: reinitialize for member {name}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("Reinitialize is completed on: {name}")),
+        "{out}"
+    );
+    assert_ne!(c.postmaster_pid(replica), before);
+    all_streaming(&c, leader);
+    rows_everywhere(&c, "1");
+    // The leader cannot be reinitialized.
+    let out = pgherd(&c, &["reinit", &c.members[leader].name, "--force"]);
+    assert_eq!(out.code, 1);
+}
