@@ -16,16 +16,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Names of live proxies still routing primary traffic to `old_leader`.
 pub fn routing_to(cluster: &Cluster, old_leader: &str) -> Vec<String> {
-    cluster
-        .other
-        .iter()
-        .filter_map(|(key, raw)| {
-            let name = key.strip_prefix("proxies/")?;
-            let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-            (v.get("routing_leader").and_then(|l| l.as_str()) == Some(old_leader))
-                .then(|| name.to_string())
-        })
-        .collect()
+    pgherd_dcs::proxies_routing_to(cluster, old_leader)
 }
 
 fn timeout(a: &Agent) -> Duration {
