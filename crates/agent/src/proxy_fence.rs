@@ -4,27 +4,13 @@
 //! after it we promote anyway (availability) and say so.
 //! Runs inside the promotion task, beside the HA loop, which keeps renewing the lease.
 //!
-//! Each proxy registers `proxies/<name>` on its own lease with
-//! `{"routing_leader": <member or null>, ...}`; an expired proxy (dead) has no key.
+//! Each proxy registers `proxies/<name>` on its own lease (`pgherd_dcs::ProxyRegistration`);
+//! an expired proxy (dead) has no key.
 
-use pgherd_dcs::{Cluster, Dcs};
+use pgherd_dcs::{proxies_routing_to, Dcs};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
-
-/// Names of live proxies still routing primary traffic to `old_leader`.
-pub fn routing_to(cluster: &Cluster, old_leader: &str) -> Vec<String> {
-    cluster
-        .other
-        .iter()
-        .filter_map(|(key, raw)| {
-            let name = key.strip_prefix("proxies/")?;
-            let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-            (v.get("routing_leader").and_then(|l| l.as_str()) == Some(old_leader))
-                .then(|| name.to_string())
-        })
-        .collect()
-}
 
 pub async fn wait(dcs: &dyn Dcs, old: &str, limit: Duration) {
     if limit.is_zero() {
@@ -34,7 +20,7 @@ pub async fn wait(dcs: &dyn Dcs, old: &str, limit: Duration) {
     let mut waited = false;
     loop {
         let pending = match dcs.get_cluster().await {
-            Ok(c) => routing_to(&c, old),
+            Ok(c) => proxies_routing_to(&c, old),
             Err(e) => {
                 warn!("proxy fencing: cannot read the DCS ({e}); promoting without confirmation");
                 return;
@@ -61,32 +47,5 @@ pub async fn wait(dcs: &dyn Dcs, old: &str, limit: Duration) {
             waited = true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_proxies_still_routing_to_the_old_leader() {
-        let rows = [
-            (
-                "proxies/p1",
-                r#"{"name":"p1","routing_leader":"node1"}"#,
-                1,
-                9,
-            ),
-            ("proxies/p2", r#"{"name":"p2","routing_leader":null}"#, 2, 9),
-            (
-                "proxies/p3",
-                r#"{"name":"p3","routing_leader":"node2"}"#,
-                3,
-                9,
-            ),
-        ];
-        let c = Cluster::from_rows(rows, 3);
-        assert_eq!(routing_to(&c, "node1"), vec!["p1".to_string()]);
-        assert!(routing_to(&c, "node9").is_empty());
     }
 }

@@ -7,6 +7,8 @@
 //! - [`effective_parameters`] combines both into PostgreSQL's server parameters.
 //! - Durations accept Patroni's plain seconds and `500ms`/`3s`/`1m`; sizes accept bytes and
 //!   `16kB`/`64MB`/`1GB` ([`parse_duration`], [`parse_size`]).
+//! - [`reader`] reads a section of the tree with key paths in every message; other crates use
+//!   it for their own sections (the proxy's `proxy:`).
 //!
 //! Every default lives in [`defaults`]; pgherd's timing defaults are faster than Patroni's.
 
@@ -20,7 +22,7 @@ mod error;
 mod load;
 mod local;
 mod parameters;
-mod reader;
+pub mod reader;
 mod redact;
 mod tree;
 mod units;

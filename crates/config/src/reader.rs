@@ -1,25 +1,33 @@
 //! Typed reading of the untyped tree: key paths in messages, scalar coercions, and warnings
-//! for keys nobody read.
+//! (or errors, see [`Section::finish_strict`]) for keys nobody read.
+//!
+//! Public so that other crates read their own sections (e.g. the proxy's `proxy:`) the same
+//! way: a [`Ctx`] over the [`Origins`] that name the file, a [`Section`] per map, one call per
+//! key. Every error is one line: `<file>: <key path>: <what was expected>, found <value>`.
 
 use crate::address::{HostPort, ListenAddress};
-use crate::tree::{describe, join_path, Origins};
-use crate::units::{duration_from_value, size_from_value};
+use crate::tree::{describe, join_path};
+use crate::units::{duration_from_value, size_from_value, DURATION_EXPECTED};
 use crate::ConfigError;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tree::Origins;
+
 const BOOL_EXPECTED: &str = "a boolean (true/false, on/off, yes/no)";
+/// What a value that should be a section is said to be expected as (see [`Section::expecting`]).
+const MAP_EXPECTED: &str = "a map of settings";
 
 /// Where messages come from and where warnings go.
-pub(crate) struct Ctx<'o> {
+pub struct Ctx<'o> {
     origins: &'o Origins,
     pub(crate) warnings: Vec<String>,
 }
 
 impl<'o> Ctx<'o> {
-    pub(crate) fn new(origins: &'o Origins) -> Self {
+    pub fn new(origins: &'o Origins) -> Self {
         Ctx {
             origins,
             warnings: Vec::new(),
@@ -27,11 +35,11 @@ impl<'o> Ctx<'o> {
     }
 
     /// The file (or variable) that supplied `path`.
-    pub(crate) fn label(&self, path: &str) -> &str {
+    pub fn label(&self, path: &str) -> &str {
         self.origins.label_for(path)
     }
 
-    pub(crate) fn invalid(&self, path: &str, message: impl Into<String>) -> ConfigError {
+    pub fn invalid(&self, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.label(path).to_string(),
             path: path.to_string(),
@@ -39,14 +47,14 @@ impl<'o> Ctx<'o> {
         }
     }
 
-    pub(crate) fn expected(&self, path: &str, expected: &str, found: &Value) -> ConfigError {
+    pub fn expected(&self, path: &str, expected: &str, found: &Value) -> ConfigError {
         self.invalid(
             path,
             format!("expected {expected}, found {}", describe(found)),
         )
     }
 
-    pub(crate) fn warn(&mut self, path: &str, message: &str) {
+    pub fn warn(&mut self, path: &str, message: &str) {
         let line = [self.label(path), path, message]
             .iter()
             .filter(|part| !part.is_empty())
@@ -58,49 +66,59 @@ impl<'o> Ctx<'o> {
 }
 
 /// One map of the tree being read. Keys that are read are remembered so that
-/// [`Section::finish`] can warn about the rest.
-pub(crate) struct Section<'v> {
+/// [`Section::finish`] can warn about the rest (or [`Section::finish_strict`] refuse them).
+pub struct Section<'v> {
     path: String,
     map: Option<&'v Map<String, Value>>,
     used: BTreeSet<String>,
+    /// How messages name what a section should be; nested sections inherit it.
+    map_expected: &'static str,
 }
 
 impl<'v> Section<'v> {
     /// A section over `value`; an absent or null value reads as an empty section.
-    pub(crate) fn new(
+    pub fn new(ctx: &Ctx, path: &str, value: Option<&'v Value>) -> Result<Self, ConfigError> {
+        Self::expecting(ctx, path, value, MAP_EXPECTED)
+    }
+
+    /// [`Section::new`] where a value that is not a map is reported as
+    /// `expected <map_expected>, found ...`, here and in every nested section.
+    pub fn expecting(
         ctx: &Ctx,
         path: &str,
         value: Option<&'v Value>,
+        map_expected: &'static str,
     ) -> Result<Self, ConfigError> {
         let map = match value {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
-            Some(other) => return Err(ctx.expected(path, "a map of settings", other)),
+            Some(other) => return Err(ctx.expected(path, map_expected, other)),
         };
         Ok(Section {
             path: path.to_string(),
             map,
             used: BTreeSet::new(),
+            map_expected,
         })
     }
 
-    pub(crate) fn path(&self, key: &str) -> String {
+    pub fn path(&self, key: &str) -> String {
         join_path(&self.path, key)
     }
 
     /// `true` when the section was present in the tree (even if empty).
-    pub(crate) fn is_present(&self) -> bool {
+    pub fn is_present(&self) -> bool {
         self.map.is_some()
     }
 
     /// The raw value of `key` (a null reads as absent), marking it read.
-    pub(crate) fn raw(&mut self, key: &str) -> Option<&'v Value> {
+    pub fn raw(&mut self, key: &str) -> Option<&'v Value> {
         self.used.insert(key.to_string());
         self.map?.get(key).filter(|v| !v.is_null())
     }
 
     /// Reads `key` with `convert`, whose `Err` is the expectation ("a boolean ...").
-    pub(crate) fn get<T>(
+    pub fn get<T>(
         &mut self,
         ctx: &Ctx,
         key: &str,
@@ -114,52 +132,40 @@ impl<'v> Section<'v> {
         }
     }
 
-    pub(crate) fn string(&mut self, ctx: &Ctx, key: &str) -> Result<Option<String>, ConfigError> {
+    pub fn string(&mut self, ctx: &Ctx, key: &str) -> Result<Option<String>, ConfigError> {
         self.get(ctx, key, to_string)
     }
 
-    pub(crate) fn path_buf(
-        &mut self,
-        ctx: &Ctx,
-        key: &str,
-    ) -> Result<Option<PathBuf>, ConfigError> {
+    pub fn path_buf(&mut self, ctx: &Ctx, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         Ok(self.string(ctx, key)?.map(PathBuf::from))
     }
 
-    pub(crate) fn bool(&mut self, ctx: &Ctx, key: &str) -> Result<Option<bool>, ConfigError> {
+    pub fn bool(&mut self, ctx: &Ctx, key: &str) -> Result<Option<bool>, ConfigError> {
         self.get(ctx, key, to_bool)
     }
 
-    pub(crate) fn i64(&mut self, ctx: &Ctx, key: &str) -> Result<Option<i64>, ConfigError> {
+    pub fn i64(&mut self, ctx: &Ctx, key: &str) -> Result<Option<i64>, ConfigError> {
         self.get(ctx, key, to_i64)
     }
 
-    pub(crate) fn u32(&mut self, ctx: &Ctx, key: &str) -> Result<Option<u32>, ConfigError> {
+    pub fn u32(&mut self, ctx: &Ctx, key: &str) -> Result<Option<u32>, ConfigError> {
         self.get(ctx, key, to_u32)
     }
 
-    pub(crate) fn duration(
-        &mut self,
-        ctx: &Ctx,
-        key: &str,
-    ) -> Result<Option<Duration>, ConfigError> {
+    pub fn duration(&mut self, ctx: &Ctx, key: &str) -> Result<Option<Duration>, ConfigError> {
         self.get(ctx, key, duration_from_value)
     }
 
-    pub(crate) fn size(&mut self, ctx: &Ctx, key: &str) -> Result<Option<u64>, ConfigError> {
+    pub fn size(&mut self, ctx: &Ctx, key: &str) -> Result<Option<u64>, ConfigError> {
         self.get(ctx, key, size_from_value)
     }
 
-    pub(crate) fn strings(
-        &mut self,
-        ctx: &Ctx,
-        key: &str,
-    ) -> Result<Option<Vec<String>>, ConfigError> {
+    pub fn strings(&mut self, ctx: &Ctx, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
         self.get(ctx, key, to_string_list)
     }
 
     /// A map of scalar values kept as text (see [`scalar_text`]); errors name the entry.
-    pub(crate) fn string_map(
+    pub fn string_map(
         &mut self,
         ctx: &Ctx,
         key: &str,
@@ -185,32 +191,74 @@ impl<'v> Section<'v> {
         Ok(Some(out))
     }
 
-    pub(crate) fn host_port(
-        &mut self,
-        ctx: &Ctx,
-        key: &str,
-    ) -> Result<Option<HostPort>, ConfigError> {
+    pub fn host_port(&mut self, ctx: &Ctx, key: &str) -> Result<Option<HostPort>, ConfigError> {
         self.get(ctx, key, |v| to_string(v).and_then(|s| HostPort::parse(&s)))
     }
 
-    pub(crate) fn listen(
-        &mut self,
-        ctx: &Ctx,
-        key: &str,
-    ) -> Result<Option<ListenAddress>, ConfigError> {
+    pub fn listen(&mut self, ctx: &Ctx, key: &str) -> Result<Option<ListenAddress>, ConfigError> {
         self.get(ctx, key, |v| {
             to_string(v).and_then(|s| ListenAddress::parse(&s))
         })
     }
 
+    /// A string that must be present and not blank: `missing (expected <what>)` otherwise.
+    pub fn required_string(
+        &mut self,
+        ctx: &Ctx,
+        key: &str,
+        what: &str,
+    ) -> Result<String, ConfigError> {
+        self.string(ctx, key)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| self.invalid(ctx, key, format!("missing (expected {what})")))
+    }
+
+    /// A whole number of at least `min` (`expected an integer >= <min>` otherwise).
+    pub fn count(&mut self, ctx: &Ctx, key: &str, min: u64) -> Result<Option<u64>, ConfigError> {
+        self.get(ctx, key, |v| to_count(v, min))
+    }
+
+    /// A duration where `0` or `false` means "no limit" (`None`, also when absent).
+    pub fn limit(&mut self, ctx: &Ctx, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let limit = self.get(ctx, key, |v| match v {
+            Value::Bool(false) => Ok(None),
+            other => duration_from_value(other)
+                .map(|d| Some(d).filter(|d| !d.is_zero()))
+                .map_err(|_| DURATION_EXPECTED.to_string()),
+        })?;
+        Ok(limit.flatten())
+    }
+
     /// A nested section (absent reads as empty).
-    pub(crate) fn section(&mut self, ctx: &Ctx, key: &str) -> Result<Section<'v>, ConfigError> {
+    pub fn section(&mut self, ctx: &Ctx, key: &str) -> Result<Section<'v>, ConfigError> {
         let value = self.raw(key);
-        Section::new(ctx, &self.path(key), value)
+        Section::expecting(ctx, &self.path(key), value, self.map_expected)
+    }
+
+    /// A list of sections, one per item, with paths `<key>[0]`, `<key>[1]`, ...
+    /// (absent reads as an empty list).
+    pub fn sections(&mut self, ctx: &Ctx, key: &str) -> Result<Vec<Section<'v>>, ConfigError> {
+        let path = self.path(key);
+        match self.raw(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    Section::expecting(ctx, &format!("{path}[{i}]"), Some(item), self.map_expected)
+                })
+                .collect(),
+            Some(other) => Err(ctx.expected(&path, "a list", other)),
+        }
+    }
+
+    /// An error about `key` of this section.
+    pub fn invalid(&self, ctx: &Ctx, key: &str, message: impl Into<String>) -> ConfigError {
+        ctx.invalid(&self.path(key), message)
     }
 
     /// Keys nobody has read yet (for sections that allow free-form keys), marking them read.
-    pub(crate) fn take_rest(&mut self) -> Vec<(&'v String, &'v Value)> {
+    pub fn take_rest(&mut self) -> Vec<(&'v String, &'v Value)> {
         let Some(map) = self.map else {
             return Vec::new();
         };
@@ -223,9 +271,28 @@ impl<'v> Section<'v> {
     }
 
     /// Warns about every key that was never read.
-    pub(crate) fn finish(mut self, ctx: &mut Ctx) {
+    pub fn finish(mut self, ctx: &mut Ctx) {
         for (key, _) in self.take_rest() {
             ctx.warn(&join_path(&self.path, key), "unknown key (ignored)");
+        }
+    }
+
+    /// Refuses the first key (in name order) that was never read, listing the keys this
+    /// section knows: for pgherd's own sections, where a typo must not fall back to a default.
+    pub fn finish_strict(self, ctx: &Ctx) -> Result<(), ConfigError> {
+        let Some(map) = self.map else {
+            return Ok(());
+        };
+        match map.keys().find(|key| !self.used.contains(*key)) {
+            None => Ok(()),
+            Some(unknown) => {
+                let known: Vec<&str> = self.used.iter().map(String::as_str).collect();
+                Err(self.invalid(
+                    ctx,
+                    unknown,
+                    format!("unknown key (expected one of: {})", known.join(", ")),
+                ))
+            }
         }
     }
 }
@@ -284,6 +351,18 @@ pub(crate) fn to_u32(value: &Value) -> Result<u32, String> {
         .ok()
         .and_then(|i| u32::try_from(i).ok())
         .ok_or_else(|| "a non-negative integer".to_string())
+}
+
+/// A non-negative integer, also as a string, of at least `min`.
+fn to_count(value: &Value, min: u64) -> Result<u64, String> {
+    let count = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    count
+        .filter(|n| *n >= min)
+        .ok_or_else(|| format!("an integer >= {min}"))
 }
 
 /// A YAML list of scalars, or one comma-separated string (`h1:2379,h2:2379`).
@@ -358,6 +437,42 @@ mod tests {
         assert_eq!(
             ctx.warnings,
             ["node1.yml: postgresql.paramters: unknown key (ignored)"]
+        );
+    }
+
+    #[test]
+    fn strict_sections_for_pgherd_settings() {
+        let origins = Origins::new("proxy.yml");
+        let ctx = Ctx::new(&origins);
+        let tree = json!({
+            "n": "3", "idle": 0, "off": false, "t": "2s",
+            "items": [{"a": 1}, {"b": 2}], "bad": [5], "typo": 1
+        });
+        let mut root = Section::expecting(&ctx, "proxy", Some(&tree), "a mapping").unwrap();
+        assert_eq!(root.count(&ctx, "n", 1).unwrap(), Some(3));
+        assert_eq!(
+            root.count(&ctx, "n", 4).unwrap_err().to_string(),
+            r#"proxy.yml: proxy.n: expected an integer >= 4, found "3""#
+        );
+        assert_eq!(root.limit(&ctx, "idle").unwrap(), None);
+        assert_eq!(root.limit(&ctx, "off").unwrap(), None);
+        assert_eq!(root.limit(&ctx, "t").unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(root.limit(&ctx, "absent").unwrap(), None);
+        let items = root.sections(&ctx, "items").unwrap();
+        assert_eq!(items[1].path("b"), "proxy.items[1].b");
+        assert_eq!(
+            root.sections(&ctx, "bad").err().unwrap().to_string(),
+            "proxy.yml: proxy.bad[0]: expected a mapping, found 5"
+        );
+        assert_eq!(
+            root.required_string(&ctx, "name", "a name")
+                .unwrap_err()
+                .to_string(),
+            "proxy.yml: proxy.name: missing (expected a name)"
+        );
+        assert_eq!(
+            root.finish_strict(&ctx).unwrap_err().to_string(),
+            "proxy.yml: proxy.typo: unknown key (expected one of: absent, bad, idle, items, n, name, off, t)"
         );
     }
 }

@@ -75,14 +75,16 @@ pub(crate) fn describe(value: &Value) -> String {
 
 /// Which file or environment variable supplied each key path, so that messages name it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Origins {
+pub struct Origins {
     /// Label for keys nobody supplied (e.g. a missing required key).
     default: String,
     by_path: BTreeMap<String, String>,
 }
 
 impl Origins {
-    pub(crate) fn new(default: impl Into<String>) -> Self {
+    /// Origins where every key comes from `default` (one file, or a label such as
+    /// `environment`) until merging files records others.
+    pub fn new(default: impl Into<String>) -> Self {
         Origins {
             default: default.into(),
             by_path: BTreeMap::new(),
@@ -90,7 +92,7 @@ impl Origins {
     }
 
     /// The label of the nearest recorded ancestor of `path` (or the default).
-    pub(crate) fn label_for(&self, path: &str) -> &str {
+    pub fn label_for(&self, path: &str) -> &str {
         let mut path = path;
         loop {
             if let Some(label) = self.by_path.get(path) {

@@ -13,12 +13,14 @@ pub mod etcd;
 mod keys;
 pub mod memory;
 mod open;
+mod proxies;
 mod values;
 
 pub use cluster::{Cluster, Leader, Member, Versioned};
 pub use error::DcsError;
 pub use keys::{slot_name_for_member, KeyLayout};
 pub use open::open;
+pub use proxies::{proxies_routing_to, proxy_key, ProxyRegistration};
 pub use values::{
     history_from_json, history_to_json, Failover, HistoryEntry, MemberData, Role, Status,
     SyncState, REPLICATION_NOT_STREAMING, REPLICATION_STREAMING,

@@ -65,7 +65,8 @@
 //!
 //! Each proxy keeps `<namespace>/<scope>/proxies/<name>` on its own etcd lease
 //! (`registration.ttl`, rewritten every third of it and at once on every change):
-//! `{"name":..,"routing_leader":<member or null>,"updated_at":<epoch ms>,"api":"http://<stats bind>"}`.
+//! `{"api":"http://<stats bind>","name":..,"routing_leader":<member or null>,"updated_at":<epoch ms>}`
+//! ([`pgherd_dcs::ProxyRegistration`]).
 //! `routing_leader` turns `null` (or to the new leader) only after the proxy stopped routing
 //! writes to the old leader **and** closed every session it had on it. Agents in fencing mode
 //! wait, bounded by their timeout, until no live proxy key names the old leader before

@@ -1,11 +1,7 @@
 //! The proxy's registration in the DCS, and the proxy side of fencing.
 //!
 //! Key `<base>/proxies/<proxy name>` on the proxy's own lease (`registration.ttl`, rewritten
-//! every third of it), value:
-//!
-//! ```json
-//! {"name":"px1","routing_leader":"node1","updated_at":1760000000000,"api":"http://127.0.0.1:7000"}
-//! ```
+//! every third of it), value: a [`ProxyRegistration`] (its JSON is documented there).
 //!
 //! `routing_leader` is the member the primary listener(s) send writes to. It becomes `null`
 //! only once the proxy has stopped routing to that member (leader key gone or moved, or its
@@ -16,7 +12,7 @@
 
 use crate::config::ListenerRole;
 use crate::routing::{RouteState, Table};
-use pgherd_dcs::Dcs;
+use pgherd_dcs::{proxy_key, Dcs, ProxyRegistration};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -45,18 +41,19 @@ pub fn routing_leader(table: &Table) -> Option<String> {
     routed
 }
 
+/// The registration as written now (`updated_at` from the system clock).
 pub fn value(name: &str, leader: Option<&str>, api: Option<&str>) -> String {
-    let ms = std::time::SystemTime::now()
+    let updated_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    serde_json::json!({
-        "name": name,
-        "routing_leader": leader,
-        "updated_at": ms,
-        "api": api,
-    })
-    .to_string()
+    ProxyRegistration {
+        name: name.to_string(),
+        routing_leader: leader.map(str::to_string),
+        updated_at,
+        api: api.map(str::to_string),
+    }
+    .to_json()
 }
 
 /// Keeps the key written until `stop` turns true, then revokes the lease.
@@ -69,7 +66,7 @@ pub async fn run(
     closed: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let key = format!("proxies/{name}");
+    let key = proxy_key(&name);
     let refresh = ttl / 3;
     let mut written: Option<Option<String>> = None;
     let mut next = Instant::now();

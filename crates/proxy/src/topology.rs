@@ -1,6 +1,6 @@
 //! What the DCS says about the cluster, reduced to what routing needs (pure, no I/O).
 
-use pgherd_dcs::{Cluster, Role};
+use pgherd_dcs::{Cluster, ProxyRegistration, Role};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -28,8 +28,8 @@ pub struct MemberView {
 pub struct Topology {
     pub leader: Option<String>,
     pub members: BTreeMap<String, MemberView>,
-    /// Other proxies registered under `proxies/` (name -> raw JSON value).
-    pub proxies: BTreeMap<String, serde_json::Value>,
+    /// Proxies registered under `proxies/` (this one included), by name.
+    pub proxies: BTreeMap<String, ProxyRegistration>,
     pub revision: i64,
 }
 
@@ -65,21 +65,10 @@ impl Topology {
                 (m.name.clone(), view)
             })
             .collect();
-        let proxies = c
-            .other
-            .iter()
-            .filter_map(|(k, v)| {
-                let name = k.strip_prefix("proxies/")?;
-                Some((
-                    name.to_string(),
-                    serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
-                ))
-            })
-            .collect();
         Topology {
             leader: c.leader_name().map(str::to_string),
             members,
-            proxies,
+            proxies: c.proxies(),
             revision: c.revision,
         }
     }
@@ -208,6 +197,6 @@ mod tests {
         assert_eq!(t.members["node1"].lag, None);
         assert!(t.members["node3"].noloadbalance);
         assert_eq!(t.members["node1"].role.as_deref(), Some("master"));
-        assert_eq!(t.proxies["px1"]["routing_leader"], "node1");
+        assert_eq!(t.proxies["px1"].routing_leader.as_deref(), Some("node1"));
     }
 }

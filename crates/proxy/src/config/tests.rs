@@ -1,0 +1,219 @@
+//! The `proxy:` section's parsing, defaults and messages.
+
+use super::*;
+use serde_json::json;
+
+fn parse(v: Value) -> Result<ProxyConfig, String> {
+    ProxyConfig::parse(&v, "proxy.yml", "demo", "/service", "host").map_err(|e| e.to_string())
+}
+
+fn minimal() -> Value {
+    json!({
+        "listeners": [
+            {"name": "primary", "bind": "127.0.0.1:5000", "role": "primary"},
+            {"name": "replicas", "bind": "127.0.0.1:5001", "role": "replica",
+             "balance": "roundrobin", "max_lag": "16MB", "fallback": "primary"}
+        ],
+        "stats": {"bind": "127.0.0.1:7000"}
+    })
+}
+
+#[test]
+fn issue_example_parses_with_defaults() {
+    let c = parse(minimal()).unwrap();
+    assert_eq!(c.name, "host-5000");
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].role, ListenerRole::Primary);
+    assert_eq!(c.listeners[0].hold_timeout, DEFAULT_HOLD_TIMEOUT);
+    assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(c.listeners[1].max_lag, Some(16 << 20));
+    assert!(c.listeners[1].fallback_primary);
+    assert_eq!(c.listeners[1].balance, Balance::RoundRobin);
+    assert_eq!(c.health.rise, 2);
+    assert_eq!(c.health.fall, 3);
+    assert!(c.keepalive.is_some());
+    assert!(c.registration.enabled);
+    assert_eq!(c.stats.as_ref().unwrap().bind.port(), 7000);
+    assert_eq!(c.threads, DEFAULT_THREADS);
+    assert_eq!(c.lag_limits(), vec![Some(16 << 20)]);
+}
+
+#[test]
+fn every_knob_parses() {
+    let c = parse(json!({
+        "name": "px1", "maxconn": 500, "buffer_size": "32kB", "hold_timeout": "5s", "threads": 2,
+        "drain_timeout": "2s",
+        "listener_maxconn": 100, "maxqueue": 7, "queue_timeout": "2s",
+        "timeouts": {"connect": "500ms", "client_idle": "10m", "server_idle": 0},
+        "tcp_keepalive": {"idle": "30s", "interval": "5s", "count": 3},
+        "health_check": {"interval": "2s", "fast_interval": "20ms", "timeout": "300ms", "rise": 1, "fall": 2},
+        "registration": {"enabled": false, "ttl": "6s"},
+        "listeners": [{"name": "rw", "bind": "127.0.0.1:6000", "role": "primary", "maxconn": 3,
+                       "maxqueue": 1, "queue_timeout": "1s", "hold_timeout": "1m", "balance": "first",
+                       "accept_proxy": true},
+                      {"name": "ro", "bind": "127.0.0.1:6001", "role": "read-only", "balance": "leastconn"}],
+        "stats": {"bind": "127.0.0.1:7001", "admin": {"username": "a", "password": "b"}, "refresh": "5s"}
+    }))
+    .unwrap();
+    assert_eq!(c.name, "px1");
+    assert_eq!(c.maxconn, 500);
+    assert_eq!(c.buffer_size, 32 * 1024);
+    assert_eq!(c.threads, 2);
+    assert_eq!(c.drain_timeout, Duration::from_secs(2));
+    assert_eq!(c.timeouts.connect, Duration::from_millis(500));
+    assert_eq!(c.timeouts.client_idle, Some(Duration::from_secs(600)));
+    assert_eq!(c.timeouts.server_idle, None);
+    assert_eq!(c.keepalive.as_ref().unwrap().count, 3);
+    assert_eq!(c.health.fast_interval, Duration::from_millis(20));
+    assert!(!c.registration.enabled);
+    let rw = &c.listeners[0];
+    assert_eq!(
+        (rw.maxconn, rw.maxqueue, rw.balance),
+        (Some(3), 1, Balance::First)
+    );
+    assert_eq!(rw.hold_timeout, Duration::from_secs(60));
+    assert!(rw.accept_proxy);
+    let ro = &c.listeners[1];
+    assert!(!ro.accept_proxy);
+    assert_eq!((ro.maxconn, ro.maxqueue), (Some(100), 7));
+    assert_eq!(ro.queue_timeout, Duration::from_secs(2));
+    assert_eq!(ro.hold_timeout, Duration::from_secs(5));
+    assert_eq!(c.stats.unwrap().admin.unwrap().username, "a");
+}
+
+#[test]
+fn errors_name_file_and_key() {
+    let mut v = minimal();
+    v["listeners"][1]["balance"] = json!("x");
+    assert_eq!(
+        parse(v).unwrap_err(),
+        r#"proxy.yml: proxy.listeners[1].balance: expected roundrobin, leastconn or first, found "x""#
+    );
+    let mut v = minimal();
+    v["listeners"][0]["role"] = json!("writer");
+    assert!(parse(v)
+        .unwrap_err()
+        .starts_with("proxy.yml: proxy.listeners[0].role: expected primary"));
+    let mut v = minimal();
+    v["listeners"][0]["bind"] = json!("localhost");
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.listeners[0].bind: expected an IP address"));
+    let mut v = minimal();
+    v["health_check"] = json!({"intervl": "1s"});
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.health_check.intervl: unknown key"));
+    let mut v = minimal();
+    v["timeouts"] = json!({"connect": "soon"});
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.timeouts.connect: expected a duration"));
+    let mut v = minimal();
+    v["listeners"][1]["bind"] = json!("127.0.0.1:5000");
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.listeners[1].bind: 127.0.0.1:5000 is already used"));
+    let mut v = minimal();
+    v["threads"] = json!(0);
+    assert!(parse(v).unwrap_err().contains("proxy.threads: expected"));
+    let mut v = minimal();
+    v["listeners"][0]["accept_proxy"] = json!("v2");
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.listeners[0].accept_proxy: expected"));
+    let mut v = minimal();
+    v["listeners"][0]["max_lag"] = json!("1MB");
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.listeners[0].max_lag: only applies"));
+    assert!(parse(json!({"listeners": []}))
+        .unwrap_err()
+        .contains("proxy.listeners: missing"));
+    let mut v = minimal();
+    v["stats"]["admin"] = json!({"username": "a"});
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.stats.admin.password: missing"));
+    let mut v = minimal();
+    v["maxconn"] = json!(0);
+    assert!(parse(v)
+        .unwrap_err()
+        .contains("proxy.maxconn: expected an integer >= 1"));
+}
+
+#[test]
+fn keepalive_can_be_disabled() {
+    let mut v = minimal();
+    v["tcp_keepalive"] = json!(false);
+    assert!(parse(v).unwrap().keepalive.is_none());
+}
+
+#[test]
+fn messages_of_the_shared_reader_keep_the_proxy_wording() {
+    let fails = |patch: Value| {
+        let mut v = minimal();
+        for (key, value) in patch.as_object().unwrap() {
+            v[key] = value.clone();
+        }
+        parse(v).unwrap_err()
+    };
+    assert_eq!(
+        fails(json!({"timeouts": {"connect": "1s", "idle": "1s"}})),
+        "proxy.yml: proxy.timeouts.idle: unknown key (expected one of: client_idle, connect, server_idle)"
+    );
+    assert_eq!(
+        fails(json!({"health_check": 5})),
+        "proxy.yml: proxy.health_check: expected a mapping, found 5"
+    );
+    assert_eq!(
+        fails(json!({"registration": {"enabled": "1"}})),
+        r#"proxy.yml: proxy.registration.enabled: expected true or false, found "1""#
+    );
+    assert_eq!(
+        fails(json!({"listeners": "primary"})),
+        r#"proxy.yml: proxy.listeners: expected a list, found "primary""#
+    );
+    assert_eq!(
+        fails(json!({"listeners": [7]})),
+        "proxy.yml: proxy.listeners[0]: expected a mapping, found 7"
+    );
+    assert_eq!(
+        fails(json!({"name": "a/b"})),
+        r#"proxy.yml: proxy.name: must not contain '/', found "a/b""#
+    );
+    assert_eq!(
+        fails(json!({"buffer_size": "100"})),
+        "proxy.yml: proxy.buffer_size: expected a size between 1kB and 16MB"
+    );
+    assert_eq!(
+        fails(json!({"health_check": {"timeout": "5ms"}})),
+        "proxy.yml: proxy.health_check.timeout: must be at least 10ms"
+    );
+    assert_eq!(
+        fails(json!({"registration": {"ttl": 1}})),
+        "proxy.yml: proxy.registration.ttl: must be at least 2s (etcd leases are whole seconds)"
+    );
+    assert_eq!(
+        fails(json!({"maxqueue": 2.0})),
+        "proxy.yml: proxy.maxqueue: expected an integer >= 0, found 2.0"
+    );
+}
+
+#[test]
+fn idle_limits_take_zero_or_false_for_none() {
+    let mut v = minimal();
+    v["timeouts"] = json!({"client_idle": false, "server_idle": "0s"});
+    let c = parse(v).unwrap();
+    assert_eq!(
+        (c.timeouts.client_idle, c.timeouts.server_idle),
+        (None, None)
+    );
+    assert_eq!(c.timeouts.connect, defaults::DEFAULT_CONNECT_TIMEOUT);
+    let mut v = minimal();
+    v["name"] = json!(" ");
+    v["listeners"][0]["bind"] = json!("*:6432");
+    let c = parse(v).unwrap();
+    assert_eq!(c.name, "host-6432");
+    assert_eq!(c.listeners[0].bind.to_string(), "0.0.0.0:6432");
+}
