@@ -9,6 +9,7 @@ use crate::fence;
 use crate::lease::{Clock, Lease};
 use crate::runtime::PgRuntime;
 use crate::tasks::{OwnedTask, TaskContext, Tasks};
+use crate::watchdog::{SharedWatchdog, Watchdog};
 use crate::world::World;
 use anyhow::{Context, Result};
 use pgherd_api::{ApiCommand, NodeSnapshot, SettingsUpdater};
@@ -76,6 +77,7 @@ pub struct Agent {
     pub(crate) engine: Engine,
     pub(crate) dynamic: Dynamic,
     pub(crate) lease: Lease,
+    pub(crate) watchdog: SharedWatchdog,
     pub(crate) pg: PgRuntime,
     pub(crate) tasks: Tasks,
     pub(crate) schedules: Schedules,
@@ -109,7 +111,12 @@ impl Agent {
         let (snapshot_tx, snapshot) =
             watch::channel(Arc::new(NodeSnapshot::new(name, cfg.scope.clone())));
         let (commands_tx, commands) = mpsc::channel(16);
-        let (fence, fence_task) = fence::spawn(world.pg.clone());
+        let watchdog = SharedWatchdog::new(Watchdog::new(
+            world.watchdogs.clone(),
+            &cfg.watchdog,
+            watchdog_timing(&bootstrap_dynamic),
+        ));
+        let (fence, fence_task) = fence::spawn(world.pg.clone(), watchdog.clone());
         let pg = PgRuntime::new(world.pg.configured_as_standby());
         let agent = Agent {
             cfg: Arc::new(cfg),
@@ -120,7 +127,8 @@ impl Agent {
                 index: None,
                 settings,
             },
-            lease: Lease::new(Clock::new(), fence),
+            lease: Lease::new(Clock::new(), fence, watchdog.clone()),
+            watchdog,
             pg,
             tasks: Tasks::default(),
             schedules: Schedules::default(),
@@ -278,6 +286,7 @@ impl Agent {
             lock_confirmed_at: self.lease.confirmed_at(),
             promotion_blocked_until: self.schedules.promotion_blocked_until,
             wall_clock_ms: self.world.clock.now_ms(),
+            watchdog_allows_leadership: self.watchdog.with(|w| w.allows_leadership()),
         };
         let decision = self.engine.step(&obs);
         self.world.trace.decided(&obs, &decision);
@@ -295,6 +304,7 @@ impl Agent {
         } else {
             self.observe(cluster.as_deref()).await
         };
+        self.keep_watchdog(&local, cluster.as_deref());
         if cluster.is_some() {
             let member = crate::report::member_data(self, &local, cluster.as_deref());
             if let Err(e) = self.world.dcs.touch_member(&member).await {
@@ -306,6 +316,26 @@ impl Agent {
         }
         crate::report::publish_snapshot(self, &local, cluster);
         Ok(decision)
+    }
+
+    /// The watchdog runs while we hold the lock with PostgreSQL a primary (armed now if it is
+    /// not yet: an agent restarted under a running primary), and is disabled once PostgreSQL
+    /// no longer runs as a primary or the cluster is paused. A promotion in progress arms it
+    /// itself (`crate::tasks`), before `pg_ctl promote`.
+    fn keep_watchdog(&mut self, local: &pgherd_ha::LocalPg, cluster: Option<&Cluster>) {
+        let paused = cluster.is_some_and(|c| c.is_paused());
+        let primary = local.running && !local.in_recovery;
+        let promoting = self.tasks.kind() == Some(pgherd_ha::AsyncAction::Promote);
+        let lease_held = self.lease.held();
+        self.watchdog.with(|w| {
+            if paused || !(primary || promoting) {
+                w.disable();
+            } else if lease_held && primary && !w.is_running() {
+                // `required` and no safe device: the next cycle's engine demotes
+                // (`watchdog_allows_leadership` is false now).
+                w.activate();
+            }
+        });
     }
 
     /// PostgreSQL as the engine sees it this cycle.
@@ -425,6 +455,7 @@ impl Agent {
             hooks: self.world.hooks.clone(),
             params: self.parameters(),
             use_slots: self.dynamic.config.postgresql.use_slots,
+            watchdog: self.watchdog.clone(),
         }
     }
 
@@ -489,6 +520,10 @@ impl Agent {
         if dynamic.ttl != self.dynamic.config.ttl {
             self.world.dcs.set_ttl(dynamic.ttl).await;
         }
+        if watchdog_timing(&dynamic) != watchdog_timing(&self.dynamic.config) {
+            let (cfg, timing) = (&self.cfg.watchdog, watchdog_timing(&dynamic));
+            self.watchdog.with(|w| w.reconfigure(cfg, timing));
+        }
         if !dynamic.synchronous_mode {
             self.pg.set_sync_standby_names(None);
         }
@@ -538,6 +573,14 @@ type WakeFingerprint = (
     Option<i64>,
     Option<String>,
 );
+
+pub(crate) fn watchdog_timing(dynamic: &DynamicConfig) -> crate::watchdog::Timing {
+    crate::watchdog::Timing {
+        ttl: dynamic.ttl,
+        loop_wait: dynamic.loop_wait,
+        fencing_margin: crate::settings::fencing_margin(dynamic.ttl),
+    }
+}
 
 fn wake_fingerprint(c: &Cluster) -> WakeFingerprint {
     (

@@ -203,6 +203,11 @@ pub async fn reload(a: &mut Agent) {
     a.cfg = std::sync::Arc::new(loaded.config);
     a.dynamic.settings = crate::settings::engine_settings(&a.cfg, &a.me.name, &a.dynamic.config);
     a.world.peers.reconfigure(&a.cfg);
+    let (watchdog, timing) = (
+        &a.cfg.watchdog,
+        crate::agent::watchdog_timing(&a.dynamic.config),
+    );
+    a.watchdog.with(|w| w.reconfigure(watchdog, timing));
     reload_api_settings(a).await;
     a.pg.forget_params();
     a.reload_parameters_if_changed().await;

@@ -5,6 +5,7 @@
 //! can be late; this task only sleeps until the deadline, so it fires on time even then.
 
 use crate::tasks::OwnedTask;
+use crate::watchdog::SharedWatchdog;
 use crate::world::PgControl;
 use pgherd_postgres::StopMode;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ const TRIPPED_RECHECK: Duration = Duration::from_millis(250);
 /// Arms the fence: `Some(deadline)` while we hold the lock, `None` otherwise.
 pub type FenceHandle = watch::Sender<Option<Instant>>;
 
-pub fn spawn(pg: Arc<dyn PgControl>) -> (FenceHandle, OwnedTask<()>) {
+pub fn spawn(pg: Arc<dyn PgControl>, watchdog: SharedWatchdog) -> (FenceHandle, OwnedTask<()>) {
     let (tx, mut rx) = watch::channel::<Option<Instant>>(None);
     let task = OwnedTask::spawn(async move {
         loop {
@@ -43,7 +44,7 @@ pub fn spawn(pg: Arc<dyn PgControl>) -> (FenceHandle, OwnedTask<()>) {
                         }
                         _ = tokio::time::sleep_until(at) => {
                             if rx.borrow().is_some_and(|d| d <= Instant::now()) {
-                                tripped(pg.as_ref(), &mut rx).await;
+                                tripped(pg.as_ref(), &watchdog, &mut rx).await;
                             }
                         }
                     }
@@ -57,10 +58,17 @@ pub fn spawn(pg: Arc<dyn PgControl>) -> (FenceHandle, OwnedTask<()>) {
 /// The deadline passed: until the HA loop confirms a lease again (or gives up leadership),
 /// PostgreSQL must not run as a primary, including one that a restart or start already under
 /// way brings up later.
-async fn tripped(pg: &dyn PgControl, rx: &mut watch::Receiver<Option<Instant>>) {
+async fn tripped(
+    pg: &dyn PgControl,
+    watchdog: &SharedWatchdog,
+    rx: &mut watch::Receiver<Option<Instant>>,
+) {
     let mut first = true;
     loop {
-        fire(pg, first).await;
+        if fire(pg, first).await {
+            // PostgreSQL is down: the watchdog's job is done (Patroni's safepoint).
+            watchdog.with(|w| w.disable());
+        }
         first = false;
         tokio::select! {
             biased;
@@ -70,10 +78,11 @@ async fn tripped(pg: &dyn PgControl, rx: &mut watch::Receiver<Option<Instant>>) 
     }
 }
 
-/// Stops PostgreSQL if it runs as a primary (or does not say it is a standby in time).
-async fn fire(pg: &dyn PgControl, first: bool) {
+/// Stops PostgreSQL if it runs as a primary (or does not say it is a standby in time);
+/// `true` when no primary runs any more.
+async fn fire(pg: &dyn PgControl, first: bool) -> bool {
     if pg.postmaster().is_none() {
-        return;
+        return true;
     }
     let standby = tokio::time::timeout(ROLE_CHECK_TIMEOUT, pg.query_state())
         .await
@@ -82,10 +91,14 @@ async fn fire(pg: &dyn PgControl, first: bool) {
         if first {
             info!("fencing: leader lease not confirmed within ttl - safety margin, but PostgreSQL is a standby: nothing to stop");
         }
-        return;
+        return true;
     }
     warn!("fencing: leader lease not confirmed within ttl - safety margin; stopping PostgreSQL immediately to avoid split brain");
-    if let Err(e) = pg.stop(StopMode::Immediate, Duration::from_secs(10)).await {
-        error!("fencing: immediate stop failed: {e:#}");
+    match pg.stop(StopMode::Immediate, Duration::from_secs(10)).await {
+        Ok(_) => true,
+        Err(e) => {
+            error!("fencing: immediate stop failed: {e:#}");
+            false
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! could have expired.
 
 use crate::fence::FenceHandle;
+use crate::watchdog::SharedWatchdog;
 use pgherd_ha::{Millis, Settings};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -33,16 +34,19 @@ pub struct Lease {
     clock: Clock,
     confirmed_at: Option<Millis>,
     fence: FenceHandle,
+    /// Kept alive after every confirmation (Patroni: after every successful update_leader).
+    watchdog: SharedWatchdog,
     /// `false` only for the simulator's planted "no fence" defect.
     fence_armed: bool,
 }
 
 impl Lease {
-    pub fn new(clock: Clock, fence: FenceHandle) -> Lease {
+    pub fn new(clock: Clock, fence: FenceHandle, watchdog: SharedWatchdog) -> Lease {
         Lease {
             clock,
             confirmed_at: None,
             fence,
+            watchdog,
             fence_armed: true,
         }
     }
@@ -68,9 +72,10 @@ impl Lease {
     }
 
     /// The DCS confirmed the lease for a request sent at `sent`: the fence moves to
-    /// `sent + ttl - fencing_margin`.
+    /// `sent + ttl - fencing_margin`, the watchdog (if armed) gets one more timeout.
     pub fn confirm(&mut self, sent: Millis, settings: &Settings) {
         self.confirmed_at = Some(sent);
+        self.watchdog.with(|w| w.keepalive());
         let deadline = sent + settings.ttl.saturating_sub(settings.fencing_margin);
         if self.fence_armed {
             let _ = self.fence.send(Some(self.clock.instant(deadline)));

@@ -21,13 +21,17 @@ mod runtime;
 pub mod settings;
 mod shutdown;
 mod tasks;
+mod watchdog;
 pub mod world;
 
 pub use agent::{Agent, AgentHandles, PlantedBug};
 pub use peers::parse_status;
 pub use report::LiveStatus;
 pub use runtime::MAX_REWIND_ATTEMPTS;
-pub use world::{ConfigSource, Hooks, NoTrace, Peers, PgControl, Trace, WallClock, World};
+pub use world::{
+    ConfigSource, Hooks, NoTrace, Peers, PgControl, Trace, WallClock, WatchdogDevice,
+    WatchdogDevices, World,
+};
 
 use anyhow::{Context, Result};
 use pgherd_api::ApiContext;
@@ -80,6 +84,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         clock: Arc::new(real::SystemClock),
         config: Arc::new(source),
         trace: Arc::new(NoTrace),
+        watchdogs: Arc::new(real::DeviceWatchdogs),
     };
     let scope = cfg.scope.clone();
     let live = LiveStatus(world.pg.clone());

@@ -339,3 +339,54 @@ impl ConfigSource for FileConfig {
         Ok(pgherd_config::load_from_process_env(self.0.as_deref())?)
     }
 }
+
+/// The watchdog devices of `pgherd_watchdog`: the Linux API and Patroni's `testing` pipe.
+pub struct DeviceWatchdogs;
+
+impl crate::world::WatchdogDevices for DeviceWatchdogs {
+    fn device(
+        &self,
+        cfg: &pgherd_config::Watchdog,
+    ) -> Option<Box<dyn crate::world::WatchdogDevice>> {
+        match pgherd_watchdog::Driver::parse(&cfg.driver) {
+            Ok(driver) => Some(Box::new(pgherd_watchdog::Device::new(driver, &cfg.device))),
+            Err(e) => {
+                warn!("watchdog: {e}; running without one");
+                None
+            }
+        }
+    }
+}
+
+impl crate::world::WatchdogDevice for pgherd_watchdog::Device {
+    fn usable(&self) -> bool {
+        pgherd_watchdog::Device::usable(self)
+    }
+    fn is_open(&self) -> bool {
+        pgherd_watchdog::Device::is_open(self)
+    }
+    fn open(&mut self) -> Result<()> {
+        Ok(pgherd_watchdog::Device::open(self)?)
+    }
+    fn can_set_timeout(&self) -> bool {
+        pgherd_watchdog::Device::can_set_timeout(self)
+    }
+    fn can_be_disabled(&self) -> bool {
+        pgherd_watchdog::Device::can_be_disabled(self)
+    }
+    fn set_timeout(&mut self, seconds: u64) -> Result<()> {
+        Ok(pgherd_watchdog::Device::set_timeout(self, seconds)?)
+    }
+    fn timeout(&self) -> Result<u32> {
+        Ok(pgherd_watchdog::Device::timeout(self)?)
+    }
+    fn keepalive(&mut self) -> Result<()> {
+        Ok(pgherd_watchdog::Device::keepalive(self)?)
+    }
+    fn close(&mut self) -> Result<()> {
+        Ok(pgherd_watchdog::Device::close(self)?)
+    }
+    fn describe(&self) -> String {
+        pgherd_watchdog::Device::describe(self)
+    }
+}

@@ -88,7 +88,7 @@ pub fn publish_snapshot(a: &Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) 
             .as_ref()
             .map(|r| r.to_member_value(None)),
         failsafe_mode_is_active: false,
-        watchdog_failed: false,
+        watchdog_failed: !a.watchdog.with(|w| w.allows_leadership()),
         ttl,
         loop_wait: Duration::from_millis(a.dynamic.settings.loop_wait),
         last_cycle_at: now,

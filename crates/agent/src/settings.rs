@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// How long before its lease could expire a leader stops being writable. Covers one
 /// immediate shutdown plus scheduling noise on a busy machine.
-fn fencing_margin(ttl: Duration) -> Duration {
+pub(crate) fn fencing_margin(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(1500), Duration::from_secs(5))
 }
 

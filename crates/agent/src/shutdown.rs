@@ -15,6 +15,7 @@ pub async fn stop(a: &mut Agent, clean: bool) {
     let paused = a.view.cluster.as_ref().is_some_and(|c| c.is_paused());
     if paused {
         info!("cluster is paused: leaving PostgreSQL running and the leader key in place");
+        a.watchdog.with(|w| w.disable());
         return;
     }
     if !clean {
@@ -37,8 +38,17 @@ pub async fn stop(a: &mut Agent, clean: bool) {
             stopped = pg.stop(StopMode::Fast, timeout) => stopped,
             never = renew => match never {},
         };
-        if let Err(e) = stopped {
-            warn!("stopping PostgreSQL failed: {e:#}");
+        match stopped {
+            // The magic close once no primary runs any more (Patroni's safepoint).
+            Ok(_) => a.watchdog.with(|w| w.disable()),
+            Err(e) => warn!(
+                "stopping PostgreSQL failed: {e:#}{}",
+                if a.watchdog.with(|w| w.is_running()) {
+                    "; leaving the watchdog running"
+                } else {
+                    ""
+                }
+            ),
         }
         a.pg.stopped_by_us();
         a.callback(CallbackAction::OnStop);

@@ -211,6 +211,7 @@ pub struct TaskContext {
     pub hooks: Arc<dyn Hooks>,
     pub params: BTreeMap<String, String>,
     pub use_slots: bool,
+    pub watchdog: crate::watchdog::SharedWatchdog,
 }
 
 impl TaskContext {
@@ -471,6 +472,18 @@ impl TaskContext {
         former_leader: Option<String>,
         proxy_wait: Duration,
     ) -> Result<TaskOutcome> {
+        // Armed before PostgreSQL can accept a write as primary; `required` mode without a
+        // working device refuses the promotion (Patroni's enforce_primary_role).
+        if !self.watchdog.with(|w| w.activate()) {
+            warn!("not promoting: the watchdog could not be activated (watchdog.mode: required); releasing the leader lock");
+            self.dcs.delete_leader().await?;
+            return Ok(TaskOutcome {
+                message: "promotion cancelled: the watchdog could not be activated".into(),
+                released_lock: true,
+                promotion_refused: true,
+                ..TaskOutcome::default()
+            });
+        }
         if let Some(cmd) = &self.cfg.postgresql.pre_promote {
             if !self.hooks.pre_promote(cmd).await? {
                 warn!("pre_promote {cmd} refused the promotion: releasing the leader lock");

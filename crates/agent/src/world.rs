@@ -34,6 +34,7 @@ pub struct World {
     pub clock: Arc<dyn WallClock>,
     pub config: Arc<dyn ConfigSource>,
     pub trace: Arc<dyn Trace>,
+    pub watchdogs: Arc<dyn WatchdogDevices>,
 }
 
 /// PostgreSQL control: the operations of `pgherd_postgres::Postgres` the agent uses. It
@@ -118,6 +119,32 @@ pub trait Hooks: Send + Sync {
     async fn pre_promote(&self, command: &str) -> anyhow::Result<bool>;
     /// Runs `bootstrap.post_bootstrap` / `post_init` against the new cluster.
     async fn post_bootstrap(&self, command: &str) -> anyhow::Result<()>;
+}
+
+/// A watchdog device (`pgherd_watchdog::Device` in `pgherd agent`). Every call is one short
+/// syscall; the policy around it is `crate::watchdog`'s.
+pub trait WatchdogDevice: Send {
+    /// It exists and is writable: opening it is expected to work.
+    fn usable(&self) -> bool;
+    fn is_open(&self) -> bool;
+    /// Opens the device, which starts its timer.
+    fn open(&mut self) -> anyhow::Result<()>;
+    fn can_set_timeout(&self) -> bool;
+    /// The magic close stops the timer; without it the machine resets after we close.
+    fn can_be_disabled(&self) -> bool;
+    fn set_timeout(&mut self, seconds: u64) -> anyhow::Result<()>;
+    /// The timeout in effect, in seconds.
+    fn timeout(&self) -> anyhow::Result<u32>;
+    fn keepalive(&mut self) -> anyhow::Result<()>;
+    /// Magic close: stops the timer.
+    fn close(&mut self) -> anyhow::Result<()>;
+    fn describe(&self) -> String;
+}
+
+/// Opens the device that `watchdog:` names (a reload may name another); `None` for a driver
+/// without a device here (Patroni's null watchdog).
+pub trait WatchdogDevices: Send + Sync {
+    fn device(&self, cfg: &pgherd_config::Watchdog) -> Option<Box<dyn WatchdogDevice>>;
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch (scheduled switchovers and restarts,

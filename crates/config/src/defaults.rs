@@ -75,7 +75,5 @@ pub const DEFAULT_LOG_FILE_NUM: u32 = 4;
 
 /// `watchdog.device`.
 pub const DEFAULT_WATCHDOG_DEVICE: &str = "/dev/watchdog";
-/// `watchdog.safety_margin` in seconds (-1 = ttl / 2).
-pub const DEFAULT_WATCHDOG_SAFETY_MARGIN: i64 = 5;
 /// `watchdog.driver`.
 pub const DEFAULT_WATCHDOG_DRIVER: &str = "default";

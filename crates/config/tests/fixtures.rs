@@ -208,7 +208,7 @@ fn seed_004_patroni_zookeeper() {
         c.postgresql.bin_dir.as_deref(),
         Some(Path::new("/usr/lib/postgresql/17/bin"))
     );
-    assert_eq!(c.watchdog.safety_margin, 5);
+    assert_eq!(c.watchdog.safety_margin, Some(5));
     let dcs = DynamicConfig::validate(&c.bootstrap.as_ref().unwrap().dcs, "bootstrap.dcs").unwrap();
     assert_eq!(dcs.primary_start_timeout, Duration::from_secs(300));
     assert!(dcs.synchronous_mode && dcs.postgresql.use_slots);

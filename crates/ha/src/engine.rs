@@ -396,6 +396,12 @@ impl Engine {
                 "promoted self to leader because I had the session lock",
             );
         }
+        if !obs.watchdog_allows_leadership && !self.paused {
+            return Decision::act(
+                vec![Action::Demote(DemoteMode::Immediate)],
+                "demoting self because the watchdog could not be activated (watchdog.mode: required)",
+            );
+        }
         let mut actions = vec![Action::RenewLock, Action::PublishLeaderState];
         let (sync_actions, sync_note) = if self.paused {
             (Vec::new(), None)
@@ -537,6 +543,12 @@ impl Engine {
             return Decision::idle("no leader; no automatic failover while paused");
         }
         if pg.is_primary() && !s.nofailover {
+            if !obs.watchdog_allows_leadership {
+                return Decision::act(
+                    vec![Action::Demote(DemoteMode::ImmediateNoLock)],
+                    "demoting self: no leader, and the watchdog device is not usable (watchdog.mode: required)",
+                );
+            }
             return Decision::act(
                 vec![Action::AcquireLock, Action::PublishLeaderState],
                 "acquired session lock as a leader (postgres is running as primary)",
@@ -582,6 +594,11 @@ impl Engine {
         // position, no longer than one ttl. After a leader's loss the race is not held back:
         // a starting member then is the failed primary itself (primary_start_timeout) or a
         // restarting replica.
+        if !obs.watchdog_allows_leadership {
+            return Decision::idle(
+                "no leader, not racing: the watchdog device is not usable (watchdog.mode: required)",
+            );
+        }
         let since = self.leaderless_since.unwrap_or(obs.now);
         rules.wait_for_starting = !self.seen_leader && obs.now.saturating_sub(since) < s.ttl;
         match election::evaluate(obs, &rules) {

@@ -207,4 +207,7 @@ pub struct Observation<'a> {
     pub promotion_blocked_until: Option<Millis>,
     /// Wall-clock time (Unix epoch, milliseconds), for `scheduled_at` of switchovers only.
     pub wall_clock_ms: i64,
+    /// `false` in `watchdog.mode: required` without a safe, working device: no race for the
+    /// lock, and a leader demotes.
+    pub watchdog_allows_leadership: bool,
 }

@@ -102,6 +102,7 @@ fn obs<'a>(
         lock_confirmed_at: None,
         promotion_blocked_until: None,
         wall_clock_ms: 1_900_000_000_000,
+        watchdog_allows_leadership: true,
     }
 }
 

@@ -198,6 +198,18 @@ impl Trace for SimTrace {
     }
 }
 
+/// Simulated nodes have no watchdog device (Patroni's null watchdog).
+struct NoWatchdog;
+
+impl pgherd_agent::WatchdogDevices for NoWatchdog {
+    fn device(
+        &self,
+        _cfg: &pgherd_config::Watchdog,
+    ) -> Option<Box<dyn pgherd_agent::WatchdogDevice>> {
+        None
+    }
+}
+
 /// Starts the agent process of node `n` after `delay`.
 pub(crate) fn start_agent(world: &Shared, n: usize, delay: Time) {
     let w2 = world.clone();
@@ -256,6 +268,7 @@ fn launch(world: &Shared, n: usize) {
             world: world.clone(),
             node: n,
         }),
+        watchdogs: Arc::new(NoWatchdog),
     };
     let (mut agent, handles) = match Agent::new(loaded.config, agent_world) {
         Ok(a) => a,

@@ -155,7 +155,8 @@ pub struct Watchdog {
     pub mode: WatchdogMode,
     pub device: PathBuf,
     /// Seconds before the leader key expires at which the watchdog fires; -1 = ttl / 2.
-    pub safety_margin: i64,
+    /// `None`: pgherd's default, tied to the lease's fencing margin (crates/agent/src/watchdog.rs).
+    pub safety_margin: Option<i64>,
     pub driver: String,
 }
 
@@ -164,7 +165,7 @@ impl Default for Watchdog {
         Watchdog {
             mode: WatchdogMode::Automatic,
             device: PathBuf::from(DEFAULT_WATCHDOG_DEVICE),
-            safety_margin: DEFAULT_WATCHDOG_SAFETY_MARGIN,
+            safety_margin: None,
             driver: DEFAULT_WATCHDOG_DRIVER.to_string(),
         }
     }
@@ -187,7 +188,7 @@ impl Watchdog {
                 })?
                 .unwrap_or(d.mode),
             device: s.path_buf(ctx, "device")?.unwrap_or(d.device),
-            safety_margin: s.i64(ctx, "safety_margin")?.unwrap_or(d.safety_margin),
+            safety_margin: s.i64(ctx, "safety_margin")?.or(d.safety_margin),
             driver: s.string(ctx, "driver")?.unwrap_or(d.driver),
         };
         // Drivers may take their own settings (Patroni passes the rest to the driver).
