@@ -908,3 +908,28 @@ fn leader_hands_over_only_to_a_member_streaming_from_it() {
         "manual failover: demoting myself, n3 will take over"
     );
 }
+
+#[test]
+fn required_watchdog_without_a_device_keeps_a_member_from_leading() {
+    fn no_watchdog(o: Observation<'_>) -> Observation<'_> {
+        Observation {
+            watchdog_allows_leadership: false,
+            ..o
+        }
+    }
+    // No race for the lock, whatever the WAL.
+    let s = Settings::for_member("n2");
+    let c = cluster(None, &[]);
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&no_watchdog(obs(&s, Some(&c), &pg, &[])));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(d.reason.contains("watchdog"), "{}", d.reason);
+    // A leader whose device cannot be armed demotes.
+    let s1 = Settings::for_member("n1");
+    let c1 = cluster(Some("n1"), &[]);
+    let d = Engine::new().step(&no_watchdog(obs(&s1, Some(&c1), &primary(1000), &[])));
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::Immediate)]);
+    // A running primary without the lock does not take it.
+    let d = Engine::new().step(&no_watchdog(obs(&s1, Some(&c), &primary(1000), &[])));
+    assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
+}
