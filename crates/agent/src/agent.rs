@@ -28,6 +28,8 @@ use tracing::{debug, error, info, warn};
 pub struct AgentHandles {
     pub snapshot: watch::Receiver<Arc<NodeSnapshot>>,
     pub commands: mpsc::Sender<ApiCommand>,
+    /// Where the REST API records `POST /failsafe` pings for the agent.
+    pub failsafe: pgherd_api::FailsafePings,
 }
 
 /// Defects put back for the simulator's planted-bug tests, which show that the simulator
@@ -79,6 +81,7 @@ pub struct Agent {
     pub(crate) lease: Lease,
     pub(crate) watchdog: SharedWatchdog,
     pub(crate) pg: PgRuntime,
+    pub(crate) failsafe: crate::failsafe::Failsafe,
     pub(crate) tasks: Tasks,
     pub(crate) schedules: Schedules,
     pub(crate) view: View,
@@ -118,6 +121,7 @@ impl Agent {
         ));
         let (fence, fence_task) = fence::spawn(world.pg.clone(), watchdog.clone());
         let pg = PgRuntime::new(world.pg.configured_as_standby());
+        let pings = pgherd_api::FailsafePings::default();
         let agent = Agent {
             cfg: Arc::new(cfg),
             me,
@@ -130,6 +134,7 @@ impl Agent {
             lease: Lease::new(Clock::new(), fence, watchdog.clone()),
             watchdog,
             pg,
+            failsafe: crate::failsafe::Failsafe::new(pings.clone()),
             tasks: Tasks::default(),
             schedules: Schedules::default(),
             view: View::default(),
@@ -147,6 +152,7 @@ impl Agent {
             AgentHandles {
                 snapshot,
                 commands: commands_tx,
+                failsafe: pings,
             },
         ))
     }
@@ -243,10 +249,25 @@ impl Agent {
         self.reap_task().await;
         crate::commands::run_scheduled(self).await;
 
-        let cluster = match self.world.dcs.get_cluster().await {
+        // With failsafe mode, a leader gives up on a slow DCS read in time to ask the
+        // members instead (crate::failsafe).
+        let read = self.world.dcs.get_cluster();
+        let read_started = tokio::time::Instant::now();
+        let read = match crate::failsafe::read_deadline(self) {
+            Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                Ok(result) => result,
+                Err(_) => Err(pgherd_dcs::DcsError::Timeout {
+                    doing: "reading the cluster (given up: the failsafe check is due)",
+                    seconds: read_started.elapsed().as_secs_f64(),
+                }),
+            },
+            None => read.await,
+        };
+        let cluster = match read {
             Ok(c) => {
                 self.view.last_seen = self.world.clock.now_ms() / 1000;
-                Some(Arc::new(c))
+                self.failsafe.dcs_answered();
+                Some(Arc::new(crate::failsafe::with_pinging_leader(self, c)))
             }
             Err(e) => {
                 warn!("DCS is not accessible: {e}");
@@ -264,9 +285,19 @@ impl Agent {
             }
         }
         let local = self.observe(cluster.as_deref()).await;
+        let failsafe_confirmed = cluster.is_none()
+            && self.dynamic.config.failsafe_mode
+            && self.lease.held()
+            && local.is_primary()
+            && !self.view.cluster.as_ref().is_some_and(|c| c.is_paused())
+            && crate::failsafe::confirm_by_members(self).await;
         let peers = match &cluster {
             Some(c) if pgherd_ha::wants_peer_probes(c, &self.dynamic.settings, &local) => {
-                crate::peers::probe_all(self.world.peers.as_ref(), c, &self.me.name).await
+                let failsafe = c
+                    .failsafe
+                    .as_ref()
+                    .filter(|_| self.dynamic.config.failsafe_mode);
+                crate::peers::probe_all(self.world.peers.as_ref(), c, failsafe, &self.me.name).await
             }
             _ => Vec::new(),
         };
@@ -287,6 +318,7 @@ impl Agent {
             promotion_blocked_until: self.schedules.promotion_blocked_until,
             wall_clock_ms: self.world.clock.now_ms(),
             watchdog_allows_leadership: self.watchdog.with(|w| w.allows_leadership()),
+            failsafe_confirmed,
         };
         let decision = self.engine.step(&obs);
         self.world.trace.decided(&obs, &decision);

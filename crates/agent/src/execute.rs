@@ -79,6 +79,7 @@ async fn one(
             if won {
                 a.lease.confirm(sent, &a.dynamic.settings);
                 info!("acquired the leader lock");
+                crate::failsafe::publish_topology(a, cluster.map(|c| &**c)).await;
             } else {
                 info!("lost the leader race: another member took the lock first");
             }
@@ -88,6 +89,7 @@ async fn one(
             let sent = a.lease.now();
             if a.world.dcs.update_leader().await? {
                 a.lease.confirm(sent, &a.dynamic.settings);
+                crate::failsafe::publish_topology(a, cluster.map(|c| &**c)).await;
                 Ok(true)
             } else {
                 a.lease.clear();

@@ -55,6 +55,11 @@ impl Lease {
         self.clock.now()
     }
 
+    /// The monotonic instant of a lease-clock time.
+    pub fn instant(&self, at: Millis) -> Instant {
+        self.clock.instant(at)
+    }
+
     /// When (sent-at) the DCS last confirmed our leader lease; `None` when not leader.
     pub fn confirmed_at(&self) -> Option<Millis> {
         self.confirmed_at

@@ -9,6 +9,7 @@
 mod agent;
 mod commands;
 mod execute;
+mod failsafe;
 mod fence;
 mod leader;
 mod lease;
@@ -101,7 +102,8 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
     let api_ctx = ApiContext::new(handles.snapshot, dcs)
         .with_commands(handles.commands.clone())
         .with_live_status(Arc::new(live))
-        .with_settings(api_settings);
+        .with_settings(api_settings)
+        .with_failsafe(handles.failsafe);
     let agent = agent.with_api_settings(api_ctx.settings_updater());
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(pgherd_api::serve(listener, api_ctx, async move {

@@ -1,25 +1,36 @@
 //! Probing the other members' REST API (`GET <api_url>`) while the leader key is free.
 
 use crate::world::Peers;
-use pgherd_dcs::Cluster;
+use pgherd_dcs::{Cluster, FailsafeTopology};
 use pgherd_ha::{PeerProbe, PeerReply};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
-/// Probes every other member with an api_url, in parallel.
-pub async fn probe_all(peers: &dyn Peers, cluster: &Cluster, me: &str) -> Vec<PeerProbe> {
-    let probes = cluster
+/// Probes every other member with an api_url, in parallel; with failsafe mode, also the
+/// members of the failsafe topology whose member key is gone (as Patroni: a member cut off
+/// from the DCS may still be the most advanced).
+pub async fn probe_all(
+    peers: &dyn Peers,
+    cluster: &Cluster,
+    failsafe: Option<&FailsafeTopology>,
+    me: &str,
+) -> Vec<PeerProbe> {
+    let mut targets: BTreeMap<&str, &str> = cluster
         .members
         .values()
-        .filter(|m| m.name != me && !m.data.api_url.is_empty())
-        .map(|m| async move {
-            PeerProbe {
-                reply: peers
-                    .status(&m.data.api_url)
-                    .await
-                    .map(|b| parse_status(&b)),
-                name: m.name.clone(),
-            }
-        });
+        .filter(|m| !m.data.api_url.is_empty())
+        .map(|m| (m.name.as_str(), m.data.api_url.as_str()))
+        .collect();
+    for (name, url) in failsafe.iter().flat_map(|t| t.0.iter()) {
+        targets.entry(name.as_str()).or_insert(url.as_str());
+    }
+    targets.remove(me);
+    let probes = targets.into_iter().map(|(name, url)| async move {
+        PeerProbe {
+            reply: peers.status(url).await.map(|b| parse_status(&b)),
+            name: name.to_string(),
+        }
+    });
     futures::future::join_all(probes).await
 }
 

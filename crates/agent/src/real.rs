@@ -182,26 +182,70 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 pub struct HttpPeers(Mutex<reqwest::Client>);
 
 impl HttpPeers {
+    fn http(&self) -> reqwest::Client {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl HttpPeers {
     pub fn new(cfg: &pgherd_config::Config) -> Result<HttpPeers> {
         Ok(HttpPeers(Mutex::new(client(cfg)?)))
     }
 }
 
+/// Patroni's own requests to members carry the `ctl` (else `restapi`) credentials:
+/// `POST /failsafe` needs them where the REST API requires authentication.
 fn client(cfg: &pgherd_config::Config) -> Result<reqwest::Client> {
+    let auth = cfg
+        .ctl
+        .authentication
+        .as_ref()
+        .or(cfg.restapi.authentication.as_ref())
+        .and_then(pgherd_api::tls::basic_authorization);
     pgherd_api::tls::ClientTls::from_config(&cfg.ctl, &cfg.restapi)
-        .http_client(None, PROBE_TIMEOUT)
+        .http_client(auth.as_deref(), PROBE_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("ctl/restapi TLS settings for peer probes: {e}"))
 }
 
 #[async_trait]
 impl Peers for HttpPeers {
     async fn status(&self, api_url: &str) -> Option<serde_json::Value> {
-        let http = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        http.get(api_url).send().await.ok()?.json().await.ok()
+        self.http()
+            .get(api_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    async fn failsafe_ping(
+        &self,
+        api_url: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> bool {
+        let Some(url) = pgherd_api::tls::endpoint_url(api_url, "failsafe") else {
+            warn!("failsafe: {api_url} is not a usable REST API URL");
+            return false;
+        };
+        let request = self.http().post(&url).json(body).timeout(timeout);
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                info!("failsafe: {url} answered {status}: {text}");
+                status == reqwest::StatusCode::OK && text == "Accepted"
+            }
+            Err(e) => {
+                warn!("failsafe: POST {url} failed: {e}");
+                false
+            }
+        }
     }
 
     fn reconfigure(&self, cfg: &pgherd_config::Config) {

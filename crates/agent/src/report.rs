@@ -87,7 +87,9 @@ pub fn publish_snapshot(a: &Agent, pg: &LocalPg, cluster: Option<Arc<Cluster>>) 
             .restart
             .as_ref()
             .map(|r| r.to_member_value(None)),
-        failsafe_mode_is_active: false,
+        failsafe_mode: a.dynamic.config.failsafe_mode,
+        failsafe_mode_is_active: a.dynamic.config.failsafe_mode
+            && a.failsafe.is_active(a.lease.now(), a.dynamic.settings.ttl),
         watchdog_failed: !a.watchdog.with(|w| w.allows_leadership()),
         ttl,
         loop_wait: Duration::from_millis(a.dynamic.settings.loop_wait),

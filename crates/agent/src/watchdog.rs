@@ -209,6 +209,10 @@ impl Watchdog {
     fn failed(&mut self, required: bool) -> bool {
         if required {
             self.failed_at = Some(Instant::now());
+        } else if !self.is_running() {
+            // `automatic`: carry on without it, and do not try (and warn) again every cycle
+            // (Patroni falls back to its null watchdog); a reload opens the device again.
+            self.device = None;
         }
         !required
     }
@@ -283,7 +287,10 @@ mod tests {
             self.open
         }
         fn open(&mut self) -> anyhow::Result<()> {
-            anyhow::ensure!(self.usable, "no such device");
+            if !self.usable {
+                self.log.0.lock().unwrap().push("open failed".into());
+                anyhow::bail!("no such device");
+            }
             if self.open {
                 return Ok(());
             }
@@ -409,11 +416,20 @@ mod tests {
         let (mut w, _) = watchdog(WatchdogMode::Required, None, false, timing(10, 1));
         assert!(!w.allows_leadership());
         assert!(!w.activate());
-        // Automatic mode carries on without it.
-        let (mut w, _) = watchdog(WatchdogMode::Automatic, None, false, timing(10, 1));
+        // Automatic mode carries on without it, and tries the device once only (no
+        // warning every cycle), until a reload.
+        let (mut w, log) = watchdog(WatchdogMode::Automatic, None, false, timing(10, 1));
         assert!(w.allows_leadership());
         assert!(w.activate());
         assert!(!w.is_running());
+        assert!(w.activate());
+        assert_eq!(*log.0.lock().unwrap(), vec!["open failed", "close"]);
+        w.reconfigure(&cfg(WatchdogMode::Automatic, None), timing(10, 1));
+        assert!(w.activate());
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            vec!["open failed", "close", "open failed", "close"]
+        );
         // A timeout shorter than loop_wait is no watchdog.
         let (mut w, _) = watchdog(WatchdogMode::Required, Some(8), true, timing(10, 5));
         assert!(!w.allows_leadership());

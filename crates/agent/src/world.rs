@@ -106,6 +106,14 @@ pub trait Peers: Send + Sync {
     /// `GET <api_url>` (Patroni's `GET /patroni` body), or `None` when the member does not
     /// answer within the probe timeout.
     async fn status(&self, api_url: &str) -> Option<serde_json::Value>;
+    /// `POST /failsafe` with `body` to the member at `api_url` (failsafe mode): `true` only
+    /// for a 200 whose body is `Accepted`, within `timeout`.
+    async fn failsafe_ping(
+        &self,
+        api_url: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> bool;
     /// The configuration was reloaded (TLS settings for the probes may have changed).
     fn reconfigure(&self, cfg: &pgherd_config::Config);
 }

@@ -25,7 +25,7 @@
 //! - a switchover/failover to the current leader is refused with 412 `candidate is already
 //!   the leader` (Patroni writes it and answers 503 once its leader cleared it);
 //! - `restart_pending: false` means "no filter" (Patroni: any value enables the filter);
-//! - `POST /failsafe`, `/citus`, `/sigterm` answer 501.
+//! - `POST /citus`, `/sigterm` answer 501.
 
 #![forbid(unsafe_code)]
 
@@ -51,7 +51,7 @@ pub use commands::{
     postgres_version_num, ApiCommand, CommandResult, Refusal, RestartRequest, RestartRole,
 };
 pub use error::ServeError;
-pub use manage::SwitchoverAction;
+pub use manage::{FailsafeLeader, FailsafePings, SwitchoverAction};
 pub use server::{
     router, serve, ApiContext, LivePostgres, LiveStatus, PeerStatus, SettingsUpdater,
 };

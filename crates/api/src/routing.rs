@@ -14,8 +14,7 @@ pub(crate) enum Route {
     Health(HealthCheck),
     /// A management endpoint (`POST /restart`, `PATCH /config`, ...).
     Manage(ManageEndpoint),
-    /// A Patroni management endpoint that pgherd does not serve (`POST /failsafe`,
-    /// `/citus`, `/sigterm`).
+    /// A Patroni management endpoint that pgherd does not serve (`POST /citus`, `/sigterm`).
     NotImplemented,
     /// A known path, but Patroni has no handler for this method on it.
     UnsupportedMethod,
@@ -145,7 +144,12 @@ mod tests {
                 "/switchover/",
                 Route::Manage(ManageEndpoint::DeleteSwitchover),
             ),
-            (Method::POST, "/failsafe", Route::NotImplemented),
+            (
+                Method::POST,
+                "/failsafe",
+                Route::Manage(ManageEndpoint::Failsafe),
+            ),
+            (Method::POST, "/citus", Route::NotImplemented),
             (Method::POST, "/patroni", Route::UnsupportedMethod),
             (Method::PUT, "/primary", Route::UnsupportedMethod),
             (Method::GET, "/config", Route::Get(GetEndpoint::Config)),

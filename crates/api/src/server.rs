@@ -18,7 +18,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pgherd_dcs::Dcs;
-use serde_json::Value;
+
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -49,6 +49,8 @@ pub struct ApiContext {
     /// How switchover/failover candidates are probed; `None`: over HTTP with the settings'
     /// peer client.
     pub peers: Option<Arc<dyn PeerStatus>>,
+    /// Where `POST /failsafe` records the leader that pinged us (shared with the agent).
+    pub failsafe: Option<crate::FailsafePings>,
 }
 
 /// Replaces the REST API's settings while it runs; see [`ApiContext::settings_updater`].
@@ -142,6 +144,7 @@ impl ApiContext {
             settings_tx: Arc::new(settings_tx),
             live: None,
             peers: None,
+            failsafe: None,
         }
     }
 
@@ -159,6 +162,12 @@ impl ApiContext {
     /// `GET /patroni` and the health endpoints report PostgreSQL's state at request time.
     pub fn with_live_status(mut self, live: Arc<dyn LiveStatus>) -> ApiContext {
         self.live = Some(live);
+        self
+    }
+
+    /// `POST /failsafe` records the pinging leader in `pings`, which the agent reads.
+    pub fn with_failsafe(mut self, pings: crate::FailsafePings) -> ApiContext {
+        self.failsafe = Some(pings);
         self
     }
 
@@ -308,13 +317,10 @@ async fn read_cluster(ctx: &ApiContext) -> Result<pgherd_dcs::Cluster, EndpointE
 /// `GET /failsafe`: the `failsafe` key as of the last DCS read (however old, like Patroni's
 /// `dcs.failsafe`), if it is an object.
 fn failsafe(snap: &NodeSnapshot) -> Result<Response, EndpointError> {
-    let raw = snap
+    let topology = snap
         .cluster
         .as_ref()
-        .and_then(|view| view.cluster.other.get("failsafe"))
+        .and_then(|view| view.cluster.failsafe.as_ref())
         .ok_or(EndpointError::NoFailsafe)?;
-    match serde_json::from_str::<Value>(raw) {
-        Ok(value @ Value::Object(_)) => Ok(json_response(StatusCode::OK, &value)),
-        _ => Err(EndpointError::NoFailsafe),
-    }
+    Ok(json_response(StatusCode::OK, &topology.0))
 }

@@ -50,7 +50,10 @@ pub struct NodeSnapshot {
     /// The locally scheduled restart as stored in our member key
     /// (`{"schedule": iso, "postmaster_start_time": .., ...}`).
     pub scheduled_restart: Option<Value>,
-    /// Failsafe mode is keeping us primary without a DCS.
+    /// `failsafe_mode` is on in the dynamic configuration.
+    pub failsafe_mode: bool,
+    /// Failsafe mode is keeping us primary without a DCS (on a replica: the leader pinged us
+    /// within ttl).
     pub failsafe_mode_is_active: bool,
     /// The watchdog could not be armed or failed.
     pub watchdog_failed: bool,
@@ -132,6 +135,7 @@ impl NodeSnapshot {
             paused: false,
             standby_cluster: false,
             scheduled_restart: None,
+            failsafe_mode: false,
             failsafe_mode_is_active: false,
             watchdog_failed: false,
             ttl: Duration::from_secs(30),

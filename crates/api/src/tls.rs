@@ -252,6 +252,16 @@ impl ClientTls {
     }
 }
 
+/// `http://h:p/patroni` + `switchover` -> `http://h:p/switchover`.
+pub fn endpoint_url(api_url: &str, endpoint: &str) -> Option<String> {
+    let (scheme, rest) = api_url.split_once("://")?;
+    let netloc = rest.split(['/', '?']).next().filter(|n| !n.is_empty())?;
+    Some(format!(
+        "{scheme}://{netloc}/{}",
+        endpoint.trim_start_matches('/')
+    ))
+}
+
 /// `Basic <base64(user:password)>` for `authentication: {username, password}`.
 pub fn basic_authorization(auth: &pgherd_config::BasicAuth) -> Option<String> {
     use base64::Engine;
@@ -375,5 +385,19 @@ impl axum::serve::Listener for TlsListener {
             Ok(addr) => Ok(*addr),
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_url;
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(
+            endpoint_url("https://10.0.0.1:8008/patroni", "switchover").as_deref(),
+            Some("https://10.0.0.1:8008/switchover")
+        );
+        assert_eq!(endpoint_url("nonsense", "x"), None);
     }
 }

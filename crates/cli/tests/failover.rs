@@ -433,3 +433,111 @@ fn frozen_leader_never_accepts_writes_after_takeover_and_rejoins() {
     );
     let _ = &mut c;
 }
+
+/// `failsafe_mode: true` (docs/compat.md#failsafe-mode): with etcd gone for longer than two
+/// ttls, the leader reaches every member, so it stays primary and keeps acknowledging writes;
+/// no acknowledged write is lost when etcd returns. A second outage while one member's agent
+/// is frozen (it cannot acknowledge) makes the leader stop accepting writes, as without
+/// failsafe mode.
+#[test]
+fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
+    let (mut c, leader) = start("failsafe", "    failsafe_mode: true\n");
+    // The leader publishes the topology after its next lock update.
+    let topology = poll(
+        "the failsafe topology in etcd",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let v: serde_json::Value = serde_json::from_str(&c.dcs_value("failsafe")?).ok()?;
+            (v.as_object()?.len() == 3).then_some(v)
+        },
+    )
+    .unwrap();
+    for m in &c.members {
+        assert!(topology[&m.name].as_str().is_some(), "{topology}");
+    }
+    c.sql(leader, "create table acked(id bigint primary key)")
+        .unwrap();
+    let writer = pgherd_testkit::writer::Writer::start(
+        c.members[leader].pg_port,
+        "acked",
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    wait_acked(&c, leader, 10, "writes before the outage");
+
+    c.etcd.stop().unwrap();
+    let outage = std::time::Instant::now();
+    let replica = (0..3).find(|&i| i != leader).unwrap();
+    let active = poll(
+        "failsafe_mode_is_active on the leader and a replica",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let active = |i: usize| {
+                let (_, body) = c.api(i, "GET", "/patroni").ok()?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                Some(v["failsafe_mode_is_active"] == true)
+            };
+            (active(leader)? && active(replica)?).then_some(())
+        },
+    );
+    if let Err(e) = active {
+        dump_logs(&c);
+        panic!("{e}");
+    }
+    // Hold the outage for 2.5 ttls (ttl 10 s): without failsafe mode the leader demotes
+    // within one. Writes must still be acknowledged in its last 5 s.
+    let acked_at = |secs: u64| {
+        std::thread::sleep(Duration::from_secs(secs).saturating_sub(outage.elapsed()));
+        writer.report().acked.len()
+    };
+    let (at_20s, at_25s) = (acked_at(20), acked_at(25));
+    let still_primary = c.sql(leader, "select pg_is_in_recovery()");
+    let write = c.sql(leader, "insert into acked(id) values (-1)");
+    let (status, failsafe) = c.api(replica, "GET", "/failsafe").unwrap();
+    c.etcd.restart().unwrap();
+    if !matches!(still_primary.as_deref(), Ok("f")) || write.is_err() {
+        dump_logs(&c);
+        panic!("leader stopped accepting writes during the outage: {still_primary:?} {write:?}");
+    }
+    assert_eq!(status, 200, "{failsafe}");
+    assert!(failsafe.contains(&c.members[leader].name), "{failsafe}");
+
+    let after = healthy(&c, 3);
+    assert_eq!(
+        after, leader,
+        "the leader that kept running takes its key back"
+    );
+    let report = writer.stop();
+    assert!(
+        at_25s > at_20s,
+        "no write acknowledged between 20 s and 25 s into the outage ({at_20s} acked)"
+    );
+    let present = ids_on(&c, leader);
+    assert_eq!(report.missing_in(&present), Vec::<i64>::new());
+
+    // One member cannot acknowledge (its agent is frozen): the leader must stop.
+    let frozen = c.agent_pid(replica).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    c.etcd.stop().unwrap();
+    let fenced = poll(
+        "leader no longer writable: a member did not acknowledge it",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match c.sql(leader, "select pg_is_in_recovery()").as_deref() {
+            Ok("f") => None,
+            other => Some(format!("{other:?}")),
+        },
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGCONT).unwrap();
+    c.etcd.restart().unwrap();
+    match fenced {
+        Ok(how) => eprintln!("the leader stopped being a primary: {how}"),
+        Err(e) => {
+            dump_logs(&c);
+            panic!("{e}");
+        }
+    }
+    healthy(&c, 3);
+}

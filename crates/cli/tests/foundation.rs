@@ -408,20 +408,35 @@ fn patronictl_sees_the_same_roles() {
     let mut c = cluster("compat");
     c.start_all().unwrap();
     let leader = healthy(&c);
-    let out = Command::new("patronictl")
-        .arg("-c")
-        .arg(&c.members[0].config)
-        .args(["list", "-f", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A replica streams before its agent publishes "running" (it says "creating replica",
+    // then "starting", as Patroni's do): wait for every member key to say "running".
+    let list = || {
+        let out = Command::new("patronictl")
+            .arg("-c")
+            .arg(&c.members[0].config)
+            .args(["list", "-f", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let all_running = |v: &Value| {
+        v.as_array()
+            .is_some_and(|rows| rows.len() == 3 && rows.iter().all(|r| r["State"] == "running"))
+    };
+    let v = poll(
+        "every member running in patronictl list",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Some(list()).filter(all_running),
+    )
+    .unwrap_or_else(|_| list());
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 3, "{v}");
     for row in rows {
         let name = row["Member"].as_str().unwrap();
         let expected = if name == c.members[leader].name {

@@ -3,7 +3,7 @@
 //! `restapi.authentication`), TLS from `ctl` (else `restapi`).
 
 use anyhow::{Context, Result};
-use pgherd_api::tls::{basic_authorization, ClientTls};
+use pgherd_api::tls::{basic_authorization, endpoint_url, ClientTls};
 use pgherd_config::Config;
 use pgherd_dcs::Member;
 use serde_json::Value;
@@ -95,27 +95,12 @@ impl RestClient {
     }
 }
 
-/// `http://h:p/patroni` + `switchover` -> `http://h:p/switchover`.
-pub fn endpoint_url(api_url: &str, endpoint: &str) -> Option<String> {
-    let (scheme, rest) = api_url.split_once("://")?;
-    let netloc = rest.split(['/', '?']).next().filter(|n| !n.is_empty())?;
-    Some(format!(
-        "{scheme}://{netloc}/{}",
-        endpoint.trim_start_matches('/')
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_urls() {
-        assert_eq!(
-            endpoint_url("https://10.0.0.1:8008/patroni", "switchover").as_deref(),
-            Some("https://10.0.0.1:8008/switchover")
-        );
-        assert_eq!(endpoint_url("nonsense", "x"), None);
+    fn answer_messages() {
         let a = Answer {
             status: 412,
             body: r#"{"error": "leader name does not match"}"#.into(),

@@ -39,6 +39,8 @@ pub struct Cluster {
     pub history: Option<Versioned<Vec<HistoryEntry>>>,
     pub failover: Option<Versioned<Failover>>,
     pub sync: Option<Versioned<SyncState>>,
+    /// `None` when absent or not an object of strings.
+    pub failsafe: Option<crate::FailsafeTopology>,
     /// Other keys under the prefix (relative path -> raw value), e.g. registered proxies.
     pub other: BTreeMap<String, String>,
     /// Store revision this snapshot was read at.
@@ -100,6 +102,7 @@ impl Cluster {
                         c.sync = Some(Versioned { value: s, index });
                     }
                 }
+                "failsafe" => c.failsafe = crate::FailsafeTopology::parse(value),
                 other => {
                     // Only direct children of members/ are members.
                     if let Some(name) = other.strip_prefix("members/") {

@@ -55,6 +55,9 @@ impl KeyLayout {
     pub fn sync(&self) -> String {
         self.key("sync")
     }
+    pub fn failsafe(&self) -> String {
+        self.key("failsafe")
+    }
     pub fn member(&self, name: &str) -> String {
         self.key(&format!("members/{name}"))
     }

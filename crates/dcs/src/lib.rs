@@ -10,6 +10,7 @@
 mod cluster;
 mod error;
 pub mod etcd;
+mod failsafe;
 mod keys;
 pub mod memory;
 mod open;
@@ -18,6 +19,7 @@ mod values;
 
 pub use cluster::{Cluster, Leader, Member, Versioned};
 pub use error::DcsError;
+pub use failsafe::FailsafeTopology;
 pub use keys::{slot_name_for_member, KeyLayout};
 pub use open::open;
 pub use proxies::{proxies_routing_to, proxy_key, ProxyRegistration};
@@ -75,6 +77,9 @@ pub trait Dcs: Send + Sync {
 
     /// Writes `status` (`{"optime":..,"slots":..}`).
     async fn write_status(&self, value: &Status) -> Result<(), DcsError>;
+
+    /// Writes `failsafe` (no lease: it outlives the leader, as Patroni's).
+    async fn write_failsafe(&self, topology: &FailsafeTopology) -> Result<(), DcsError>;
 
     /// Writes `history`.
     async fn set_history_value(&self, value: &str) -> Result<(), DcsError>;

@@ -425,6 +425,14 @@ impl Dcs for MemoryDcs {
         self.put("writing the status key", key, &value.to_json())
     }
 
+    async fn write_failsafe(&self, topology: &crate::FailsafeTopology) -> Result<(), DcsError> {
+        self.put(
+            "writing the failsafe key",
+            self.layout.failsafe(),
+            &topology.to_json(),
+        )
+    }
+
     async fn set_history_value(&self, value: &str) -> Result<(), DcsError> {
         self.put("writing the history key", self.layout.history(), value)
     }

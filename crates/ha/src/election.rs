@@ -111,6 +111,10 @@ pub fn evaluate(obs: &Observation<'_>, rules: &RaceRules) -> Candidate {
         failover_priority: s.failover_priority,
         name: s.name.clone(),
     };
+    let failsafe_topology = obs
+        .cluster
+        .and_then(|c| c.failsafe.as_ref())
+        .filter(|t| s.failsafe_mode && !t.is_empty());
     let mut rivals = 0;
     for PeerProbe { name, reply } in obs.peers {
         if *name == s.name || rules.excluded.contains(name) {
@@ -118,11 +122,13 @@ pub fn evaluate(obs: &Observation<'_>, rules: &RaceRules) -> Candidate {
         }
         let Some(reply) = reply else { continue };
         // Only members the sync key matches are compared (Patroni), or nobody could win
-        // when the key names the former leader alone.
+        // when the key names the former leader alone. Likewise with failsafe mode, members
+        // outside the failsafe topology, who may not race (Patroni compares them, and then
+        // no member may lead while one of them is ahead: docs/compat.md#failsafe-mode).
         let comparable = match &sync_members {
             Some((Some(leader), standbys)) => leader == name || standbys.contains(name),
             _ => true,
-        };
+        } && failsafe_topology.is_none_or(|t| t.contains(name));
         if reply.starting && !reply.nofailover && comparable && rules.wait_for_starting {
             return Candidate::Behind(format!(
                 "{name} is still starting PostgreSQL; waiting for its WAL position"

@@ -83,6 +83,12 @@ impl Engine {
         }
 
         let Some(cluster) = obs.cluster else {
+            if pg.is_primary() && obs.failsafe_confirmed && !self.paused {
+                return Decision::act(
+                    Vec::new(),
+                    "continue to run as a leader because failsafe mode is enabled and all members are accessible",
+                );
+            }
             if pg.is_primary() && !self.paused {
                 return Decision::act(
                     vec![Action::Demote(DemoteMode::Offline)],
@@ -597,6 +603,16 @@ impl Engine {
         if !obs.watchdog_allows_leadership {
             return Decision::idle(
                 "no leader, not racing: the watchdog device is not usable (watchdog.mode: required)",
+            );
+        }
+        if s.failsafe_mode
+            && cluster
+                .failsafe
+                .as_ref()
+                .is_some_and(|t| !t.is_empty() && !t.contains(&s.name))
+        {
+            return Decision::idle(
+                "no leader, not racing: failsafe mode is on and I am not in the failsafe topology",
             );
         }
         let since = self.leaderless_since.unwrap_or(obs.now);

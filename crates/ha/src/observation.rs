@@ -21,6 +21,8 @@ pub struct Settings {
     pub check_timeline: bool,
     pub synchronous_mode: bool,
     pub synchronous_mode_strict: bool,
+    /// `failsafe_mode`: only members of the `failsafe` topology may become leader.
+    pub failsafe_mode: bool,
     pub synchronous_node_count: usize,
     pub use_pg_rewind: bool,
     pub remove_data_directory_on_rewind_failure: bool,
@@ -46,6 +48,7 @@ impl Settings {
             check_timeline: false,
             synchronous_mode: false,
             synchronous_mode_strict: false,
+            failsafe_mode: false,
             synchronous_node_count: 1,
             use_pg_rewind: true,
             remove_data_directory_on_rewind_failure: false,
@@ -210,4 +213,7 @@ pub struct Observation<'a> {
     /// `false` in `watchdog.mode: required` without a safe, working device: no race for the
     /// lock, and a leader demotes.
     pub watchdog_allows_leadership: bool,
+    /// The DCS could not be read, and every member of the failsafe topology acknowledged us
+    /// as their leader (`POST /failsafe`) this cycle: stay primary.
+    pub failsafe_confirmed: bool,
 }

@@ -103,6 +103,7 @@ fn obs<'a>(
         promotion_blocked_until: None,
         wall_clock_ms: 1_900_000_000_000,
         watchdog_allows_leadership: true,
+        failsafe_confirmed: false,
     }
 }
 

@@ -5,7 +5,9 @@
 //!
 //!    1b. Lease safety (the promise behind 1): a writable node is the one the leader key
 //!    names. Only a bootstrapping node (which takes the key at the end of its bootstrap) is
-//!    exempt.
+//!    exempt, and, with failsafe mode, a leader that every member acknowledged while it could
+//!    not reach the DCS, while no leader key exists, for one ttl after the acknowledged pings
+//!    were sent (the same bound its leader key would have had).
 //!
 //! 2. Promotion: when a node wins the leader key in order to promote, no peer that answered
 //!    its probe as a running member was an eligible replica (running, in recovery, not
@@ -14,7 +16,7 @@
 //!    "what the engine could know": unreachable peers are not counted, a peer whose answer was
 //!    stale is.
 //!    In synchronous mode with a `sync` key naming a leader, only that leader and the standbys
-//!    the key lists are eligible.
+//!    the key lists are eligible; with failsafe mode and a failsafe topology, only its members.
 //! 3. Synchronous mode: no acknowledged commit lost: a node that becomes primary holds every
 //!    commit acknowledged so far. (In asynchronous mode losses are expected and only measured,
 //!    `Stats::lost_acked_commits`.)
@@ -69,6 +71,9 @@ pub(crate) struct Election {
     pub members: Vec<(String, u64, bool)>,
     /// In synchronous mode, the members the `sync` key allows to be promoted.
     pub sync_members: Option<Vec<String>>,
+    /// With failsafe mode, the members of the failsafe topology (only they may race, and
+    /// only they are compared).
+    pub failsafe_members: Option<Vec<String>>,
     /// A manual failover/switchover request: its former leader and (unfit) candidate left the
     /// race, and the lag limit does not apply (the operator asked for the change).
     pub manual: Option<Vec<String>>,
@@ -136,6 +141,11 @@ impl Election {
         } else {
             None
         };
+        let failsafe_members = cluster
+            .failsafe
+            .as_ref()
+            .filter(|t| obs.settings.failsafe_mode && !t.is_empty())
+            .map(|t| t.0.keys().cloned().collect());
         let me = &w.nodes[n].name;
         let former_leader_promotes = decision.actions.contains(&Action::Promote)
             && cluster
@@ -163,6 +173,7 @@ impl Election {
                 .filter_map(|m| Some((m.name.clone(), m.data.xlog_location?, m.data.nofailover())))
                 .collect(),
             sync_members,
+            failsafe_members,
             former_leader_promotes,
             manual,
         })
@@ -261,7 +272,8 @@ pub(crate) fn after_event(w: &mut World) {
     for &i in &writable {
         let bootstrapping = w.nodes[i].agent.is_some()
             && w.nodes[i].task == Some(pgherd_ha::AsyncAction::Bootstrap);
-        if leader.as_deref() != Some(w.nodes[i].name.as_str()) && !bootstrapping {
+        let failsafe = leader.is_none() && w.nodes[i].failsafe_until.is_some_and(|u| t < u);
+        if leader.as_deref() != Some(w.nodes[i].name.as_str()) && !bootstrapping && !failsafe {
             let d = describe(w, i);
             violate(
                 w,
@@ -331,7 +343,8 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
     if !e.probed {
         // No probes (PostgreSQL was not running): the member keys are what it could know.
         for (name, xlog, nofailover) in &e.members {
-            let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(name));
+            let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(name))
+                && e.failsafe_members.as_ref().is_none_or(|l| l.contains(name));
             if *name != me
                 && !excluded.contains(name)
                 && !nofailover
@@ -352,7 +365,10 @@ pub(crate) fn on_lock_won(w: &mut World, n: usize) {
     }
     for (peer, reply, truth) in &e.answered {
         let name = w.nodes[*peer].name.clone();
-        let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(&name));
+        let listed = e.sync_members.as_ref().is_none_or(|l| l.contains(&name))
+            && e.failsafe_members
+                .as_ref()
+                .is_none_or(|l| l.contains(&name));
         // Eligible: a running replica throughout its answer, which it reported as running
         // (a member still finishing its start reports `starting` and is not compared, by
         // design; see the engine's election).

@@ -138,6 +138,7 @@ pub struct ClusterSpec {
     pub synchronous_mode: bool,
     pub synchronous_mode_strict: bool,
     pub synchronous_node_count: usize,
+    pub failsafe_mode: bool,
 }
 
 impl ClusterSpec {
@@ -155,6 +156,7 @@ impl ClusterSpec {
             synchronous_mode: false,
             synchronous_mode_strict: false,
             synchronous_node_count: 1,
+            failsafe_mode: false,
         }
     }
 
@@ -173,6 +175,7 @@ impl ClusterSpec {
         s.synchronous_mode = self.synchronous_mode;
         s.synchronous_mode_strict = self.synchronous_mode_strict;
         s.synchronous_node_count = self.synchronous_node_count;
+        s.failsafe_mode = self.failsafe_mode;
         s.nofailover = spec.nofailover;
         s.failover_priority = spec.failover_priority;
         s
@@ -324,6 +327,9 @@ impl Schedule {
         if c.synchronous_mode && n >= 4 && rng.chance(200) {
             c.synchronous_node_count = 2;
         }
+        // Drawn from a stream of its own, so that every other choice of a seed stays as it
+        // was before failsafe mode was simulated (the regression seeds keep their meaning).
+        c.failsafe_mode = Rng::new(seed).fork(3).chance(250);
 
         let phase = rng.range(3_000, 30_000);
         let count = 1 + rng.index(5);

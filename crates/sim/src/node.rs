@@ -66,6 +66,7 @@ bootstrap:
     synchronous_mode: {sync}
     synchronous_mode_strict: {strict}
     synchronous_node_count: {count}
+    failsafe_mode: {failsafe}
     postgresql:
       use_pg_rewind: {rewind}
       use_slots: true
@@ -93,6 +94,7 @@ tags:
         sync = c.synchronous_mode,
         strict = c.synchronous_mode_strict,
         count = c.synchronous_node_count,
+        failsafe = c.failsafe_mode,
         rewind = c.use_pg_rewind,
         rm_rewind = c.remove_data_directory_on_rewind_failure,
         rm_diverged = c.remove_data_directory_on_diverged_timelines,
@@ -164,7 +166,13 @@ impl Trace for SimTrace {
         let mut w = lock(&self.world);
         w.stats.decisions += 1;
         let election = crate::checker::Election::record(&w, self.node, obs, decision);
+        let now = w.now();
         let node = &mut w.nodes[self.node];
+        if obs.failsafe_confirmed {
+            // The lease clock's confirmation time, in simulated time.
+            let sent = obs.lock_confirmed_at.map_or(obs.now, |at| at.min(obs.now));
+            node.failsafe_until = Some(now - (obs.now - sent) + obs.settings.ttl);
+        }
         node.election = election;
         node.task = obs.in_progress;
         if node.last_reason != decision.reason {
@@ -280,6 +288,7 @@ fn launch(world: &Shared, n: usize) {
     let ctx = ApiContext::new(handles.snapshot.clone(), api_dcs)
         .with_commands(handles.commands)
         .with_live_status(Arc::new(LiveStatus(pg)))
+        .with_failsafe(handles.failsafe)
         .with_peers(Arc::new(ApiPeers {
             world: world.clone(),
             me: n,

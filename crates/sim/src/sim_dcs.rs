@@ -244,6 +244,17 @@ impl Dcs for SimDcs {
         )
     }
 
+    async fn write_failsafe(
+        &self,
+        topology: &pgherd_dcs::FailsafeTopology,
+    ) -> Result<(), DcsError> {
+        call!(
+            self,
+            "writing the failsafe key",
+            self.inner.write_failsafe(topology).await
+        )
+    }
+
     async fn set_history_value(&self, value: &str) -> Result<(), DcsError> {
         call!(
             self,

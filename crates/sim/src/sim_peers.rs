@@ -136,6 +136,27 @@ impl Peers for SimPeers {
         Some(body)
     }
 
+    async fn failsafe_ping(&self, api_url: &str, body: &Value, timeout: Duration) -> bool {
+        thawed(&self.world, self.me).await;
+        let Some(target) = ({
+            let w = lock(&self.world);
+            host_of(api_url).and_then(|h| w.index_of(h))
+        }) else {
+            return false;
+        };
+        let body = body.to_string();
+        let Ok(post) = axum::http::Request::post("/failsafe")
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(axum::body::Body::from(body))
+        else {
+            return false;
+        };
+        let answer = request(&self.world, Some(self.me), target, post, timeout).await;
+        thawed(&self.world, self.me).await;
+        answer.is_some_and(|a| a.status == 200 && a.body == b"Accepted")
+    }
+
     fn reconfigure(&self, _cfg: &pgherd_config::Config) {}
 }
 

@@ -74,6 +74,9 @@ pub(crate) struct Node {
     pub healthy_dcs_since: Option<Time>,
     /// When the current agent process started.
     pub agent_started_at: Time,
+    /// Failsafe mode: every member acknowledged this node as leader, which lets it stay
+    /// primary without a leader key until then (invariant 1b).
+    pub failsafe_until: Option<Time>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,7 @@ impl World {
                     task: None,
                     election: None,
                     probe_truth: vec![None; schedule.nodes.len()],
+                    failsafe_until: None,
                     healthy_dcs_since: Some(0),
                     agent_started_at: 0,
                 }

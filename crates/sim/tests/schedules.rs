@@ -332,6 +332,61 @@ fn dcs_outage_leader_stops_writing_before_its_lease_expires_and_cluster_recovers
     }
 }
 
+/// Failsafe mode (docs/compat.md#failsafe-mode): the DCS gone for everyone, or only for the
+/// leader (its members still see each other), for two ttls. The leader every member
+/// acknowledges stays primary and writable throughout, no one else takes the key, and it
+/// is the leader afterwards.
+#[test]
+fn failsafe_mode_keeps_the_leader_writable_while_the_dcs_is_gone() {
+    let faults = [
+        FaultKind::DcsOutage {
+            dur: 20_000,
+            leases_survive: false,
+        },
+        FaultKind::DcsCut {
+            who: Who::Leader,
+            dur: 20_000,
+        },
+    ];
+    for seed in 0..6 {
+        for kind in &faults {
+            let mut s = Schedule::quiet(seed, 3);
+            s.prebuilt = true;
+            s.cluster.failsafe_mode = true;
+            let s = s.with_fault(2_000, kind.clone());
+            let out = run(
+                s,
+                Options {
+                    log: true,
+                    ..bulk()
+                },
+            );
+            no_violation(&out);
+            let outage = fault_start(&out, "FAULT: DCS unreachable");
+            let old = leader_at(&out, outage).expect("a leader");
+            let stopped: Vec<_> = out
+                .stats
+                .stopped_writing
+                .iter()
+                .filter(|(t, _)| *t > outage)
+                .collect();
+            assert!(
+                stopped.is_empty(),
+                "seed {seed} {kind:?}: stopped writing: {stopped:?}\n{}",
+                out.log.tail(60)
+            );
+            let others: Vec<_> = out
+                .stats
+                .leaders
+                .iter()
+                .filter(|(t, n)| *t > outage && *n != old)
+                .collect();
+            assert!(others.is_empty(), "seed {seed} {kind:?}: {others:?}");
+            assert_eq!(out.stats.final_leader.as_deref(), Some(old.as_str()));
+        }
+    }
+}
+
 #[test]
 fn synchronous_mode_loses_no_acknowledged_commit_when_the_leader_dies() {
     for seed in 0..8 {
@@ -500,6 +555,14 @@ fn regression_switchover_candidate_behind_defers() {
 #[test]
 fn regression_former_leader_alone_takes_over() {
     regression(&[4110]);
+}
+
+/// election.rs: with failsafe mode, a member outside the failsafe topology (it was down when
+/// the last leader wrote it) may not race, and held every other member back when it was
+/// ahead: no leader ever again. It is no longer compared (unlike Patroni).
+#[test]
+fn regression_failsafe_outsider_does_not_block_the_race() {
+    regression(&[47493]);
 }
 
 /// agent.rs: a restart of the leader whose loop then got stuck on a lossy network answered

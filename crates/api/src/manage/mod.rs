@@ -7,9 +7,11 @@
 
 mod config;
 mod failover;
+pub(crate) mod failsafe;
 mod local;
 
 pub use failover::SwitchoverAction;
+pub use failsafe::{FailsafeLeader, FailsafePings};
 
 use crate::access;
 use crate::json::error_response;
@@ -35,6 +37,7 @@ pub(crate) enum ManageEndpoint {
     Failover,
     Switchover,
     DeleteSwitchover,
+    Failsafe,
 }
 
 impl ManageEndpoint {
@@ -49,6 +52,7 @@ impl ManageEndpoint {
             ("POST", "failover") => ManageEndpoint::Failover,
             ("POST", "switchover") => ManageEndpoint::Switchover,
             ("DELETE", "switchover") => ManageEndpoint::DeleteSwitchover,
+            ("POST", "failsafe") => ManageEndpoint::Failsafe,
             _ => return None,
         })
     }
@@ -67,8 +71,12 @@ pub(crate) async fn handle(
         return refusal;
     }
     use ManageEndpoint::*;
+    // Patroni answers 502 before reading the body when failsafe mode is off.
+    if endpoint == Failsafe && !failsafe::enabled(ctx) {
+        return refuse(502, "failsafe mode is not enabled");
+    }
     let body_rule = match endpoint {
-        PatchConfig | PutConfig | Failover | Switchover => Some(true),
+        PatchConfig | PutConfig | Failover | Switchover | Failsafe => Some(true),
         Restart | Reinitialize => Some(false),
         Reload | DeleteRestart | DeleteSwitchover => None,
     };
@@ -89,6 +97,7 @@ pub(crate) async fn handle(
         DeleteRestart => local::delete_restart(ctx).await,
         Reload => local::reload(ctx).await,
         Reinitialize => local::reinitialize(ctx, body).await,
+        Failsafe => failsafe::post(ctx, body).await,
     }
 }
 

@@ -84,6 +84,9 @@ impl Dcs for FixedDcs {
     async fn write_status(&self, _: &Status) -> Result<(), DcsError> {
         Err(refused("write_status"))
     }
+    async fn write_failsafe(&self, _: &pgherd_dcs::FailsafeTopology) -> Result<(), DcsError> {
+        Err(refused("write_failsafe"))
+    }
     async fn set_history_value(&self, _: &str) -> Result<(), DcsError> {
         Err(refused("set_history_value"))
     }
@@ -145,6 +148,9 @@ pub fn cluster_with(rows: &[(&str, &str)]) -> Cluster {
     }
     if extra.history.is_some() {
         cluster.history = extra.history;
+    }
+    if extra.failsafe.is_some() {
+        cluster.failsafe = extra.failsafe;
     }
     cluster.members.extend(extra.members);
     cluster.other.extend(extra.other);

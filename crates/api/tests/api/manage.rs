@@ -673,3 +673,49 @@ async fn local_calls_are_handed_to_the_agent() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// `POST /failsafe` (docs/compat.md#failsafe-mode): Patroni's codes and plain-text bodies, and
+/// the pinging leader recorded for the agent only when accepted.
+#[tokio::test]
+async fn failsafe_pings() {
+    let store = MemoryStore::new();
+    let pings = pgherd_api::FailsafePings::default();
+    let snapshot = |failsafe_mode: bool, role: Role| {
+        let mut snap = NodeSnapshot::new("node1", "batman");
+        snap.state = "running".into();
+        snap.role = role;
+        snap.failsafe_mode = failsafe_mode;
+        snap
+    };
+    let ping = r#"{"name": "node0", "conn_url": "postgres://127.0.0.1:5432/postgres", "api_url": "http://127.0.0.1:8008/patroni"}"#;
+    let ttl = Duration::from_secs(30);
+    let cases = [
+        (snapshot(false, Role::Replica), Some(ping), 502),
+        (
+            snapshot(true, Role::Replica),
+            Some(r#"{"name": "node0"}"#),
+            400,
+        ),
+        (snapshot(true, Role::Primary), Some(ping), 500),
+        (snapshot(true, Role::Replica), Some(ping), 200),
+    ];
+    for (i, (snap, body, code)) in cases.into_iter().enumerate() {
+        let (_tx, rx) = watch::channel(Arc::new(snap));
+        let ctx = ApiContext::new(rx, Arc::new(client(&store, None))).with_failsafe(pings.clone());
+        let reply = send(&ctx, Method::POST, "/failsafe", body).await;
+        assert_eq!(reply.status, code, "case {i}: {}", reply.body);
+        let expected = match code {
+            400 => Some("Bad request"),
+            500 => Some("Running as a leader"),
+            200 => Some("Accepted"),
+            _ => None,
+        };
+        if let Some(text) = expected {
+            assert_eq!(reply.body, text, "case {i}");
+        }
+        assert_eq!(pings.leader_within(ttl).is_some(), code == 200, "case {i}");
+    }
+    let leader = pings.leader_within(ttl).unwrap();
+    assert_eq!(leader.name, "node0");
+    assert_eq!(leader.api_url, "http://127.0.0.1:8008/patroni");
+}

@@ -388,6 +388,12 @@ impl Dcs for EtcdDcs {
             .await
     }
 
+    async fn write_failsafe(&self, topology: &crate::FailsafeTopology) -> Result<(), DcsError> {
+        let key = self.layout.failsafe();
+        self.put("writing the failsafe key", key, topology.to_json())
+            .await
+    }
+
     async fn set_history_value(&self, value: &str) -> Result<(), DcsError> {
         let key = self.layout.history();
         self.put("writing the history key", key, value.to_string())
