@@ -541,3 +541,138 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
     }
     healthy(&c, 3);
 }
+
+/// Reads Patroni's testing watchdog device (a named pipe) for a test: what the agent wrote,
+/// in order. The pipe is opened before the agent starts (the testing driver refuses to arm a
+/// pipe nobody reads) and read until the reader is dropped.
+struct WatchdogPipe {
+    written: std::sync::Arc<std::sync::Mutex<String>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WatchdogPipe {
+    fn create(path: &Path) -> WatchdogPipe {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Non-blocking: opening for reading does not wait for a writer, reading does not
+        // wait for data (EOF while no writer holds it: poll again).
+        let mut pipe = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .unwrap();
+        let written = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w, s) = (written.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                match pipe.read(&mut buf) {
+                    Ok(n) if n > 0 => w
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        WatchdogPipe {
+            written,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn written(&self) -> String {
+        self.written.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WatchdogPipe {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The watchdog (docs/compat.md#watchdog) in `required` mode with Patroni's testing driver:
+/// the leader arms it with `ttl - fencing margin` (8 s at ttl 10) and keeps it alive, the
+/// replicas never touch it, a clean stop releases it with the magic close before the next
+/// leader arms its own; a member whose device is missing reports `watchdog_failed`, is
+/// refused as a switchover candidate and never leads.
+#[test]
+fn watchdog_is_armed_by_the_leader_only_and_released_on_a_clean_stop() {
+    let options = ClusterOptions {
+        scope: "watchdog".into(),
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster");
+    // node1 and node2 have a pipe; node3's device does not exist.
+    let mut pipes = Vec::new();
+    for (i, m) in c.members.iter().enumerate() {
+        let device = m.dir.join("watchdog");
+        if i < 2 {
+            pipes.push(WatchdogPipe::create(&device));
+        }
+        let yaml = std::fs::read_to_string(&m.config).unwrap();
+        let section = format!(
+            "watchdog:\n  mode: required\n  driver: testing\n  device: {}\n",
+            device.display()
+        );
+        std::fs::write(
+            &m.config,
+            yaml.replace("watchdog:\n  mode: off\n", &section),
+        )
+        .unwrap();
+    }
+    c.start(0).unwrap();
+    let leader = healthy(&c, 1);
+    assert_eq!(leader, 0, "only node1 may lead before node2 starts");
+    c.sql(0, "create table t(id serial primary key, v text)")
+        .unwrap();
+    c.start(1).unwrap();
+    c.start(2).unwrap();
+    healthy(&c, 3);
+
+    let armed = poll(
+        "the leader arms its watchdog and keeps it alive",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let w = pipes[0].written();
+            let after = w.split_once("Ctimeout=8\n")?.1;
+            (after.matches('1').count() >= 3).then_some(w)
+        },
+    );
+    if let Err(e) = armed {
+        dump_logs(&c);
+        panic!("{e}: {:?}", pipes[0].written());
+    }
+    assert_eq!(pipes[1].written(), "", "a replica never arms the watchdog");
+
+    let (_, status) = c.api(2, "GET", "/patroni").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["watchdog_failed"], true, "{status}");
+    let refused = c.ctl(0, &["switchover", "--candidate", "node3", "--force"]);
+    assert!(refused.is_err(), "switchover to node3: {refused:?}");
+    assert_eq!(c.leader_index(), Some(0));
+
+    // A clean stop disarms (magic close `V`) once PostgreSQL is down; node2 takes over and
+    // arms its own; node3 never leads.
+    c.stop(0, Duration::from_secs(60)).unwrap();
+    let w = pipes[0].written();
+    assert!(w.ends_with('V'), "no magic close on a clean stop: {w:?}");
+    let l = new_writable_leader(&c, 0, Duration::from_secs(60));
+    assert_eq!(l, 1, "node3 has no watchdog and must not lead");
+    poll(
+        "the new leader arms its watchdog",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || pipes[1].written().contains("Ctimeout=8\n").then_some(()),
+    )
+    .unwrap();
+}

@@ -519,6 +519,11 @@ tags:
   noloadbalance: false
   clonefrom: false
   nosync: false
+
+# Tests freeze and kill leaders on purpose: a real /dev/watchdog (Patroni's default mode is
+# automatic) would reset the machine. The watchdog tests configure the testing driver.
+watchdog:
+  mode: off
 "#,
         scope = o.scope,
         name = m.name,
