@@ -2,7 +2,7 @@
 //! order (docs/compat.md#access-control): allowlist -> client certificate -> basic authentication.
 //! GET/HEAD/OPTIONS never come here.
 
-use crate::json::error_response;
+use crate::json::text_response;
 use crate::server::ApiContext;
 use crate::tls::ConnInfo;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -31,18 +31,13 @@ pub(crate) async fn check(
         };
         if !allowed {
             tracing::warn!(client = ?ip, "REST API: unsafe request refused by the allowlist");
-            return Some(error_response(
-                StatusCode::FORBIDDEN,
-                "Access is denied",
-                None,
-            ));
+            return Some(text_response(StatusCode::FORBIDDEN, "Access is denied"));
         }
     }
     if settings.client_cert_required && !conn.is_some_and(|c| c.client_cert) {
-        return Some(error_response(
+        return Some(text_response(
             StatusCode::FORBIDDEN,
             "client certificate required",
-            None,
         ));
     }
     if let Some(key) = &settings.auth_key {
@@ -57,7 +52,7 @@ pub(crate) async fn check(
             }
         };
         if let Some(reason) = reason {
-            let mut response = error_response(StatusCode::UNAUTHORIZED, reason, None);
+            let mut response = text_response(StatusCode::UNAUTHORIZED, reason);
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));

@@ -1,4 +1,4 @@
-use crate::json::error_response;
+use crate::json::error_page;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pgherd_dcs::DcsError;
@@ -43,6 +43,7 @@ impl IntoResponse for EndpointError {
             EndpointError::Dcs(_) => StatusCode::SERVICE_UNAVAILABLE,
             EndpointError::NoConfig | EndpointError::NoFailsafe => StatusCode::BAD_GATEWAY,
         };
-        error_response(status, &self.to_string(), None)
+        tracing::info!("REST API: answering {status}: {self}");
+        error_page(status, None)
     }
 }

@@ -34,21 +34,73 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T
     }
 }
 
-/// `{"error": message}` plus extra fields, e.g. the path of a 404.
-pub(crate) fn error_response(status: StatusCode, message: &str, path: Option<&str>) -> Response {
-    #[derive(Serialize)]
-    struct ErrorBody<'a> {
-        error: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        path: Option<&'a str>,
-    }
+/// A path no rule recognises: `{"error": "not found", "path": ...}` (Patroni would answer its
+/// 503 status page; docs/compat.md#rest-differences).
+pub(crate) fn not_found(path: &str) -> Response {
     json_response(
-        status,
-        &ErrorBody {
-            error: message,
-            path,
-        },
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": "not found", "path": path}),
     )
+}
+
+/// Patroni's `_write_response`: a message as the body, `Content-Type: text/html` (what
+/// Patroni sends for every plain message; clients print or match the text).
+pub(crate) fn text_response(status: StatusCode, message: &str) -> Response {
+    with_content_type(status, Body::from(message.to_string()), "text/html")
+}
+
+/// Python's `BaseHTTPRequestHandler.send_error(code[, message])`, which Patroni uses for
+/// missing or malformed bodies, absent keys and lost compare-and-set races: its HTML page,
+/// byte for byte. `message` replaces the status phrase (Python's `Unsupported method (...)`).
+pub(crate) fn error_page(status: StatusCode, message: Option<&str>) -> Response {
+    let (phrase, explain) = python_status_text(status);
+    let message = message.unwrap_or(phrase);
+    // `html.escape(message, quote=False)`.
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let code = status.as_u16();
+    let body = format!(
+        "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        \
+         <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        \
+         <p>Error code: {code}</p>\n        <p>Message: {}.</p>\n        \
+         <p>Error code explanation: {code} - {explain}.</p>\n    </body>\n</html>\n",
+        escape(message)
+    );
+    let mut response = with_content_type(status, Body::from(body), "text/html;charset=utf-8");
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Python's `http.server` status phrases and explanations.
+fn python_status_text(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("Bad Request", "Bad request syntax or unsupported method"),
+        401 => ("Unauthorized", "No permission -- see authorization schemes"),
+        403 => (
+            "Forbidden",
+            "Request forbidden -- authorization will not help",
+        ),
+        404 => ("Not Found", "Nothing matches the given URI"),
+        409 => ("Conflict", "Request conflict"),
+        411 => ("Length Required", "Client must specify Content-Length"),
+        413 => ("Request Entity Too Large", "Entity is too large"),
+        415 => (
+            "Unsupported Media Type",
+            "Entity body in unsupported format",
+        ),
+        501 => ("Not Implemented", "Server does not support this operation"),
+        502 => ("Bad Gateway", "Invalid responses from another server/proxy"),
+        503 => (
+            "Service Unavailable",
+            "The server cannot process the request due to a high load",
+        ),
+        _ => ("Internal Server Error", "Server got itself in trouble"),
+    }
 }
 
 /// A status line without a body, as Patroni answers HEAD/OPTIONS and `/liveness`.

@@ -5,7 +5,7 @@ use crate::cluster_view::{config_json, history_json, ClusterJson};
 use crate::commands::ApiCommand;
 use crate::error::{EndpointError, ServeError};
 use crate::health::{self, HealthQuery};
-use crate::json::{error_response, json_response, status_only, with_content_type};
+use crate::json::{error_page, json_response, not_found, status_only, with_content_type};
 use crate::metrics;
 use crate::routing::{resolve, GetEndpoint, Route};
 use crate::settings::ApiSettings;
@@ -243,17 +243,12 @@ async fn dispatch(State(ctx): State<ApiContext>, request: Request) -> Response {
                 status_only(code)
             }
         }
-        Route::NotImplemented => error_response(
+        // Python's answer to a method without handler.
+        Route::NotImplemented | Route::UnsupportedMethod => error_page(
             StatusCode::NOT_IMPLEMENTED,
-            &format!("{method} {path} is not supported by pgherd"),
-            None,
+            Some(&format!("Unsupported method ('{method}')")),
         ),
-        Route::UnsupportedMethod => error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            &format!("Unsupported method ('{method}')"),
-            None,
-        ),
-        Route::NotFound => error_response(StatusCode::NOT_FOUND, "not found", Some(path)),
+        Route::NotFound => not_found(path),
     };
     if method == Method::HEAD {
         *response.body_mut() = Body::empty();

@@ -31,6 +31,13 @@ impl Answer {
 
     /// The message: Patroni's plain text, or the `error` of a pgherd JSON refusal.
     pub fn message(&self) -> String {
+        // Python's error page (Patroni's `send_error`): its status phrase.
+        if self.body.contains("<h1>Error response</h1>") {
+            if let Some((_, rest)) = self.body.split_once("<p>Message: ") {
+                let phrase = rest.split_once(".</p>").map_or(rest, |(m, _)| m);
+                return format!("{} {phrase}", self.status);
+            }
+        }
         match serde_json::from_str::<Value>(&self.body) {
             Ok(Value::Object(o)) => match o.get("error").and_then(Value::as_str) {
                 Some(e) => e.to_string(),
@@ -106,6 +113,11 @@ mod tests {
             body: r#"{"error": "leader name does not match"}"#.into(),
         };
         assert_eq!(a.message(), "leader name does not match");
+        let a = Answer {
+            status: 409,
+            body: "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <body>\n        <h1>Error response</h1>\n        <p>Error code: 409</p>\n        <p>Message: Conflict.</p>\n    </body>\n</html>\n".into(),
+        };
+        assert_eq!(a.message(), "409 Conflict");
         let a = Answer {
             status: 200,
             body: "Successfully switched over to \"n\"".into(),

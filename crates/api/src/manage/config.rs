@@ -1,6 +1,6 @@
 //! `PATCH /config` and `PUT /config`: the DCS `config` key (dynamic configuration, `pause`).
 
-use super::{refuse, wake};
+use super::{error_page, text, wake};
 use crate::json::json_response;
 use crate::server::ApiContext;
 use axum::http::StatusCode;
@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 pub(super) async fn patch(ctx: &ApiContext, body: Map<String, Value>) -> Response {
     let cluster = match ctx.dcs.get_cluster().await {
         Ok(c) => c,
-        Err(e) => return refuse(503, &format!("cannot read the DCS: {e}")),
+        Err(e) => return text(503, &format!("cannot read the DCS: {e}")),
     };
     let Some(config) = cluster.config.as_ref().filter(|c| c.index != 0) else {
-        return refuse(503, "the DCS has no config key to patch");
+        return error_page(503, "the DCS has no config key to patch");
     };
     let mut data = match &config.value {
         Value::Object(map) => map.clone(),
@@ -29,9 +29,9 @@ pub(super) async fn patch(ctx: &ApiContext, body: Map<String, Value>) -> Respons
                 tracing::info!("REST API: configuration patched with {patch}");
             }
             Ok(false) => {
-                return refuse(409, "Config modification aborted due to concurrent changes")
+                return error_page(409, "Config modification aborted due to concurrent changes")
             }
-            Err(e) => return refuse(503, &format!("cannot write the config key: {e}")),
+            Err(e) => return text(503, &format!("cannot write the config key: {e}")),
         }
     }
     wake(ctx);
@@ -42,13 +42,13 @@ pub(super) async fn patch(ctx: &ApiContext, body: Map<String, Value>) -> Respons
 pub(super) async fn put(ctx: &ApiContext, body: Map<String, Value>) -> Response {
     let current = match ctx.dcs.get_cluster().await {
         Ok(c) => c.config.map(|c| c.value),
-        Err(e) => return refuse(503, &format!("cannot read the DCS: {e}")),
+        Err(e) => return text(503, &format!("cannot read the DCS: {e}")),
     };
     let body = Value::Object(body);
     if current.as_ref() != Some(&body) {
         match ctx.dcs.set_config_value(&body.to_string(), None).await {
             Ok(true) => tracing::info!("REST API: configuration replaced"),
-            Ok(false) | Err(_) => return refuse(502, "cannot write the config key"),
+            Ok(false) | Err(_) => return error_page(502, "cannot write the config key"),
         }
         wake(ctx);
     }

@@ -2,7 +2,7 @@
 //! (docs/compat.md#switchover-and-failover-requests): validation in Patroni's order, the
 //! `failover` key write, then waiting for the outcome in the DCS.
 
-use super::{refuse, text, wake};
+use super::{error_page, text, wake};
 use crate::pyvalue::truthy;
 use crate::schedule::{parse_schedule, python_isoformat};
 use crate::server::ApiContext;
@@ -64,7 +64,7 @@ pub(super) async fn post(
     let scheduled_at = body.get("scheduled_at").filter(|v| truthy(v));
     let cluster = match ctx.dcs.get_cluster().await {
         Ok(c) => c,
-        Err(e) => return refuse(503, &format!("cannot read the DCS: {e}")),
+        Err(e) => return text(503, &format!("cannot read the DCS: {e}")),
     };
     tracing::info!(
         "received {} request with leader={leader:?} candidate={candidate:?} scheduled_at={scheduled_at:?}",
@@ -73,13 +73,13 @@ pub(super) async fn post(
 
     // 1. Who from, who to.
     if action == SwitchoverAction::Failover && candidate.is_none() {
-        return refuse(
+        return text(
             400,
             "Failover could be performed only to a specific candidate",
         );
     }
     if action == SwitchoverAction::Switchover && leader.is_none() {
-        return refuse(
+        return text(
             400,
             "Switchover could be performed only from a specific leader",
         );
@@ -88,7 +88,7 @@ pub(super) async fn post(
     let mut schedule = None;
     if let Some(at) = scheduled_at {
         if leader.is_none() {
-            return refuse(
+            return text(
                 400,
                 &format!(
                     "Scheduled {} is possible only from a specific leader",
@@ -97,25 +97,25 @@ pub(super) async fn post(
             );
         }
         if cluster.is_paused() {
-            return refuse(
+            return text(
                 400,
                 &format!("Can't schedule {} in the paused state", action.name()),
             );
         }
         let Some(at) = at.as_str() else {
-            return refuse(
+            return text(
                 422,
                 &crate::schedule::ScheduleError::Unparsable.message(action.name()),
             );
         };
         match parse_schedule(at, chrono::Utc::now()) {
             Ok(at) => schedule = Some(at),
-            Err(e) => return refuse(e.status(), &e.message(action.name())),
+            Err(e) => return text(e.status(), &e.message(action.name())),
         }
     }
     // 3. Pause.
     if cluster.is_paused() && candidate.is_none() {
-        return refuse(
+        return text(
             400,
             &format!(
                 "{} is possible only to a specific candidate in a paused state",
@@ -126,7 +126,7 @@ pub(super) async fn post(
     // 4. Feasibility, now (a scheduled request is checked by the leader when it is due).
     if schedule.is_none() {
         if let Err(reason) = is_failover_possible(ctx, &cluster, leader, candidate, action).await {
-            return refuse(412, &reason);
+            return text(412, &reason);
         }
     }
     // 5. The request.
@@ -138,7 +138,7 @@ pub(super) async fn post(
     match ctx.dcs.set_failover_value(&request.to_json(), None).await {
         Ok(true) => {}
         Ok(false) | Err(_) => {
-            return refuse(
+            return text(
                 503,
                 &format!("failed to write {} key into DCS", action.name()),
             )
@@ -325,7 +325,7 @@ fn capitalize(word: &str) -> String {
 pub(super) async fn delete(ctx: &ApiContext) -> Response {
     let cluster = match ctx.dcs.get_cluster().await {
         Ok(c) => c,
-        Err(e) => return refuse(503, &format!("cannot read the DCS: {e}")),
+        Err(e) => return text(503, &format!("cannot read the DCS: {e}")),
     };
     match cluster
         .failover
@@ -337,9 +337,9 @@ pub(super) async fn delete(ctx: &ApiContext) -> Response {
                 wake(ctx);
                 text(200, "scheduled switchover deleted")
             }
-            Ok(false) => refuse(409, "the switchover request changed meanwhile; try again"),
-            Err(e) => refuse(503, &format!("cannot write the failover key: {e}")),
+            Ok(false) => error_page(409, "the switchover request changed meanwhile; try again"),
+            Err(e) => text(503, &format!("cannot write the failover key: {e}")),
         },
-        None => refuse(404, "no switchover is scheduled"),
+        None => text(404, "no switchover is scheduled"),
     }
 }

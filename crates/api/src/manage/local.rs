@@ -2,7 +2,7 @@
 //! `POST /reload`, `POST /reinitialize`. The API validates, then hands an [`ApiCommand`] to
 //! the agent and relays its answer.
 
-use super::{no_agent, refuse, text};
+use super::{no_agent, text};
 use crate::commands::{
     postgres_version_check, ApiCommand, CommandResult, RestartRequest, RestartRole,
 };
@@ -25,11 +25,11 @@ pub(super) async fn restart(ctx: &ApiContext, body: Map<String, Value>) -> Respo
         Err(_) => ctx.snapshot.borrow().paused,
     };
     if paused && body.contains_key("schedule") {
-        return refuse(500, "Can't schedule restart in the paused state");
+        return text(500, "Can't schedule restart in the paused state");
     }
     let request = match parse_restart(&body) {
         Ok(r) => r,
-        Err((status, message)) => return refuse(status, &message),
+        Err((status, message)) => return text(status, &message),
     };
     let Some(tx) = ctx.commands.as_ref() else {
         return no_agent();
@@ -48,7 +48,7 @@ pub(super) async fn restart(ctx: &ApiContext, body: Map<String, Value>) -> Respo
     };
     match ask(tx, command, answer, timeout).await {
         Ok(message) => text(if scheduled { 202 } else { 200 }, &message),
-        Err(refusal) => refuse(refusal.status, &refusal.message),
+        Err(refusal) => text(refusal.status, &refusal.message),
     }
 }
 
@@ -121,12 +121,12 @@ pub(super) async fn delete_restart(ctx: &ApiContext) -> Response {
         .await
         .is_err()
     {
-        return refuse(503, "the agent is not running");
+        return text(503, "the agent is not running");
     }
     match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
         Ok(Ok(true)) => text(200, "scheduled restart deleted"),
-        Ok(Ok(false)) => refuse(404, "no restarts are scheduled"),
-        _ => refuse(503, "the agent did not answer"),
+        Ok(Ok(false)) => text(404, "no restarts are scheduled"),
+        _ => text(503, "the agent did not answer"),
     }
 }
 
@@ -135,7 +135,7 @@ pub(super) async fn reload(ctx: &ApiContext) -> Response {
         return no_agent();
     };
     if tx.send(ApiCommand::Reload).await.is_err() {
-        return refuse(503, "the agent is not running");
+        return text(503, "the agent is not running");
     }
     text(202, "reload scheduled")
 }
@@ -145,13 +145,13 @@ pub(super) async fn reinitialize(ctx: &ApiContext, body: Map<String, Value>) -> 
     let name = ctx.snapshot.borrow().name.clone();
     match ctx.dcs.get_cluster().await {
         Ok(c) => match c.leader_name() {
-            None => return refuse(503, "Cluster has no leader, can not reinitialize"),
+            None => return text(503, "Cluster has no leader, can not reinitialize"),
             Some(leader) if leader == name => {
-                return refuse(503, "I am the leader, can not reinitialize")
+                return text(503, "I am the leader, can not reinitialize")
             }
             Some(_) => {}
         },
-        Err(e) => return refuse(503, &format!("cannot read the DCS: {e}")),
+        Err(e) => return text(503, &format!("cannot read the DCS: {e}")),
     }
     let Some(tx) = ctx.commands.as_ref() else {
         return no_agent();
@@ -166,7 +166,7 @@ pub(super) async fn reinitialize(ctx: &ApiContext, body: Map<String, Value>) -> 
     .await
     {
         Ok(message) => text(200, &message),
-        Err(refusal) => refuse(refusal.status, &refusal.message),
+        Err(refusal) => text(refusal.status, &refusal.message),
     }
 }
 

@@ -14,13 +14,11 @@ pub use failover::SwitchoverAction;
 pub use failsafe::{FailsafeLeader, FailsafePings};
 
 use crate::access;
-use crate::json::error_response;
 use crate::server::ApiContext;
 use crate::tls::ConnInfo;
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
 use serde_json::{Map, Value};
 
 /// Largest request body we read.
@@ -73,7 +71,7 @@ pub(crate) async fn handle(
     use ManageEndpoint::*;
     // Patroni answers 502 before reading the body when failsafe mode is off.
     if endpoint == Failsafe && !failsafe::enabled(ctx) {
-        return refuse(502, "failsafe mode is not enabled");
+        return error_page(502, "failsafe mode is not enabled");
     }
     let body_rule = match endpoint {
         PatchConfig | PutConfig | Failover | Switchover | Failsafe => Some(true),
@@ -101,21 +99,19 @@ pub(crate) async fn handle(
     }
 }
 
-/// A plain-text answer, as Patroni writes its messages.
+/// A message as Patroni writes it (`_write_response`: the text, `text/html`), for answers
+/// and refusals alike.
 pub(crate) fn text(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Body::from(message.to_string())).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    crate::json::text_response(status, message)
 }
 
-/// A refusal: `{"error": message}`.
-pub(crate) fn refuse(status: u16, message: &str) -> Response {
+/// Where Patroni calls `send_error(status)`: Python's HTML error page. Our reason goes to
+/// the log (the page has no room for it).
+pub(crate) fn error_page(status: u16, reason: &str) -> Response {
+    tracing::info!("REST API: answering {status}: {reason}");
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error_response(status, message, None)
+    crate::json::error_page(status, None)
 }
 
 /// Media types we read as JSON: none at all (patronictl sends none), JSON, and the form and
@@ -141,7 +137,7 @@ async fn read_json(request: Request, required: bool) -> Result<Map<String, Value
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("?");
         if !acceptable_content_type(ct) {
-            return Err(refuse(
+            return Err(error_page(
                 415,
                 &format!("unsupported Content-Type {ct:?}: send a JSON object (application/json)"),
             ));
@@ -151,29 +147,38 @@ async fn read_json(request: Request, required: bool) -> Result<Map<String, Value
         || headers.contains_key(header::TRANSFER_ENCODING);
     if !has_body {
         return if required {
-            Err(refuse(411, "Content-Length required: send a JSON object"))
+            Err(error_page(
+                411,
+                "Content-Length required: send a JSON object",
+            ))
         } else {
             Ok(Map::new())
         };
     }
     let bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
         Ok(bytes) => bytes,
-        Err(_) => return Err(refuse(413, "request body too large or unreadable")),
+        Err(_) => return Err(error_page(413, "request body too large or unreadable")),
     };
     if bytes.iter().all(u8::is_ascii_whitespace) && !required {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) if !map.is_empty() || !required => Ok(map),
-        Ok(Value::Object(_)) => Err(refuse(400, "request body must not be an empty JSON object")),
-        Ok(_) => Err(refuse(400, "request body must be a JSON object")),
-        Err(e) => Err(refuse(400, &format!("request body is not valid JSON: {e}"))),
+        Ok(Value::Object(_)) => Err(error_page(
+            400,
+            "request body must not be an empty JSON object",
+        )),
+        Ok(_) => Err(error_page(400, "request body must be a JSON object")),
+        Err(e) => Err(error_page(
+            400,
+            &format!("request body is not valid JSON: {e}"),
+        )),
     }
 }
 
 /// The answer to a node-local call when this API runs without a command channel.
 pub(crate) fn no_agent() -> Response {
-    refuse(503, "this node does not accept local management commands")
+    text(503, "this node does not accept local management commands")
 }
 
 /// Tells the agent to run a cycle now (best effort: a full queue already means "soon").

@@ -190,7 +190,7 @@ async fn cluster_in_standby_mode_and_dcs_errors() {
     for path in ["/cluster", "/history", "/config"] {
         let reply = call_ctx(ctx.clone(), Method::GET, path).await;
         assert_eq!(reply.status.as_u16(), 503, "{path}");
-        assert!(reply.json()["error"].as_str().unwrap().contains("DCS"));
+        assert!(reply.text().contains("<p>Error code: 503</p>"), "{path}");
     }
 }
 
@@ -211,7 +211,19 @@ async fn config_and_history() {
     let (_tx, ctx) = context(replica(), FixedDcs::new(Some(bare)));
     let reply = call_ctx(ctx.clone(), Method::GET, "/config").await;
     assert_eq!(reply.status.as_u16(), 502);
-    assert!(reply.json()["error"].is_string());
+    // Python's error page, byte for byte as Patroni's `send_error(502)`.
+    assert_eq!(
+        reply.content_type.as_deref(),
+        Some("text/html;charset=utf-8")
+    );
+    assert_eq!(
+        reply.text(),
+        "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        \
+         <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        \
+         <p>Error code: 502</p>\n        <p>Message: Bad Gateway.</p>\n        \
+         <p>Error code explanation: 502 - Invalid responses from another server/proxy.</p>\n    \
+         </body>\n</html>\n"
+    );
     assert_eq!(
         call_ctx(ctx, Method::GET, "/history").await.json(),
         json!([])
@@ -396,8 +408,11 @@ async fn unsupported_management_calls() {
     for path in ["/citus", "/sigterm"] {
         let reply = call(&leader(), Method::POST, path).await;
         assert_eq!(reply.status.as_u16(), 501, "POST {path}");
-        let error = reply.json()["error"].as_str().unwrap().to_string();
-        assert!(error.ends_with("not supported by pgherd"), "{error}");
+        let page = reply.text();
+        assert!(
+            page.contains("<p>Message: Unsupported method ('POST').</p>"),
+            "{page}"
+        );
     }
     // Known paths without such a handler: 501 as in Patroni; unknown paths: 404.
     assert_eq!(

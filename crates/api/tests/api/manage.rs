@@ -77,10 +77,13 @@ struct Reply {
 }
 
 impl Reply {
+    /// The message of a refusal: Patroni's plain text, or the status phrase of Python's
+    /// error page (`send_error`).
     fn error(&self) -> String {
-        let v: Value = serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
-        v["error"].as_str().unwrap_or_default().to_string()
+        match self.body.split_once("<p>Message: ") {
+            Some((_, rest)) => rest.split_once(".</p>").unwrap().0.to_string(),
+            None => self.body.clone(),
+        }
     }
 }
 

@@ -191,12 +191,17 @@ pub fn http(
     (status, head.to_string(), body.to_string())
 }
 
-/// `{"error": ...}` of a refusal.
+/// The message of a refusal as Patroni sends it: the plain text, or the status phrase of
+/// Python's error page (`send_error`).
 pub fn error_of(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("not a JSON refusal: {body}"))
+    match body.split_once("<p>Message: ") {
+        Some((_, rest)) => rest
+            .split_once(".</p>")
+            .unwrap_or_else(|| panic!("not Python's error page: {body}"))
+            .0
+            .to_string(),
+        None => body.to_string(),
+    }
 }
 
 pub fn dcs_json(c: &TestCluster, key: &str) -> Option<Value> {
