@@ -16,8 +16,10 @@ pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<b
         a.world.dcs.write_status(&status).await?;
     }
     publish_history(a, cluster, pg).await;
-    if a.dynamic.config.postgresql.use_slots && !cluster.is_paused() {
-        sync_member_slots(a, cluster).await;
+    // Also while paused (a new leader after a switchover in pause needs its members'
+    // slots), but then nothing is dropped (Patroni's `_drop_incorrect_slots`).
+    if a.dynamic.config.postgresql.use_slots {
+        sync_member_slots(a, cluster, cluster.is_paused()).await;
     }
     Ok(true)
 }
@@ -109,7 +111,7 @@ async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
 
 /// One physical slot per other member (not those streaming from a cascade member); slots
 /// of departed members are dropped once inactive. Only runs when the member set changed.
-async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
+async fn sync_member_slots(a: &mut Agent, cluster: &Cluster, paused: bool) {
     let wanted: BTreeSet<String> = cluster
         .members
         .values()
@@ -146,7 +148,7 @@ async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
     a.member_slots.ours.extend(wanted.iter().cloned());
     let departed: Vec<String> = existing
         .iter()
-        .filter(|s| !wanted.contains(&s.name) && a.member_slots.ours.contains(&s.name))
+        .filter(|s| !paused && !wanted.contains(&s.name) && a.member_slots.ours.contains(&s.name))
         .map(|s| s.name.clone())
         .collect();
     for name in departed {
@@ -163,8 +165,9 @@ async fn sync_member_slots(a: &mut Agent, cluster: &Cluster) {
             }
         }
     }
-    // Only a pass that left every slot as wanted lets the next ones skip the work.
-    a.member_slots.settled = ok.then_some(wanted);
+    // Only a pass that left every slot as wanted lets the next ones skip the work (in pause
+    // departed members' slots were kept: look again after resume).
+    a.member_slots.settled = (ok && !paused).then_some(wanted);
 }
 
 /// The leader's member slots: the ones it created (and may drop when their member leaves),

@@ -289,3 +289,105 @@ fn pause_blocks_failover_until_a_manual_failover() {
         ),
     );
 }
+
+/// Switchover in pause (docs/compat.md#pause), with patronictl: to a named candidate it
+/// happens, the former leader streams from the new one, the cluster stays paused. One that
+/// cannot happen (the candidate's PostgreSQL is down) is answered as failed and leaves no
+/// request behind to fire on `resume`.
+#[test]
+fn switchover_while_paused_moves_the_leader_and_never_fires_later() {
+    let (c, leader) = cluster("ctl-pause-sw");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    pgherd(&c, &["pause", "--wait"]).ok();
+    let target = (leader + 1) % 3;
+    let (leader_name, target_name) = (
+        c.members[leader].name.clone(),
+        c.members[target].name.clone(),
+    );
+    let out = patronictl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            &leader_name,
+            "--candidate",
+            &target_name,
+            "--force",
+        ],
+    )
+    .ok();
+    assert!(
+        out.contains(&format!("Successfully switched over to \"{target_name}\"")),
+        "{out}"
+    );
+    writable_leader(&c, target);
+    // The former leader comes back as a standby of the new one, though paused.
+    check(
+        &c,
+        poll(
+            "the former leader streaming from the new leader",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || {
+                let q = format!(
+                    "select count(*) from pg_stat_replication where state = 'streaming' and application_name = '{leader_name}'"
+                );
+                (c.sql(target, &q).ok()? == "1").then_some(())
+            },
+        ),
+    );
+    assert!(pgherd(&c, &["list"]).ok().contains(" Maintenance mode: on"));
+    let request = dcs_json(&c, "failover");
+    assert!(
+        request
+            .as_ref()
+            .is_none_or(|v| v.as_object().is_some_and(|o| o.is_empty())),
+        "{request:?}"
+    );
+
+    // A candidate whose PostgreSQL is down (paused: nobody restarts it) cannot take over.
+    let down = (target + 1) % 3;
+    let down_name = c.members[down].name.clone();
+    c.kill_postmaster(down).unwrap();
+    check(
+        &c,
+        poll(
+            "the agent to see its PostgreSQL down",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let (_, body) = c.api(down, "GET", "/patroni").ok()?;
+                (!body.contains("\"state\": \"running\"")).then_some(())
+            },
+        ),
+    );
+    let refused = patronictl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            &target_name,
+            "--candidate",
+            &down_name,
+            "--force",
+        ],
+    );
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        !said.contains("Successfully"),
+        "a switchover to a stopped candidate succeeded: {said}"
+    );
+    let request = dcs_json(&c, "failover");
+    assert!(
+        request
+            .as_ref()
+            .is_none_or(|v| v.as_object().is_some_and(|o| o.is_empty())),
+        "a failed switchover left its request behind: {request:?}"
+    );
+    // Resume: the stopped member is started again and nothing fires.
+    pgherd(&c, &["resume", "--wait"]).ok();
+    let kept = holds_for(Duration::from_secs(8), || c.leader_index() == Some(target));
+    assert!(kept, "the leader moved after resume");
+    writable_leader(&c, target);
+}

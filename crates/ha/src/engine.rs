@@ -36,6 +36,9 @@ pub struct Engine {
     switchover_wait: Option<(i64, Millis)>,
     /// A defect put back for the simulator to find (see [`Engine::plant_former_leader_races`]).
     planted_former_leader_races: bool,
+    /// We stopped PostgreSQL for a switchover while paused: start it again as a standby once
+    /// another member leads (Patroni's demotion starts it itself; pause starts nothing).
+    paused_switchover_demoted: bool,
 }
 
 impl Engine {
@@ -246,6 +249,19 @@ impl Engine {
                     "removed leader lock because postgres is not running",
                 );
             }
+            if self.paused_switchover_demoted {
+                if let Some(leader) = cluster.leader_name() {
+                    self.paused_switchover_demoted = false;
+                    let upstream = upstream_for(obs, cluster, leader);
+                    return Decision::act(
+                        vec![Action::StartPostgres(Replication::From(upstream))],
+                        format!("starting as a standby of the new leader ({leader}) after the switchover"),
+                    );
+                }
+                return Decision::idle(
+                    "switchover from me in progress: postgres stays stopped until another member leads",
+                );
+            }
             return Decision::idle("postgres is not running");
         }
         if i_am_leader {
@@ -450,9 +466,21 @@ impl Engine {
                     );
                 }
             }
-            if from_me && to_other && !self.paused {
+            if from_me && to_other && self.paused && f.member.is_none() {
+                // The API refuses this; a request written to the DCS directly gets the
+                // same answer (Patroni's).
+                actions.push(Action::ClearFailover {
+                    index: request.index,
+                });
+                return Decision::act(
+                    actions,
+                    "Switchover is possible only to a specific candidate in a paused state: request cleared",
+                );
+            }
+            if from_me && to_other {
                 match switchover_target(obs, cluster, f.member.as_deref()) {
                     Handover::To(target) => {
+                        self.paused_switchover_demoted = self.paused;
                         actions.push(Action::Demote(DemoteMode::Graceful));
                         return Decision::act(
                             actions,
@@ -510,7 +538,8 @@ impl Engine {
         }
         let upstream = upstream_for(obs, cluster, leader);
         let configured = pg.following.as_ref().and_then(Replication::upstream);
-        if self.paused || configured == Some(upstream.as_str()) || !pg.in_recovery {
+        // Also while paused: Patroni re-points a standby to the leader in pause too.
+        if configured == Some(upstream.as_str()) || !pg.in_recovery {
             return Decision::idle(format!(
                 "no action. I am ({}), a secondary, and following a leader ({leader})",
                 s.name

@@ -934,3 +934,102 @@ fn required_watchdog_without_a_device_keeps_a_member_from_leading() {
     let d = Engine::new().step(&no_watchdog(obs(&s1, Some(&c), &primary(1000), &[])));
     assert_eq!(d.actions, vec![Action::Demote(DemoteMode::ImmediateNoLock)]);
 }
+
+/// Pause (docs/compat.md#pause): a switchover to a named candidate still happens, the former
+/// leader starts again as a standby once the candidate leads; one without a candidate is
+/// refused and cleared; a standby is re-pointed to the leader.
+#[test]
+fn switchover_while_paused() {
+    let paused = r#"{"ttl":10,"pause":true}"#;
+    let s = Settings::for_member("n1");
+    let mut leader_pg = primary(1000);
+    leader_pg.replication = vec![link("n2", false), link("n3", false)];
+    let mut engine = Engine::new();
+
+    let c = cluster(
+        Some("n1"),
+        &[("config", paused), ("failover", r#"{"leader":"n1"}"#)],
+    );
+    let d = engine.step(&obs(&s, Some(&c), &leader_pg, &[]));
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::RenewLock,
+            Action::PublishLeaderState,
+            Action::ClearFailover { index: 1 }
+        ]
+    );
+    assert_eq!(
+        d.reason,
+        "PAUSE: Switchover is possible only to a specific candidate in a paused state: request cleared"
+    );
+
+    let c = cluster(
+        Some("n1"),
+        &[
+            ("config", paused),
+            ("failover", r#"{"leader":"n1","member":"n2"}"#),
+        ],
+    );
+    let d = engine.step(&obs(&s, Some(&c), &leader_pg, &[]));
+    assert_eq!(
+        d.actions.last(),
+        Some(&Action::Demote(DemoteMode::Graceful)),
+        "{}",
+        d.reason
+    );
+    // Stopped; the candidate has not taken the lock yet: stay down.
+    let stopped = stopped_former_primary(1100);
+    let c = cluster(
+        None,
+        &[
+            ("config", paused),
+            ("failover", r#"{"leader":"n1","member":"n2"}"#),
+        ],
+    );
+    let d = engine.step(&obs(&s, Some(&c), &stopped, &[]));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    // n2 leads: start as its standby, even in pause.
+    let c = cluster(Some("n2"), &[("config", paused)]);
+    let d = engine.step(&obs(&s, Some(&c), &stopped, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::StartPostgres(Replication::From("n2".into()))]
+    );
+    assert_eq!(
+        d.reason,
+        "PAUSE: starting as a standby of the new leader (n2) after the switchover"
+    );
+    // Once: a later stop in pause is the operator's.
+    let d = engine.step(&obs(&s, Some(&c), &stopped, &[]));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+
+    // The candidate in pause takes the lock and promotes.
+    let s2 = Settings::for_member("n2");
+    let c = cluster(
+        None,
+        &[
+            ("config", paused),
+            ("failover", r#"{"leader":"n1","member":"n2"}"#),
+        ],
+    );
+    let d = Engine::new().step(&obs(&s2, Some(&c), &replica(1100, "n1"), &[]));
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::AcquireLock),
+        "{}",
+        d.reason
+    );
+    assert!(d.actions.contains(&Action::Promote), "{:?}", d.actions);
+
+    // A standby still following the former leader is re-pointed, in pause too.
+    let s3 = Settings::for_member("n3");
+    let c = cluster(Some("n2"), &[("config", paused)]);
+    let d = Engine::new().step(&obs(&s3, Some(&c), &replica(1000, "n1"), &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::Follow {
+            upstream: "n2".into()
+        }]
+    );
+}

@@ -310,6 +310,24 @@ async fn poll_result(
             return (503, format!("{} failed", action.title()));
         }
     }
+    // A request still standing with the old leader still in place never fires later by
+    // surprise (e.g. on resume): it is withdrawn, and the answer is a plain failure
+    // (docs/compat.md#rest-differences). One whose leader already let go is under way.
+    if let Ok(cluster) = ctx.dcs.get_cluster().await {
+        let standing = cluster
+            .failover
+            .as_ref()
+            .filter(|f| f.value.is_present() && f.value.scheduled_at.is_none());
+        if let Some(f) = standing.filter(|_| cluster.leader_name() == old_leader) {
+            if let Ok(true) = ctx.dcs.set_failover_value("{}", Some(f.index)).await {
+                tracing::warn!(
+                    "{}: no new leader within {timeout:?}: request withdrawn",
+                    action.name()
+                );
+                return (503, format!("{} failed", action.title()));
+            }
+        }
+    }
     (503, format!("{} status unknown", action.title()))
 }
 
