@@ -33,6 +33,7 @@ pub fn engine_settings(cfg: &Config, name: &str, dynamic: &DynamicConfig) -> Set
         synchronous_mode_strict: dynamic.synchronous_mode_strict,
         failsafe_mode: dynamic.failsafe_mode,
         synchronous_node_count: dynamic.synchronous_node_count as usize,
+        maximum_lag_on_syncnode: dynamic.maximum_lag_on_syncnode,
         use_pg_rewind: pg.use_pg_rewind.unwrap_or(dynamic.postgresql.use_pg_rewind),
         remove_data_directory_on_rewind_failure: pg
             .remove_data_directory_on_rewind_failure

@@ -676,3 +676,59 @@ fn watchdog_is_armed_by_the_leader_only_and_released_on_a_clean_stop() {
     )
     .unwrap();
 }
+
+/// `maximum_lag_on_syncnode` (docs/compat.md#synchronous-replication), in pause: the
+/// synchronous standby hangs (SIGSTOP of its PostgreSQL) while a large transaction waits
+/// for it; the leader names the other standby instead once the hung one is further behind
+/// than the limit, and the commit returns. Patroni manages synchronous replication in pause
+/// too.
+#[test]
+fn a_hung_synchronous_standby_is_replaced_in_pause() {
+    let (c, leader) = start(
+        "syncnode",
+        "    synchronous_mode: true\n    maximum_lag_on_syncnode: 1048576\n",
+    );
+    c.sql(leader, "create table big(id int, pad text)").unwrap();
+    wait_sync_standby(&c, leader);
+    let out = c.ctl(leader, &["pause", "--wait"]).unwrap();
+    assert!(out.contains("paused"), "{out}");
+    let sync_name = || -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(&c.dcs_value("sync")?).ok()?;
+        v["sync_standby"].as_str().map(str::to_string)
+    };
+    let hung_name = sync_name().expect("a synchronous standby");
+    let hung = c.members.iter().position(|m| m.name == hung_name).unwrap();
+    let pids = c.postgres_pids(hung);
+    for &pid in &pids {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    }
+    // About 20 MB of WAL: the other standby receives it, the hung one cannot.
+    let port = c.members[leader].pg_port;
+    let commit = std::thread::spawn(move || {
+        pgherd_testkit::cluster::psql(
+            port,
+            "insert into big select g, repeat('x', 100) from generate_series(1, 150000) g",
+        )
+    });
+    let replaced = poll(
+        "another synchronous standby",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || sync_name().filter(|n| *n != hung_name),
+    );
+    let committed = poll(
+        "the waiting commit to return",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || commit.is_finished().then_some(()),
+    );
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+    }
+    if replaced.is_err() || committed.is_err() {
+        dump_logs(&c);
+        panic!("{replaced:?} {committed:?}");
+    }
+    commit.join().unwrap().unwrap();
+    assert_eq!(c.sql(leader, "select count(*) from big").unwrap(), "150000");
+}

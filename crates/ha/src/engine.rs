@@ -425,11 +425,8 @@ impl Engine {
             );
         }
         let mut actions = vec![Action::RenewLock, Action::PublishLeaderState];
-        let (sync_actions, sync_note) = if self.paused {
-            (Vec::new(), None)
-        } else {
-            crate::sync::plan(obs, cluster, &mut self.sync_since)
-        };
+        // Also while paused: Patroni manages `sync` and synchronous_standby_names in pause.
+        let (sync_actions, sync_note) = crate::sync::plan(obs, cluster, &mut self.sync_since);
         actions.extend(sync_actions);
         if self
             .switchover_wait

@@ -24,6 +24,8 @@ pub struct Settings {
     /// `failsafe_mode`: only members of the `failsafe` topology may become leader.
     pub failsafe_mode: bool,
     pub synchronous_node_count: usize,
+    /// `maximum_lag_on_syncnode` in bytes; 0 or less: no limit.
+    pub maximum_lag_on_syncnode: i64,
     pub use_pg_rewind: bool,
     pub remove_data_directory_on_rewind_failure: bool,
     pub remove_data_directory_on_diverged_timelines: bool,
@@ -50,6 +52,7 @@ impl Settings {
             synchronous_mode_strict: false,
             failsafe_mode: false,
             synchronous_node_count: 1,
+            maximum_lag_on_syncnode: -1,
             use_pg_rewind: true,
             remove_data_directory_on_rewind_failure: false,
             remove_data_directory_on_diverged_timelines: false,

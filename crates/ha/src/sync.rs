@@ -48,6 +48,18 @@ pub fn plan(
             .then(b.lsn.cmp(&a.lsn))
             .then(a.name.cmp(&b.name))
     });
+    // `maximum_lag_on_syncnode`: a standby further behind the most advanced one (ourselves
+    // when there is only one) is not healthy enough to stay or become synchronous, so a hung
+    // synchronous standby is replaced (Patroni's `current_state`).
+    if let Ok(max_lag) = u64::try_from(s.maximum_lag_on_syncnode) {
+        if max_lag > 0 {
+            let max_lsn = match candidates.len() {
+                0 | 1 => pg.wal_position,
+                _ => candidates.iter().map(|l| l.lsn).max().unwrap_or(0),
+            };
+            candidates.retain(|l| max_lsn.saturating_sub(l.lsn) <= max_lag);
+        }
+    }
     let desired: BTreeSet<String> = candidates
         .iter()
         .take(s.synchronous_node_count.max(1))

@@ -1033,3 +1033,63 @@ fn switchover_while_paused() {
         }]
     );
 }
+
+/// `maximum_lag_on_syncnode`: a synchronous standby stuck further behind than the limit is
+/// replaced by a healthy one (it leaves `sync` first); without a limit it stays.
+#[test]
+fn a_lagging_synchronous_standby_is_replaced() {
+    let c = cluster(
+        Some("n1"),
+        &[("sync", r#"{"leader":"n1","sync_standby":"n2"}"#)],
+    );
+    let mut pg = primary(50_000);
+    pg.sync_standby_names = vec!["n2".into()];
+    let stuck = pgherd_ha::StandbyLink {
+        lsn: 1000,
+        ..link("n2", true)
+    };
+    let healthy = pgherd_ha::StandbyLink {
+        lsn: 50_000,
+        ..link("n3", false)
+    };
+    pg.replication = vec![stuck, healthy];
+
+    let s = sync_settings("n1");
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(d.actions.len(), 2, "no limit: n2 stays ({:?})", d.actions);
+
+    let mut s = sync_settings("n1");
+    s.maximum_lag_on_syncnode = 10_000;
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert_eq!(
+        &d.actions[2..],
+        &[
+            Action::WriteSync {
+                standbys: vec![],
+                index: Some(1)
+            },
+            Action::SetSynchronousStandbys {
+                names: vec!["n3".into()],
+                strict: false
+            },
+        ]
+    );
+
+    // The same in pause (Patroni manages synchronous replication in pause too).
+    let c = cluster(
+        Some("n1"),
+        &[
+            ("config", r#"{"ttl":10,"pause":true}"#),
+            ("sync", r#"{"leader":"n1","sync_standby":"n2"}"#),
+        ],
+    );
+    let d = Engine::new().step(&obs(&s, Some(&c), &pg, &[]));
+    assert!(
+        d.actions.contains(&Action::SetSynchronousStandbys {
+            names: vec!["n3".into()],
+            strict: false
+        }),
+        "{:?}",
+        d.actions
+    );
+}
