@@ -92,6 +92,8 @@ pub struct Agent {
     /// Replaces the REST API's access control and TLS settings on reload.
     pub(crate) api_settings: Option<SettingsUpdater>,
     pub(crate) planted: Option<PlantedBug>,
+    /// A finished task left a condition the agent must exit on (a cancelled bootstrap).
+    fatal: Option<anyhow::Error>,
     commands: mpsc::Receiver<ApiCommand>,
     _fence: OwnedTask<()>,
 }
@@ -143,6 +145,7 @@ impl Agent {
             last_reason: String::new(),
             api_settings: None,
             planted: None,
+            fatal: None,
             commands,
             _fence: fence_task,
             world,
@@ -247,6 +250,9 @@ impl Agent {
     /// One HA cycle. `Err` only for conditions where the agent must exit (fatal).
     pub(crate) async fn cycle(&mut self) -> Result<Decision> {
         self.reap_task().await;
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
         crate::commands::run_scheduled(self).await;
 
         // With failsafe mode, a leader gives up on a slow DCS read in time to ask the
@@ -448,8 +454,18 @@ impl Agent {
                 }
             }
             Err(e) => {
-                warn!("{} failed: {e:#}", task.kind.describe());
                 self.world.trace.task_ended(task.kind, false);
+                // Patroni raises PatroniFatalException after cancel_initialization: no second
+                // bootstrap attempt from this process (docs/compat.md#bootstrap).
+                if e.downcast_ref::<crate::tasks::BootstrapFailed>().is_none() {
+                    warn!("{} failed: {e:#}", task.kind.describe());
+                } else {
+                    self.fatal = Some(anyhow::anyhow!(
+                        "{e:#}; the data directory was kept as \
+                         <data_dir>.failed and the initialize key removed; fix the cause and \
+                         start the agent again"
+                    ));
+                }
                 Err(pgherd_api::Refusal::unavailable(format!(
                     "{} failed: {e:#}",
                     task.kind.describe()
@@ -488,6 +504,7 @@ impl Agent {
             params: self.parameters(),
             use_slots: self.dynamic.config.postgresql.use_slots,
             watchdog: self.watchdog.clone(),
+            retry_timeout: Duration::from_millis(self.dynamic.settings.retry_timeout),
         }
     }
 

@@ -117,17 +117,25 @@ async fn restart(
     if let Some(kind) = a.tasks.kind() {
         return refuse(reply, Refusal::in_progress(kind.describe()));
     }
-    let Some(state) = a.pg.state().cloned() else {
-        let refusal = if a.world.pg.postmaster().is_some() {
-            Refusal::still_starting()
-        } else {
-            Refusal::conditions_not_satisfied()
-        };
-        return refuse(reply, refusal);
+    let (server_version, pending_restart) = match a.pg.state() {
+        Some(state) => (state.server_version, state.pending_restart),
+        None if a.world.pg.postmaster().is_some() => {
+            return refuse(reply, Refusal::still_starting());
+        }
+        // Stopped: Patroni's restart is a stop (nothing to do) and a start, which is how a
+        // member stopped in maintenance mode is started again (docs/compat.md#restart-requests).
+        // The filters are checked against what PostgreSQL said while it last ran.
+        None => {
+            if !matches!(
+                a.world.pg.data_dir_state(),
+                pgherd_postgres::DataDirState::Initialized { .. }
+            ) {
+                return refuse(reply, Refusal::restart_failed());
+            }
+            a.pg.last_seen().unwrap_or((0, false))
+        }
     };
-    if let Err(why) =
-        request.conditions_met(a.pg.role(), state.server_version, state.pending_restart)
-    {
+    if let Err(why) = request.conditions_met(a.pg.role(), server_version, pending_restart) {
         info!("restart not done: {why}");
         return refuse(reply, Refusal::conditions_not_satisfied());
     }
@@ -139,7 +147,11 @@ async fn restart(
                 .max(a.dynamic.settings.ttl),
         )
     });
-    info!("restarting PostgreSQL in place (requested through the REST API)");
+    if a.world.pg.postmaster().is_some() {
+        info!("restarting PostgreSQL in place (requested through the REST API)");
+    } else {
+        info!("starting the stopped PostgreSQL (restart requested through the REST API)");
+    }
     if a.planted == Some(crate::agent::PlantedBug::InlineRestart) {
         return restart_inline(a, limit, reply).await;
     }

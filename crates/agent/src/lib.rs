@@ -81,6 +81,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         hooks: Arc::new(real::ShellHooks {
             pg,
             scope: cfg.scope.clone(),
+            post_bootstrap_over_socket: cfg.postgresql.use_unix_socket,
         }),
         clock: Arc::new(real::SystemClock),
         config: Arc::new(source),

@@ -2,7 +2,7 @@
 //! hooks as shell commands, the system clock, configuration files.
 
 use crate::world::{ConfigSource, Hooks, Peers, PgControl, WallClock};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use pgherd_config::Loaded;
 use pgherd_postgres::{
@@ -260,6 +260,8 @@ impl Peers for HttpPeers {
 pub struct ShellHooks {
     pub pg: Arc<Postgres>,
     pub scope: String,
+    /// `postgresql.use_unix_socket`: `post_bootstrap` gets the socket directory as its host.
+    pub post_bootstrap_over_socket: bool,
 }
 
 #[async_trait]
@@ -284,87 +286,13 @@ impl Hooks for ShellHooks {
         Ok(status.success())
     }
 
-    /// Patroni's `call_post_bootstrap`: the command split shell-style, the local connection
-    /// as a key=value string appended (`dbname user host port`, host being the socket
-    /// directory), the password in a passfile named by `PGPASSFILE`, and
-    /// `PGOPTIONS=-c synchronous_commit=local`.
+    /// Patroni's `call_post_bootstrap` (`Postgres::run_post_bootstrap`, docs/compat.md#bootstrap).
     async fn post_bootstrap(&self, command: &str) -> Result<()> {
-        let o = self.pg.options();
-        let mut argv = shlex::split(command)
-            .filter(|a| !a.is_empty())
-            .with_context(|| format!("post_bootstrap {command:?} is not a valid shell command"))?;
-        argv.push(local_dsn(o));
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .env("PGOPTIONS", "-c synchronous_commit=local");
-        if let Some(password) = &o.superuser.password {
-            let passfile = write_post_bootstrap_passfile(o, password)?;
-            cmd.env("PGPASSFILE", passfile);
-        }
-        info!("running post_bootstrap: {command}");
-        let status = cmd
-            .status()
-            .await
-            .with_context(|| format!("post_bootstrap {command:?} could not be started"))?;
-        if !status.success() {
-            bail!("post_bootstrap {command:?} failed: {status}");
-        }
-        Ok(())
+        Ok(self
+            .pg
+            .run_post_bootstrap(command, self.post_bootstrap_over_socket)
+            .await?)
     }
-}
-
-/// Patroni's `format_dsn(local_connect_kwargs, include_dbname=True)`: `dbname user host port`.
-fn local_dsn(o: &PgOptions) -> String {
-    let escape = |v: &str| {
-        v.chars()
-            .flat_map(|c| match c {
-                '\'' | '\\' | ' ' => vec!['\\', c],
-                c => vec![c],
-            })
-            .collect::<String>()
-    };
-    let host = if o.use_unix_socket {
-        o.socket_dir.display().to_string()
-    } else {
-        o.listen_hosts
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "localhost".into())
-    };
-    format!(
-        "dbname={} user={} host={} port={}",
-        escape(&o.database),
-        escape(&o.superuser.username),
-        escape(&host),
-        o.port
-    )
-}
-
-/// A passfile with the superuser's password for the post_bootstrap command (mode 0600).
-fn write_post_bootstrap_passfile(o: &PgOptions, password: &str) -> Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut path = o.pgpass.clone().into_os_string();
-    path.push(".post_bootstrap");
-    let path = PathBuf::from(path);
-    let escape = |v: &str| v.replace('\\', "\\\\").replace(':', "\\:");
-    let line = format!(
-        "*:{}:*:{}:{}\n",
-        o.port,
-        escape(&o.superuser.username),
-        escape(password)
-    );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(line.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }
 
 pub struct SystemClock;

@@ -19,7 +19,9 @@ pub fn state_string(a: &Agent, pg: &LocalPg) -> String {
         Some(AsyncAction::Start | AsyncAction::Restart | AsyncAction::Promote) => "starting",
         Some(AsyncAction::Stop) => "stopping",
         Some(AsyncAction::Rewind) => "stopped",
-        None if a.pg.crashed() => "crashed",
+        // Paused, a server that went away is `stopped` (Patroni's pause path sets that
+        // state; docs/compat.md#ha-cycle, step 11).
+        None if a.pg.crashed() && !a.dynamic.config.pause => "crashed",
         None => "stopped",
     }
     .to_string()

@@ -20,6 +20,10 @@ pub struct PgRuntime {
     sysid: Option<String>,
     /// The last answer to the status query (when it answered).
     state: Option<PgState>,
+    /// What the status query said while PostgreSQL last ran: `server_version_num` and
+    /// `pending_restart`, which a restart of a stopped server is checked against (Patroni
+    /// keeps both from its last connection).
+    last_seen: Option<(u32, bool)>,
     /// PostgreSQL was running at the previous cycle.
     was_running: bool,
     /// We saw PostgreSQL running and it stopped without us stopping it.
@@ -45,6 +49,7 @@ impl PgRuntime {
             role: Role::Uninitialized,
             sysid: None,
             state: None,
+            last_seen: None,
             was_running: false,
             crashed: false,
             not_streaming_since: None,
@@ -56,6 +61,11 @@ impl PgRuntime {
 
     pub fn state(&self) -> Option<&PgState> {
         self.state.as_ref()
+    }
+
+    /// `(server_version, pending_restart)` from the last status query that answered.
+    pub fn last_seen(&self) -> Option<(u32, bool)> {
+        self.last_seen
     }
 
     pub fn sysid(&self) -> Option<&str> {
@@ -142,6 +152,9 @@ impl PgRuntime {
         let mut pg = LocalPg::stopped(data_dir);
         pg.running = facts.running;
         self.state = facts.state;
+        if let Some(s) = &self.state {
+            self.last_seen = Some((s.server_version, s.pending_restart));
+        }
         if pg.running {
             self.crashed = false;
             if let Some(state) = &self.state {

@@ -15,7 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+/// Marks the error of a bootstrap that failed and was cancelled (Patroni's
+/// `cancel_initialization`): the agent must exit, as Patroni does.
+#[derive(Debug, Clone, Copy)]
+pub struct BootstrapFailed;
+
+impl std::fmt::Display for BootstrapFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Failed to bootstrap cluster")
+    }
+}
 
 /// How long a crashed postmaster may linger (a zombie until its parent reaps it, or its
 /// children still exiting) before we start anyway and let PostgreSQL say what is wrong.
@@ -212,6 +223,8 @@ pub struct TaskContext {
     pub params: BTreeMap<String, String>,
     pub use_slots: bool,
     pub watchdog: crate::watchdog::SharedWatchdog,
+    /// The dynamic `retry_timeout` (bounds the stop after a failed bootstrap, as Patroni's).
+    pub retry_timeout: Duration,
 }
 
 impl TaskContext {
@@ -229,9 +242,20 @@ impl TaskContext {
         Ok(effective)
     }
 
-    /// Bootstrap a new cluster (we won the `initialize` race).
+    /// Bootstrap a new cluster (we won the `initialize` race), as Patroni's
+    /// `bootstrap` + `post_bootstrap` (docs/compat.md#bootstrap). When the local part fails
+    /// (initdb, start, roles, `post_bootstrap`), Patroni's `cancel_initialization`: the
+    /// `initialize` key is deleted, PostgreSQL stopped (immediate), the data directory renamed
+    /// to `<data_dir>.failed`, and the error carries [`BootstrapFailed`]: the agent exits, as
+    /// Patroni does ("Failed to bootstrap cluster"), instead of bootstrapping again.
     pub async fn bootstrap(self) -> Result<TaskOutcome> {
-        match self.bootstrap_steps().await {
+        let bootstrap = self.cfg.bootstrap.clone().context("no bootstrap section")?;
+        if let Err(e) = self.bootstrap_local(&bootstrap).await {
+            error!("bootstrap failed: {e:#}");
+            self.cancel_initialization().await;
+            return Err(e.context(BootstrapFailed));
+        }
+        match self.hand_over_to_dcs(&bootstrap).await {
             Ok(sysid) => Ok(TaskOutcome {
                 message: format!("initialized a new cluster (system identifier {sysid})"),
                 replication: Some(Replication::Primary),
@@ -239,30 +263,42 @@ impl TaskContext {
                 ..TaskOutcome::default()
             }),
             Err(e) => {
-                warn!("bootstrap failed: {e:#}; giving up the initialize key");
-                let _ = self.dcs.cancel_initialization().await;
-                let _ = self
-                    .pg
-                    .stop(StopMode::Immediate, Duration::from_secs(30))
-                    .await;
-                // Patroni keeps a failed bootstrap for inspection as <data_dir>.failed.
-                if let Ok(Some(path)) = self
-                    .pg
-                    .remove_data_dir(
-                        AllowRemoval::granted_by("failed bootstrap: kept for inspection"),
-                        RemovalMode::RenameToFailed,
-                    )
-                    .await
-                {
-                    warn!("failed bootstrap data directory kept at {}", path.display());
-                }
+                // Not Patroni's path (its DCS writes here do not cancel the bootstrap); kept:
+                // the cluster is given up and the race runs again.
+                warn!("bootstrap failed: {e:#}");
+                self.cancel_initialization().await;
                 Err(e)
             }
         }
     }
 
-    async fn bootstrap_steps(&self) -> Result<String> {
-        let bootstrap = self.cfg.bootstrap.clone().context("no bootstrap section")?;
+    /// Patroni's `cancel_initialization` (without the exit, which the agent does).
+    async fn cancel_initialization(&self) {
+        info!("removing initialize key after failed attempt to bootstrap the cluster");
+        if let Err(e) = self.dcs.cancel_initialization().await {
+            warn!("could not remove the initialize key: {e:#}");
+        }
+        if let Err(e) = self.pg.stop(StopMode::Immediate, self.retry_timeout).await {
+            warn!("could not stop PostgreSQL after the failed bootstrap: {e:#}");
+        }
+        // Patroni keeps a failed bootstrap for inspection as <data_dir>.failed.
+        match self
+            .pg
+            .remove_data_dir(
+                AllowRemoval::granted_by("failed bootstrap: kept for inspection"),
+                RemovalMode::RenameToFailed,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => warn!("could not rename the data directory: {e:#}"),
+        }
+    }
+
+    /// initdb, pg_hba, configuration, start, the superuser's password, `post_bootstrap`, then
+    /// the other roles: Patroni's order (its `post_bootstrap` runs before the replication and
+    /// rewind roles and `bootstrap.users` exist, and they are created only if it succeeded).
+    async fn bootstrap_local(&self, bootstrap: &pgherd_config::Bootstrap) -> Result<()> {
         if bootstrap.method != "initdb" {
             bail!(
                 "bootstrap method {:?} is not supported yet (only initdb)",
@@ -293,6 +329,9 @@ impl TaskContext {
         self.wait_queryable().await?;
 
         self.pg.set_superuser_password().await?;
+        if let Some(cmd) = &bootstrap.post_bootstrap {
+            self.hooks.post_bootstrap(cmd).await?;
+        }
         let opts = self.pg.options().clone();
         self.pg
             .create_or_update_role(
@@ -326,10 +365,11 @@ impl TaskContext {
                 .create_or_update_role(user, spec.password.as_deref(), &options)
                 .await?;
         }
-        if let Some(cmd) = &bootstrap.post_bootstrap {
-            self.hooks.post_bootstrap(cmd).await?;
-        }
+        Ok(())
+    }
 
+    /// `initialize = <sysid>`, `config = bootstrap.dcs`, the leader key.
+    async fn hand_over_to_dcs(&self, bootstrap: &pgherd_config::Bootstrap) -> Result<String> {
         let sysid = self.pg.sysid().await?;
         self.dcs.initialize(false, &sysid).await?;
         let dcs_config = serde_json::to_string(&bootstrap.dcs).context("encoding bootstrap.dcs")?;

@@ -168,3 +168,90 @@ fn reload_and_reinit() {
     let out = pgherd(&c, &["reinit", &c.members[leader].name, "--force"]);
     assert_eq!(out.code, 1);
 }
+
+/// Maintenance mode: PostgreSQL of a replica stopped by hand is started again by
+/// `patronictl restart` (Patroni's restart is a stop, a no-op here, and a start); a restart
+/// whose filters do not match is refused with Patroni's text (docs/compat.md#restart-requests).
+#[test]
+fn restart_starts_a_member_stopped_in_maintenance_mode() {
+    let scope = "ctl-restart-paused";
+    let c = cluster_with(
+        scope,
+        2,
+        pgherd_testkit::cluster::AgentKind::Pgherd,
+        |_, y| y,
+    );
+    let leader = healthy(&c, 1);
+    let r = 1 - leader;
+    let name = c.members[r].name.clone();
+    let out = patronictl(&c, &["pause", "--wait"]).ok();
+    assert!(
+        out.contains("Success: cluster management is paused"),
+        "{out}"
+    );
+
+    check(&c, c.pg_ctl(r, &["stop", "-m", "fast", "-w"]));
+    check(
+        &c,
+        poll(
+            "the stopped replica reported as stopped",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || (dcs_json(&c, &format!("members/{name}"))?["state"] == "stopped").then_some(()),
+        ),
+    );
+    assert_eq!(
+        c.postmaster_pid(r),
+        None,
+        "paused: the agent must not start it"
+    );
+
+    // Filters are checked against what the server said while it ran: refused, Patroni's text.
+    let port = c.members[r].api_port;
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/restart",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"role": "primary"}"#),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_of(&body), "restart conditions are not satisfied");
+    assert_eq!(c.postmaster_pid(r), None);
+
+    let run = patronictl(&c, &["restart", scope, &name, "--force"]);
+    let out = run.ok();
+    assert!(
+        out.contains(&format!("Success: restart on member {name}")),
+        "{out}"
+    );
+    assert!(c.postmaster_pid(r).is_some(), "PostgreSQL was not started");
+    assert_eq!(c.sql(r, "select pg_is_in_recovery()").unwrap(), "t");
+    check(
+        &c,
+        poll(
+            "the replica reported running again",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || (dcs_json(&c, &format!("members/{name}"))?["state"] == "running").then_some(()),
+        ),
+    );
+
+    // The REST answer itself, once more from stopped: Patroni's 200 and text.
+    check(&c, c.pg_ctl(r, &["stop", "-m", "fast", "-w"]));
+    check(
+        &c,
+        poll(
+            "the replica reported stopped again",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || (dcs_json(&c, &format!("members/{name}"))?["state"] == "stopped").then_some(()),
+        ),
+    );
+    let (status, _, body) = http(port, "POST", "/restart", &[], None);
+    assert_eq!((status, body.as_str()), (200, "restarted successfully"));
+    assert!(c.postmaster_pid(r).is_some());
+    // Still in maintenance mode, the leader untouched.
+    assert_eq!(c.leader_index(), Some(leader));
+    assert_eq!(dcs_json(&c, "config").unwrap()["pause"], true);
+}

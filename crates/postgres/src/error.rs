@@ -97,6 +97,11 @@ pub enum PgError {
 
     #[error("callback command '{command}' cannot be parsed into arguments")]
     Callback { command: String },
+
+    /// `bootstrap.post_bootstrap` failed (Patroni: "post_init script ... returned non-zero
+    /// code N").
+    #[error("post_bootstrap script '{command}' {reason}")]
+    PostBootstrap { command: String, reason: String },
 }
 
 impl PgError {

@@ -247,6 +247,34 @@ impl TestCluster {
         }
     }
 
+    /// Runs `pg_ctl <args> -D <data dir>` for member `i` behind the agent's back, as the OS
+    /// user PostgreSQL runs as (`postgres` when the tests run as root, as the agent does).
+    pub fn pg_ctl(&self, i: usize, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new("/usr/lib/postgresql/15/bin/pg_ctl");
+        cmd.args(args)
+            .arg("-D")
+            .arg(&self.members[i].data_dir)
+            .stdin(Stdio::null());
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::process::CommandExt;
+            let user = nix::unistd::User::from_name("postgres")?
+                .context("the OS user postgres is missing")?;
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", &user.dir);
+        }
+        let out = cmd.output().context("running pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {args:?} for {}: {}{}",
+                self.members[i].name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// SIGKILL to the postmaster only.
     pub fn kill_postmaster(&self, i: usize) -> Result<i32> {
         let pid = self
