@@ -6,14 +6,18 @@
 //! key (`BEGIN ENCRYPTED PRIVATE KEY`, as written by `openssl pkcs8 -topk8`). Legacy
 //! OpenSSL-encrypted PEM (`Proc-Type: 4,ENCRYPTED`) is refused with a conversion hint.
 //! Without `keyfile`, the key is read from `certfile` (Python's `load_cert_chain`).
+//!
+//! Peer certificates are verified as OpenSSL verifies them for Patroni (pgherd-tls): a
+//! certificate that is itself in the CA file is trusted, so the single self-signed certificate
+//! of `openssl req -x509` serves as CA, server and client certificate (docs/compat.md#tls).
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use pgherd_config::VerifyClient;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,32 +104,14 @@ pub fn load_private_key(
         .map_err(|e| invalid(path, format!("no usable private key found: {e}")))
 }
 
-/// The private key as unencrypted PKCS#8 PEM (what reqwest's `Identity::from_pem` reads).
-fn private_key_pem(path: &Path, password: Option<&str>) -> Result<String, TlsError> {
-    let key = load_private_key(path, password)?;
-    let (label, der): (&str, &[u8]) = match &key {
-        PrivateKeyDer::Pkcs8(k) => ("PRIVATE KEY", k.secret_pkcs8_der()),
-        PrivateKeyDer::Pkcs1(k) => ("RSA PRIVATE KEY", k.secret_pkcs1_der()),
-        PrivateKeyDer::Sec1(k) => ("EC PRIVATE KEY", k.secret_sec1_der()),
-        _ => return Err(invalid(path, "unsupported private key type")),
-    };
-    Ok(pem_encode(label, der))
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a CA file, trusted as OpenSSL trusts them.
+fn trusted(cafile: &Path) -> Result<pgherd_tls::TrustStore, TlsError> {
+    pgherd_tls::TrustStore::new(load_certs(cafile)?, provider())
+        .map_err(|e| invalid(cafile, e.to_string()))
 }
 
 /// The server side of the REST API.
@@ -151,21 +137,11 @@ pub fn server_config(
                         .to_string(),
                 )
             })?;
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs(cafile)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid(cafile, format!("unusable CA certificate: {e}")))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let verifier = if mode == VerifyClient::Optional {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| TlsError::Setting(format!("client certificate verifier: {e}")))?;
+            // OpenSSL's rules, as Patroni: a client certificate that is itself in the CA file
+            // is accepted (pgherd-tls; docs/compat.md#tls).
+            let verifier = trusted(cafile)?
+                .client_verifier(mode == VerifyClient::Required)
+                .map_err(|e| invalid(cafile, e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -203,6 +179,45 @@ impl ClientTls {
         }
     }
 
+    /// The rustls configuration of these settings: servers verified with `cacert` as OpenSSL
+    /// does (a server certificate that is itself in the file is trusted; pgherd-tls), else
+    /// with Mozilla's roots; not at all when `insecure`; the client certificate presented.
+    pub fn rustls_config(&self) -> Result<ClientConfig, TlsError> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setting(format!("TLS protocol versions: {e}")))?;
+        let verifier = match (&self.cacert, self.insecure) {
+            (_, true) => pgherd_tls::insecure_server_verifier(provider()),
+            (Some(cacert), false) => trusted(cacert)?
+                .server_verifier()
+                .map_err(|e| invalid(cacert, e.to_string()))?,
+            (None, false) => {
+                let roots =
+                    RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| TlsError::Setting(format!("server certificate verifier: {e}")))?
+            }
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &self.certfile {
+            Some(certfile) => {
+                let key = load_private_key(
+                    self.keyfile.as_deref().unwrap_or(certfile),
+                    self.keyfile_password.as_deref(),
+                )?;
+                builder
+                    .with_client_auth_cert(load_certs(certfile)?, key)
+                    .map_err(|e| invalid(certfile, format!("unusable client certificate: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// A reqwest client with these settings, `authorization` (a full `Basic ...` header
     /// value) sent on every request, and a per-request `timeout`.
     pub fn http_client(
@@ -211,32 +226,10 @@ impl ClientTls {
         timeout: Duration,
     ) -> Result<reqwest::Client, TlsError> {
         let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+            .use_preconfigured_tls(self.rustls_config()?)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("pgherd/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(self.insecure);
-        if let Some(cacert) = &self.cacert {
-            for cert in load_certs(cacert)? {
-                let cert = reqwest::Certificate::from_der(cert.as_ref())
-                    .map_err(|e| invalid(cacert, format!("unusable CA certificate: {e}")))?;
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let Some(certfile) = &self.certfile {
-            // Only the certificates: the key (possibly encrypted) is added decrypted.
-            let certs_only: String = load_certs(certfile)?
-                .iter()
-                .map(|c| pem_encode("CERTIFICATE", c.as_ref()))
-                .collect();
-            let key = private_key_pem(
-                self.keyfile.as_deref().unwrap_or(certfile),
-                self.keyfile_password.as_deref(),
-            )?;
-            let identity = reqwest::Identity::from_pem(format!("{certs_only}{key}").as_bytes())
-                .map_err(|e| invalid(certfile, format!("unusable client certificate: {e}")))?;
-            builder = builder.identity(identity);
-        }
+            .user_agent(concat!("pgherd/", env!("CARGO_PKG_VERSION")));
         if let Some(value) = authorization {
             let mut headers = reqwest::header::HeaderMap::new();
             let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
@@ -309,8 +302,31 @@ impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A failed handshake, at warn with the peer and the reason ("invalid peer certificate:
+/// UnknownIssuer", "received fatal alert: UnknownCA" when the client refused ours, ...). A
+/// client that closes before saying anything (a TCP health check) is only a debug line.
+fn log_refused_handshake(peer: SocketAddr, error: &std::io::Error) {
+    let not_tls = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        tracing::debug!(%peer, error = %error, "REST API: connection closed before the TLS handshake");
+    } else if not_tls {
+        tracing::warn!(%peer, error = %error, "REST API: TLS handshake refused: the client does not speak TLS (plain HTTP to the HTTPS port?)");
+    } else {
+        tracing::warn!(%peer, error = %error, "REST API: TLS handshake refused");
+    }
+}
+
 /// A TLS listener for `axum::serve`. Handshakes run in their own tasks, so a slow or silent
-/// client never delays the others; failed handshakes are logged at debug level and dropped.
+/// client never delays the others; refused handshakes are logged (peer and reason) and
+/// dropped.
 /// Each handshake uses the TLS configuration of the settings in force at accept time, so a
 /// certificate renewed on reload is served to the next client.
 pub struct TlsListener {
@@ -346,10 +362,12 @@ impl TlsListener {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((stream, peer)).await;
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "REST API: TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "REST API: TLS handshake timed out"),
+                        Ok(Err(e)) => log_refused_handshake(peer, &e),
+                        Err(_) => tracing::warn!(
+                            %peer,
+                            "REST API: TLS handshake refused: not completed within {}s",
+                            HANDSHAKE_TIMEOUT.as_secs()
+                        ),
                     }
                 });
             }

@@ -1,7 +1,7 @@
 //! The management REST API and the control commands' refusals, end to end: bad requests and
 //! missing credentials answered with Patroni's codes and messages and changing nothing, the
-//! client-side checks of `pgherd switchover`/`failover`/`pause`, and the REST API over TLS
-//! (then `pgherd remove`), against real etcd and real PostgreSQL 15 clusters run by
+//! client-side checks of `pgherd switchover`/`failover`/`pause`, the REST API over TLS (then
+//! `pgherd remove`) and with Patroni's single-openssl-certificate setup, against real etcd and real PostgreSQL 15 clusters run by
 //! `pgherd agent`. Run serially (`--test-threads=1`).
 
 mod common;
@@ -319,4 +319,106 @@ fn tls_rest_api_and_remove() {
     run_with(PGHERD, &c, 0, &["remove", "ctl-tls"], Some(&answers)).ok();
     assert_eq!(c.dcs_value("initialize"), None);
     assert_eq!(c.dcs_value("config"), None);
+}
+
+/// Patroni's common setup: one certificate made by `openssl req -x509` (`CA:TRUE`) as
+/// `restapi.cafile`, `certfile` and client certificate with `verify_client: required`.
+/// patronictl and pgherd reach every member; a client presenting another self-signed
+/// certificate is refused, and the agent logs the peer address and the reason.
+#[test]
+fn a_single_openssl_certificate_for_everything() {
+    use std::io::{Read, Write};
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key) = pgherd_testkit::pki::openssl_self_signed(pki.path(), "single").unwrap();
+    let (stranger, stranger_key) =
+        pgherd_testkit::pki::openssl_self_signed(pki.path(), "stranger").unwrap();
+    let tls = format!(
+        "restapi:\n  certfile: {}\n  keyfile: {}\n  cafile: {}\n  verify_client: required\n",
+        cert.display(),
+        key.display(),
+        cert.display()
+    );
+    let c = cluster_with("ctl-openssl", 2, AgentKind::Pgherd, |_, yaml| {
+        yaml.replace("restapi:\n", &tls)
+    });
+    // The harness's health checks speak plain HTTP: wait on the DCS instead.
+    check(
+        &c,
+        poll(
+            "a leader and both member keys running",
+            Duration::from_secs(120),
+            Duration::from_millis(250),
+            || {
+                let running = |m: &str| {
+                    dcs_json(&c, &format!("members/{m}")).is_some_and(|v| v["state"] == "running")
+                };
+                (c.dcs_value("leader").is_some() && running("node1") && running("node2"))
+                    .then_some(())
+            },
+        ),
+    );
+
+    for out in [patronictl(&c, &["list"]).ok(), pgherd(&c, &["list"]).ok()] {
+        assert!(out.contains("node1") && out.contains("node2"), "{out}");
+    }
+    // Both call every member's REST API with the certificate as client certificate.
+    let out = patronictl(&c, &["version", "ctl-openssl"]).ok();
+    assert!(
+        out.contains("node1: Patroni 3.0.2") && out.contains("node2: Patroni 3.0.2"),
+        "{out}"
+    );
+    let out = pgherd(&c, &["version", "ctl-openssl"]).ok();
+    assert!(
+        out.contains("node1: pgherd") && out.contains("node2: pgherd"),
+        "{out}"
+    );
+    let out = patronictl(&c, &["pause"]).ok();
+    assert!(
+        out.contains("Success: cluster management is paused"),
+        "{out}"
+    );
+    let out = pgherd(&c, &["resume"]).ok();
+    assert!(
+        out.contains("Success: cluster management is resumed"),
+        "{out}"
+    );
+
+    // Another self-signed certificate: the handshake fails and the agent says who and why.
+    let stranger = pgherd_api::tls::ClientTls {
+        cacert: Some(cert.clone()),
+        certfile: Some(stranger),
+        keyfile: Some(stranger_key),
+        ..Default::default()
+    }
+    .rustls_config()
+    .unwrap();
+    let port = c.members[0].api_port;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(stranger), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let answer = stream
+        .write_all(b"GET /patroni HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .and_then(|()| stream.read_to_end(&mut Vec::new()));
+    assert!(answer.is_err(), "the stranger got an answer");
+    let line = check(
+        &c,
+        poll(
+            "the agent to log the refused handshake",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                let log = std::fs::read_to_string(&c.members[0].log).ok()?;
+                log.lines()
+                    .find(|l| l.contains(&local.to_string()) && l.contains("TLS handshake"))
+                    .map(str::to_string)
+            },
+        ),
+    );
+    assert!(
+        line.contains("WARN") && line.contains("refused") && line.contains("UnknownIssuer"),
+        "{line}"
+    );
 }

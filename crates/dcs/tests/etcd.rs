@@ -958,3 +958,56 @@ async fn tls_with_our_ca_and_a_client_certificate() {
         assert!(err.to_string().contains(&https), "{what}: {err}");
     }
 }
+
+/// The common Patroni setup: one certificate made by `openssl req -x509` (`CA:TRUE`) as etcd's
+/// certificate and CA (`--client-cert-auth`), and as our CA file and client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_single_openssl_self_signed_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) =
+        pgherd_testkit::pki::openssl_self_signed(dir.path(), "single").expect("openssl");
+    let (stranger, stranger_key) =
+        pgherd_testkit::pki::openssl_self_signed(dir.path(), "stranger").expect("openssl");
+    let tls = EtcdTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: cert.clone(),
+    };
+    let etcd = EtcdServer::start_tls(&dir.path().join("etcd"), tls).expect("start etcd");
+    let https = etcd.tls_client_url().expect("an https listener");
+    let with =
+        |cacert: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| EtcdSettings {
+            cacert: Some(cacert.to_path_buf()),
+            cert: Some(cert.to_path_buf()),
+            key: Some(key.to_path_buf()),
+            ..settings(&https)
+        };
+
+    let a = client_with(with(&cert, &cert, &key), Some("node-a"), 10, 3);
+    a.touch_member(&member("running", 5432)).await.unwrap();
+    assert!(a.attempt_to_acquire_leader().await.unwrap());
+    let c = a.get_cluster().await.unwrap();
+    assert_eq!(c.leader_name(), Some("node-a"));
+
+    // etcd refuses a client certificate it does not trust; we refuse an etcd certificate we
+    // do not trust.
+    let budget = Duration::from_secs(2);
+    for (what, settings) in [
+        (
+            "an untrusted client certificate",
+            with(&cert, &stranger, &stranger_key),
+        ),
+        (
+            "an untrusted etcd certificate",
+            with(&stranger, &cert, &key),
+        ),
+    ] {
+        let err = fails_in_time(
+            what,
+            budget,
+            client_with(settings, None, 10, 2).get_cluster(),
+        )
+        .await;
+        assert!(err.to_string().contains(&https), "{what}: {err}");
+    }
+}

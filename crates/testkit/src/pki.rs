@@ -50,3 +50,33 @@ impl Pki {
         })
     }
 }
+
+/// One certificate and key made by the `openssl` command line (Debian package `openssl`) the
+/// way Patroni setups often make them, to be used as CA file, certificate and client
+/// certificate at once: `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1
+/// -addext subjectAltName=IP:127.0.0.1 -days 2`. OpenSSL marks it `CA:TRUE`.
+/// Written as `<name>.pem` and `<name>.key` in `dir`; returns (certificate, key).
+pub fn openssl_self_signed(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running openssl (Debian package openssl)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "openssl req -x509 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((cert, key))
+}

@@ -198,6 +198,43 @@ async fn client_certificates() {
     let _ = stop.send(());
 }
 
+/// Patroni's common setup: one `openssl req -x509` certificate (OpenSSL marks it `CA:TRUE`)
+/// as `cafile`, `certfile` and client certificate, with `verify_client: required`.
+#[tokio::test]
+async fn a_single_openssl_certificate_as_ca_server_and_client() {
+    use pgherd_testkit::pki::openssl_self_signed;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_self_signed(dir.path(), "single").unwrap();
+    let (stranger, stranger_key) = openssl_self_signed(dir.path(), "stranger").unwrap();
+    let api = RestApi {
+        certfile: Some(cert.clone()),
+        keyfile: Some(key.clone()),
+        cafile: Some(cert.clone()),
+        verify_client: VerifyClient::Required,
+        ..Default::default()
+    };
+    let (port, stop) = https_server(&api).await;
+    let url = format!("https://127.0.0.1:{port}/config");
+
+    let same = client(Some(&cert), Some((&cert, &key)), false);
+    assert_eq!(same.get(&url).send().await.unwrap().status(), 200);
+    let r = same
+        .patch(&url)
+        .body(r#"{"pause":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 403);
+
+    // Another self-signed certificate is refused as a client certificate; a server whose
+    // certificate is not in our CA file is refused by the client.
+    let unknown_client = client(Some(&cert), Some((&stranger, &stranger_key)), false);
+    assert!(unknown_client.get(&url).send().await.is_err());
+    let unknown_server = client(Some(&stranger), Some((&cert, &key)), false);
+    assert!(unknown_server.get(&url).send().await.is_err());
+    let _ = stop.send(());
+}
+
 /// SIGHUP with a renewed certificate and new credentials: the running API serves the new
 /// certificate to the next client and requires the credentials on the next unsafe request.
 #[tokio::test]

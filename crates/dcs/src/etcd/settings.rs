@@ -2,10 +2,14 @@
 //! each configured URL becomes. Nothing here does network I/O.
 
 use crate::DcsError;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
 
 /// HTTP/2 pings on open streams detect a silently dead etcd. etcd refuses pings more frequent
 /// than every 5 s (`--grpc-keepalive-min-time`) and pings without streams, hence these values.
@@ -104,7 +108,7 @@ impl EtcdSettings {
     }
 
     /// The TLS configuration when any endpoint is https or a TLS file is set.
-    fn tls(&self) -> Result<Option<ClientTlsConfig>, DcsError> {
+    fn tls(&self) -> Result<Option<EtcdTls>, DcsError> {
         let any_https = self.endpoints.iter().any(|e| e.starts_with("https://"));
         let tls_files = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
         if !any_https && !tls_files {
@@ -117,9 +121,10 @@ impl EtcdSettings {
             )));
         }
         let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &self.cacert {
-            tls = tls.ca_certificate(Certificate::from_pem(read_pem("cacert", ca)?));
-        }
+        let verifier = match &self.cacert {
+            Some(ca) => Some(trusted(ca)?),
+            None => None,
+        };
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 tls = tls.identity(Identity::from_pem(
@@ -134,15 +139,40 @@ impl EtcdSettings {
                 ))
             }
         }
-        Ok(Some(tls))
+        Ok(Some(EtcdTls {
+            config: tls,
+            verifier,
+        }))
     }
 }
 
-fn target(
-    url: &str,
-    tls: Option<&ClientTlsConfig>,
-    connect_timeout: Duration,
-) -> Result<Target, DcsError> {
+/// The TLS of every endpoint: tonic's settings (client certificate) and, with `etcd3.cacert`,
+/// our verifier over it (pgherd-tls): an etcd certificate that is itself in the CA file is
+/// trusted, as OpenSSL and Patroni's etcd client do (docs/compat.md#tls).
+#[derive(Clone)]
+struct EtcdTls {
+    config: ClientTlsConfig,
+    verifier: Option<Arc<dyn ServerCertVerifier>>,
+}
+
+fn trusted(ca: &Path) -> Result<Arc<dyn ServerCertVerifier>, DcsError> {
+    let pem = read_pem("cacert", ca)?;
+    let unusable = |e: &dyn fmt::Display| {
+        config_error(format!(
+            "{}: {e}; check the etcd3.cacert setting",
+            ca.display()
+        ))
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unusable(&format!("not a PEM certificate file ({e})")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    pgherd_tls::TrustStore::new(certs, provider)
+        .and_then(|store| store.server_verifier())
+        .map_err(|e| unusable(&e))
+}
+
+fn target(url: &str, tls: Option<&EtcdTls>, connect_timeout: Duration) -> Result<Target, DcsError> {
     let full = match (url.contains("://"), tls.is_some()) {
         (true, _) => url.to_string(),
         (false, true) => format!("https://{url}"),
@@ -162,7 +192,14 @@ fn target(
         .keep_alive_while_idle(false)
         .tcp_keepalive(Some(H2_PING_INTERVAL));
     if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(&e))?;
+        endpoint = match &tls.verifier {
+            Some(verifier) => endpoint
+                .tls_config_with_verifier(tls.config.clone(), verifier.clone())
+                .map_err(|e| invalid(&e))?,
+            None => endpoint
+                .tls_config(tls.config.clone())
+                .map_err(|e| invalid(&e))?,
+        };
     }
     Ok(Target {
         url: url.to_string(),
@@ -234,12 +271,25 @@ mod tests {
     #[test]
     fn a_bare_host_is_https_when_tls_is_configured() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "").expect("write ca");
+        let pki = pgherd_testkit::pki::Pki::generate(dir.path()).expect("certificates");
         let mut s = endpoints(&["127.0.0.1:2379"]);
-        s.cacert = Some(ca);
+        s.cacert = Some(pki.ca);
         let (targets, _) = s.resolve(Duration::from_secs(1)).expect("valid");
         assert_eq!(targets[0].endpoint.uri().scheme_str(), Some("https"));
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write ca");
+        let mut s = endpoints(&["https://127.0.0.1:2379"]);
+        s.cacert = Some(ca.clone());
+        let err = error(&s);
+        assert!(
+            err.contains(&ca.display().to_string()) && err.contains("etcd3.cacert"),
+            "{err}"
+        );
     }
 
     #[test]
