@@ -4,7 +4,7 @@
 
 use crate::agent::Agent;
 use pgherd_api::{ApiCommand, CommandResult, Refusal, RestartRequest};
-use pgherd_ha::{AsyncAction, Millis, Scheduled};
+use pgherd_ha::{AsyncAction, Millis, Replication, Scheduled};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -156,8 +156,34 @@ async fn restart(
         return restart_inline(a, limit, reply).await;
     }
     let ctx = a.task_context();
-    a.tasks
-        .start(AsyncAction::Restart, a.lease.held(), ctx.restart(limit));
+    // A stopped server starts in the role the HA logic gives it, never as a primary without
+    // the lock: its files may still say primary (a fenced former leader).
+    let start_as = a.world.pg.postmaster().is_none().then(|| {
+        if a.lease.held() {
+            Replication::Primary
+        } else {
+            match a.view.cluster.as_ref().and_then(|c| c.leader_name()) {
+                Some(leader) if leader != a.me.name => Replication::From(leader.to_string()),
+                _ => Replication::Detached,
+            }
+        }
+    });
+    let cluster = a.view.cluster.clone();
+    let task = async move {
+        match start_as {
+            None => ctx.restart(limit).await,
+            Some(replication) => {
+                let started = tokio::time::timeout(limit, ctx.start(cluster, replication))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("start did not finish within {limit:?}"))??;
+                Ok(crate::tasks::TaskOutcome {
+                    message: "restarted successfully".into(),
+                    ..started
+                })
+            }
+        }
+    };
+    a.tasks.start(AsyncAction::Restart, a.lease.held(), task);
     if let Some(r) = reply {
         a.tasks.reply_when_done(r);
     }

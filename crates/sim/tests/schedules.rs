@@ -557,6 +557,13 @@ fn regression_former_leader_alone_takes_over() {
     regression(&[4110]);
 }
 
+/// commands.rs: a REST restart of a member whose PostgreSQL was stopped (a fenced former
+/// leader, after a SIGSTOP) started it from its files, as a primary without the lock.
+#[test]
+fn regression_restart_of_a_stopped_member_never_starts_a_primary() {
+    regression(&[5773, 6132]);
+}
+
 /// election.rs: with failsafe mode, a member outside the failsafe topology (it was down when
 /// the last leader wrote it) may not race, and held every other member back when it was
 /// ahead: no leader ever again. It is no longer compared (unlike Patroni).
