@@ -49,7 +49,7 @@ async fn one(
     let leader = a.lease.held();
     match action {
         Action::Bootstrap => {
-            if !a.world.dcs.initialize(true, "").await? {
+            if !a.world.dcs.claim_initialize().await? {
                 info!("failed to acquire initialize lock");
                 return Ok(false);
             }
@@ -60,7 +60,7 @@ async fn one(
             Ok(true)
         }
         Action::WriteInitialize { sysid } => {
-            a.world.dcs.initialize(false, sysid).await?;
+            a.world.dcs.write_initialize(sysid).await?;
             Ok(true)
         }
         Action::Clone { source, upstream } => {
@@ -181,7 +181,7 @@ async fn one(
             let cleared = a
                 .world
                 .dcs
-                .set_failover_value(&Failover::none().to_json(), Some(*index))
+                .set_failover(&Failover::none(), Some(*index))
                 .await?;
             if !cleared {
                 info!("the failover key changed concurrently; deciding again next cycle");

@@ -371,7 +371,7 @@ impl TaskContext {
     /// `initialize = <sysid>`, `config = bootstrap.dcs`, the leader key.
     async fn hand_over_to_dcs(&self, bootstrap: &pgherd_config::Bootstrap) -> Result<String> {
         let sysid = self.pg.sysid().await?;
-        self.dcs.initialize(false, &sysid).await?;
+        self.dcs.write_initialize(&sysid).await?;
         let dcs_config = serde_json::to_string(&bootstrap.dcs).context("encoding bootstrap.dcs")?;
         self.dcs.set_config_value(&dcs_config, None).await?;
         if !self.dcs.attempt_to_acquire_leader().await? {

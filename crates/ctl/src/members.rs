@@ -530,7 +530,7 @@ pub async fn flush_switchover(ctl: &Ctl) -> Result<()> {
     );
     if !ctl
         .dcs
-        .set_failover_value("{}", Some(request.index))
+        .set_failover(&pgherd_dcs::Failover::none(), Some(request.index))
         .await?
     {
         bail!("the switchover request changed meanwhile; nothing was flushed");

@@ -200,7 +200,7 @@ pub async fn run(ctl: &Ctl, action: SwitchoverAction, req: Request) -> Result<()
                 member: candidate.clone(),
                 scheduled_at: scheduled_str,
             };
-            if !ctl.dcs.set_failover_value(&request.to_json(), None).await? {
+            if !ctl.dcs.set_failover(&request, None).await? {
                 bail!("could not write the failover key");
             }
         }

@@ -55,9 +55,12 @@ pub trait Dcs: Send + Sync {
     /// Deletes the leader key only if it still holds our name.
     async fn delete_leader(&self) -> Result<(), DcsError>;
 
-    /// `create_new`: atomically create `initialize` (the bootstrap race), `Ok(false)` if it
-    /// existed. Otherwise overwrite it with `sysid`.
-    async fn initialize(&self, create_new: bool, sysid: &str) -> Result<bool, DcsError>;
+    /// Creates an empty `initialize` if absent, atomically (the bootstrap race): `Ok(false)`
+    /// if it existed.
+    async fn claim_initialize(&self) -> Result<bool, DcsError>;
+
+    /// Overwrites `initialize` with the new cluster's system identifier (a bootstrap's end).
+    async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError>;
 
     /// Deletes `initialize` (a failed bootstrap).
     async fn cancel_initialization(&self) -> Result<(), DcsError>;
@@ -65,8 +68,9 @@ pub trait Dcs: Send + Sync {
     /// Writes `config`; with `index`, only if its mod revision still equals `index`.
     async fn set_config_value(&self, value: &str, index: Option<i64>) -> Result<bool, DcsError>;
 
-    /// Writes `failover`; with `index`, compare-and-swap on its mod revision.
-    async fn set_failover_value(&self, value: &str, index: Option<i64>) -> Result<bool, DcsError>;
+    /// Writes `failover` (`Failover::none()` withdraws a request); with `index`,
+    /// compare-and-swap on its mod revision.
+    async fn set_failover(&self, request: &Failover, index: Option<i64>) -> Result<bool, DcsError>;
 
     /// Writes `sync`; with `index`, compare-and-swap on its mod revision.
     async fn set_sync_state(&self, value: &SyncState, index: Option<i64>)

@@ -7,7 +7,7 @@
 //! with a time past the lease's last keepalive plus its ttl (tokio's clock, virtual in the
 //! simulator). Subscribers are notified of changes made by any client of the store.
 
-use crate::{Cluster, Dcs, DcsError, KeyLayout, MemberData, Status, SyncState};
+use crate::{Cluster, Dcs, DcsError, Failover, KeyLayout, MemberData, Status, SyncState};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -365,15 +365,21 @@ impl Dcs for MemoryDcs {
         })
     }
 
-    async fn initialize(&self, create_new: bool, sysid: &str) -> Result<bool, DcsError> {
+    async fn claim_initialize(&self) -> Result<bool, DcsError> {
         let key = self.layout.initialize();
-        self.store.with("writing the initialize key", |s| {
-            if create_new && s.keys.contains_key(&key) {
+        self.store.with("creating the initialize key", |s| {
+            if s.keys.contains_key(&key) {
                 return false;
             }
-            s.put(key, sysid, 0);
+            s.put(key, "", 0);
             true
         })
+    }
+
+    async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
+        let key = self.layout.initialize();
+        self.store
+            .with("writing the initialize key", |s| s.put(key, sysid, 0))
     }
 
     async fn cancel_initialization(&self) -> Result<(), DcsError> {
@@ -387,11 +393,11 @@ impl Dcs for MemoryDcs {
         self.cas_put("writing the config key", self.layout.config(), value, index)
     }
 
-    async fn set_failover_value(&self, value: &str, index: Option<i64>) -> Result<bool, DcsError> {
+    async fn set_failover(&self, request: &Failover, index: Option<i64>) -> Result<bool, DcsError> {
         self.cas_put(
             "writing the failover key",
             self.layout.failover(),
-            value,
+            &request.to_json(),
             index,
         )
     }
@@ -579,14 +585,26 @@ mod tests {
             20
         );
 
-        assert!(a.set_failover_value("{}", None).await.unwrap());
+        assert!(a.set_failover(&Failover::none(), None).await.unwrap());
         let f = a.get_cluster().await.unwrap().failover.unwrap().index;
         assert!(!a
-            .set_failover_value(r#"{"leader":"a"}"#, Some(f + 1))
+            .set_failover(
+                &Failover {
+                    leader: Some("a".into()),
+                    ..Failover::none()
+                },
+                Some(f + 1)
+            )
             .await
             .unwrap());
         assert!(a
-            .set_failover_value(r#"{"leader":"a"}"#, Some(f))
+            .set_failover(
+                &Failover {
+                    leader: Some("a".into()),
+                    ..Failover::none()
+                },
+                Some(f)
+            )
             .await
             .unwrap());
 
@@ -615,13 +633,13 @@ mod tests {
     async fn initialize_race_has_one_winner() {
         let store = MemoryStore::new();
         let (a, b) = (client(&store, "a"), client(&store, "b"));
-        assert!(a.initialize(true, "").await.unwrap());
-        assert!(!b.initialize(true, "").await.unwrap());
-        assert!(a.initialize(false, "7711336143377005909").await.unwrap());
+        assert!(a.claim_initialize().await.unwrap());
+        assert!(!b.claim_initialize().await.unwrap());
+        a.write_initialize("7711336143377005909").await.unwrap();
         let c = b.get_cluster().await.unwrap();
         assert_eq!(c.sysid(), Some("7711336143377005909"));
         a.cancel_initialization().await.unwrap();
-        assert!(b.initialize(true, "").await.unwrap());
+        assert!(b.claim_initialize().await.unwrap());
     }
 
     #[tokio::test]
@@ -672,9 +690,15 @@ mod tests {
         ));
         let mut rx = ctl.subscribe();
         let a = client(&store, "a");
-        a.set_failover_value(r#"{"leader":"a"}"#, None)
-            .await
-            .unwrap();
+        a.set_failover(
+            &Failover {
+                leader: Some("a".into()),
+                ..Failover::none()
+            },
+            None,
+        )
+        .await
+        .unwrap();
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
         ctl.delete_cluster().await.unwrap();

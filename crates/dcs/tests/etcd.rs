@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use pgherd_dcs::etcd::{EtcdDcs, EtcdSettings};
-use pgherd_dcs::{Dcs, DcsError, KeyLayout, MemberData, Role, Status, SyncState};
+use pgherd_dcs::{Dcs, DcsError, Failover, KeyLayout, MemberData, Role, Status, SyncState};
 use pgherd_testkit::etcd::{EtcdServer, EtcdTls};
 use pgherd_testkit::pki::Pki;
 use serde_json::Value;
@@ -385,12 +385,21 @@ async fn cas_writes_fail_on_a_stale_index() {
     );
 
     assert!(a
-        .set_failover_value(r#"{"leader":"node-a"}"#, None)
+        .set_failover(
+            &Failover {
+                leader: Some("node-a".into()),
+                ..Failover::none()
+            },
+            None
+        )
         .await
         .unwrap());
     let f = a.get_cluster().await.unwrap().failover.unwrap().index;
-    assert!(!a.set_failover_value("{}", Some(f - 1)).await.unwrap());
-    assert!(a.set_failover_value("{}", Some(f)).await.unwrap());
+    assert!(!a
+        .set_failover(&Failover::none(), Some(f - 1))
+        .await
+        .unwrap());
+    assert!(a.set_failover(&Failover::none(), Some(f)).await.unwrap());
     assert!(a.get_cluster().await.unwrap().failover_request().is_none());
 
     let sync = SyncState::new("node-a", &["node-b".to_string()]);
@@ -404,9 +413,9 @@ async fn cas_writes_fail_on_a_stale_index() {
 
     // initialize: one winner of the bootstrap race, then a plain overwrite with the sysid.
     let b = client(&url, Some("node-b"), 3, 10);
-    assert!(a.initialize(true, "").await.unwrap());
-    assert!(!b.initialize(true, "").await.unwrap());
-    assert!(a.initialize(false, "7711336143377005909").await.unwrap());
+    assert!(a.claim_initialize().await.unwrap());
+    assert!(!b.claim_initialize().await.unwrap());
+    a.write_initialize("7711336143377005909").await.unwrap();
     assert_eq!(
         b.get_cluster().await.unwrap().sysid(),
         Some("7711336143377005909")
@@ -441,9 +450,16 @@ async fn watch_wakes_subscribers_promptly() {
     let took = assert_wakes(&mut rx, "deleting the leader key").await;
     eprintln!("woken {took:?} after the leader key was deleted");
 
-    ctl.set_failover_value(r#"{"leader":"node-a","member":"node-b"}"#, None)
-        .await
-        .unwrap();
+    ctl.set_failover(
+        &Failover {
+            leader: Some("node-a".into()),
+            member: Some("node-b".into()),
+            ..Failover::none()
+        },
+        None,
+    )
+    .await
+    .unwrap();
     let took = assert_wakes(&mut rx, "writing the failover key").await;
     eprintln!("woken {took:?} after the failover key was written");
 
@@ -550,8 +566,9 @@ async fn a_frozen_etcd_fails_every_call_within_retry_timeout_and_the_client_reco
         assert!(matches!(err, DcsError::Unavailable { .. }), "{err}");
         fails_in_time("delete_leader", budget, a.delete_leader()).await;
         fails_in_time("release_lease", budget, a.release_lease()).await;
-        let failover = a.set_failover_value("{}", None);
-        fails_in_time("set_failover_value", budget, failover).await;
+        let none = Failover::none();
+        let failover = a.set_failover(&none, None);
+        fails_in_time("set_failover", budget, failover).await;
 
         // Callers queued behind the lease lock share the same budget.
         let started = Instant::now();
@@ -651,7 +668,7 @@ async fn a_stopped_etcd_gives_a_clear_error_and_is_reconnected_after_restart() {
     )
     .await;
     rx.borrow_and_update();
-    a.set_failover_value("{}", None).await.unwrap();
+    a.set_failover(&Failover::none(), None).await.unwrap();
     timeout(Duration::from_secs(15), rx.changed())
         .await
         .expect("the watch resumes after an etcd restart")
@@ -742,7 +759,7 @@ async fn ctl_mode_needs_no_lease_and_rejects_member_operations() {
         ctl.touch_member(&member("running", 5432)).await,
         Err(DcsError::Rejected { .. })
     ));
-    assert!(ctl.set_failover_value("{}", None).await.unwrap());
+    assert!(ctl.set_failover(&Failover::none(), None).await.unwrap());
     ctl.release_lease().await.unwrap();
     assert!(lease_count(&url).await == 0, "ctl mode took no lease");
 

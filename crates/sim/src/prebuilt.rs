@@ -34,7 +34,7 @@ pub(crate) async fn prebuild(world: &Shared) {
         MemoryDcs::new(store.clone(), layout.clone(), name.map(str::to_string), ttl)
     };
     let ctl = client(None);
-    let _ = ctl.initialize(false, &keys.sysid).await;
+    let _ = ctl.write_initialize(&keys.sysid).await;
     let _ = ctl.set_config_value(&keys.config, None).await;
     let status = Status {
         optime: keys.optime,

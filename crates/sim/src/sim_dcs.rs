@@ -184,11 +184,19 @@ impl Dcs for SimDcs {
         )
     }
 
-    async fn initialize(&self, create_new: bool, sysid: &str) -> Result<bool, DcsError> {
+    async fn claim_initialize(&self) -> Result<bool, DcsError> {
+        call!(
+            self,
+            "creating the initialize key",
+            self.inner.claim_initialize().await
+        )
+    }
+
+    async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
         call!(
             self,
             "writing the initialize key",
-            self.inner.initialize(create_new, sysid).await
+            self.inner.write_initialize(sysid).await
         )
     }
 
@@ -208,11 +216,15 @@ impl Dcs for SimDcs {
         )
     }
 
-    async fn set_failover_value(&self, value: &str, index: Option<i64>) -> Result<bool, DcsError> {
+    async fn set_failover(
+        &self,
+        request: &pgherd_dcs::Failover,
+        index: Option<i64>,
+    ) -> Result<bool, DcsError> {
         call!(
             self,
             "writing the failover key",
-            self.inner.set_failover_value(value, index).await
+            self.inner.set_failover(request, index).await
         )
     }
 

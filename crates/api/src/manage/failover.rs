@@ -135,7 +135,7 @@ pub(super) async fn post(
         member: candidate.map(str::to_string),
         scheduled_at: schedule.as_ref().map(python_isoformat),
     };
-    match ctx.dcs.set_failover_value(&request.to_json(), None).await {
+    match ctx.dcs.set_failover(&request, None).await {
         Ok(true) => {}
         Ok(false) | Err(_) => {
             return text(
@@ -319,7 +319,7 @@ async fn poll_result(
             .as_ref()
             .filter(|f| f.value.is_present() && f.value.scheduled_at.is_none());
         if let Some(f) = standing.filter(|_| cluster.leader_name() == old_leader) {
-            if let Ok(true) = ctx.dcs.set_failover_value("{}", Some(f.index)).await {
+            if let Ok(true) = ctx.dcs.set_failover(&Failover::none(), Some(f.index)).await {
                 tracing::warn!(
                     "{}: no new leader within {timeout:?}: request withdrawn",
                     action.name()
@@ -350,7 +350,7 @@ pub(super) async fn delete(ctx: &ApiContext) -> Response {
         .as_ref()
         .filter(|f| f.value.scheduled_at.is_some())
     {
-        Some(f) => match ctx.dcs.set_failover_value("{}", Some(f.index)).await {
+        Some(f) => match ctx.dcs.set_failover(&Failover::none(), Some(f.index)).await {
             Ok(true) => {
                 wake(ctx);
                 text(200, "scheduled switchover deleted")

@@ -8,7 +8,7 @@ use chrono::DateTime;
 use pgherd_api::{
     router, ApiContext, ClusterView, NodeSnapshot, PostgresStatus, ReplicationRow, Xlog,
 };
-use pgherd_dcs::{Cluster, Dcs, DcsError, MemberData, Role, Status, SyncState};
+use pgherd_dcs::{Cluster, Dcs, DcsError, Failover, MemberData, Role, Status, SyncState};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,8 +63,11 @@ impl Dcs for FixedDcs {
     async fn delete_leader(&self) -> Result<(), DcsError> {
         Err(refused("delete_leader"))
     }
-    async fn initialize(&self, _: bool, _: &str) -> Result<bool, DcsError> {
-        Err(refused("initialize"))
+    async fn claim_initialize(&self) -> Result<bool, DcsError> {
+        Err(refused("claim_initialize"))
+    }
+    async fn write_initialize(&self, _: &str) -> Result<(), DcsError> {
+        Err(refused("write_initialize"))
     }
     async fn cancel_initialization(&self) -> Result<(), DcsError> {
         Err(refused("cancel_initialization"))
@@ -72,8 +75,8 @@ impl Dcs for FixedDcs {
     async fn set_config_value(&self, _: &str, _: Option<i64>) -> Result<bool, DcsError> {
         Err(refused("set_config_value"))
     }
-    async fn set_failover_value(&self, _: &str, _: Option<i64>) -> Result<bool, DcsError> {
-        Err(refused("set_failover_value"))
+    async fn set_failover(&self, _: &Failover, _: Option<i64>) -> Result<bool, DcsError> {
+        Err(refused("set_failover"))
     }
     async fn set_sync_state(&self, _: &SyncState, _: Option<i64>) -> Result<bool, DcsError> {
         Err(refused("set_sync_state"))

@@ -7,7 +7,7 @@ use axum::http::{Method, Request, StatusCode};
 use pgherd_api::tls::ConnInfo;
 use pgherd_api::{router, ApiCommand, ApiContext, ApiSettings, NodeSnapshot, RestartRole};
 use pgherd_dcs::memory::{MemoryDcs, MemoryStore};
-use pgherd_dcs::{Dcs, KeyLayout, MemberData, Role};
+use pgherd_dcs::{Dcs, Failover, KeyLayout, MemberData, Role};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -362,7 +362,10 @@ async fn switchover_waits_for_the_new_leader() {
             }
             nodes[0].delete_leader().await.unwrap();
             assert!(nodes[1].attempt_to_acquire_leader().await.unwrap());
-            nodes[1].set_failover_value("{}", None).await.unwrap();
+            nodes[1]
+                .set_failover(&Failover::none(), None)
+                .await
+                .unwrap();
             nodes
         }
     });
@@ -390,7 +393,10 @@ async fn switchover_waits_for_the_new_leader() {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            nodes[1].set_failover_value("{}", None).await.unwrap();
+            nodes[1]
+                .set_failover(&Failover::none(), None)
+                .await
+                .unwrap();
         }
     });
     let r = send(

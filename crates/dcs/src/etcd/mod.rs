@@ -42,7 +42,7 @@ mod wire;
 
 pub use settings::EtcdSettings;
 
-use crate::{Cluster, Dcs, DcsError, KeyLayout, MemberData, Status, SyncState};
+use crate::{Cluster, Dcs, DcsError, Failover, KeyLayout, MemberData, Status, SyncState};
 use async_trait::async_trait;
 use connection::{lock, Connection};
 use lease::LeaseState;
@@ -330,14 +330,19 @@ impl Dcs for EtcdDcs {
         Ok(())
     }
 
-    async fn initialize(&self, create_new: bool, sysid: &str) -> Result<bool, DcsError> {
-        const DOING: &str = "writing the initialize key";
+    async fn claim_initialize(&self) -> Result<bool, DcsError> {
         let key = self.layout.initialize();
-        if !create_new {
-            return self.put(DOING, key, sysid.to_string()).await.map(|()| true);
-        }
-        let txn = TxnRequest::when(Compare::absent(&key), RequestOp::put(&key, sysid, 0), None);
-        Ok(self.txn(DOING, txn).await?.succeeded)
+        let txn = TxnRequest::when(Compare::absent(&key), RequestOp::put(&key, "", 0), None);
+        Ok(self
+            .txn("creating the initialize key", txn)
+            .await?
+            .succeeded)
+    }
+
+    async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
+        let key = self.layout.initialize();
+        self.put("writing the initialize key", key, sysid.to_string())
+            .await
     }
 
     async fn cancel_initialization(&self) -> Result<(), DcsError> {
@@ -352,9 +357,9 @@ impl Dcs for EtcdDcs {
             .await
     }
 
-    async fn set_failover_value(&self, value: &str, index: Option<i64>) -> Result<bool, DcsError> {
+    async fn set_failover(&self, request: &Failover, index: Option<i64>) -> Result<bool, DcsError> {
         let key = self.layout.failover();
-        self.cas_put("writing the failover key", key, value.to_string(), index)
+        self.cas_put("writing the failover key", key, request.to_json(), index)
             .await
     }
 
