@@ -78,9 +78,21 @@ fn switchover_with_and_without_candidate_loses_nothing() {
     all_streaming(&c, third);
     rows_everywhere(&c, "150");
 
-    // Both switchovers are in the history, readable by pgherd.
-    let history = pgherd(&c, &["history", "-f", "json"]).ok();
-    let rows: Value = serde_json::from_str(&history).unwrap();
+    // Both switchovers are in the history, readable by pgherd (the new leader publishes its
+    // timeline's entry on a lock renewal after the promotion: wait for it).
+    let rows: Value = check(
+        &c,
+        poll(
+            "both switchovers in the history",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let history = pgherd(&c, &["history", "-f", "json"]).ok();
+                let rows: Value = serde_json::from_str(&history).ok()?;
+                (rows.as_array()?.len() >= 2).then_some(rows)
+            },
+        ),
+    );
     let leaders: Vec<&str> = rows
         .as_array()
         .unwrap()
