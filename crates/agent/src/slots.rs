@@ -39,11 +39,12 @@ pub fn wanted(
         .filter(|m| {
             let from = m.data.replicatefrom();
             match role {
-                // Not for members streaming from another member, unless that one is gone
-                // (they fall back to the leader) or is us.
-                Role::Primary | Role::StandbyLeader => {
-                    from.is_none_or(|r| r == me || !cluster.members.contains_key(r))
-                }
+                // Not for members streaming from another member, unless that one is us, or
+                // is gone or not running: they then stream from the leader (the engine's
+                // upstream_for; Patroni looks only at whether the member key exists).
+                Role::Primary | Role::StandbyLeader => from.is_none_or(|r| {
+                    r == me || !cluster.members.get(r).is_some_and(|m| m.data.is_running())
+                }),
                 // Only our downstream members, except one that became the leader.
                 Role::Replica => from == Some(me) && cluster.leader_name() != Some(&m.name),
             }
@@ -274,11 +275,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Members named `stopped*` say they are stopped.
     fn cluster(leader: &str, members: &[(&str, Option<&str>)]) -> Cluster {
         let mut rows: Vec<(String, String)> = vec![("leader".into(), leader.into())];
         for (name, from) in members {
+            let state = if name.starts_with("stopped") {
+                "stopped"
+            } else {
+                "running"
+            };
             let mut data = json!({"conn_url": format!("postgres://127.0.0.1:5432/{name}"),
-                "api_url": "http://127.0.0.1:8008/patroni", "state": "running", "role": "replica", "version": "3.0.2"});
+                "api_url": "http://127.0.0.1:8008/patroni", "state": state, "role": "replica", "version": "3.0.2"});
             if let Some(f) = from {
                 data["tags"] = json!({"replicatefrom": f});
             }
@@ -300,10 +307,15 @@ mod tests {
                 ("n2", None),
                 ("n3", Some("n2")),
                 ("n4", Some("gone")),
+                ("n5", Some("n1")),
+                ("stopped6", None),
+                ("n7", Some("stopped6")),
             ],
         );
+        // n3 streams from n2; n4 and n7 fall back to the leader (their upstream is gone or
+        // not running), n5 names the leader.
         let w = wanted(&c, "n1", Role::Primary, false, None);
-        assert_eq!(names(&w), ["n2", "n4"]);
+        assert_eq!(names(&w), ["n2", "n4", "n5", "n7", "stopped6"]);
     }
 
     #[test]

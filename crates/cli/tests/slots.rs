@@ -141,6 +141,17 @@ fn cascading_replica_streams_through_its_upstreams_slot() {
     wait_slots(&c, 0, "no slot for node3 on the leader", |s| {
         lacks(s, "node3")
     });
+
+    // node3 is back, through node2; then node2 stops: node3 falls back to the leader, which
+    // now keeps a slot for it.
+    c.start(2).expect("node3 again");
+    wait_slots(&c, 1, "node3's slot on node2 again, in use", |s| {
+        has(s, "node3:physical:t")
+    });
+    c.stop(1, Duration::from_secs(60)).expect("stop node2");
+    wait_slots(&c, 0, "node3's slot on the leader, in use", |s| {
+        has(s, "node3:physical:t")
+    });
     c.shutdown();
 }
 
