@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{check, dcs_json, pgherd, writable_leader, PGHERD};
+use common::{check, dcs_json, holds_for, pgherd, writable_leader, PGHERD};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster};
 use pgherd_testkit::wait::poll;
 use std::path::Path;
@@ -216,6 +216,22 @@ fn permanent_slots_are_created_unknown_ones_dropped_ignored_ones_kept() {
         .unwrap();
     wait_slots(&c, 1, "the stray slot dropped on the replica", |s| {
         lacks(s, "stray2") && lacks(s, "perm_phys")
+    });
+
+    // In pause nothing is dropped; after resume the unknown slot goes.
+    pgherd(&c, &["pause", "--wait"]).ok();
+    c.sql(
+        0,
+        "select pg_create_physical_replication_slot('stray_paused')",
+    )
+    .unwrap();
+    let kept = holds_for(Duration::from_secs(5), || {
+        slots_on(&c, 0).is_some_and(|s| has(&s, "stray_paused:"))
+    });
+    assert!(kept, "an unknown slot was dropped in pause");
+    pgherd(&c, &["resume", "--wait"]).ok();
+    wait_slots(&c, 0, "the unknown slot dropped after resume", |s| {
+        lacks(s, "stray_paused")
     });
 
     // After a switchover the new leader has the permanent slots and the old leader's slot.
