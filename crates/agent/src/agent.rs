@@ -85,8 +85,6 @@ pub struct Agent {
     pub(crate) tasks: Tasks,
     pub(crate) schedules: Schedules,
     pub(crate) view: View,
-    /// Member slots we manage as leader.
-    pub(crate) member_slots: crate::leader::MemberSlots,
     pub(crate) snapshot_tx: watch::Sender<Arc<NodeSnapshot>>,
     pub(crate) last_reason: String,
     /// Replaces the REST API's access control and TLS settings on reload.
@@ -140,7 +138,6 @@ impl Agent {
             tasks: Tasks::default(),
             schedules: Schedules::default(),
             view: View::default(),
-            member_slots: Default::default(),
             snapshot_tx,
             last_reason: String::new(),
             api_settings: None,
@@ -347,6 +344,19 @@ impl Agent {
             let member = crate::report::member_data(self, &local, cluster.as_deref());
             if let Err(e) = self.world.dcs.touch_member(&member).await {
                 warn!("could not update member key: {e}");
+            }
+        }
+        // A running replica keeps the slots of the members that stream from it and drops
+        // unknown ones, as Patroni's replicas (the leader does this after its renewal); after
+        // the member key, so that slot queries never delay it.
+        if let Some(c) = cluster.as_deref() {
+            if local.running
+                && local.queryable
+                && local.in_recovery
+                && !self.tasks.is_running()
+                && c.leader_name() != Some(self.me.name.as_str())
+            {
+                crate::slots::sync(self, c, crate::slots::Role::Replica).await;
             }
         }
         if cluster.is_some() {

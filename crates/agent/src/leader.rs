@@ -1,26 +1,28 @@
-//! Leader housekeeping after each successful lock renewal: `status`, `history`, member slots.
+//! Leader housekeeping after each successful lock renewal: `status`, `history`, slots.
 
 use crate::agent::Agent;
 use anyhow::Result;
 use pgherd_dcs::{history_to_json, Cluster, HistoryEntry, Status};
 use pgherd_ha::LocalPg;
-use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<bool> {
+    // Also while paused (a new leader after a switchover in pause needs its members'
+    // slots), but then nothing unknown is dropped (Patroni's `_drop_incorrect_slots`).
+    let role = if pg.in_recovery {
+        crate::slots::Role::StandbyLeader
+    } else {
+        crate::slots::Role::Primary
+    };
+    let slots = crate::slots::sync(a, cluster, role).await;
     let status = Status {
         optime: pg.wal_position,
-        slots: BTreeMap::new(),
+        slots,
     };
     if cluster.status.as_ref() != Some(&status) {
         a.world.dcs.write_status(&status).await?;
     }
     publish_history(a, cluster, pg).await;
-    // Also while paused (a new leader after a switchover in pause needs its members'
-    // slots), but then nothing is dropped (Patroni's `_drop_incorrect_slots`).
-    if a.dynamic.config.postgresql.use_slots {
-        sync_member_slots(a, cluster, cluster.is_paused()).await;
-    }
     Ok(true)
 }
 
@@ -107,73 +109,4 @@ async fn publish_history(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) {
         Ok(()) => info!("published timeline history up to timeline {}", pg.timeline),
         Err(e) => warn!("writing history failed: {e}"),
     }
-}
-
-/// One physical slot per other member (not those streaming from a cascade member); slots
-/// of departed members are dropped once inactive. Only runs when the member set changed.
-async fn sync_member_slots(a: &mut Agent, cluster: &Cluster, paused: bool) {
-    let wanted: BTreeSet<String> = cluster
-        .members
-        .values()
-        .filter(|m| m.name != a.me.name)
-        .filter(|m| {
-            m.data
-                .replicatefrom()
-                .is_none_or(|r| r == a.me.name || !cluster.members.contains_key(r))
-        })
-        .map(|m| pgherd_dcs::slot_name_for_member(&m.name))
-        .collect();
-    if a.member_slots.settled.as_ref() == Some(&wanted) {
-        return;
-    }
-    let existing = match a.world.pg.list_physical_slots().await {
-        Ok(slots) => slots,
-        Err(e) => {
-            warn!("listing replication slots failed: {e:#}");
-            return;
-        }
-    };
-    let mut ok = true;
-    for name in &wanted {
-        if !existing.iter().any(|s| &s.name == name) {
-            match a.world.pg.create_physical_slot(name).await {
-                Ok(_) => info!("created physical replication slot {name}"),
-                Err(e) => {
-                    ok = false;
-                    warn!("creating slot {name} failed: {e:#}");
-                }
-            }
-        }
-    }
-    a.member_slots.ours.extend(wanted.iter().cloned());
-    let departed: Vec<String> = existing
-        .iter()
-        .filter(|s| !paused && !wanted.contains(&s.name) && a.member_slots.ours.contains(&s.name))
-        .map(|s| s.name.clone())
-        .collect();
-    for name in departed {
-        match a.world.pg.drop_slot(&name).await {
-            Ok(pgherd_postgres::SlotDrop::Dropped | pgherd_postgres::SlotDrop::Missing) => {
-                info!("dropped replication slot {name} of a departed member");
-                a.member_slots.ours.remove(&name);
-            }
-            // Still in use: tried again at the next pass.
-            Ok(pgherd_postgres::SlotDrop::Active) => ok = false,
-            Err(e) => {
-                ok = false;
-                warn!("dropping slot {name} failed: {e:#}");
-            }
-        }
-    }
-    // Only a pass that left every slot as wanted lets the next ones skip the work (in pause
-    // departed members' slots were kept: look again after resume).
-    a.member_slots.settled = (ok && !paused).then_some(wanted);
-}
-
-/// The leader's member slots: the ones it created (and may drop when their member leaves),
-/// and the member set of the last pass that left every slot as wanted.
-#[derive(Default)]
-pub struct MemberSlots {
-    ours: BTreeSet<String>,
-    settled: Option<BTreeSet<String>>,
 }

@@ -21,6 +21,7 @@ mod report;
 mod runtime;
 pub mod settings;
 mod shutdown;
+mod slots;
 mod tasks;
 mod watchdog;
 pub mod world;

@@ -163,8 +163,11 @@ impl PgControl for RealPostgres {
     async fn grant_rewind_privileges(&self, role: &str) -> Result<()> {
         Ok(self.0.grant_rewind_privileges(role).await?)
     }
-    async fn list_physical_slots(&self) -> Result<Vec<SlotInfo>> {
-        Ok(self.0.list_physical_slots().await?)
+    async fn list_slots(&self) -> Result<Vec<SlotInfo>> {
+        Ok(self.0.list_slots().await?)
+    }
+    async fn create_logical_slot(&self, name: &str, database: &str, plugin: &str) -> Result<bool> {
+        Ok(self.0.create_logical_slot(name, database, plugin).await?)
     }
     async fn create_physical_slot(&self, name: &str) -> Result<bool> {
         Ok(self.0.create_physical_slot(name).await?)

@@ -95,8 +95,15 @@ pub trait PgControl: Send + Sync {
     ) -> anyhow::Result<()>;
     async fn grant_rewind_privileges(&self, role: &str) -> anyhow::Result<()>;
 
-    async fn list_physical_slots(&self) -> anyhow::Result<Vec<SlotInfo>>;
+    /// Every slot but temporary ones.
+    async fn list_slots(&self) -> anyhow::Result<Vec<SlotInfo>>;
     async fn create_physical_slot(&self, name: &str) -> anyhow::Result<bool>;
+    async fn create_logical_slot(
+        &self,
+        name: &str,
+        database: &str,
+        plugin: &str,
+    ) -> anyhow::Result<bool>;
     async fn drop_slot(&self, name: &str) -> anyhow::Result<SlotDrop>;
 }
 

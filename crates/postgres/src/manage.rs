@@ -29,6 +29,17 @@ pub struct SlotInfo {
     pub name: String,
     pub active: bool,
     pub restart_lsn: Option<u64>,
+    /// `None` for a physical slot.
+    pub logical: Option<LogicalSlot>,
+    /// A logical slot's `confirmed_flush_lsn`.
+    pub confirmed_flush_lsn: Option<u64>,
+}
+
+/// What a logical slot decodes: its database and output plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogicalSlot {
+    pub database: String,
+    pub plugin: String,
 }
 
 /// Result of `drop_slot` (Patroni: `(active, dropped)`).
@@ -229,27 +240,77 @@ impl Postgres {
         })
     }
 
+    /// The physical slots (see [`Postgres::list_slots`]).
     pub async fn list_physical_slots(&self) -> Result<Vec<SlotInfo>> {
+        let mut slots = self.list_slots().await?;
+        slots.retain(|s| s.logical.is_none());
+        Ok(slots)
+    }
+
+    /// Every slot but temporary ones (Patroni's `load_replication_slots`), by name.
+    pub async fn list_slots(&self) -> Result<Vec<SlotInfo>> {
+        const WHAT: &str = "pg_replication_slots query";
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT slot_name::text, active, pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint \
-                 FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
+                "SELECT slot_name::text, active, pg_catalog.pg_wal_lsn_diff(restart_lsn, '0/0')::bigint, \
+                 slot_type = 'logical', database::text, plugin::text, \
+                 pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint \
+                 FROM pg_catalog.pg_replication_slots WHERE NOT temporary ORDER BY 1",
                 &[],
             )
             .await
-            .map_err(PgError::sql("pg_replication_slots query"))?;
+            .map_err(PgError::sql(WHAT))?;
         rows.iter()
             .map(|r| {
-                let lsn: Option<i64> =
-                    r.try_get(2).map_err(PgError::sql("pg_replication_slots"))?;
+                let lsn: Option<i64> = r.try_get(2).map_err(PgError::sql(WHAT))?;
+                let logical: bool = r.try_get(3).map_err(PgError::sql(WHAT))?;
+                let database: Option<String> = r.try_get(4).map_err(PgError::sql(WHAT))?;
+                let plugin: Option<String> = r.try_get(5).map_err(PgError::sql(WHAT))?;
+                let flushed: Option<i64> = r.try_get(6).map_err(PgError::sql(WHAT))?;
                 Ok(SlotInfo {
-                    name: r.try_get(0).map_err(PgError::sql("pg_replication_slots"))?,
-                    active: r.try_get(1).map_err(PgError::sql("pg_replication_slots"))?,
+                    name: r.try_get(0).map_err(PgError::sql(WHAT))?,
+                    active: r.try_get(1).map_err(PgError::sql(WHAT))?,
                     restart_lsn: lsn.and_then(|l| u64::try_from(l).ok()),
+                    logical: logical.then(|| LogicalSlot {
+                        database: database.unwrap_or_default(),
+                        plugin: plugin.unwrap_or_default(),
+                    }),
+                    confirmed_flush_lsn: flushed.and_then(|l| u64::try_from(l).ok()),
                 })
             })
             .collect()
+    }
+
+    /// Creates a logical slot in `database` with output `plugin` (connecting to that
+    /// database, as logical slots require). Returns false if a logical slot of that name
+    /// existed.
+    pub async fn create_logical_slot(
+        &self,
+        name: &str,
+        database: &str,
+        plugin: &str,
+    ) -> Result<bool> {
+        check_slot_name(name)?;
+        let client = self.connect_to(Some(database), true).await?;
+        let created = client
+            .query(
+                "SELECT pg_catalog.pg_create_logical_replication_slot($1, $2) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots \
+                 WHERE slot_type = 'logical' AND slot_name = $1)",
+                &[&name, &plugin],
+            )
+            .await
+            .map_err(PgError::sql("pg_create_logical_replication_slot"))?
+            .len()
+            == 1;
+        if created {
+            info!(
+                slot = name,
+                database, plugin, "created logical replication slot"
+            );
+        }
+        Ok(created)
     }
 
     /// `pg_settings.context` (`postmaster`, `sighup`, `superuser`, ...) of known `names`.

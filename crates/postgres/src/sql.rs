@@ -31,12 +31,12 @@ impl LocalConnection {
 }
 
 impl Postgres {
-    fn local_config(&self, statement_timeout: bool) -> (Config, String) {
+    fn local_config(&self, dbname: Option<&str>, statement_timeout: bool) -> (Config, String) {
         let su = &self.opts.superuser;
         let mut config = Config::new();
         config
             .user(&su.username)
-            .dbname(&self.opts.database)
+            .dbname(dbname.unwrap_or(&self.opts.database))
             .port(self.opts.port)
             .application_name(APPLICATION_NAME)
             .connect_timeout(CONNECT_TIMEOUT);
@@ -58,7 +58,16 @@ impl Postgres {
     }
 
     async fn connect(&self, statement_timeout: bool) -> Result<Client> {
-        let (config, target) = self.local_config(statement_timeout);
+        self.connect_to(None, statement_timeout).await
+    }
+
+    /// A new local connection to `dbname` (default: `postgresql.database`).
+    pub(crate) async fn connect_to(
+        &self,
+        dbname: Option<&str>,
+        statement_timeout: bool,
+    ) -> Result<Client> {
+        let (config, target) = self.local_config(dbname, statement_timeout);
         let (client, connection) =
             config
                 .connect(NoTls)

@@ -476,7 +476,7 @@ impl PgControl for SimPg {
         Ok(())
     }
 
-    async fn list_physical_slots(&self) -> Result<Vec<SlotInfo>> {
+    async fn list_slots(&self) -> Result<Vec<SlotInfo>> {
         self.takes(1, 3).await;
         let w = lock(&self.world);
         let pg = &w.nodes[self.n].pg;
@@ -491,6 +491,8 @@ impl PgControl for SimPg {
                 name: s.clone(),
                 active: used.contains(s),
                 restart_lsn: None,
+                logical: None,
+                confirmed_flush_lsn: None,
             })
             .collect())
     }
@@ -507,6 +509,16 @@ impl PgControl for SimPg {
             w.say(n, || format!("postgres: slot {name} created"));
             Ok(created)
         })
+    }
+
+    /// The simulated clusters configure no permanent slots: never asked for.
+    async fn create_logical_slot(
+        &self,
+        name: &str,
+        _database: &str,
+        _plugin: &str,
+    ) -> Result<bool> {
+        bail!("the simulator has no logical replication slots (asked for {name})")
     }
 
     async fn drop_slot(&self, name: &str) -> Result<SlotDrop> {
