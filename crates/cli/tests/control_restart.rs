@@ -255,3 +255,73 @@ fn restart_starts_a_member_stopped_in_maintenance_mode() {
     assert_eq!(c.leader_index(), Some(leader));
     assert_eq!(dcs_json(&c, "config").unwrap()["pause"], true);
 }
+
+/// The leader key's create revision and lease: unchanged means nobody deleted, let expire or
+/// re-created it in between.
+fn leader_key_identity(c: &pgherd_testkit::cluster::TestCluster) -> (i64, i64) {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &c.etcd.client_url(),
+            "get",
+            "-w",
+            "json",
+            &format!("/service/{}/leader", c.options.scope),
+        ])
+        .output()
+        .expect("etcdctl (Debian package etcd-client)");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kv = &v["kvs"][0];
+    (
+        kv["create_revision"].as_i64().unwrap(),
+        kv["lease"].as_i64().unwrap(),
+    )
+}
+
+/// Nothing the agent does stops it renewing its lease: a restart of the leader whose
+/// PostgreSQL takes longer to stop than the lease's fencing window (its checkpointer stalled
+/// for 8 s, so the shutdown checkpoint waits; ttl is 10 s) runs beside the HA loop. The
+/// leader key is never lost (same key, same lease), the timeline does not change, and the
+/// command reports success once PostgreSQL is back.
+#[test]
+fn a_slow_restart_of_the_leader_keeps_its_lease() {
+    let (c, leader) = cluster("ctl-slowrestart");
+    c.sql(leader, "create table t(id serial primary key, v text)")
+        .unwrap();
+    let leader_name = c.members[leader].name.clone();
+    let before = leader_key_identity(&c);
+    let timeline = "select timeline_id from pg_control_checkpoint()";
+    let timeline_before = c.sql(leader, timeline).unwrap();
+    let checkpointer = c
+        .postgres_pids(leader)
+        .into_iter()
+        .find(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains("checkpointer"))
+        })
+        .expect("the leader's checkpointer");
+    kill(Pid::from_raw(checkpointer), Signal::SIGSTOP).unwrap();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(8));
+        let _ = kill(Pid::from_raw(checkpointer), Signal::SIGCONT);
+    });
+    let started = std::time::Instant::now();
+    let out = pgherd(&c, &["restart", "ctl-slowrestart", &leader_name, "--force"]);
+    let took = started.elapsed();
+    resume.join().unwrap();
+    let out = out.ok();
+    assert!(
+        out.contains(&format!("Success: restart on member {leader_name}")),
+        "{out}"
+    );
+    // The fault did what it should: the stop waited for the stalled checkpointer.
+    assert!(took >= Duration::from_secs(5), "restart took only {took:?}");
+    assert_eq!(
+        leader_key_identity(&c),
+        before,
+        "the leader key changed hands"
+    );
+    writable_leader(&c, leader);
+    assert_eq!(c.sql(leader, timeline).unwrap(), timeline_before);
+}
