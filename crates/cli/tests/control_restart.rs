@@ -285,6 +285,10 @@ fn leader_key_identity(c: &pgherd_testkit::cluster::TestCluster) -> (i64, i64) {
 /// leader key is never lost (same key, same lease), the timeline does not change, and the
 /// command reports success once PostgreSQL is back.
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the sleep is the fault's duration (checkpointer stalled 8 s), not a wait for a condition"
+)]
 fn a_slow_restart_of_the_leader_keeps_its_lease() {
     let (c, leader) = cluster("ctl-slowrestart");
     c.sql(leader, "create table t(id serial primary key, v text)")
