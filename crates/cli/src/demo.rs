@@ -19,8 +19,8 @@
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
-use pgherd_testkit::procs;
+use pgherd_localcluster::cluster::{ClusterOptions, LocalCluster, SUPERUSER_PASSWORD};
+use pgherd_localcluster::procs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -271,7 +271,7 @@ async fn worker(args: DemoArgs, dir: PathBuf) -> Result<i32> {
 }
 
 /// Starts etcd, the agents and the proxy, waits until healthy and prints the summary.
-fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(TestCluster, DemoProxy, bool)> {
+fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(LocalCluster, DemoProxy, bool)> {
     let exe = std::env::current_exe().context("locating the pgherd executable")?;
     let members = args.members.max(1);
     // The demo runs with pgherd's own timing defaults (fast failover).
@@ -285,7 +285,7 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(TestCluster, DemoProx
         ..ClusterOptions::default()
     };
     let started = Instant::now();
-    let mut cluster = TestCluster::new(&exe, options)?;
+    let mut cluster = LocalCluster::new(&exe, options)?;
     println!(
         "pgherd demo: etcd at {}, files in {}",
         cluster.etcd.client_url(),
@@ -307,7 +307,7 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(TestCluster, DemoProx
         started.elapsed().as_secs_f64()
     );
     // Member keys refresh every loop_wait: show the table once every member reports in.
-    let all_in = pgherd_testkit::wait::poll(
+    let all_in = pgherd_localcluster::wait::poll(
         "every member running",
         Duration::from_secs(30),
         Duration::from_millis(200),
@@ -323,12 +323,13 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(TestCluster, DemoProx
     }
     print!("{}", cluster.ctl(0, &["list"])?);
     let proxy = start_proxy(&cluster, &exe, args.ports)?;
-    let routed = pgherd_testkit::wait::poll(
+    let routed = pgherd_localcluster::wait::poll(
         "the proxy routes writes",
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            (pgherd_testkit::cluster::psql(proxy.primary, "select pg_is_in_recovery()").ok()?
+            (pgherd_localcluster::cluster::psql(proxy.primary, "select pg_is_in_recovery()")
+                .ok()?
                 == "f")
                 .then_some(())
         },
@@ -343,7 +344,7 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(TestCluster, DemoProx
 
 /// One screen, as HAProxy users know it: the writes port, the reads port, the stats page,
 /// each member, and how to try a failover.
-fn print_summary(cluster: &TestCluster, proxy: &DemoProxy) {
+fn print_summary(cluster: &LocalCluster, proxy: &DemoProxy) {
     let dsn = |port: u16| {
         format!("psql 'host=127.0.0.1 port={port} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres'")
     };
@@ -393,7 +394,7 @@ impl DemoProxy {
     fn stop(&mut self, limit: Duration) {
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
-        let _ = pgherd_testkit::wait::poll(
+        let _ = pgherd_localcluster::wait::poll(
             "the proxy to exit",
             limit,
             Duration::from_millis(20),
@@ -404,10 +405,10 @@ impl DemoProxy {
     }
 }
 
-fn start_proxy(cluster: &TestCluster, exe: &Path, fixed: Option<[u16; 3]>) -> Result<DemoProxy> {
+fn start_proxy(cluster: &LocalCluster, exe: &Path, fixed: Option<[u16; 3]>) -> Result<DemoProxy> {
     let ports = match fixed {
         Some(p) => p.to_vec(),
-        None => pgherd_testkit::ports::free_ports(3)?,
+        None => pgherd_localcluster::ports::free_ports(3)?,
     };
     let etcd = cluster.etcd.client_url();
     let yaml = format!(

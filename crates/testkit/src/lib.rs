@@ -1,14 +1,15 @@
-//! Test and demo harness: a temporary etcd and pgherd agents on loopback, started and
-//! stopped by PID. Used by the integration tests, the benchmarks and `pgherd demo`.
+//! What only tests and benchmarks need, on top of `pgherd-localcluster` (the loopback cluster
+//! that `pgherd demo` also runs): a writer that records acknowledged writes, generated
+//! certificates. The cluster modules are re-exported, with the cluster under its test name.
 
 #![forbid(unsafe_code)]
 
-pub mod cluster;
-pub mod etcd;
+/// The loopback cluster, as tests call it.
+pub mod cluster {
+    pub use pgherd_localcluster::cluster::LocalCluster as TestCluster;
+    pub use pgherd_localcluster::cluster::*;
+}
+pub use pgherd_localcluster::{etcd, ports, procs, proxy, wait};
 #[cfg(feature = "pki")]
 pub mod pki;
-pub mod ports;
-pub mod procs;
-pub mod proxy;
-pub mod wait;
 pub mod writer;

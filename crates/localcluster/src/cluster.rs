@@ -74,7 +74,7 @@ pub struct Member {
     agent: Option<Child>,
 }
 
-pub struct TestCluster {
+pub struct LocalCluster {
     pub options: ClusterOptions,
     pub etcd: EtcdServer,
     pub members: Vec<Member>,
@@ -84,9 +84,9 @@ pub struct TestCluster {
     _tempdir: Option<tempfile::TempDir>,
 }
 
-impl TestCluster {
+impl LocalCluster {
     /// Creates the directories and configuration files and starts etcd (not the agents).
-    pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<TestCluster> {
+    pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<LocalCluster> {
         let (tempdir, root) = match &options.root {
             Some(root) => (None, root.clone()),
             None => {
@@ -133,7 +133,7 @@ impl TestCluster {
             }
             t => t,
         };
-        Ok(TestCluster {
+        Ok(LocalCluster {
             options,
             etcd,
             members,
@@ -250,7 +250,7 @@ impl TestCluster {
     /// Runs `pg_ctl <args> -D <data dir>` for member `i` behind the agent's back, as the OS
     /// user PostgreSQL runs as (`postgres` when the tests run as root, as the agent does).
     pub fn pg_ctl(&self, i: usize, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new("/usr/lib/postgresql/15/bin/pg_ctl");
+        let mut cmd = Command::new(postgres_bin_dir().join("pg_ctl"));
         cmd.args(args)
             .arg("-D")
             .arg(&self.members[i].data_dir)
@@ -469,7 +469,7 @@ impl TestCluster {
     }
 }
 
-impl Drop for TestCluster {
+impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -522,7 +522,7 @@ bootstrap:
         - createdb
 
 postgresql:
-  bin_dir: /usr/lib/postgresql/15/bin
+  bin_dir: {bin_dir}
   listen: 127.0.0.1:{pg}
   connect_address: 127.0.0.1:{pg}
   data_dir: {dir}/data
@@ -561,6 +561,30 @@ watchdog:
         extra_dcs = o.extra_dcs,
         extra_parameters = o.extra_parameters,
         su = SUPERUSER_PASSWORD,
+        bin_dir = postgres_bin_dir().display(),
+    )
+}
+
+/// PostgreSQL's programs: `PGHERD_PG_BIN_DIR`, else the newest Debian installation
+/// (`/usr/lib/postgresql/<major>/bin`), else PostgreSQL 15's path (what `./dev/setup`
+/// installs).
+pub fn postgres_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PGHERD_PG_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let newest = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("pg_ctl").is_file().then_some((major, bin))
+        })
+        .max_by_key(|(major, _)| *major);
+    newest.map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        |(_, bin)| bin,
     )
 }
 

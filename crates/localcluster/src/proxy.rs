@@ -1,7 +1,7 @@
-//! A `pgherd proxy` child process on free loopback ports, configured for a [`TestCluster`],
+//! A `pgherd proxy` child process on free loopback ports, configured for a [`LocalCluster`],
 //! stopped by PID (SIGTERM, then SIGKILL) on drop.
 
-use crate::cluster::{http_request, TestCluster};
+use crate::cluster::{http_request, LocalCluster};
 use crate::ports::free_ports;
 use crate::wait::poll;
 use anyhow::{Context, Result};
@@ -30,7 +30,7 @@ impl ProxyProcess {
     /// Starts `pgherd proxy` for the cluster and waits until it has discovered it.
     pub fn start(
         pgherd: &Path,
-        c: &TestCluster,
+        c: &LocalCluster,
         name: &str,
         extra_listeners: bool,
     ) -> Result<ProxyProcess> {
@@ -40,7 +40,7 @@ impl ProxyProcess {
     /// [`ProxyProcess::start`] with extra lines under `proxy:` (indented by two spaces).
     pub fn start_with(
         pgherd: &Path,
-        c: &TestCluster,
+        c: &LocalCluster,
         name: &str,
         extra_listeners: bool,
         extra_yaml: &str,
