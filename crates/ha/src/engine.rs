@@ -565,6 +565,13 @@ impl Engine {
                 );
             }
             if manual_candidate.as_deref() == Some(s.name.as_str()) {
+                // A member with more WAL than me would lose it (acknowledged writes too) if I
+                // promoted; paused, nobody else takes over: the operator decides.
+                if let Race::Among { .. } = manual::race(obs, cluster) {
+                    return Decision::idle(
+                        "manual failover while paused: another member has more WAL than me; not promoting",
+                    );
+                }
                 let mut actions = vec![Action::AcquireLock];
                 actions.extend(promote_actions(obs, cluster, self.paused));
                 return Decision::act(

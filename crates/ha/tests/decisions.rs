@@ -1021,6 +1021,15 @@ fn switchover_while_paused() {
         d.reason
     );
     assert!(d.actions.contains(&Action::Promote), "{:?}", d.actions);
+    // ... but not when another member holds more WAL (it would be lost): paused, nobody
+    // takes over then, the operator decides.
+    let ahead = [peer("n3", 1200, false)];
+    let d = Engine::new().step(&obs(&s2, Some(&c), &replica(1100, "n1"), &ahead));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(
+        d.reason,
+        "PAUSE: manual failover while paused: another member has more WAL than me; not promoting"
+    );
 
     // A standby still following the former leader is re-pointed, in pause too.
     let s3 = Settings::for_member("n3");
