@@ -555,6 +555,8 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
 /// pipe nobody reads) and read until the reader is dropped.
 struct WatchdogPipe {
     written: std::sync::Arc<std::sync::Mutex<String>>,
+    /// When the last bytes arrived.
+    last_write: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -572,22 +574,26 @@ impl WatchdogPipe {
             .open(path)
             .unwrap();
         let written = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let last_write = std::sync::Arc::new(std::sync::Mutex::new(None));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (w, s) = (written.clone(), stop.clone());
+        let (w, s, l) = (written.clone(), stop.clone(), last_write.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 256];
             while !s.load(std::sync::atomic::Ordering::SeqCst) {
                 match pipe.read(&mut buf) {
-                    Ok(n) if n > 0 => w
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Ok(n) if n > 0 => {
+                        w.lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n]));
+                        *l.lock().unwrap() = Some(std::time::Instant::now());
+                    }
                     _ => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
         WatchdogPipe {
             written,
+            last_write,
             stop,
             thread: Some(thread),
         }
@@ -595,6 +601,14 @@ impl WatchdogPipe {
 
     fn written(&self) -> String {
         self.written.lock().unwrap().clone()
+    }
+
+    /// How long nothing was written (no keepalive) up to now.
+    fn silent_for(&self) -> Duration {
+        self.last_write
+            .lock()
+            .unwrap()
+            .map_or(Duration::ZERO, |at| at.elapsed())
     }
 }
 
@@ -611,7 +625,8 @@ impl Drop for WatchdogPipe {
 /// the leader arms it with `ttl - fencing margin` (8 s at ttl 10) and keeps it alive, the
 /// replicas never touch it, a clean stop releases it with the magic close before the next
 /// leader arms its own; a member whose device is missing reports `watchdog_failed`, is
-/// refused as a switchover candidate and never leads.
+/// refused as a switchover candidate and never leads; a frozen leader's agent lets the
+/// watchdog run out.
 #[test]
 fn watchdog_is_armed_by_the_leader_only_and_released_on_a_clean_stop() {
     let options = ClusterOptions {
@@ -683,6 +698,23 @@ fn watchdog_is_armed_by_the_leader_only_and_released_on_a_clean_stop() {
         || pipes[1].written().contains("Ctimeout=8\n").then_some(()),
     )
     .unwrap();
+
+    // A frozen agent (SIGSTOP past the 8 s timeout) sends no keepalive: a real device would
+    // reset the machine, which is what the watchdog is for.
+    let frozen = c.agent_pid(1).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
+    let silent = poll(
+        "no keepalive for longer than the watchdog timeout",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (pipes[1].silent_for() > Duration::from_secs(8)).then_some(()),
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGCONT).unwrap();
+    silent.unwrap();
+    assert!(
+        !pipes[1].written().ends_with('V'),
+        "the frozen leader disarmed its watchdog"
+    );
 }
 
 /// `maximum_lag_on_syncnode` (docs/compat.md#synchronous-replication), in pause: the
