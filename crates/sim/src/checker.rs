@@ -7,7 +7,8 @@
 //!    names. Only a bootstrapping node (which takes the key at the end of its bootstrap) is
 //!    exempt, and, with failsafe mode, a leader that every member acknowledged while it could
 //!    not reach the DCS, while no leader key exists, for one ttl after the acknowledged pings
-//!    were sent (the same bound its leader key would have had).
+//!    were sent (the same bound its leader key would have had); and nobody while the cluster is
+//!    in maintenance mode and one ttl after (nothing is fenced then, as in Patroni).
 //!
 //! 2. Promotion: when a node wins the leader key in order to promote, no peer that answered
 //!    its probe as a running member was an eligible replica (running, in recovery, not
@@ -273,7 +274,15 @@ pub(crate) fn after_event(w: &mut World) {
         let bootstrapping = w.nodes[i].agent.is_some()
             && w.nodes[i].task == Some(pgherd_ha::AsyncAction::Bootstrap);
         let failsafe = leader.is_none() && w.nodes[i].failsafe_until.is_some_and(|u| t < u);
-        if leader.as_deref() != Some(w.nodes[i].name.as_str()) && !bootstrapping && !failsafe {
+        // In maintenance mode nothing is fenced (Patroni's pause): a primary that lost its key
+        // keeps running until a cycle after the resume; split brain (invariant 1) still may
+        // not happen.
+        let paused = w.maintenance.is_some_and(|(from, until)| from <= t && t < until);
+        if leader.as_deref() != Some(w.nodes[i].name.as_str())
+            && !bootstrapping
+            && !failsafe
+            && !paused
+        {
             let d = describe(w, i);
             violate(
                 w,

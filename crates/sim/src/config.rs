@@ -221,6 +221,12 @@ pub enum FaultKind {
     /// An operator's `pgherd switchover --force` (`POST /switchover` on the leader), to a
     /// candidate or not.
     Switchover { candidate: Option<Who> },
+    /// Maintenance mode (`PATCH /config {"pause": true}`) for `dur`, then resumed, with a
+    /// switchover to a named candidate `switchover_at` ms into it when given.
+    Maintenance {
+        dur: Time,
+        switchover_at: Option<Time>,
+    },
     /// An operator's `pgherd restart <member> --force` (`POST /restart`).
     Restart(Who),
     /// An operator's `pgherd reinit <member> --force` (`POST /reinitialize`).
@@ -245,7 +251,8 @@ impl FaultKind {
             | FaultKind::DcsCut { dur, .. }
             | FaultKind::SlowNet { dur, .. }
             | FaultKind::ReplicaLag { dur, .. }
-            | FaultKind::SlowStop { dur, .. } => *dur,
+            | FaultKind::SlowStop { dur, .. }
+            | FaultKind::Maintenance { dur, .. } => *dur,
         }
     }
 }
@@ -389,6 +396,17 @@ impl Schedule {
                 },
             };
             s.faults.push(Fault { at, kind });
+        }
+        // Maintenance mode, drawn from a stream of its own so that every other choice of a
+        // seed stays as it was (the regression seeds keep their meaning).
+        let mut m = Rng::new(seed).fork(4);
+        if m.chance(150) {
+            let dur = m.range(2_000, 20_000);
+            let switchover_at = m.chance(500).then(|| m.range(0, dur));
+            s.faults.push(Fault {
+                at: m.range(0, phase),
+                kind: FaultKind::Maintenance { dur, switchover_at },
+            });
         }
         s.faults.sort_by_key(|f| f.at);
         s

@@ -197,6 +197,49 @@ async fn start(world: &Shared, i: usize) {
             let answer = command(world, n, "POST", "/restart", "{}".into()).await;
             keep_word_restart(world, n, answer);
         }
+        FaultKind::Maintenance { dur, switchover_at } => {
+            let n = {
+                let mut w = lock(world);
+                w.maintenance = Some((w.now(), Time::MAX));
+                resolve(&w, Who::Leader)
+            };
+            command(world, n, "PATCH", "/config", r#"{"pause":true}"#.into()).await;
+            if let Some(at) = switchover_at {
+                tokio::time::sleep(Duration::from_millis(at)).await;
+                let paused_switchover = {
+                    let w = lock(world);
+                    w.leader_name().and_then(|l| {
+                        let leader = w.index_of(&l)?;
+                        let candidate = resolve(&w, Who::Replica(0));
+                        (candidate != leader).then(|| {
+                            let c = w.nodes[candidate].name.clone();
+                            (leader, format!(r#"{{"leader":"{l}","candidate":"{c}"}}"#))
+                        })
+                    })
+                };
+                if let Some((leader, body)) = paused_switchover {
+                    let answer = command(world, leader, "POST", "/switchover", body).await;
+                    keep_word_switchover(world, leader, answer);
+                }
+            }
+            let rest = dur.saturating_sub(switchover_at.unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(rest)).await;
+            // Resume through any member that answers (the leader may be down by now, the DCS
+            // unreachable for a while): bounded retries.
+            let members = lock(world).nodes.len();
+            'resume: for _ in 0..60 {
+                for k in 0..members {
+                    let body = r#"{"pause":null}"#.to_string();
+                    if let Some((200, ..)) = command(world, k, "PATCH", "/config", body).await {
+                        let mut w = lock(world);
+                        let until = w.now() + w.nodes[k].settings.ttl;
+                        w.maintenance = w.maintenance.map(|(from, _)| (from, until));
+                        break 'resume;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
         FaultKind::Reinit(who) => {
             let n = resolve(&lock(world), who);
             command(

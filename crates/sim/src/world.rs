@@ -141,6 +141,9 @@ pub struct World {
     pub(crate) store: MemoryStore,
     pub(crate) layout: KeyLayout,
     pub(crate) dcs_outages: u32,
+    /// Maintenance mode (a `Maintenance` fault): from when it was asked for until one ttl
+    /// after it was resumed (invariant 1b; `Time::MAX` while on).
+    pub(crate) maintenance: Option<(Time, Time)>,
     /// etcd itself is down (not just unreachable): no lease expires meanwhile, and every
     /// lease is extended when it comes back.
     pub(crate) leases_frozen: bool,
@@ -211,6 +214,7 @@ impl World {
             store: MemoryStore::new(),
             layout: KeyLayout::new("/service/", crate::node::SCOPE),
             dcs_outages: 0,
+            maintenance: None,
             leases_frozen: false,
             log: Log {
                 enabled: opts.log,
