@@ -119,7 +119,7 @@ impl Agent {
             &cfg.watchdog,
             watchdog_timing(&bootstrap_dynamic),
         ));
-        let (fence, fence_task) = fence::spawn(world.pg.clone(), watchdog.clone());
+        let (fence, fence_stopping, fence_task) = fence::spawn(world.pg.clone(), watchdog.clone());
         let pg = PgRuntime::new(world.pg.configured_as_standby());
         let pings = pgherd_api::FailsafePings::default();
         let agent = Agent {
@@ -131,7 +131,7 @@ impl Agent {
                 index: None,
                 settings,
             },
-            lease: Lease::new(Clock::new(), fence, watchdog.clone()),
+            lease: Lease::new(Clock::new(), fence, fence_stopping, watchdog.clone()),
             watchdog,
             pg,
             failsafe: crate::failsafe::Failsafe::new(pings.clone()),
@@ -247,6 +247,8 @@ impl Agent {
     /// One HA cycle. `Err` only for conditions where the agent must exit (fatal).
     pub(crate) async fn cycle(&mut self) -> Result<Decision> {
         self.reap_task().await;
+        // Parameters changed (reload, DCS config) while a task ran are written now.
+        self.reload_parameters_if_changed().await;
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
@@ -449,7 +451,7 @@ impl Agent {
                     && !outcome.released_lock
                     && !self.lease.current(&self.dynamic.settings);
                 let restarted_down = task.kind == pgherd_ha::AsyncAction::Restart
-                    && self.world.pg.postmaster().is_none();
+                    && (self.world.pg.postmaster().is_none() || self.lease.fence_stopping());
                 if lease_lost {
                     Err(pgherd_api::Refusal::unavailable(format!(
                         "{}: the leader lock was lost meanwhile",
@@ -515,6 +517,7 @@ impl Agent {
             use_slots: self.dynamic.config.postgresql.use_slots,
             watchdog: self.watchdog.clone(),
             retry_timeout: Duration::from_millis(self.dynamic.settings.retry_timeout),
+            lease_current_until: self.lease.current_until(),
         }
     }
 
@@ -598,6 +601,12 @@ impl Agent {
     pub(crate) async fn reload_parameters_if_changed(&mut self) {
         let params = self.parameters();
         if self.pg.applied_params() == Some(&params) {
+            return;
+        }
+        // A start, restart, promotion or rewind under way writes the configuration itself,
+        // with the replication it is about to set up (the runtime learns it when the task
+        // ends): writing now would undo it. The next cycle after the task writes instead.
+        if self.tasks.is_running() {
             return;
         }
         if !matches!(

@@ -8,6 +8,7 @@ use crate::tasks::OwnedTask;
 use crate::watchdog::SharedWatchdog;
 use crate::world::PgControl;
 use pgherd_postgres::StopMode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,8 +24,16 @@ const TRIPPED_RECHECK: Duration = Duration::from_millis(250);
 /// Arms the fence: `Some(deadline)` while we hold the lock, `None` otherwise.
 pub type FenceHandle = watch::Sender<Option<Instant>>;
 
-pub fn spawn(pg: Arc<dyn PgControl>, watchdog: SharedWatchdog) -> (FenceHandle, OwnedTask<()>) {
+/// `true` while the fence is stopping PostgreSQL (a restart that ends meanwhile failed).
+pub type Stopping = Arc<AtomicBool>;
+
+pub fn spawn(
+    pg: Arc<dyn PgControl>,
+    watchdog: SharedWatchdog,
+) -> (FenceHandle, Stopping, OwnedTask<()>) {
     let (tx, mut rx) = watch::channel::<Option<Instant>>(None);
+    let stopping = Stopping::default();
+    let flag = stopping.clone();
     let task = OwnedTask::spawn(async move {
         loop {
             let deadline = *rx.borrow_and_update();
@@ -44,7 +53,7 @@ pub fn spawn(pg: Arc<dyn PgControl>, watchdog: SharedWatchdog) -> (FenceHandle, 
                         }
                         _ = tokio::time::sleep_until(at) => {
                             if rx.borrow().is_some_and(|d| d <= Instant::now()) {
-                                tripped(pg.as_ref(), &watchdog, &mut rx).await;
+                                tripped(pg.as_ref(), &watchdog, &flag, &mut rx).await;
                             }
                         }
                     }
@@ -52,7 +61,7 @@ pub fn spawn(pg: Arc<dyn PgControl>, watchdog: SharedWatchdog) -> (FenceHandle, 
             }
         }
     });
-    (tx, task)
+    (tx, stopping, task)
 }
 
 /// The deadline passed: until the HA loop confirms a lease again (or gives up leadership),
@@ -61,11 +70,12 @@ pub fn spawn(pg: Arc<dyn PgControl>, watchdog: SharedWatchdog) -> (FenceHandle, 
 async fn tripped(
     pg: &dyn PgControl,
     watchdog: &SharedWatchdog,
+    stopping: &AtomicBool,
     rx: &mut watch::Receiver<Option<Instant>>,
 ) {
     let mut first = true;
     loop {
-        if fire(pg, first).await {
+        if fire(pg, first, stopping, rx).await {
             // PostgreSQL is down: the watchdog's job is done (Patroni's safepoint).
             watchdog.with(|w| w.disable());
         }
@@ -80,13 +90,23 @@ async fn tripped(
 
 /// Stops PostgreSQL if it runs as a primary (or does not say it is a standby in time);
 /// `true` when no primary runs any more.
-async fn fire(pg: &dyn PgControl, first: bool) -> bool {
+async fn fire(
+    pg: &dyn PgControl,
+    first: bool,
+    stopping: &AtomicBool,
+    rx: &watch::Receiver<Option<Instant>>,
+) -> bool {
     if pg.postmaster().is_none() {
         return true;
     }
     let standby = tokio::time::timeout(ROLE_CHECK_TIMEOUT, pg.query_state())
         .await
         .is_ok_and(|r| r.is_ok_and(|s| s.in_recovery));
+    // The HA loop may have confirmed the lease (or given up leadership) while we asked: its
+    // word wins, and a restart it is reporting on keeps its server.
+    if !rx.borrow().is_some_and(|d| d <= Instant::now()) {
+        return true;
+    }
     if standby {
         if first {
             info!("fencing: leader lease not confirmed within ttl - safety margin, but PostgreSQL is a standby: nothing to stop");
@@ -94,11 +114,14 @@ async fn fire(pg: &dyn PgControl, first: bool) -> bool {
         return true;
     }
     warn!("fencing: leader lease not confirmed within ttl - safety margin; stopping PostgreSQL immediately to avoid split brain");
-    match pg.stop(StopMode::Immediate, Duration::from_secs(10)).await {
+    stopping.store(true, Ordering::SeqCst);
+    let stopped = match pg.stop(StopMode::Immediate, Duration::from_secs(10)).await {
         Ok(_) => true,
         Err(e) => {
             error!("fencing: immediate stop failed: {e:#}");
             false
         }
-    }
+    };
+    stopping.store(false, Ordering::SeqCst);
+    stopped
 }

@@ -2,7 +2,7 @@
 //! request was sent, a conservative bound), and the fence armed to stop PostgreSQL before it
 //! could have expired.
 
-use crate::fence::FenceHandle;
+use crate::fence::{FenceHandle, Stopping};
 use crate::watchdog::SharedWatchdog;
 use pgherd_ha::{Millis, Settings};
 use std::time::Duration;
@@ -34,6 +34,10 @@ pub struct Lease {
     clock: Clock,
     confirmed_at: Option<Millis>,
     fence: FenceHandle,
+    fence_stopping: Stopping,
+    /// Until when the lease counts as current (`confirmed + ttl - margin`), for background
+    /// work that must not act on a lapsed lease (a promotion after a slow `pre_promote`).
+    current_until: tokio::sync::watch::Sender<Option<Instant>>,
     /// Kept alive after every confirmation (Patroni: after every successful update_leader).
     watchdog: SharedWatchdog,
     /// `false` only for the simulator's planted "no fence" defect.
@@ -41,11 +45,18 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(clock: Clock, fence: FenceHandle, watchdog: SharedWatchdog) -> Lease {
+    pub fn new(
+        clock: Clock,
+        fence: FenceHandle,
+        fence_stopping: Stopping,
+        watchdog: SharedWatchdog,
+    ) -> Lease {
         Lease {
             clock,
             confirmed_at: None,
             fence,
+            fence_stopping,
+            current_until: tokio::sync::watch::Sender::new(None),
             watchdog,
             fence_armed: true,
         }
@@ -81,10 +92,19 @@ impl Lease {
     pub fn confirm(&mut self, sent: Millis, settings: &Settings) {
         self.confirmed_at = Some(sent);
         self.watchdog.with(|w| w.keepalive());
-        let deadline = sent + settings.ttl.saturating_sub(settings.fencing_margin);
+        let deadline = self
+            .clock
+            .instant(sent + settings.ttl.saturating_sub(settings.fencing_margin));
+        self.current_until.send_replace(Some(deadline));
         if self.fence_armed {
-            let _ = self.fence.send(Some(self.clock.instant(deadline)));
+            let _ = self.fence.send(Some(deadline));
         }
+    }
+
+    /// The fence is stopping PostgreSQL right now.
+    pub fn fence_stopping(&self) -> bool {
+        self.fence_stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The simulator's planted "no fence" defect.
@@ -95,7 +115,13 @@ impl Lease {
     /// Not (or no longer) the leader: the fence is disarmed.
     pub fn clear(&mut self) {
         self.confirmed_at = None;
+        self.current_until.send_replace(None);
         let _ = self.fence.send(None);
+    }
+
+    /// Follows [`Lease::current`] from a background task.
+    pub fn current_until(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
+        self.current_until.subscribe()
     }
 
     /// Until when we count as leader (`GET /leader`): last confirmation + ttl.

@@ -19,12 +19,15 @@ pub async fn wait(dcs: &dyn Dcs, old: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     let mut waited = false;
     loop {
-        let pending = match dcs.get_cluster().await {
-            Ok(c) => proxies_routing_to(&c, old),
-            Err(e) => {
-                warn!("proxy fencing: cannot read the DCS ({e}); promoting without confirmation");
-                return;
+        // A DCS that cannot be read says nothing about the proxies: keep asking until the
+        // deadline, as if they all still routed to the former leader.
+        let pending = match tokio::time::timeout_at(deadline, dcs.get_cluster()).await {
+            Ok(Ok(c)) => proxies_routing_to(&c, old),
+            Ok(Err(e)) => {
+                warn!("proxy fencing: cannot read the DCS ({e}); asking again");
+                vec![format!("(unknown: {e})")]
             }
+            Err(_) => vec!["(unknown: the DCS did not answer)".to_string()],
         };
         if pending.is_empty() {
             if waited {

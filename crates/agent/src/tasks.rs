@@ -225,6 +225,8 @@ pub struct TaskContext {
     pub watchdog: crate::watchdog::SharedWatchdog,
     /// The dynamic `retry_timeout` (bounds the stop after a failed bootstrap, as Patroni's).
     pub retry_timeout: Duration,
+    /// Until when our leader lease is current ([`crate::lease::Lease::current_until`]).
+    pub lease_current_until: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
 }
 
 impl TaskContext {
@@ -538,6 +540,12 @@ impl TaskContext {
         }
         if let Some(old) = former_leader {
             crate::proxy_fence::wait(self.dcs.as_ref(), &old, proxy_wait).await;
+        }
+        // pre_promote and the proxies may have taken longer than the lease: promoting on a
+        // lease that lapsed meanwhile could make a second primary.
+        let current = *self.lease_current_until.borrow();
+        if current.is_none_or(|until| until <= tokio::time::Instant::now()) {
+            bail!("not promoting: the leader lease was not confirmed while pre_promote and proxy fencing ran");
         }
         self.pg.promote(true).await.context("pg_ctl promote")?;
         self.pg.write_config(&self.params, None).await?;

@@ -16,6 +16,11 @@ pub struct Engine {
     primary_restart_since: Option<Millis>,
     /// Pause flag of the last cluster view (kept for cycles without a DCS view).
     paused: bool,
+    /// When we saw maintenance mode end. A primary may have lost its key while paused
+    /// (nothing is fenced then): for one ttl after the resume only a running primary races
+    /// for a free key, so that such a primary takes its key back (or learns of another
+    /// leader and demotes) before anyone promotes.
+    resumed_at: Option<Millis>,
     /// Synchronous standby names PostgreSQL waits for, and our WAL position when first seen.
     sync_since: Option<(std::collections::BTreeSet<String>, u64)>,
     /// When this node first saw the leader key free (reset while there is a leader); bounds
@@ -100,6 +105,9 @@ impl Engine {
             }
             return Decision::idle("DCS is not accessible");
         };
+        if self.paused && !cluster.is_paused() {
+            self.resumed_at = Some(obs.now);
+        }
         self.paused = cluster.is_paused();
         let i_am_leader = cluster.leader_name() == Some(s.name.as_str());
         if cluster.leader.is_some() || !manual::names_former_leader(cluster, &s.name) {
@@ -627,6 +635,14 @@ impl Engine {
                 rules.ignore_lag = true;
             }
             Race::FormerLeaderResumes(_) => {}
+        }
+        if let Some(resumed) = self.resumed_at {
+            let ago = obs.now.saturating_sub(resumed);
+            if ago < s.ttl {
+                return Decision::idle(format!(
+                    "no leader, not racing: maintenance mode ended {ago} ms ago; a primary that lost its key while paused has one ttl to take it back"
+                ));
+            }
         }
         // Cluster start-up (no leader seen since we started): a member still starting
         // PostgreSQL, perhaps the former primary, may hold more WAL than us. Wait for its

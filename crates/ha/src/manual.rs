@@ -49,6 +49,14 @@ pub(crate) fn race(obs: &Observation<'_>, cluster: &Cluster) -> Race {
     let mut excluded: Vec<String> = f.leader.iter().cloned().collect();
     if let Some(candidate) = f.member.as_deref() {
         if candidate == me {
+            // In synchronous mode only the members the `sync` key allows may promote, also
+            // on request: anything else may lack acknowledged commits (Patroni checks this for
+            // a switchover only; a failover would promote me and lose them).
+            if sync_forbids(obs, cluster, me) {
+                return Race::Wait(
+                    "manual failover to me: synchronous mode and the sync key does not list me; not promoting (acknowledged commits could be lost)".into(),
+                );
+            }
             // A member that received more WAL than me (the former leader died before its
             // clean shutdown sent everything) takes over instead: promoting me would lose
             // what it has, acknowledged writes included.
@@ -158,12 +166,18 @@ pub(crate) fn unfit(obs: &Observation<'_>, cluster: &Cluster, probe: &PeerProbe)
     if s.check_timeline && timeline.is_none_or(|t| t < cluster.timeline()) {
         return Some("behind the cluster timeline".into());
     }
-    if s.synchronous_mode {
-        if let Some(sync) = cluster.sync_state().filter(|st| st.leader.is_some()) {
-            if !sync.is_sync_standby(&probe.name) && sync.leader.as_deref() != Some(&probe.name) {
-                return Some("not a synchronous standby".into());
-            }
-        }
+    if sync_forbids(obs, cluster, &probe.name) {
+        return Some("not a synchronous standby".into());
     }
     None
+}
+
+/// Synchronous mode, and the `sync` key (with a leader) lists `name` neither as the leader nor
+/// as a synchronous standby.
+fn sync_forbids(obs: &Observation<'_>, cluster: &Cluster, name: &str) -> bool {
+    obs.settings.synchronous_mode
+        && cluster
+            .sync_state()
+            .filter(|st| st.leader.is_some())
+            .is_some_and(|sync| !sync.is_sync_standby(name) && sync.leader.as_deref() != Some(name))
 }

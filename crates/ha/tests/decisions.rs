@@ -445,6 +445,53 @@ fn paused_cluster_takes_no_automatic_action() {
     );
 }
 
+/// A primary may have lost its key while paused (nothing is fenced then): after the resume,
+/// only a running primary races for one ttl, so it takes its key back (or sees another leader
+/// and demotes) before any replica promotes. Found by a simulated maintenance-mode fault
+/// (split brain: a replica promoted at the resume while the keyless primary still ran).
+#[test]
+fn after_a_resume_replicas_leave_a_free_key_to_a_running_primary_for_one_ttl() {
+    let paused = cluster(None, &[("config", r#"{"ttl":10,"pause":true}"#)]);
+    let resumed = cluster(None, &[("config", r#"{"ttl":10}"#)]);
+    let s = Settings::for_member("n2");
+    let pg = replica(1000, "n1");
+    let mut engine = Engine::new();
+    let at = |now: u64| Observation {
+        now,
+        ..obs(&s, Some(&resumed), &pg, &[])
+    };
+    engine.step(&obs(&s, Some(&paused), &pg, &[]));
+    let d = engine.step(&at(100_000));
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(
+        d.reason
+            .starts_with("no leader, not racing: maintenance mode ended 0 ms ago"),
+        "{}",
+        d.reason
+    );
+    let d = engine.step(&at(100_000 + s.ttl - 1));
+    assert!(d.actions.is_empty(), "{d:?}");
+    let d = engine.step(&at(100_000 + s.ttl));
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::Promote],
+        "{}",
+        d.reason
+    );
+
+    // The primary itself takes its key back at once.
+    let mut engine = Engine::new();
+    let p = primary(1000);
+    engine.step(&obs(&s, Some(&paused), &p, &[]));
+    let d = engine.step(&obs(&s, Some(&resumed), &p, &[]));
+    assert_eq!(
+        d.actions,
+        vec![Action::AcquireLock, Action::PublishLeaderState],
+        "{}",
+        d.reason
+    );
+}
+
 #[test]
 fn switchover_request_demotes_leader_gracefully() {
     let c = cluster(
@@ -572,6 +619,29 @@ fn sync_mode_falls_back_to_async_or_blocks_when_strict() {
         names: vec![],
         strict: true
     }));
+}
+
+/// Also on request: a failover to a member the `sync` key does not list would lose the
+/// commits only the leader and its synchronous standbys hold (found by the simulator: a stale
+/// failover request promoted a member behind the leader's acknowledged commits).
+#[test]
+fn a_failover_candidate_outside_the_sync_key_does_not_promote() {
+    let s3 = sync_settings("n3");
+    let c = cluster(
+        None,
+        &[
+            ("sync", r#"{"leader":"n1","sync_standby":"n2"}"#),
+            ("failover", r#"{"member":"n3"}"#),
+        ],
+    );
+    let pg = replica(1000, "n1");
+    let d = Engine::new().step(&obs(&s3, Some(&c), &pg, &[]));
+    assert!(d.actions.is_empty(), "{d:?}");
+    assert!(
+        d.reason.contains("the sync key does not list me"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]

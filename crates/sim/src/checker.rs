@@ -35,6 +35,10 @@
 //! 8. Switchovers: the former leader named in a standing switchover request never promotes
 //!    while another registered, running standby could take over (it may resume on its own
 //!    timeline, without a promotion, when nobody else can).
+//! 9. Proxy fencing: a member promotes while a live proxy still routes writes to another
+//!    member only after waiting `proxy_fencing_timeout` since it decided to promote.
+//! 10. Callbacks: a converged leader that promoted during the run ran `on_role_change` with
+//!     the primary role after its last promotion (if the same agent process still runs).
 
 use crate::log::fmt_time;
 use crate::wal::Ack;
@@ -55,6 +59,8 @@ pub enum Invariant {
     LeaseLost,
     CommandBrokeItsWord,
     FormerLeaderPromoted,
+    ProxyNotFenced,
+    CallbackMissing,
 }
 
 /// What an agent knew when it decided to take the leader key in order to become primary.
@@ -277,7 +283,9 @@ pub(crate) fn after_event(w: &mut World) {
         // In maintenance mode nothing is fenced (Patroni's pause): a primary that lost its key
         // keeps running until a cycle after the resume; split brain (invariant 1) still may
         // not happen.
-        let paused = w.maintenance.is_some_and(|(from, until)| from <= t && t < until);
+        let paused = w
+            .maintenance
+            .is_some_and(|(from, until)| from <= t && t < until);
         if leader.as_deref() != Some(w.nodes[i].name.as_str())
             && !bootstrapping
             && !failsafe
@@ -504,6 +512,63 @@ pub(crate) fn at_end(w: &mut World) {
     if let Some(l) = leader {
         let wal = &w.nodes[l].pg.wal;
         w.stats.lost_acked_commits = w.acks.iter().filter(|a| !a.is_in(wal)).count() as u64;
+        callbacks_ran(w, l);
+    }
+}
+
+/// Invariant 9, when `n` has just promoted.
+pub(crate) fn on_promoted(w: &mut World, n: usize) {
+    let now = w.now();
+    w.nodes[n].promoted_at = Some((now, w.nodes[n].agent_epoch));
+    let key = w
+        .layout
+        .key(&pgherd_dcs::proxy_key(crate::faults::SIM_PROXY));
+    let Some(routes) = w
+        .store
+        .get(&key)
+        .and_then(|raw| pgherd_dcs::ProxyRegistration::parse(&raw).ok())
+        .and_then(|r| r.routing_leader)
+    else {
+        return;
+    };
+    let me = w.nodes[n].name.clone();
+    if routes == me {
+        return;
+    }
+    let waited = now.saturating_sub(w.nodes[n].promote_decided_at.unwrap_or(0));
+    let limit = DEFAULT_PROXY_FENCING_TIMEOUT;
+    if waited < limit {
+        w.violate(
+            Invariant::ProxyNotFenced,
+            format!("{me} promoted {waited} ms after deciding to, while a live proxy still routed writes to {routes} (proxy_fencing_timeout {limit} ms)"),
+        );
+    }
+}
+
+/// `proxy_fencing_timeout` of every simulated cluster (pgherd's default).
+const DEFAULT_PROXY_FENCING_TIMEOUT: Time = 5_000;
+
+/// Invariant 10, on a converged leader `l` at the end.
+fn callbacks_ran(w: &mut World, l: usize) {
+    let node = &w.nodes[l];
+    // Only the agent process that promoted knows the role changed (a new one finds a primary).
+    let Some(promoted) = node
+        .promoted_at
+        .filter(|&(_, epoch)| epoch == node.agent_epoch)
+        .map(|(at, _)| at)
+    else {
+        return;
+    };
+    let told = node
+        .callbacks
+        .iter()
+        .any(|(at, action, role)| *at >= promoted && action == "OnRoleChange" && role == "master");
+    if !told {
+        let (name, last) = (node.name.clone(), node.callbacks.last().cloned());
+        w.violate(
+            Invariant::CallbackMissing,
+            format!("{name} promoted at {} and leads, but ran no on_role_change callback with role master since; last callback: {last:?}", fmt_time(promoted)),
+        );
     }
 }
 

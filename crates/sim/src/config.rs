@@ -233,6 +233,34 @@ pub enum FaultKind {
     Reinit(Who),
     /// PostgreSQL's stops take `extra` longer for `dur` (a slow checkpointer, SIGSTOPped).
     SlowStop { who: Who, extra: Time, dur: Time },
+    /// PostgreSQL's starts take `extra` longer for `dur` (long crash recovery; a start that
+    /// outlasts the agent's patience looks hung).
+    SlowStart { who: Who, extra: Time, dur: Time },
+    /// An operator's `pgherd failover --candidate X --force` (`POST /failover` on the leader).
+    Failover { candidate: Who },
+    /// An operator's `pgherd edit-config` of the timing (`PATCH /config` with ttl, loop_wait,
+    /// retry_timeout): every agent re-times its lease, fence and loop.
+    EditTiming {
+        ttl: Time,
+        loop_wait: Time,
+        retry_timeout: Time,
+    },
+    /// `PATCH /config` of `maximum_lag_on_failover` (bytes).
+    EditMaxLag(u64),
+    /// An operator's `pgherd reload` (`POST /reload`).
+    Reload(Who),
+    /// The node's `pre_promote` script takes `delay` ms and, if `refuse`, exits 1, for `dur`.
+    PrePromote {
+        who: Who,
+        delay: Time,
+        refuse: bool,
+        dur: Time,
+    },
+    /// A `pgherd proxy` registered in the DCS (`proxies/<name>`, `ProxyRegistration`) that
+    /// names the leader as its write target and follows a change of leader only `lag` ms
+    /// late (slow health checks, a session it must close first), for `dur`; then it exits
+    /// and its key expires.
+    Proxy { lag: Time, dur: Time },
 }
 
 impl FaultKind {
@@ -241,6 +269,10 @@ impl FaultKind {
         match self {
             FaultKind::PgCrash(_)
             | FaultKind::Switchover { .. }
+            | FaultKind::Failover { .. }
+            | FaultKind::EditTiming { .. }
+            | FaultKind::EditMaxLag(_)
+            | FaultKind::Reload(_)
             | FaultKind::Restart(_)
             | FaultKind::Reinit(_) => 0,
             FaultKind::NodeCrash { down_for, .. }
@@ -252,6 +284,9 @@ impl FaultKind {
             | FaultKind::SlowNet { dur, .. }
             | FaultKind::ReplicaLag { dur, .. }
             | FaultKind::SlowStop { dur, .. }
+            | FaultKind::SlowStart { dur, .. }
+            | FaultKind::PrePromote { dur, .. }
+            | FaultKind::Proxy { dur, .. }
             | FaultKind::Maintenance { dur, .. } => *dur,
         }
     }
@@ -407,6 +442,51 @@ impl Schedule {
                 at: m.range(0, phase),
                 kind: FaultKind::Maintenance { dur, switchover_at },
             });
+        }
+        // What else users do (commands, config edits, hooks, proxies), also from a stream of
+        // its own.
+        let mut u = Rng::new(seed).fork(5);
+        if u.chance(400) {
+            let at = u.range(0, phase);
+            let who = if u.chance(500) {
+                Who::Leader
+            } else {
+                Who::Replica(u.index(4))
+            };
+            let kind = match u.below(7) {
+                0 => FaultKind::Failover {
+                    candidate: Who::Replica(u.index(4)),
+                },
+                1 => {
+                    let ttl = u.range(6_000, 20_000);
+                    let loop_wait = u.range(500, 2_000);
+                    // Patroni's rule: loop_wait + 2 * retry_timeout <= ttl.
+                    let retry_timeout = u.range(1_000, (ttl - loop_wait) / 2);
+                    FaultKind::EditTiming {
+                        ttl,
+                        loop_wait,
+                        retry_timeout,
+                    }
+                }
+                2 => FaultKind::EditMaxLag(if u.chance(500) { 0 } else { 16_384 }),
+                3 => FaultKind::Reload(who),
+                4 => FaultKind::SlowStart {
+                    who,
+                    extra: u.range(2_000, 40_000),
+                    dur: u.range(5_000, 30_000),
+                },
+                5 => FaultKind::PrePromote {
+                    who,
+                    delay: u.range(0, 15_000),
+                    refuse: u.chance(300),
+                    dur: u.range(5_000, 30_000),
+                },
+                _ => FaultKind::Proxy {
+                    lag: u.range(0, 8_000),
+                    dur: u.range(5_000, 40_000),
+                },
+            };
+            s.faults.push(Fault { at, kind });
         }
         s.faults.sort_by_key(|f| f.at);
         s

@@ -192,6 +192,90 @@ async fn start(world: &Shared, i: usize) {
             let answer = command(world, leader, "POST", "/switchover", body).await;
             keep_word_switchover(world, leader, answer);
         }
+        FaultKind::SlowStart { who, extra, dur } => {
+            let mut w = lock(world);
+            let n = resolve(&w, who);
+            w.say(n, || {
+                format!("FAULT: PostgreSQL starts take {extra} ms longer for {dur} ms")
+            });
+            w.nodes[n].slow_start = extra;
+            end_at(world, i, Some(n), dur);
+        }
+        FaultKind::PrePromote {
+            who,
+            delay,
+            refuse,
+            dur,
+        } => {
+            let mut w = lock(world);
+            let n = resolve(&w, who);
+            w.say(n, || {
+                format!("FAULT: pre_promote takes {delay} ms (refuses: {refuse}) for {dur} ms")
+            });
+            w.nodes[n].pre_promote = Some((delay, refuse));
+            end_at(world, i, Some(n), dur);
+        }
+        FaultKind::Failover { candidate } => {
+            let (leader, candidate, body) = {
+                let w = lock(world);
+                let Some(l) = w.leader_name().and_then(|l| w.index_of(&l)) else {
+                    return;
+                };
+                let c = resolve(&w, candidate);
+                let name = w.nodes[c].name.clone();
+                (l, name.clone(), format!(r#"{{"candidate":"{name}"}}"#))
+            };
+            // Patroni's promise: 200 once another member leads, "Successfully failed over
+            // to" the candidate, or "Failed over to X instead of" it.
+            let answer = command(world, leader, "POST", "/failover", body).await;
+            keep_word_switchover(world, leader, answer.clone());
+            if let Some((200, body, _)) = answer {
+                let mut w = lock(world);
+                let named = w.leader_name();
+                if body.starts_with("Successfully") && named.as_deref() != Some(candidate.as_str())
+                {
+                    w.violate(
+                        Invariant::CommandBrokeItsWord,
+                        format!("a failover to {candidate} answered 200 ({body}) but the leader key names {named:?}"),
+                    );
+                }
+            }
+        }
+        FaultKind::EditTiming {
+            ttl,
+            loop_wait,
+            retry_timeout,
+        } => {
+            let n = resolve(&lock(world), Who::Leader);
+            let body = format!(
+                r#"{{"ttl":"{ttl}ms","loop_wait":"{loop_wait}ms","retry_timeout":"{retry_timeout}ms"}}"#
+            );
+            if let Some((200, ..)) = command(world, n, "PATCH", "/config", body).await {
+                // The checker judges by the longer ttl until every agent has the new one.
+                let mut w = lock(world);
+                for node in w.nodes.iter_mut() {
+                    node.settings.ttl = node.settings.ttl.max(ttl);
+                    node.settings.loop_wait = loop_wait;
+                    node.settings.retry_timeout = retry_timeout;
+                }
+            }
+        }
+        FaultKind::EditMaxLag(lag) => {
+            let n = resolve(&lock(world), Who::Leader);
+            let body = format!(r#"{{"maximum_lag_on_failover":{lag}}}"#);
+            if let Some((200, ..)) = command(world, n, "PATCH", "/config", body).await {
+                let mut w = lock(world);
+                for node in w.nodes.iter_mut() {
+                    let old = node.settings.maximum_lag_on_failover;
+                    node.settings.maximum_lag_on_failover = old.max(lag);
+                }
+            }
+        }
+        FaultKind::Reload(who) => {
+            let n = resolve(&lock(world), who);
+            command(world, n, "POST", "/reload", String::new()).await;
+        }
+        FaultKind::Proxy { lag, dur } => run_proxy(world, lag, dur).await,
         FaultKind::Restart(who) => {
             let n = resolve(&lock(world), who);
             let answer = command(world, n, "POST", "/restart", "{}".into()).await;
@@ -218,19 +302,23 @@ async fn start(world: &Shared, i: usize) {
                     })
                 };
                 if let Some((leader, body)) = paused_switchover {
-                    let answer = command(world, leader, "POST", "/switchover", body).await;
+                    let patience = Duration::from_secs(5);
+                    let answer =
+                        command_within(world, leader, "POST", "/switchover", body, patience).await;
                     keep_word_switchover(world, leader, answer);
                 }
             }
             let rest = dur.saturating_sub(switchover_at.unwrap_or(0));
             tokio::time::sleep(Duration::from_millis(rest)).await;
-            // Resume through any member that answers (the leader may be down by now, the DCS
-            // unreachable for a while): bounded retries.
+            // Resume through any member that answers within 5 s (the leader may be down by
+            // now, the DCS unreachable for a while), as an operator would: bounded retries.
             let members = lock(world).nodes.len();
             'resume: for _ in 0..60 {
                 for k in 0..members {
                     let body = r#"{"pause":null}"#.to_string();
-                    if let Some((200, ..)) = command(world, k, "PATCH", "/config", body).await {
+                    let patience = Duration::from_secs(5);
+                    let answer = command_within(world, k, "PATCH", "/config", body, patience);
+                    if let Some((200, ..)) = answer.await {
                         let mut w = lock(world);
                         let until = w.now() + w.nodes[k].settings.ttl;
                         w.maintenance = w.maintenance.map(|(from, _)| (from, until));
@@ -264,6 +352,18 @@ async fn command(
     path: &str,
     body: String,
 ) -> Option<(u16, String, Truth)> {
+    command_within(world, n, method, path, body, Duration::from_secs(60)).await
+}
+
+/// [`command`] with the operator's patience: no answer within `patience` is `None`.
+async fn command_within(
+    world: &Shared,
+    n: usize,
+    method: &str,
+    path: &str,
+    body: String,
+    patience: Duration,
+) -> Option<(u16, String, Truth)> {
     {
         let mut w = lock(world);
         w.stats.commands_run += 1;
@@ -277,7 +377,7 @@ async fn command(
         .header("content-length", body.len())
         .body(axum::body::Body::from(body))
         .ok()?;
-    let answer = crate::sim_peers::request(world, None, n, request, Duration::from_secs(60)).await;
+    let answer = crate::sim_peers::request(world, None, n, request, patience).await;
     let answer = answer.map(|a| {
         (
             a.status,
@@ -386,6 +486,12 @@ fn end(world: &Shared, i: usize, node: Option<usize>) {
         (FaultKind::SlowStop { .. }, Some(n)) => {
             lock(world).nodes[n].slow_stop = 0;
         }
+        (FaultKind::SlowStart { .. }, Some(n)) => {
+            lock(world).nodes[n].slow_start = 0;
+        }
+        (FaultKind::PrePromote { .. }, Some(n)) => {
+            lock(world).nodes[n].pre_promote = None;
+        }
         _ => {}
     }
 }
@@ -400,4 +506,69 @@ fn thaw(w: &mut World, n: usize) {
             let _ = waiter.send(());
         }
     }
+}
+
+/// The name the simulated `pgherd proxy` registers under.
+pub(crate) const SIM_PROXY: &str = "sim-proxy";
+
+/// A `pgherd proxy` as the agents see it: its registration (`proxies/sim-proxy` on a lease of
+/// its own, rewritten every second and on every change) names the member it routes writes
+/// to, which follows the leader key `lag` ms late. After `dur` it exits: the lease is revoked.
+async fn run_proxy(world: &Shared, lag: Time, dur: Time) {
+    let dcs = {
+        let mut w = lock(world);
+        w.say_world(|| format!("FAULT: a proxy follows the leader {lag} ms late for {dur} ms"));
+        pgherd_dcs::memory::MemoryDcs::new(
+            w.store.clone(),
+            w.layout.clone(),
+            None,
+            Duration::from_secs(3),
+        )
+    };
+    let key = pgherd_dcs::proxy_key(SIM_PROXY);
+    let start = lock(world).now();
+    let mut routing: Option<String> = None;
+    let mut target: Option<(Option<String>, Time)> = None;
+    let mut written_at: Option<Time> = None;
+    loop {
+        let (now, leader) = {
+            let w = lock(world);
+            (w.now(), w.leader_name())
+        };
+        if now >= start + dur {
+            break;
+        }
+        if target.as_ref().map(|(l, _)| l) != Some(&leader) {
+            target = Some((leader.clone(), now));
+        }
+        let mut changed = false;
+        if let Some((l, since)) = &target {
+            if *l != routing && now >= since + lag {
+                routing = l.clone();
+                changed = true;
+            }
+        }
+        if changed || written_at.is_none_or(|at| now >= at + 1_000) {
+            let value = pgherd_dcs::ProxyRegistration {
+                name: SIM_PROXY.to_string(),
+                routing_leader: routing.clone(),
+                updated_at: now,
+                api: None,
+            };
+            if pgherd_dcs::Dcs::put_ephemeral(&dcs, &key, &value.to_json())
+                .await
+                .is_ok()
+            {
+                written_at = Some(now);
+                if changed {
+                    let mut w = lock(world);
+                    let r = routing.clone();
+                    w.say_world(|| format!("proxy: routes writes to {r:?}"));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = pgherd_dcs::Dcs::release_lease(&dcs).await;
+    lock(world).say_world(|| "proxy: exited".into());
 }

@@ -9,7 +9,11 @@
 //! DCS with etcd's semantics and leases counted in virtual time behind a network that delays,
 //! loses and cuts (`sim_dcs`), the members' REST APIs across that network (`sim_peers`), a
 //! client committing on whatever is writable (`replication`), and seeded random faults and
-//! operator commands (`faults`). Everything runs as tasks of one single-threaded tokio runtime
+//! what users do (`faults`): REST commands (switchover, failover, restart, reinitialize,
+//! reload), maintenance mode with a switchover in it, `PATCH /config` edits of the timing and
+//! of `maximum_lag_on_failover`, slow or refusing `pre_promote` scripts, callbacks (recorded),
+//! slow PostgreSQL stops and starts, and a `pgherd proxy` registration that follows the
+//! leader late (the agents' proxy fencing). Everything runs as tasks of one single-threaded tokio runtime
 //! with paused time (`run`), so a run is a pure function of its seed and takes milliseconds.
 //!
 //! The checker (`checker`) runs after every change: no two writable primaries; a writable node
@@ -17,9 +21,10 @@
 //! about; in synchronous mode no acknowledged commit is missing from a new primary; no two
 //! data directories disagree under one timeline id; a leader that is alive and reaches the
 //! DCS keeps its lease; a command answered as successful did what it promised; the former
-//! leader of a switchover never promotes while another member could take over; and once faults
-//! stop, one leader with every other member streaming from it within a bound (see
-//! [`Invariant`]).
+//! leader of a switchover never promotes while another member could take over; a member
+//! promotes while a proxy still routes writes elsewhere only after `proxy_fencing_timeout`;
+//! a leader that promoted ran `on_role_change`; and once faults stop, one leader with every
+//! other member streaming from it within a bound (see [`Invariant`]).
 //!
 //! Open defects of the real system are reported, each with a test (ignored until fixed);
 //! bulk runs may work around them by modelling the proposed fix ([`Workarounds`]), so that

@@ -82,6 +82,12 @@ postgresql:
   authentication:
     replication: {{username: replicator, password: rep-pass}}
     superuser: {{username: postgres, password: secret}}
+  pre_promote: /sim/bin/pre_promote
+  callbacks:
+    on_start: /sim/bin/callback
+    on_stop: /sim/bin/callback
+    on_restart: /sim/bin/callback
+    on_role_change: /sim/bin/callback
 tags:
   nofailover: {nofailover}
   failover_priority: {prio}
@@ -140,15 +146,37 @@ impl WallClock for SimClock {
     }
 }
 
-/// Callbacks and `pre_promote` are not configured in generated schedules; a scenario can
-/// make `pre_promote` refuse.
-struct SimHooks;
+/// Callbacks are recorded for the checker; `pre_promote` answers as a `PrePromote` fault
+/// says (at once and yes otherwise). Both are configured in every node's file.
+struct SimHooks {
+    world: Shared,
+    node: usize,
+}
 
 #[async_trait::async_trait]
 impl Hooks for SimHooks {
-    fn callback(&self, _command: &str, _action: pgherd_postgres::CallbackAction, _role: &str) {}
+    fn callback(&self, _command: &str, action: pgherd_postgres::CallbackAction, role: &str) {
+        let mut w = lock(&self.world);
+        let now = w.now();
+        w.nodes[self.node]
+            .callbacks
+            .push((now, format!("{action:?}"), role.to_string()));
+    }
     async fn pre_promote(&self, _command: &str) -> anyhow::Result<bool> {
-        Ok(true)
+        let fault = lock(&self.world).nodes[self.node].pre_promote;
+        let Some((delay, refuse)) = fault else {
+            return Ok(true);
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        crate::world::thawed(&self.world, self.node).await;
+        let mut w = lock(&self.world);
+        w.say(self.node, || {
+            format!(
+                "pre_promote took {delay} ms and {}",
+                if refuse { "refused (exit 1)" } else { "agreed" }
+            )
+        });
+        Ok(!refuse)
     }
     async fn post_bootstrap(&self, _command: &str) -> anyhow::Result<()> {
         Ok(())
@@ -175,6 +203,9 @@ impl Trace for SimTrace {
         }
         node.election = election;
         node.task = obs.in_progress;
+        if decision.actions.contains(&pgherd_ha::Action::Promote) {
+            node.promote_decided_at = Some(now);
+        }
         if node.last_reason != decision.reason {
             node.last_reason = decision.reason.clone();
             let (reason, actions) = (decision.reason.clone(), decision.actions.clone());
@@ -269,7 +300,10 @@ fn launch(world: &Shared, n: usize) {
             world: world.clone(),
             me: n,
         }),
-        hooks: Arc::new(SimHooks),
+        hooks: Arc::new(SimHooks {
+            world: world.clone(),
+            node: n,
+        }),
         clock: Arc::new(SimClock(world.clone())),
         config: Arc::new(config),
         trace: Arc::new(SimTrace {

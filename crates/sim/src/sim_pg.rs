@@ -281,7 +281,7 @@ impl PgControl for SimPg {
             let dur = match (&pg.conf, pg.control) {
                 (Replication::Primary, Control::InProduction) => w.rng.range(500, 3_000),
                 _ => w.rng.range(300, 1_500),
-            };
+            } + w.nodes[n].slow_start;
             let now = w.now();
             w.nodes[n].pg.begin_start(now);
             let epoch = w.nodes[n].pg.epoch;

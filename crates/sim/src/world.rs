@@ -62,6 +62,16 @@ pub(crate) struct Node {
     pub lagging: u32,
     /// PostgreSQL stops take this much longer (a slow checkpointer).
     pub slow_stop: Time,
+    /// PostgreSQL starts take this much longer (long recovery).
+    pub slow_start: Time,
+    /// `pre_promote` takes this long and, if `true`, refuses (a `PrePromote` fault).
+    pub pre_promote: Option<(Time, bool)>,
+    /// When the agent last decided to promote (the proxy-fencing invariant).
+    pub promote_decided_at: Option<Time>,
+    /// When PostgreSQL last finished a promotion, and the agent process (epoch) then.
+    pub promoted_at: Option<(Time, u64)>,
+    /// Callbacks the agent ran: `(at, action, role)`.
+    pub callbacks: Vec<(Time, String, String)>,
     /// What the agent reported last (through its trace).
     pub last_reason: String,
     pub task: Option<pgherd_ha::AsyncAction>,
@@ -195,6 +205,11 @@ impl World {
                     slow: None,
                     lagging: 0,
                     slow_stop: 0,
+                    slow_start: 0,
+                    pre_promote: None,
+                    promote_decided_at: None,
+                    promoted_at: None,
+                    callbacks: Vec::new(),
                     last_reason: String::new(),
                     task: None,
                     election: None,
@@ -481,6 +496,7 @@ impl World {
                         format!("postgres: promoted to timeline {tl} at lsn {lsn}")
                     });
                     checker::on_new_primary(self, n);
+                    checker::on_promoted(self, n);
                 }
             }
         }

@@ -594,6 +594,42 @@ fn regression_command_judged_when_answered() {
     regression(&[30125]);
 }
 
+/// engine.rs: a primary whose key expired in maintenance mode (its agent restarted while
+/// paused, on a lossy network) was joined by a promoted replica right at the resume; for one
+/// ttl after a resume only a running primary races now.
+#[test]
+fn regression_resume_leaves_the_key_to_a_keyless_primary() {
+    regression(&[622]);
+}
+
+/// agent.rs: a restart whose server the fence was stopping right then (the node had been
+/// SIGSTOPped past its lease) answered success.
+#[test]
+fn regression_restart_reports_a_server_the_fence_is_stopping() {
+    regression(&[8306]);
+}
+
+/// manual.rs: a failover request (held up on a frozen leader, written when it thawed)
+/// promoted a member outside the `sync` key and lost acknowledged commits.
+#[test]
+fn regression_failover_candidate_outside_the_sync_key() {
+    regression(&[7306]);
+}
+
+/// agent.rs: a reload while a start was setting up replication rewrote postgresql.conf as
+/// detached; the standby never streamed again.
+#[test]
+fn regression_reload_during_a_start_keeps_replication() {
+    regression(&[2314, 4920]);
+}
+
+/// tasks.rs: a promotion went on after a 14 s `pre_promote` during which the lease lapsed
+/// (DCS outage): a writable primary without the leader key.
+#[test]
+fn regression_no_promotion_on_a_lapsed_lease() {
+    regression(&[2415]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Open defects of the real system, one minimal seed each. Each runs the bulk options with
 // that defect's workaround off; once fixed, remove the workaround and turn the test into a
