@@ -162,9 +162,14 @@ async fn restart(
         if a.lease.held() {
             Replication::Primary
         } else {
-            match a.view.cluster.as_ref().and_then(|c| c.leader_name()) {
-                Some(leader) if leader != a.me.name => Replication::From(leader.to_string()),
-                _ => Replication::Detached,
+            match a.view.cluster.as_deref() {
+                Some(c) => match c.leader_name() {
+                    Some(leader) if leader != a.me.name => {
+                        Replication::From(pgherd_ha::upstream_for(&a.dynamic.settings, c, leader))
+                    }
+                    _ => Replication::Detached,
+                },
+                None => Replication::Detached,
             }
         }
     });

@@ -260,7 +260,7 @@ impl Engine {
             if self.paused_switchover_demoted {
                 if let Some(leader) = cluster.leader_name() {
                     self.paused_switchover_demoted = false;
-                    let upstream = upstream_for(obs, cluster, leader);
+                    let upstream = upstream_for(obs.settings, cluster, leader);
                     return Decision::act(
                         vec![Action::StartPostgres(Replication::From(upstream))],
                         format!("starting as a standby of the new leader ({leader}) after the switchover"),
@@ -316,7 +316,7 @@ impl Engine {
         }
         match cluster.leader_name() {
             Some(leader) => {
-                let upstream = upstream_for(obs, cluster, leader);
+                let upstream = upstream_for(obs.settings, cluster, leader);
                 match pg.diverged {
                     Some(true) if s.use_pg_rewind => Decision::act(
                         vec![Action::Rewind { source: leader.to_string() }],
@@ -541,7 +541,7 @@ impl Engine {
                 format!("my WAL went past where leader ({leader}) forked its timeline: stopping to rewind"),
             );
         }
-        let upstream = upstream_for(obs, cluster, leader);
+        let upstream = upstream_for(obs.settings, cluster, leader);
         let configured = pg.following.as_ref().and_then(Replication::upstream);
         // Also while paused: Patroni re-points a standby to the leader in pause too.
         if configured == Some(upstream.as_str()) || !pg.in_recovery {
@@ -750,11 +750,13 @@ fn clone_source(cluster: &Cluster, me: &str, leader: &str) -> String {
 }
 
 /// The member we stream from: the `replicatefrom` member when it exists and runs, else the leader.
-fn upstream_for(obs: &Observation<'_>, cluster: &Cluster, leader: &str) -> String {
-    obs.settings
+/// The member a standby of `leader` streams from: its `replicatefrom` member while that one
+/// runs, else the leader.
+pub fn upstream_for(settings: &Settings, cluster: &Cluster, leader: &str) -> String {
+    settings
         .replicatefrom
         .as_deref()
-        .filter(|r| *r != obs.settings.name)
+        .filter(|r| *r != settings.name)
         .filter(|r| cluster.members.get(*r).is_some_and(|m| m.data.is_running()))
         .unwrap_or(leader)
         .to_string()

@@ -19,7 +19,7 @@ mod sync;
 
 pub use action::{Action, Decision, DemoteMode, Replication};
 pub use election::{Candidate, CandidateRank, RaceRules};
-pub use engine::{wants_peer_probes, Engine};
+pub use engine::{upstream_for, wants_peer_probes, Engine};
 pub use observation::{
     AsyncAction, DataDir, LocalPg, Millis, Observation, PeerProbe, PeerReply, Settings, StandbyLink,
 };
