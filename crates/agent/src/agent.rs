@@ -351,14 +351,15 @@ impl Agent {
         // A running replica keeps the slots of the members that stream from it and drops
         // unknown ones, as Patroni's replicas (the leader does this after its renewal); after
         // the member key, so that slot queries never delay it.
-        if let Some(c) = cluster.as_deref() {
+        if let Some(c) = &cluster {
             if local.running
                 && local.queryable
                 && local.in_recovery
                 && !self.tasks.is_running()
                 && c.leader_name() != Some(self.me.name.as_str())
             {
-                crate::slots::sync(self, c, crate::slots::Role::Replica).await;
+                let synced = crate::slots::sync(self, c, crate::slots::Role::Replica).await;
+                self.copy_logical_slots(c, synced.to_copy);
             }
         }
         if cluster.is_some() {
@@ -366,6 +367,35 @@ impl Agent {
         }
         crate::report::publish_snapshot(self, &local, cluster);
         Ok(decision)
+    }
+
+    /// Starts copying permanent logical slots from the leader (a restart of this standby) in
+    /// the background, as Patroni's `copy_logical_slots`.
+    fn copy_logical_slots(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        wanted: BTreeMap<String, pgherd_postgres::LogicalSlot>,
+    ) {
+        let now = self.lease.now();
+        if wanted.is_empty()
+            || self.tasks.is_running()
+            || self.schedules.slot_copy_after.is_some_and(|at| now < at)
+        {
+            return;
+        }
+        // A copy (a restart) is not repeated at once when it did not help.
+        self.schedules.slot_copy_after = Some(now + SLOT_COPY_BACKOFF_MS);
+        let Some(leader) = cluster.leader_name() else {
+            return;
+        };
+        let Some(from) = crate::tasks::member_upstream(Some(cluster), leader) else {
+            return;
+        };
+        let ctx = self.task_context();
+        let (cluster, replication) = (cluster.clone(), self.pg.replication.clone());
+        let task = ctx.copy_logical_slots(cluster, from, wanted, replication);
+        self.tasks
+            .start(pgherd_ha::AsyncAction::Restart, self.lease.held(), task);
     }
 
     /// The watchdog runs while we hold the lock with PostgreSQL a primary (armed now if it is
@@ -539,6 +569,13 @@ impl Agent {
                 params.insert("synchronous_standby_names".into(), names.to_string());
             }
         }
+        if crate::slots::wants_logical_copies(
+            self.dynamic.config.postgresql.use_slots,
+            self.dynamic.settings.nofailover,
+            self.dynamic.config.slots.as_ref(),
+        ) {
+            params.insert("hot_standby_feedback".into(), "on".into());
+        }
         params
     }
 
@@ -631,6 +668,9 @@ impl Agent {
         }
     }
 }
+
+/// Between two copies of logical slots from the primary (each restarts PostgreSQL).
+const SLOT_COPY_BACKOFF_MS: u64 = 15_000;
 
 /// The parts of the cluster whose change should run a cycle at once: leader, failover
 /// index, config index, sync index, initialize.

@@ -19,6 +19,8 @@ pub struct Schedules {
     restored: bool,
     /// A `pre_promote` script refused a promotion: no race for the lock until then.
     pub promotion_blocked_until: Option<Millis>,
+    /// Logical slots are not copied from the primary again (a restart each time) before then.
+    pub slot_copy_after: Option<Millis>,
 }
 
 /// Handles one command; returns whether an HA cycle should run right away.

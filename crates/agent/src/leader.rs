@@ -14,7 +14,7 @@ pub async fn publish(a: &mut Agent, cluster: &Cluster, pg: &LocalPg) -> Result<b
     } else {
         crate::slots::Role::Primary
     };
-    let slots = crate::slots::sync(a, cluster, role).await;
+    let slots = crate::slots::sync(a, cluster, role).await.positions;
     let status = Status {
         optime: pg.wal_position,
         slots,

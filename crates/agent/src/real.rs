@@ -175,6 +175,22 @@ impl PgControl for RealPostgres {
     async fn drop_slot(&self, name: &str) -> Result<SlotDrop> {
         Ok(self.0.drop_slot(name).await?)
     }
+    async fn read_logical_slots(
+        &self,
+        from: &Upstream,
+        names: &[String],
+    ) -> Result<Vec<pgherd_postgres::CopiedSlot>> {
+        Ok(self.0.read_logical_slots(from, names).await?)
+    }
+    async fn install_logical_slots(&self, slots: Vec<pgherd_postgres::CopiedSlot>) -> Result<()> {
+        self.blocking("installing copied logical slots", move |pg| {
+            pg.install_logical_slots(&slots)
+        })
+        .await
+    }
+    async fn advance_slot(&self, name: &str, database: &str, lsn: u64) -> Result<bool> {
+        Ok(self.0.advance_slot(name, database, lsn).await?)
+    }
 }
 
 /// Peers answer from memory; a node that does not answer within this is treated as down.

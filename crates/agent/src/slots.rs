@@ -100,6 +100,19 @@ pub fn wanted(
     slots
 }
 
+/// Permanent logical slots are configured: replicas that keep copies of them need
+/// `hot_standby_feedback` (Patroni enforces it), or the primary may remove catalog rows
+/// their decoding needs after a failover.
+pub fn wants_logical_copies(use_slots: bool, nofailover: bool, permanent: Option<&Value>) -> bool {
+    use_slots
+        && !nofailover
+        && permanent.and_then(Value::as_object).is_some_and(|slots| {
+            slots
+                .values()
+                .any(|v| matches!(permanent_spec(v), Some(Some(_))))
+        })
+}
+
 /// A permanent slot's value: `null`/`{}`/`{type: physical}` physical; `{type: logical,
 /// database, plugin}` (the type may be left out when both are given) logical; `None` when
 /// it is neither.
@@ -168,17 +181,37 @@ pub fn ignored(ignore_slots: Option<&Value>, slot: &SlotInfo) -> bool {
     })
 }
 
+/// What a pass found.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// The `confirmed_flush_lsn` of the permanent logical slots that exist (what a primary
+    /// publishes in `status`, as Patroni's `update_leader`).
+    pub positions: BTreeMap<String, u64>,
+    /// On a replica: permanent logical slots it lacks that the primary has (published in
+    /// `status`): to be copied from the primary ([`crate::tasks::TaskContext::copy_logical_slots`]).
+    pub to_copy: BTreeMap<String, LogicalSlot>,
+}
+
+/// How long a replica's `pg_replication_slot_advance` may take in one pass (Patroni runs it in
+/// a thread of its own; here the next pass goes on from where it got).
+const ADVANCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One pass: drop slots that are neither wanted nor ignored (never while paused), drop and
 /// recreate a wanted slot whose type, database or plugin changed, create missing physical
-/// slots and, on a primary, missing logical ones. Errors are logged; the next pass retries.
-/// Returns the `confirmed_flush_lsn` of the permanent logical slots that exist (what a
-/// primary publishes in `status`, as Patroni's `update_leader`).
-pub async fn sync(a: &mut Agent, cluster: &Cluster, role: Role) -> BTreeMap<String, u64> {
-    let mut positions = BTreeMap::new();
+/// slots and, on a primary, missing logical ones; on a replica, advance its copies of the
+/// permanent logical slots to the positions the primary published and name the ones to copy.
+/// Errors are logged; the next pass retries.
+pub async fn sync(a: &mut Agent, cluster: &Cluster, role: Role) -> Synced {
+    let mut synced = Synced::default();
     let cfg = &a.dynamic.config;
     if !cfg.postgresql.use_slots {
-        return positions;
+        return synced;
     }
+    let published = cluster
+        .status
+        .as_ref()
+        .map(|s| s.slots.clone())
+        .unwrap_or_default();
     let wanted = wanted(
         cluster,
         &a.me.name,
@@ -192,7 +225,7 @@ pub async fn sync(a: &mut Agent, cluster: &Cluster, role: Role) -> BTreeMap<Stri
         Ok(slots) => slots,
         Err(e) => {
             warn!("listing replication slots failed: {e:#}");
-            return positions;
+            return synced;
         }
     };
     let mut present: Vec<&str> = Vec::new();
@@ -200,8 +233,30 @@ pub async fn sync(a: &mut Agent, cluster: &Cluster, role: Role) -> BTreeMap<Stri
         let reason = match wanted.get(&slot.name) {
             Some(spec) if *spec == slot.logical => {
                 present.push(&slot.name);
-                if let (Some(_), Some(lsn)) = (spec, slot.confirmed_flush_lsn) {
-                    positions.insert(slot.name.clone(), lsn);
+                if let (Some(l), Some(lsn)) = (spec, slot.confirmed_flush_lsn) {
+                    synced.positions.insert(slot.name.clone(), lsn);
+                    let target = published.get(&slot.name).copied().unwrap_or(0);
+                    if role == Role::Replica && target > lsn {
+                        let advance = a.world.pg.advance_slot(&slot.name, &l.database, target);
+                        match tokio::time::timeout(ADVANCE_TIMEOUT, advance).await {
+                            Ok(Ok(true)) => debug!("advanced logical slot '{}' to {target}", slot.name),
+                            Ok(Ok(false)) => {
+                                debug!(
+                                    "logical slot '{}' needs WAL this replica no longer has: to be copied from the primary again",
+                                    slot.name
+                                );
+                                synced.to_copy.insert(slot.name.clone(), l.clone());
+                            }
+                            Ok(Err(e)) => error!(
+                                "failed to advance logical replication slot '{}': {e:#}",
+                                slot.name
+                            ),
+                            Err(_) => warn!(
+                                "advancing logical replication slot '{}' takes longer than {ADVANCE_TIMEOUT:?}; going on next time",
+                                slot.name
+                            ),
+                        }
+                    }
                 }
                 continue;
             }
@@ -256,11 +311,17 @@ pub async fn sync(a: &mut Agent, cluster: &Cluster, role: Role) -> BTreeMap<Stri
                     ),
                 }
             }
-            // Logical slots on replicas: not copied from the primary (not done yet).
-            Some(_) => {}
+            // A replica cannot create a logical slot (PostgreSQL 15): it copies the
+            // primary's, once the primary publishes its position (Patroni copies only slots
+            // with feedback in the DCS).
+            Some(l) => {
+                if role == Role::Replica && published.contains_key(name) {
+                    synced.to_copy.insert(name.clone(), l.clone());
+                }
+            }
         }
     }
-    positions
+    synced
 }
 
 fn describe(spec: &Spec) -> String {

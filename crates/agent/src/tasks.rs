@@ -458,6 +458,50 @@ impl TaskContext {
         })
     }
 
+    /// Copies permanent logical slots from the primary at `from` into this standby, as
+    /// Patroni's `copy_logical_slots` (PostgreSQL 15 cannot create logical slots on a
+    /// standby): their state files are read over SQL first, then PostgreSQL is stopped, the
+    /// files are installed and PostgreSQL starts again as it ran (`replication`). A slot whose
+    /// database or plugin on the primary differs from the configuration is not copied.
+    pub async fn copy_logical_slots(
+        self,
+        cluster: Arc<Cluster>,
+        from: Upstream,
+        wanted: BTreeMap<String, pgherd_postgres::LogicalSlot>,
+        replication: Replication,
+    ) -> Result<TaskOutcome> {
+        let names: Vec<String> = wanted.keys().cloned().collect();
+        let mut copied = self.pg.read_logical_slots(&from, &names).await?;
+        copied.retain(|slot| {
+            let fits = wanted.get(&slot.name) == Some(&slot.logical);
+            if !fits {
+                warn!(
+                    "will not copy the logical slot '{}': database '{}' plugin '{}' on the primary differ from the configuration",
+                    slot.name, slot.logical.database, slot.logical.plugin
+                );
+            }
+            fits
+        });
+        if copied.is_empty() {
+            return Ok(TaskOutcome {
+                message: "no logical slot to copy from the primary".into(),
+                ..TaskOutcome::default()
+            });
+        }
+        let names: Vec<&str> = copied.iter().map(|s| s.name.as_str()).collect();
+        info!("copying logical slots {names:?} from the primary: restarting PostgreSQL");
+        let names = names.join(", ");
+        self.pg
+            .stop(StopMode::Fast, self.pg.options().pg_ctl_timeout)
+            .await?;
+        self.pg.install_logical_slots(copied).await?;
+        let started = self.start(Some(cluster), replication).await?;
+        Ok(TaskOutcome {
+            message: format!("copied logical slots {names} from the primary"),
+            ..started
+        })
+    }
+
     /// Demotion: stop PostgreSQL (a checkpoint first for a switchover, so the fast shutdown
     /// is quick), then give up the leader key if the mode says so; `Offline` starts again
     /// read-only without upstream (the DCS is unreachable: nobody to follow).

@@ -105,6 +105,20 @@ pub trait PgControl: Send + Sync {
         plugin: &str,
     ) -> anyhow::Result<bool>;
     async fn drop_slot(&self, name: &str) -> anyhow::Result<SlotDrop>;
+    /// The logical slots `names` of the primary at `from`, with their state files.
+    async fn read_logical_slots(
+        &self,
+        from: &Upstream,
+        names: &[String],
+    ) -> anyhow::Result<Vec<pgherd_postgres::CopiedSlot>>;
+    /// Writes copied logical slots into the (stopped) data directory.
+    async fn install_logical_slots(
+        &self,
+        slots: Vec<pgherd_postgres::CopiedSlot>,
+    ) -> anyhow::Result<()>;
+    /// `pg_replication_slot_advance` of a logical slot on this standby; `false` when the WAL
+    /// it needs is gone here (copy it again).
+    async fn advance_slot(&self, name: &str, database: &str, lsn: u64) -> anyhow::Result<bool>;
 }
 
 /// The other members' REST API.

@@ -255,3 +255,106 @@ fn permanent_slots_are_created_unknown_ones_dropped_ignored_ones_kept() {
     });
     c.shutdown();
 }
+
+/// `confirmed_flush_lsn` of `slot` on member `i`, as a number.
+fn confirmed_flush(c: &TestCluster, i: usize, slot: &str) -> Option<u64> {
+    c.sql(
+        i,
+        &format!(
+            "select pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint \
+             from pg_replication_slots where slot_name = '{slot}'"
+        ),
+    )
+    .ok()?
+    .trim()
+    .parse()
+    .ok()
+}
+
+/// Patroni 3.0's logical slot failover: the replica gets a copy of the permanent logical
+/// slot (copied from the primary, PostgreSQL 15 cannot create one on a standby), keeps it
+/// advanced to the position the primary publishes, runs with hot_standby_feedback, and
+/// after the primary dies the new primary decodes from where the consumer left off.
+#[test]
+fn permanent_logical_slots_are_copied_to_replicas_and_survive_a_failover() {
+    let mut c = new_cluster("slots-logical", 2, |_, yaml| {
+        yaml.replace(
+            "        max_connections: 50\n",
+            "        max_connections: 50\n        wal_level: logical\n    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n",
+        )
+    });
+    c.start(0).expect("node1");
+    assert_eq!(healthy(&c, 0), 0, "node1 bootstraps alone");
+    c.start(1).expect("node2");
+    healthy(&c, 1);
+    wait_slots(&c, 0, "cdc on the leader", |s| has(s, "cdc:logical:"));
+    wait_slots(&c, 1, "cdc copied to the replica", |s| {
+        has(s, "cdc:logical:")
+    });
+    let feedback = c.sql(1, "show hot_standby_feedback").unwrap();
+    assert_eq!(feedback.trim(), "on", "hot_standby_feedback on the replica");
+
+    // A consumer reads the first changes on the leader: the replica's copy follows.
+    c.sql(
+        0,
+        "create table cdc_t(id int primary key, v text); \
+         create table t(id serial primary key, v text)",
+    )
+    .unwrap();
+    c.sql(0, "insert into cdc_t values (1, 'consumed')")
+        .unwrap();
+    let consumed = c
+        .sql(
+            0,
+            "select count(*) from pg_logical_slot_get_changes('cdc', null, null)",
+        )
+        .unwrap();
+    assert!(
+        consumed.trim().parse::<u64>().unwrap_or(0) > 0,
+        "{consumed}"
+    );
+    let target = confirmed_flush(&c, 0, "cdc").expect("cdc position on the leader");
+    check(
+        &c,
+        poll(
+            "the replica's cdc advanced to the consumer's position",
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+            || confirmed_flush(&c, 1, "cdc").filter(|&lsn| lsn >= target),
+        ),
+    );
+
+    // Changes the consumer has not read yet, replicated, then the leader dies.
+    c.sql(0, "insert into cdc_t values (2, 'pending')").unwrap();
+    check(
+        &c,
+        poll(
+            "the pending row on the replica",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                c.sql(1, "select count(*) from cdc_t where id = 2")
+                    .ok()
+                    .filter(|n| n.trim() == "1")
+            },
+        ),
+    );
+    c.kill_agent(0).expect("kill node1's agent");
+    c.kill_postmaster(0).expect("kill node1's postmaster");
+    writable_leader(&c, 1);
+    let changes = c
+        .sql(
+            1,
+            "select coalesce(string_agg(data, E'\\n'), '') from pg_logical_slot_get_changes('cdc', null, null)",
+        )
+        .unwrap();
+    assert!(
+        changes.contains("'pending'"),
+        "the new leader's cdc slot decodes the change the consumer had not read: {changes}"
+    );
+    assert!(
+        !changes.contains("'consumed'"),
+        "the new leader's cdc slot re-sent a change the consumer had confirmed: {changes}"
+    );
+    c.shutdown();
+}

@@ -46,7 +46,7 @@ pub use datadir::{AllowRemoval, DataDirState, RemovalMode};
 pub use error::{PgError, Result};
 pub use history::{history_file_name, parse_history, HistoryEntry, TimelineHistory};
 pub use lsn::{format_lsn, parse_lsn};
-pub use manage::{LogicalSlot, SlotDrop, SlotInfo};
+pub use manage::{CopiedSlot, LogicalSlot, SlotDrop, SlotInfo};
 pub use options::{CliOption, Credentials, PgOptions, StopMode};
 pub use pgpass::PgpassEntry;
 pub use post_bootstrap::post_bootstrap_dsn;

@@ -392,3 +392,141 @@ mod tests {
         }
     }
 }
+
+/// A logical slot as copied from the primary: its definition and the bytes of its
+/// `pg_replslot/<name>/state` file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CopiedSlot {
+    pub name: String,
+    pub logical: LogicalSlot,
+    pub confirmed_flush_lsn: u64,
+    pub state: Vec<u8>,
+}
+
+impl std::fmt::Debug for CopiedSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopiedSlot")
+            .field("name", &self.name)
+            .field("logical", &self.logical)
+            .field("confirmed_flush_lsn", &self.confirmed_flush_lsn)
+            .field("state_bytes", &self.state.len())
+            .finish()
+    }
+}
+
+impl Postgres {
+    /// Reads the logical slots `names` from the primary at `from` (with the rewind
+    /// credentials, which may read server files), state files included, as Patroni's
+    /// `copy_logical_slots` does.
+    pub async fn read_logical_slots(
+        &self,
+        from: &crate::Upstream,
+        names: &[String],
+    ) -> Result<Vec<CopiedSlot>> {
+        const WHAT: &str = "reading logical slots from the primary";
+        for name in names {
+            check_slot_name(name)?;
+        }
+        let creds = self.opts.rewind_credentials();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&from.host)
+            .port(from.port)
+            .user(&creds.username)
+            .dbname(&self.opts.database)
+            .application_name("pgherd")
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .options("-c statement_timeout=2000");
+        if let Some(password) = &creds.password {
+            config.password(password);
+        }
+        let target = from.to_string();
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|source| PgError::Connect {
+                    target: target.clone(),
+                    source,
+                })?;
+        let connection = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT slot_name::text, datname::text, plugin::text, \
+                 pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint, \
+                 pg_catalog.pg_read_binary_file('pg_replslot/' || slot_name || '/state') \
+                 FROM pg_catalog.pg_get_replication_slots() JOIN pg_catalog.pg_database ON datoid = oid \
+                 WHERE NOT pg_catalog.pg_is_in_recovery() AND slot_type = 'logical' \
+                 AND slot_name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(PgError::sql(WHAT));
+        connection.abort();
+        rows?
+            .iter()
+            .map(|r| {
+                let flushed: Option<i64> = r.try_get(3).map_err(PgError::sql(WHAT))?;
+                Ok(CopiedSlot {
+                    name: r.try_get(0).map_err(PgError::sql(WHAT))?,
+                    logical: LogicalSlot {
+                        database: r.try_get(1).map_err(PgError::sql(WHAT))?,
+                        plugin: r.try_get(2).map_err(PgError::sql(WHAT))?,
+                    },
+                    confirmed_flush_lsn: flushed.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+                    state: r.try_get(4).map_err(PgError::sql(WHAT))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes copied slots into `pg_replslot` (PostgreSQL must be stopped; it loads them at
+    /// start-up): a temporary directory per slot, its `state` file fsynced, then renamed over
+    /// any old one, as PostgreSQL itself does.
+    pub fn install_logical_slots(&self, slots: &[CopiedSlot]) -> Result<()> {
+        self.ensure_stopped("installing copied logical slots")?;
+        let dir = self.opts.data_dir.join("pg_replslot");
+        let owner = self.owner();
+        for slot in slots {
+            check_slot_name(&slot.name)?;
+            let target = dir.join(&slot.name);
+            let tmp = dir.join(format!("{}.tmp", slot.name));
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|e| PgError::io("remove", &tmp, e))?;
+            }
+            crate::fsutil::ensure_dir(&tmp, 0o700, owner)?;
+            crate::fsutil::write_atomic(&tmp.join("state"), &slot.state, 0o600, owner)?;
+            if target.exists() {
+                std::fs::remove_dir_all(&target).map_err(|e| PgError::io("remove", &target, e))?;
+            }
+            std::fs::rename(&tmp, &target).map_err(|e| PgError::io("rename", &tmp, e))?;
+            info!(slot = %slot.name, "installed logical replication slot copied from the primary");
+        }
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// `pg_replication_slot_advance` of a logical slot on this (standby) server to `lsn`,
+    /// connected to the slot's database. `Ok(false)`: the WAL the slot needs from is gone
+    /// here (SQLSTATE 58P01), so the slot must be copied from the primary again (Patroni).
+    pub async fn advance_slot(&self, name: &str, database: &str, lsn: u64) -> Result<bool> {
+        check_slot_name(name)?;
+        let client = self.connect_to(Some(database), true).await?;
+        let lsn = crate::lsn::format_lsn(lsn);
+        let advanced = client
+            .execute(
+                "SELECT pg_catalog.pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[&name, &lsn],
+            )
+            .await;
+        match advanced {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FILE) => {
+                Ok(false)
+            }
+            Err(e) => Err(PgError::sql("pg_replication_slot_advance")(e)),
+        }
+    }
+}

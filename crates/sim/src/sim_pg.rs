@@ -537,4 +537,19 @@ impl PgControl for SimPg {
             })
         })
     }
+
+    // Logical slots are not simulated (no permanent slots in generated schedules).
+    async fn read_logical_slots(
+        &self,
+        _from: &pgherd_postgres::Upstream,
+        _names: &[String],
+    ) -> Result<Vec<pgherd_postgres::CopiedSlot>> {
+        Ok(Vec::new())
+    }
+    async fn install_logical_slots(&self, _slots: Vec<pgherd_postgres::CopiedSlot>) -> Result<()> {
+        Ok(())
+    }
+    async fn advance_slot(&self, _name: &str, _database: &str, _lsn: u64) -> Result<bool> {
+        bail!("logical slots are not simulated")
+    }
 }
