@@ -80,6 +80,8 @@ pub struct Agent {
     pub(crate) dynamic: Dynamic,
     pub(crate) lease: Lease,
     pub(crate) watchdog: SharedWatchdog,
+    /// The virtual IP (`vip:`), held while primary with a current lease.
+    pub(crate) vip: crate::vip::VipKeeper,
     pub(crate) pg: PgRuntime,
     pub(crate) failsafe: crate::failsafe::Failsafe,
     pub(crate) tasks: Tasks,
@@ -119,7 +121,9 @@ impl Agent {
             &cfg.watchdog,
             watchdog_timing(&bootstrap_dynamic),
         ));
-        let (fence, fence_stopping, fence_task) = fence::spawn(world.pg.clone(), watchdog.clone());
+        let vip = crate::vip::VipKeeper::new(cfg.vip.clone(), world.addresses.clone());
+        let (fence, fence_stopping, fence_task) =
+            fence::spawn(world.pg.clone(), watchdog.clone(), vip.clone());
         let pg = PgRuntime::new(world.pg.configured_as_standby());
         let pings = pgherd_api::FailsafePings::default();
         let agent = Agent {
@@ -133,6 +137,7 @@ impl Agent {
             },
             lease: Lease::new(Clock::new(), fence, fence_stopping, watchdog.clone()),
             watchdog,
+            vip,
             pg,
             failsafe: crate::failsafe::Failsafe::new(pings.clone()),
             tasks: Tasks::default(),
@@ -342,6 +347,13 @@ impl Agent {
             self.observe(cluster.as_deref()).await
         };
         self.keep_watchdog(&local, cluster.as_deref());
+        // Not while a background action runs: a demotion releases the address before its
+        // stop begins, and a restart or promotion is not serving as a primary yet.
+        let primary = local.running && local.queryable && !local.in_recovery;
+        let serving = primary && !self.tasks.is_running();
+        self.vip
+            .hold(serving && self.lease.current(&self.dynamic.settings))
+            .await;
         if cluster.is_some() {
             let member = crate::report::member_data(self, &local, cluster.as_deref());
             if let Err(e) = self.world.dcs.touch_member(&member).await {

@@ -98,6 +98,7 @@ async fn one(
             }
         }
         Action::ReleaseLock => {
+            a.vip.release().await;
             a.world.dcs.delete_leader().await?;
             a.lease.clear();
             info!("released the leader lock");
@@ -122,6 +123,7 @@ async fn one(
         }
         Action::Demote(mode) => {
             info!("demoting ({mode:?})");
+            a.vip.release().await;
             let ctx = a.task_context();
             a.tasks.start(AsyncAction::Stop, leader, ctx.demote(*mode));
             Ok(true)

@@ -5,6 +5,7 @@
 //! can be late; this task only sleeps until the deadline, so it fires on time even then.
 
 use crate::tasks::OwnedTask;
+use crate::vip::VipKeeper;
 use crate::watchdog::SharedWatchdog;
 use crate::world::PgControl;
 use pgherd_postgres::StopMode;
@@ -30,6 +31,7 @@ pub type Stopping = Arc<AtomicBool>;
 pub fn spawn(
     pg: Arc<dyn PgControl>,
     watchdog: SharedWatchdog,
+    vip: VipKeeper,
 ) -> (FenceHandle, Stopping, OwnedTask<()>) {
     let (tx, mut rx) = watch::channel::<Option<Instant>>(None);
     let stopping = Stopping::default();
@@ -53,6 +55,9 @@ pub fn spawn(
                         }
                         _ = tokio::time::sleep_until(at) => {
                             if rx.borrow().is_some_and(|d| d <= Instant::now()) {
+                                // The address goes first: clients must not reach a primary
+                                // whose lease may be gone (docs/compat.md#virtual-ip).
+                                vip.release().await;
                                 tripped(pg.as_ref(), &watchdog, &flag, &mut rx).await;
                             }
                         }

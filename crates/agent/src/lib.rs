@@ -23,6 +23,7 @@ pub mod settings;
 mod shutdown;
 mod slots;
 mod tasks;
+mod vip;
 mod watchdog;
 pub mod world;
 
@@ -88,6 +89,7 @@ pub async fn run(config_path: Option<&Path>) -> Result<()> {
         config: Arc::new(source),
         trace: Arc::new(NoTrace),
         watchdogs: Arc::new(real::DeviceWatchdogs),
+        addresses: Arc::new(real::IpAddresses),
     };
     let scope = cfg.scope.clone();
     let live = LiveStatus(world.pg.clone());

@@ -381,3 +381,85 @@ impl crate::world::WatchdogDevice for pgherd_watchdog::Device {
         pgherd_watchdog::Device::describe(self)
     }
 }
+
+/// The virtual IP with iproute2's `ip` and iputils' `arping` (Debian `iproute2`,
+/// `iputils-arping`).
+pub struct IpAddresses;
+
+/// Bit of `CAP_NET_ADMIN` in `/proc/self/status`'s `CapEff` (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+async fn run_command(program: &str, args: &[&str]) -> Result<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("{program} {} did not finish within 5 s", args.join(" ")))?
+    .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl IpAddresses {
+    async fn present(vip: &pgherd_config::Vip) -> Result<bool> {
+        let out = run_command("ip", &["-4", "-o", "addr", "show", "dev", &vip.interface]).await?;
+        let want = format!("inet {}/", vip.ip);
+        Ok(out.contains(&want))
+    }
+}
+
+#[async_trait]
+impl crate::world::Addresses for IpAddresses {
+    async fn unusable(&self, vip: &pgherd_config::Vip) -> Option<String> {
+        let status = tokio::fs::read_to_string("/proc/self/status").await.ok()?;
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap_or(0);
+        if cap_eff & (1 << CAP_NET_ADMIN) == 0 {
+            return Some(
+                "the agent lacks CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)".into(),
+            );
+        }
+        match run_command("ip", &["-4", "-o", "addr", "show", "dev", &vip.interface]).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("interface {}: {e:#}", vip.interface)),
+        }
+    }
+
+    async fn add(&self, vip: &pgherd_config::Vip) -> Result<()> {
+        if !Self::present(vip).await? {
+            let cidr = format!("{}/{}", vip.ip, vip.prefix);
+            run_command("ip", &["addr", "add", &cidr, "dev", &vip.interface]).await?;
+        }
+        // Unsolicited ARP so that neighbours drop the former holder's MAC at once.
+        let ip = vip.ip.to_string();
+        if let Err(e) = run_command("arping", &["-U", "-c", "1", "-I", &vip.interface, &ip]).await {
+            tracing::warn!(
+                "vip: gratuitous ARP for {ip} on {} failed: {e:#}",
+                vip.interface
+            );
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, vip: &pgherd_config::Vip) -> Result<()> {
+        if Self::present(vip).await? {
+            let cidr = format!("{}/{}", vip.ip, vip.prefix);
+            run_command("ip", &["addr", "del", &cidr, "dev", &vip.interface]).await?;
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,8 @@ use tracing::{info, warn};
 
 pub async fn stop(a: &mut Agent, clean: bool) {
     a.tasks.cancel();
+    // Before PostgreSQL stops accepting writes, also in pause (docs/compat.md#virtual-ip).
+    a.vip.release().await;
     let paused = a.view.cluster.as_ref().is_some_and(|c| c.is_paused());
     if paused {
         info!("cluster is paused: leaving PostgreSQL running and the leader key in place");

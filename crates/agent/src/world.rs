@@ -35,6 +35,20 @@ pub struct World {
     pub config: Arc<dyn ConfigSource>,
     pub trace: Arc<dyn Trace>,
     pub watchdogs: Arc<dyn WatchdogDevices>,
+    /// Where a virtual IP (`vip:`) is added and removed.
+    pub addresses: Arc<dyn Addresses>,
+}
+
+/// A network interface's IPv4 addresses, for the virtual IP (`crate::vip`).
+#[async_trait]
+pub trait Addresses: Send + Sync {
+    /// Why the address cannot be managed here (no `CAP_NET_ADMIN`, no such interface), or
+    /// `None`; asked once at start.
+    async fn unusable(&self, vip: &pgherd_config::Vip) -> Option<String>;
+    /// Adds the address (if missing) and announces it with a gratuitous ARP.
+    async fn add(&self, vip: &pgherd_config::Vip) -> anyhow::Result<()>;
+    /// Removes the address if present.
+    async fn remove(&self, vip: &pgherd_config::Vip) -> anyhow::Result<()>;
 }
 
 /// PostgreSQL control: the operations of `pgherd_postgres::Postgres` the agent uses. It

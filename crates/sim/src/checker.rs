@@ -37,6 +37,8 @@
 //!    timeline, without a promotion, when nobody else can).
 //! 9. Proxy fencing: a member promotes while a live proxy still routes writes to another
 //!    member only after waiting `proxy_fencing_timeout` since it decided to promote.
+//! 11. Virtual IP: a node (not paused) holds the `vip:` address only while the leader key
+//!     names it (or, with failsafe mode, while every member acknowledged it as leader).
 //! 10. Callbacks: a converged leader that promoted during the run ran `on_role_change` with
 //!     the primary role after its last promotion (if the same agent process still runs).
 
@@ -61,6 +63,7 @@ pub enum Invariant {
     FormerLeaderPromoted,
     ProxyNotFenced,
     CallbackMissing,
+    VipMisplaced,
 }
 
 /// What an agent knew when it decided to take the leader key in order to become primary.
@@ -255,6 +258,25 @@ pub(crate) fn after_event(w: &mut World) {
             w.stats.stopped_writing.push((t, name));
         }
         w.was_writable[i] = now;
+    }
+    // Invariant 11. A paused node keeps its addresses (its fence releases the VIP the instant
+    // it resumes); a failsafe leader acknowledged by every member holds it without the key.
+    let vip_leader = w.leader_name();
+    let misplaced = (0..w.nodes.len()).find(|&i| {
+        let node = &w.nodes[i];
+        node.holds_vip
+            && vip_leader.as_deref() != Some(node.name.as_str())
+            && !w.frozen(i)
+            && node.resumed_at != Some(t)
+            && !(vip_leader.is_none() && node.failsafe_until.is_some_and(|u| t < u))
+    });
+    if let Some(i) = misplaced {
+        let (name, leader) = (w.nodes[i].name.clone(), vip_leader.clone());
+        violate(
+            w,
+            Invariant::VipMisplaced,
+            format!("{name} holds the virtual IP while the leader key names {leader:?}"),
+        );
     }
     let writable_now = |i: usize| w.writable(i);
     let count = (0..w.nodes.len()).filter(|&i| writable_now(i)).count();

@@ -74,6 +74,8 @@ async fn start(world: &Shared, i: usize) {
                 });
                 node::kill(&mut w, n);
                 w.nodes[n].pg.crash();
+                // Power loss: the interface and its addresses are gone with the machine.
+                w.nodes[n].holds_vip = false;
                 w.release(n);
                 thaw(&mut w, n);
                 w.nodes[n].down_by = Some(i);

@@ -88,6 +88,10 @@ postgresql:
     on_stop: /sim/bin/callback
     on_restart: /sim/bin/callback
     on_role_change: /sim/bin/callback
+vip:
+  ip: 10.0.0.100
+  netmask: 24
+  interface: sim0
 tags:
   nofailover: {nofailover}
   failover_priority: {prio}
@@ -237,6 +241,39 @@ impl Trace for SimTrace {
     }
 }
 
+/// The node's interface for the virtual IP: who holds it is recorded for the checker.
+struct SimAddresses {
+    world: Shared,
+    node: usize,
+}
+
+#[async_trait::async_trait]
+impl pgherd_agent::world::Addresses for SimAddresses {
+    async fn unusable(&self, _vip: &pgherd_config::Vip) -> Option<String> {
+        None
+    }
+    async fn add(&self, _vip: &pgherd_config::Vip) -> anyhow::Result<()> {
+        crate::world::thawed(&self.world, self.node).await;
+        let mut w = lock(&self.world);
+        if !w.nodes[self.node].holds_vip {
+            w.nodes[self.node].holds_vip = true;
+            w.say(self.node, || "vip: added".into());
+            w.changed();
+        }
+        Ok(())
+    }
+    async fn remove(&self, _vip: &pgherd_config::Vip) -> anyhow::Result<()> {
+        crate::world::thawed(&self.world, self.node).await;
+        let mut w = lock(&self.world);
+        if w.nodes[self.node].holds_vip {
+            w.nodes[self.node].holds_vip = false;
+            w.say(self.node, || "vip: removed".into());
+            w.changed();
+        }
+        Ok(())
+    }
+}
+
 /// Simulated nodes have no watchdog device (Patroni's null watchdog).
 struct NoWatchdog;
 
@@ -311,6 +348,10 @@ fn launch(world: &Shared, n: usize) {
             node: n,
         }),
         watchdogs: Arc::new(NoWatchdog),
+        addresses: Arc::new(SimAddresses {
+            world: world.clone(),
+            node: n,
+        }),
     };
     let (mut agent, handles) = match Agent::new(loaded.config, agent_world) {
         Ok(a) => a,

@@ -70,6 +70,8 @@ pub(crate) struct Node {
     pub promote_decided_at: Option<Time>,
     /// When PostgreSQL last finished a promotion, and the agent process (epoch) then.
     pub promoted_at: Option<(Time, u64)>,
+    /// The virtual IP is on this node's interface.
+    pub holds_vip: bool,
     /// Callbacks the agent ran: `(at, action, role)`.
     pub callbacks: Vec<(Time, String, String)>,
     /// What the agent reported last (through its trace).
@@ -209,6 +211,7 @@ impl World {
                     pre_promote: None,
                     promote_decided_at: None,
                     promoted_at: None,
+                    holds_vip: false,
                     callbacks: Vec::new(),
                     last_reason: String::new(),
                     task: None,

@@ -219,3 +219,65 @@ impl Citus {
         Ok(citus)
     }
 }
+
+/// `vip:` — a virtual IPv4 address held on `interface` while this member is the primary
+/// with a current leader lease (keepalived's / vip-manager's job; docs/compat.md#virtual-ip).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vip {
+    pub ip: std::net::Ipv4Addr,
+    /// Prefix length (vip-manager's `netmask`; a dotted mask is accepted too).
+    pub prefix: u8,
+    pub interface: String,
+}
+
+impl Vip {
+    pub(crate) fn parse(mut s: Section, ctx: &mut Ctx) -> Result<Self, ConfigError> {
+        let ip = s
+            .get(ctx, "ip", |v| {
+                v.as_str()
+                    .and_then(|t| t.trim().parse::<std::net::Ipv4Addr>().ok())
+                    .ok_or_else(|| "an IPv4 address such as 10.0.0.100".to_string())
+            })?
+            .ok_or_else(|| ctx.invalid(&s.path("ip"), "missing (expected an IPv4 address)"))?;
+        let prefix = s
+            .get(ctx, "netmask", |v| {
+                let prefix = match v {
+                    Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+                    Value::String(t) => t.trim().parse::<u8>().ok().or_else(|| {
+                        let mask: std::net::Ipv4Addr = t.trim().parse().ok()?;
+                        let bits = u32::from(mask);
+                        (bits.leading_ones() + bits.trailing_zeros() == 32)
+                            .then(|| bits.leading_ones() as u8)
+                    }),
+                    _ => None,
+                };
+                prefix
+                    .filter(|p| (1..=32).contains(p))
+                    .ok_or_else(|| "a prefix length 1-32 or a dotted netmask".to_string())
+            })?
+            .unwrap_or(32);
+        let interface = s.string(ctx, "interface")?.ok_or_else(|| {
+            ctx.invalid(
+                &s.path("interface"),
+                "missing (expected a network interface name)",
+            )
+        })?;
+        if interface.is_empty()
+            || interface.len() > 15
+            || !interface
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        {
+            return Err(ctx.invalid(
+                &s.path("interface"),
+                "expected a network interface name (up to 15 letters, digits, '.', '_', '-')",
+            ));
+        }
+        s.finish(ctx);
+        Ok(Vip {
+            ip,
+            prefix,
+            interface,
+        })
+    }
+}

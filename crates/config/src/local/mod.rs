@@ -9,7 +9,7 @@ mod restapi;
 
 pub use bootstrap::{Bootstrap, BootstrapUser, CustomBootstrap};
 pub use dcs::{DcsSettings, EtcdSection, Protocol, ZookeeperSection};
-pub use misc::{Citus, Log, Tags, Watchdog, WatchdogMode};
+pub use misc::{Citus, Log, Tags, Vip, Watchdog, WatchdogMode};
 pub use options::ToolOption;
 pub use postgresql::{Authentication, Callbacks, PgUser, Postgresql, ReplicaMethod};
 pub use restapi::{BasicAuth, Ctl, RestApi, VerifyClient};
@@ -74,6 +74,8 @@ pub struct Config {
     pub citus: Option<Citus>,
     /// `proxy:` (pgherd's connection router), raw; the proxy parses it.
     pub proxy: Option<Value>,
+    /// `vip:` (pgherd: a virtual IP on the primary).
+    pub vip: Option<Vip>,
     #[serde(skip)]
     pub(crate) origins: Origins,
 }
@@ -141,6 +143,7 @@ impl Config {
         let log = Log::parse(root.section(&ctx, "log")?, &mut ctx)?;
         let watchdog = Watchdog::parse(root.section(&ctx, "watchdog")?, &mut ctx)?;
         let proxy = root.raw("proxy").cloned();
+        let vip = optional(root.section(&ctx, "vip")?, &mut ctx, Vip::parse)?;
 
         for key in DYNAMIC_KEYS {
             if root.raw(key).is_some() {
@@ -167,6 +170,7 @@ impl Config {
             watchdog,
             citus,
             proxy,
+            vip,
             origins,
         };
         Ok((config, warnings))

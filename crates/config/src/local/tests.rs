@@ -493,3 +493,35 @@ fn redaction() {
     // The typed values keep the secrets.
     assert_eq!(c.etcd3.unwrap().password.as_deref(), Some("etcdpw"));
 }
+
+#[test]
+fn vip_section() {
+    assert!(config(MINIMAL).vip.is_none());
+    let c = config(&with(
+        "vip:\n  ip: 10.0.0.100\n  netmask: 24\n  interface: eth0\n",
+    ));
+    let vip = c.vip.unwrap();
+    assert_eq!(vip.ip, std::net::Ipv4Addr::new(10, 0, 0, 100));
+    assert_eq!((vip.prefix, vip.interface.as_str()), (24, "eth0"));
+    let c = config(&with(
+        "vip:\n  ip: 10.0.0.100\n  netmask: 255.255.255.0\n  interface: br-db.10\n",
+    ));
+    assert_eq!(c.vip.unwrap().prefix, 24);
+    assert_eq!(
+        config(&with("vip:\n  ip: 10.0.0.100\n  interface: eth0\n"))
+            .vip
+            .unwrap()
+            .prefix,
+        32
+    );
+    let e = error(&with("vip:\n  ip: 10.0.0.300\n  interface: eth0\n"));
+    assert!(e.contains("vip.ip") && e.contains("IPv4"), "{e}");
+    let e = error(&with(
+        "vip:\n  ip: 10.0.0.1\n  netmask: 255.0.255.0\n  interface: eth0\n",
+    ));
+    assert!(e.contains("vip.netmask"), "{e}");
+    let e = error(&with("vip:\n  ip: 10.0.0.1\n"));
+    assert!(e.contains("vip.interface") && e.contains("missing"), "{e}");
+    let e = error(&with("vip:\n  ip: 10.0.0.1\n  interface: 'eth0; rm -rf'\n"));
+    assert!(e.contains("vip.interface"), "{e}");
+}
