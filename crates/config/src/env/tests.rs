@@ -16,6 +16,7 @@ fn with_env(vars: &[(&str, &str)]) -> Loaded {
 fn endpoints(loaded: &Loaded) -> Vec<String> {
     match loaded.config.dcs() {
         Ok(DcsSettings::Etcd { endpoints, .. }) => endpoints,
+        Ok(other) => panic!("{other:?}"),
         Err(e) => panic!("{e}"),
     }
 }
