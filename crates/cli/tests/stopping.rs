@@ -25,7 +25,7 @@ struct Frozen(i32);
 
 impl Frozen {
     fn etcd(c: &TestCluster) -> Frozen {
-        let pid = c.etcd.pid().expect("etcd pid") as i32;
+        let pid = c.etcd().pid().expect("etcd pid") as i32;
         kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP etcd");
         Frozen(pid)
     }
@@ -174,7 +174,7 @@ fn list_against_a_frozen_etcd_fails_within_seconds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&c.etcd.client_url()) || stderr.contains("etcd"),
+        stderr.contains(&c.etcd().client_url()) || stderr.contains("etcd"),
         "{stderr}"
     );
     assert!(

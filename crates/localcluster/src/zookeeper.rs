@@ -19,6 +19,9 @@ const JAVA: &str = "/usr/bin/java";
 /// The server jar; its manifest's Class-Path names the other jars it needs.
 const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
+/// ZooKeeper's command-line client (what zkCli.sh runs).
+const CLI_CLASS: &str = "org.apache.zookeeper.ZooKeeperMain";
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// Generous: a JVM on a loaded 2-core machine takes a while to start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -75,6 +78,47 @@ impl ZooKeeperServer {
 
     pub fn client_port(&self) -> u16 {
         self.client_port
+    }
+
+    /// The data of the znode at `path` (`None` if absent), read with ZooKeeper's own Java
+    /// command-line client (independent of pgherd's); one-line values only. Killed by PID after
+    /// 30 s (a paused server).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
+    )]
+    pub fn get(&self, path: &str) -> anyhow::Result<Option<String>> {
+        let out = self.dir.join("zkcli.out");
+        let file = fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+        let mut child = Command::new(JAVA)
+            .arg("-cp")
+            .arg(ZOOKEEPER_JAR)
+            .arg(CLI_CLASS)
+            .args(["-server", &self.host(), "get", path])
+            .env_remove("CLASSPATH")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {JAVA} {CLI_CLASS}"))?;
+        let deadline = Instant::now() + CLI_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for zkCli")? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("reading {path} from ZooKeeper took longer than {CLI_TIMEOUT:?}");
+            }
+            thread::sleep(POLL_EVERY);
+        };
+        let text =
+            fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+        if !status.success() {
+            return Ok(None);
+        }
+        Ok(text.lines().last().map(str::to_string))
     }
 
     /// PID of the running process, `None` after `stop()`/`kill()`.
