@@ -226,6 +226,20 @@ async fn a_ttl_change_moves_the_leader_to_a_new_session_without_a_gap() {
         .watch(&format!("{BASE}/leader"), zk::AddWatchMode::Persistent)
         .await
         .expect("watch the leader znode");
+    let mut changes = a.subscribe();
+    // The watch is set (on the first session) before the ttl changes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        changes.borrow_and_update();
+        a.set_history_value("[]").await.unwrap();
+        if timeout(Duration::from_secs(1), changes.changed())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never woke");
+    }
 
     a.set_ttl(Duration::from_secs(6)).await;
     assert!(a.update_leader().await.unwrap(), "still the leader");
@@ -244,6 +258,24 @@ async fn a_ttl_change_moves_the_leader_to_a_new_session_without_a_gap() {
         sleep(Duration::from_millis(200)).await;
     }
     assert!(a.update_leader().await.unwrap());
+    // Nothing of the client holds the old session any more (the watch moved to the new one):
+    // it is gone from the server's connections, and the watch still wakes the client.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.server.connected_sessions().unwrap().contains(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the old session is still connected"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    assert!(env.server.connected_sessions().unwrap().contains(&second));
+    changes.borrow_and_update();
+    let c = client(&env, Some("node1"), 6, 3);
+    c.set_config_value("{}", None).await.unwrap();
+    timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the watch wakes after the session change")
+        .unwrap();
     // Watchers saw exactly one take-over (the multi-op deleting the old znode and creating
     // the new one in one transaction), and nothing when the old session expired.
     let mut events = Vec::new();

@@ -176,7 +176,7 @@ impl ZooKeeperServer {
              minSessionTimeout={}\n\
              maxSessionTimeout=120000\n\
              admin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,srvr\n\
+             4lw.commands.whitelist=ruok,srvr,cons\n\
              maxClientCnxns=0\n",
             data_dir.display(),
             self.client_port,
@@ -252,18 +252,37 @@ impl ZooKeeperServer {
 
     /// The `srvr` four-letter command answers with the server's mode once it serves clients.
     fn serving(&self) -> bool {
+        self.four_letters("srvr")
+            .is_some_and(|r| r.contains("Mode: standalone"))
+    }
+
+    /// The ids of the sessions connected right now (the `cons` four-letter command).
+    pub fn connected_sessions(&self) -> anyhow::Result<Vec<i64>> {
+        let text = self
+            .four_letters("cons")
+            .context("ZooKeeper did not answer the cons command")?;
+        text.split("sid=0x")
+            .skip(1)
+            .map(|rest| {
+                let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+                u64::from_str_radix(&hex, 16)
+                    .map(|id| id as i64)
+                    .with_context(|| format!("a session id in {text:?}"))
+            })
+            .collect()
+    }
+
+    /// One four-letter command (whitelisted in the configuration), its whole answer.
+    fn four_letters(&self, command: &str) -> Option<String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.client_port));
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-            return false;
-        };
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
         let limit = Some(Duration::from_secs(2));
-        if stream.set_read_timeout(limit).is_err() || stream.set_write_timeout(limit).is_err() {
-            return false;
-        }
+        stream.set_read_timeout(limit).ok()?;
+        stream.set_write_timeout(limit).ok()?;
+        stream.write_all(command.as_bytes()).ok()?;
         let mut response = String::new();
-        stream.write_all(b"srvr").is_ok()
-            && stream.read_to_string(&mut response).is_ok()
-            && response.contains("Mode: standalone")
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
     }
 
     fn log_mentions(&self, needle: &str) -> bool {

@@ -26,6 +26,8 @@ pub(super) struct Session {
     pub id: i64,
     /// The ttl it was opened with (its requested session timeout).
     ttl: Duration,
+    /// The value of [`Sessions::generations`] while this is the current session.
+    pub generation: u64,
 }
 
 /// The session of one [`super::ZooKeeperDcs`], shared with its watch task.
@@ -37,6 +39,9 @@ pub(super) struct Sessions {
     ttl: Mutex<Duration>,
     retry_timeout: Duration,
     current: tokio::sync::Mutex<Option<Session>>,
+    /// Bumped whenever the session is replaced or dropped: the watch task then moves its
+    /// watch to the new session (so that the old client, and its pings, can go).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// How a failed request is handled.
@@ -53,6 +58,7 @@ impl Sessions {
             ttl: Mutex::new(ttl),
             retry_timeout,
             current: tokio::sync::Mutex::new(None),
+            generation: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -101,14 +107,26 @@ impl Sessions {
             .await
             .map_err(|_| "no session established in time".to_string())?
             .map_err(|e| format!("connecting: {e}"))?;
+        let generation = self.generation.borrow().wrapping_add(1);
         let session = Session {
             id: client.session_id().0,
             client,
             ttl,
+            generation,
         };
         info!(member = %self.label, session = %zk::SessionId(session.id), timeout = ?session.client.session_timeout(), "ZooKeeper session opened");
         *current = Some(session.clone());
+        self.generation.send_replace(generation);
         Ok(session)
+    }
+
+    fn bump_generation(&self) {
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Changes when the session is replaced or dropped.
+    pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// How long a silent connection is trusted: short enough to move to another server well
@@ -121,7 +139,9 @@ impl Sessions {
 
     /// Forgets the session (the next operation opens a new one), returning it.
     pub async fn drop_session(&self) -> Option<Session> {
-        self.current.lock().await.take()
+        let dropped = self.current.lock().await.take();
+        self.bump_generation();
+        dropped
     }
 
     /// Runs `op` until it succeeds, fails permanently, or `retry_timeout` has passed. `op`

@@ -1,5 +1,6 @@
 //! One persistent recursive watch on the cluster's base znode (ZooKeeper 3.6+), re-added on
-//! every new session, bumping the change counter once per event.
+//! every new session (after expiry, a ttl change or a release), bumping the change counter once
+//! per event.
 
 use super::session::Sessions;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub(super) async fn watch_tree(
     base: String,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
+    let mut generations = sessions.generations();
     loop {
         let limit = sessions.request_timeout();
         let session = match sessions.session(Instant::now() + limit).await {
@@ -54,11 +56,25 @@ pub(super) async fn watch_tree(
         // Changes made while no watch was set would go unnoticed otherwise.
         bump(&changes);
         loop {
-            let event = watcher.changed().await;
-            bump(&changes);
-            if event.event_type == zk::EventType::Session && event.session_state.is_terminated() {
-                debug!(member = %sessions.label, state = ?event.session_state, "watch session ended");
-                break;
+            tokio::select! {
+                event = watcher.changed() => {
+                    bump(&changes);
+                    if event.event_type == zk::EventType::Session
+                        && event.session_state.is_terminated()
+                    {
+                        debug!(member = %sessions.label, state = ?event.session_state, "watch session ended");
+                        break;
+                    }
+                }
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *generations.borrow_and_update() != session.generation {
+                        debug!(member = %sessions.label, "session replaced: watching with the new one");
+                        break;
+                    }
+                }
             }
         }
     }
