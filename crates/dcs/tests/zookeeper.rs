@@ -104,6 +104,17 @@ async fn znodes_follow_patronis_layout() {
     assert_eq!(stat.ephemeral_owner, session);
     assert_eq!(value, member(5432).to_json(), "compact JSON, as Patroni");
     assert!(value.starts_with(r#"{"conn_url":"postgres://127.0.0.1:5432/postgres""#));
+    // Rewritten only when the value changed.
+    a.touch_member(&member(5432)).await.unwrap();
+    assert_eq!(
+        node(&raw, "members/node0").await.unwrap().1.version,
+        stat.version
+    );
+    a.touch_member(&member(5433)).await.unwrap();
+    assert_eq!(
+        node(&raw, "members/node0").await.unwrap().1.version,
+        stat.version + 1
+    );
     let (_, stat) = node(&raw, "proxies/p1").await.expect("proxy znode");
     assert_eq!(stat.ephemeral_owner, session);
     for (key, expected) in [

@@ -355,20 +355,23 @@ impl ZooKeeperDcs {
         Ok(Some(session.id))
     }
 
-    /// Writes an ephemeral znode of our session (see [`write_ephemeral`]).
+    /// Writes an ephemeral znode of our session (see [`write_own`]).
     async fn put_own(&self, doing: &'static str, path: &str, value: &str) -> Result<i64, DcsError> {
         self.sessions
-            .retry(doing, |s| async move {
-                // Another writer between our read and write: read again (bounded).
-                for _ in 0..3 {
-                    if write_ephemeral(&s, path, value.as_bytes()).await? {
-                        return Ok(s.id);
-                    }
-                }
-                Err(zk::Error::BadVersion)
-            })
+            .retry(doing, |s| async move { write_own(&s, path, value).await })
             .await
     }
+}
+
+/// [`write_ephemeral`], read again when another writer came in between (bounded); returns our
+/// session id.
+async fn write_own(s: &Session, path: &str, value: &str) -> Result<i64, zk::Error> {
+    for _ in 0..3 {
+        if write_ephemeral(s, path, value.as_bytes()).await? {
+            return Ok(s.id);
+        }
+    }
+    Err(zk::Error::BadVersion)
 }
 
 #[async_trait]
@@ -412,13 +415,21 @@ impl Dcs for ZooKeeperDcs {
         const DOING: &str = "writing the member key";
         let path = self.layout.member(self.name(DOING)?);
         let value = data.to_json();
-        let current = self.session_id().await;
-        if current.is_some()
-            && lock(&self.member_written).as_ref() == current.map(|s| (value.clone(), s)).as_ref()
-        {
-            return Ok(());
-        }
-        let written = self.put_own(DOING, &path, &value).await;
+        let written = self
+            .sessions
+            .retry(DOING, |s| {
+                let (path, value) = (&path, &value);
+                async move {
+                    let unchanged = lock(&self.member_written)
+                        .as_ref()
+                        .is_some_and(|(v, id)| v == value && *id == s.id);
+                    if unchanged {
+                        return Ok(s.id);
+                    }
+                    write_own(&s, path, value).await
+                }
+            })
+            .await;
         // After a failure the znode may hold either value: write it again next time.
         *lock(&self.member_written) = written.as_ref().ok().map(|s| (value, *s));
         written.map(|_| ())
