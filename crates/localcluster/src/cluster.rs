@@ -43,6 +43,14 @@ pub enum DcsServer {
 }
 
 impl DcsServer {
+    /// PID of the store's process, `None` when stopped.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            DcsServer::Etcd(etcd) => etcd.pid(),
+            DcsServer::ZooKeeper(zk) => zk.pid(),
+        }
+    }
+
     /// The members' YAML section for this store (`etcd3:` or `zookeeper:`), newline-terminated.
     pub fn yaml_section(&self) -> String {
         match self {
