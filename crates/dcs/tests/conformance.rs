@@ -547,8 +547,11 @@ async fn watch_wakes_subscribers(b: &dyn Backend) {
 }
 
 async fn an_outage_shorter_than_retry_timeout_keeps_the_leader(b: &dyn Backend) {
-    let ttl = Duration::from_secs(10);
+    // Most of retry_timeout: a client whose reconnection backs off exponentially (ZooKeeper's
+    // library: 0.1 s doubling) would come back too late.
+    let ttl = Duration::from_secs(20);
     let retry = Duration::from_secs(6);
+    let outage = Duration::from_millis(4500);
     let a = b.client(Some("node-a"), ttl, retry, true);
     let observer = b.client(None, ttl, retry, false);
     a.touch_member(&member(5432)).await.unwrap();
@@ -557,7 +560,7 @@ async fn an_outage_shorter_than_retry_timeout_keeps_the_leader(b: &dyn Backend) 
     b.cut();
     let (during, ()) = tokio::join!(a.update_leader(), async {
         // The fault's duration, not a synchronisation.
-        sleep(Duration::from_secs(2)).await;
+        sleep(outage).await;
         b.heal();
     });
     if b.retries() {

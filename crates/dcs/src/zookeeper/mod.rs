@@ -36,9 +36,9 @@ use crate::{
 };
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use session::{Session, Sessions};
+use session::{lock, Session, Sessions};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
@@ -67,10 +67,6 @@ pub struct ZooKeeperDcs {
     ephemerals: Mutex<BTreeSet<String>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     watcher: Mutex<Option<AbortOnDrop>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn persistent() -> zk::CreateOptions<'static> {

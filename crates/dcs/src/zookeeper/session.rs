@@ -3,7 +3,7 @@
 
 use crate::DcsError;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -17,6 +17,16 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 pub(super) const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Below this much remaining budget another try is pointless.
 const MIN_RETRY_WINDOW: Duration = Duration::from_millis(100);
+/// How often a disconnected session is dialled again by us (see [`Sessions::reattach`]), and
+/// how long one such dial may take.
+const REDIAL_EVERY: Duration = Duration::from_secs(1);
+/// How often a disconnected client's state is looked at while waiting for it.
+const STATE_POLL: Duration = Duration::from_millis(100);
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent even if a holder panicked.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One live session and the client that owns it.
 #[derive(Clone)]
@@ -42,6 +52,10 @@ pub(super) struct Sessions {
     /// Bumped whenever the session is replaced or dropped: the watch task then moves its
     /// watch to the new session (so that the old client, and its pings, can go).
     generation: tokio::sync::watch::Sender<u64>,
+    /// When a session was last opened or dialled again.
+    last_dial: Mutex<Instant>,
+    /// Since when the client has been seen disconnected (`None`: connected when last seen).
+    disconnected_since: Mutex<Option<Instant>>,
 }
 
 /// How a failed request is handled.
@@ -59,15 +73,17 @@ impl Sessions {
             retry_timeout,
             current: tokio::sync::Mutex::new(None),
             generation: tokio::sync::watch::channel(0).0,
+            last_dial: Mutex::new(Instant::now()),
+            disconnected_since: Mutex::new(None),
         }
     }
 
     pub fn ttl(&self) -> Duration {
-        *self.ttl.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.ttl)
     }
 
     pub fn set_ttl(&self, ttl: Duration) {
-        let mut current = self.ttl.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = lock(&self.ttl);
         if *current != ttl {
             info!(member = %self.label, old = ?*current, new = ?ttl, "ttl changed; the next operation opens a new ZooKeeper session");
             *current = ttl;
@@ -99,6 +115,7 @@ impl Sessions {
         // The old client is detached: dropping it does not close its session, whose ephemeral
         // znodes are taken over (`take_over`) or expire with it.
         *current = None;
+        *lock(&self.last_dial) = Instant::now();
         let connector = zk::Client::connector()
             .with_session_timeout(ttl)
             .with_connection_timeout(self.connection_timeout(ttl))
@@ -127,6 +144,78 @@ impl Sessions {
     /// Changes when the session is replaced or dropped.
     pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// The session, connected: while the client is disconnected (its library reconnects
+    /// with a backoff doubling from 0.1 s, which after a few seconds of outage would come back
+    /// seconds after ZooKeeper did), waits, dialling the same session again once per
+    /// [`REDIAL_EVERY`] with a fresh client. `Err` when `limit` passes first.
+    async fn connected(&self, limit: Instant) -> Result<Session, String> {
+        loop {
+            let session = self.session(limit).await?;
+            if session.client.state() != zk::SessionState::Disconnected {
+                *lock(&self.disconnected_since) = None;
+                return Ok(session);
+            }
+            if let Some(session) = self.reattach(&session, limit).await {
+                return Ok(session);
+            }
+            if Instant::now() + STATE_POLL >= limit {
+                return Err(format!("{}: disconnected", self.hosts));
+            }
+            sleep(STATE_POLL).await;
+        }
+    }
+
+    /// A new client on the same session (ZooKeeper moves a session to whichever connection
+    /// presents its id and password), replacing the disconnected one if it connects at once.
+    /// The old client, no longer referenced, ends when it next reaches the server. `None`:
+    /// not due yet, or ZooKeeper still unreachable.
+    async fn reattach(&self, stale: &Session, limit: Instant) -> Option<Session> {
+        {
+            // A short blip is the library's to handle (it retries at once): only a client
+            // disconnected for a while is dialled again, at most once per REDIAL_EVERY.
+            let since = *lock(&self.disconnected_since).get_or_insert_with(Instant::now);
+            let mut last = lock(&self.last_dial);
+            if since.elapsed() < REDIAL_EVERY || last.elapsed() < REDIAL_EVERY {
+                return None;
+            }
+            *last = Instant::now();
+        }
+        let mut current = timeout_at(limit, self.current.lock()).await.ok()?;
+        if current.as_ref().map(|s| s.generation) != Some(stale.generation) {
+            // Replaced meanwhile: use the new one.
+            return current.clone();
+        }
+        let connector = zk::Client::connector()
+            .with_session(stale.client.session().clone())
+            .with_session_timeout(stale.ttl)
+            .with_connection_timeout(self.connection_timeout(stale.ttl))
+            .with_fail_eagerly()
+            .with_detached();
+        let dial_limit = limit.min(Instant::now() + REDIAL_EVERY);
+        let client = match timeout_at(dial_limit, connector.connect(&self.hosts)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
+                debug!(member = %self.label, %error, "dialling the session again failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if client.session_id().0 != stale.id {
+            return None;
+        }
+        let generation = self.generation.borrow().wrapping_add(1);
+        let session = Session {
+            client,
+            id: stale.id,
+            ttl: stale.ttl,
+            generation,
+        };
+        info!(member = %self.label, session = %zk::SessionId(stale.id), "ZooKeeper session reconnected by a new client");
+        *current = Some(session.clone());
+        self.generation.send_replace(generation);
+        Some(session)
     }
 
     /// How long a silent connection is trusted: short enough to move to another server well
@@ -199,7 +288,7 @@ impl Sessions {
         F: FnMut(Session) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
     {
-        let session = self.session(limit).await.map_err(Attempt::Transient)?;
+        let session = self.connected(limit).await.map_err(Attempt::Transient)?;
         let id = session.id;
         match timeout_at(limit, op(session)).await {
             Ok(Ok(v)) => Ok(v),
