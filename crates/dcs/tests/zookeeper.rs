@@ -214,14 +214,10 @@ async fn reads_a_tree_written_as_patroni_writes_it() {
     // A member whose ephemeral znode is held by another session (a previous run of it) takes
     // it over: the value is ours and the owner our session.
     let again = client(&env, Some("node1"), 10, 5);
-    again.touch_member(&member_data()).await.unwrap();
+    again.touch_member(&member(5433)).await.unwrap();
     let (value, stat) = node(&raw, "members/node1").await.unwrap();
-    assert_eq!(value, member_data().to_json());
+    assert_eq!(value, member(5433).to_json());
     assert_eq!(stat.ephemeral_owner, again.session_id().await.unwrap());
-}
-
-fn member_data() -> MemberData {
-    member(5433)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
