@@ -164,9 +164,9 @@ async fn reads_a_tree_written_as_patroni_writes_it() {
     raw.mkdir(&format!("{BASE}/members"), &persistent)
         .await
         .unwrap();
-    let member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"3.0.2","xlog_location":67108960,"timeline":2}"#;
+    let patroni_member = r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"master","version":"3.0.2","xlog_location":67108960,"timeline":2}"#;
     let writes = [
-        ("members/node1", member, &ephemeral),
+        ("members/node1", patroni_member, &ephemeral),
         ("leader", "node1", &ephemeral),
         ("initialize", "7711336143377005909", &persistent),
         // patronictl edit-config writes Python's default separators.
