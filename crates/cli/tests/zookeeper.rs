@@ -128,6 +128,36 @@ fn a_switchover_on_zookeeper_moves_the_leader_and_loses_nothing() {
     assert_eq!(c.sql(leader, "select pg_is_in_recovery()").unwrap(), "t");
     assert_eq!(leader_in_dcs(&c).as_deref(), Some(target_name.as_str()));
     failover_request_cleared(&c);
+
+    // A new ttl needs new ZooKeeper sessions: every agent opens one and moves its znodes to
+    // it, the leader keeps the leader key throughout.
+    let sessions = |i: usize| {
+        c.log_tail(i, 400)
+            .matches("ZooKeeper session opened")
+            .count()
+    };
+    let before: Vec<usize> = (0..3).map(sessions).collect();
+    assert!(before.iter().all(|n| *n >= 1), "{before:?}");
+    let out = pgherd(&c, &["edit-config", "-s", "ttl=14", "--force"]).ok();
+    assert!(out.contains("Configuration changed"), "{out}");
+    for (i, before) in before.into_iter().enumerate() {
+        check(
+            &c,
+            poll(
+                "a new ZooKeeper session after the ttl change",
+                Duration::from_secs(60),
+                Duration::from_millis(200),
+                || (sessions(i) > before).then_some(()),
+            ),
+        );
+    }
+    assert!(
+        holds_for(Duration::from_secs(5), || c.leader_index() == Some(target)),
+        "the leader changed after the ttl change:\n{}",
+        c.log_tail(target, 40)
+    );
+    assert_eq!(leader_in_dcs(&c).as_deref(), Some(target_name.as_str()));
+    writable_leader(&c, target);
 }
 
 #[test]
