@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     // pgherd proxy and HAProxy, side by side.
     let ports = free_ports(4)?;
     let (px_primary, px_replicas, px_stats, ha_primary) = (ports[0], ports[1], ports[2], ports[3]);
-    let etcd = c.etcd.client_url();
+    let etcd = c.etcd().client_url();
     let px_cfg = c.root.join("proxy.yml");
     std::fs::write(
         &px_cfg,

@@ -288,7 +288,7 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(LocalCluster, DemoPro
     let mut cluster = LocalCluster::new(&exe, options)?;
     println!(
         "pgherd demo: etcd at {}, files in {}",
-        cluster.etcd.client_url(),
+        cluster.etcd().client_url(),
         cluster.root.display()
     );
     cluster.start_all()?;
@@ -410,7 +410,7 @@ fn start_proxy(cluster: &LocalCluster, exe: &Path, fixed: Option<[u16; 3]>) -> R
         Some(p) => p.to_vec(),
         None => pgherd_localcluster::ports::free_ports(3)?,
     };
-    let etcd = cluster.etcd.client_url();
+    let etcd = cluster.etcd().client_url();
     let yaml = format!(
         "scope: {scope}\nnamespace: /service/\netcd3:\n  hosts: {etcd}\nproxy:\n  name: demo-proxy\n  drain_timeout: 1s\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{p}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{r}\n      role: replica\n      balance: roundrobin\n      fallback: primary\n  stats:\n    bind: 127.0.0.1:{st}\n",
         scope = cluster.options.scope,

@@ -263,7 +263,7 @@ fn leader_key_identity(c: &pgherd_testkit::cluster::TestCluster) -> (i64, i64) {
         .env("ETCDCTL_API", "3")
         .args([
             "--endpoints",
-            &c.etcd.client_url(),
+            &c.etcd().client_url(),
             "get",
             "-w",
             "json",

@@ -52,15 +52,7 @@ fn switchover_with_and_without_candidate_loses_nothing() {
     all_streaming(&c, target);
     rows_everywhere(&c, "150");
     assert_eq!(c.sql(leader, "select pg_is_in_recovery()").unwrap(), "t");
-    check(
-        &c,
-        poll(
-            "the request cleared",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || (dcs_json(&c, "failover")? == serde_json::json!({})).then_some(()),
-        ),
-    );
+    failover_request_cleared(&c);
 
     // Without a candidate: the cluster picks one.
     let out = pgherd(&c, &["switchover", "--force"]).ok();
@@ -211,15 +203,7 @@ fn scheduled_switchover_fires_at_its_time() {
     );
     writable_leader(&c, target);
     all_streaming(&c, target);
-    check(
-        &c,
-        poll(
-            "the request cleared",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || (dcs_json(&c, "failover")? == serde_json::json!({})).then_some(()),
-        ),
-    );
+    failover_request_cleared(&c);
 }
 
 #[test]

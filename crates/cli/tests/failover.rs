@@ -225,7 +225,7 @@ fn etcd_outage_stops_writes_in_time_and_cluster_recovers() {
     for r in (0..3).filter(|&i| i != leader) {
         count_on(&c, r, "20");
     }
-    c.etcd.stop().unwrap();
+    c.etcd_mut().stop().unwrap();
     // The leader must stop accepting writes (demoted to read-only or stopped).
     let fenced = poll(
         "leader no longer writable without the DCS",
@@ -241,7 +241,7 @@ fn etcd_outage_stops_writes_in_time_and_cluster_recovers() {
         dump_logs(&c);
         panic!("{e}");
     }
-    c.etcd.restart().unwrap();
+    c.etcd_mut().restart().unwrap();
     let l = healthy(&c, 3);
     c.sql(l, "insert into t(v) values ('row21')").unwrap();
     for i in 0..3 {
@@ -466,7 +466,7 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
     .unwrap();
     wait_acked(&c, leader, 10, "writes before the outage");
 
-    c.etcd.stop().unwrap();
+    c.etcd_mut().stop().unwrap();
     let outage = std::time::Instant::now();
     let replica = (0..3).find(|&i| i != leader).unwrap();
     let active = poll(
@@ -496,7 +496,7 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
     let still_primary = c.sql(leader, "select pg_is_in_recovery()");
     let write = c.sql(leader, "insert into acked(id) values (-1)");
     let (status, failsafe) = c.api(replica, "GET", "/failsafe").unwrap();
-    c.etcd.restart().unwrap();
+    c.etcd_mut().restart().unwrap();
     if !matches!(still_primary.as_deref(), Ok("f")) || write.is_err() {
         dump_logs(&c);
         panic!("leader stopped accepting writes during the outage: {still_primary:?} {write:?}");
@@ -528,7 +528,7 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
     // One member cannot acknowledge (its agent is frozen): the leader must stop.
     let frozen = c.agent_pid(replica).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGSTOP).unwrap();
-    c.etcd.stop().unwrap();
+    c.etcd_mut().stop().unwrap();
     let fenced = poll(
         "leader no longer writable: a member did not acknowledge it",
         Duration::from_secs(30),
@@ -539,7 +539,7 @@ fn failsafe_mode_keeps_writes_through_an_etcd_outage() {
         },
     );
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen), Signal::SIGCONT).unwrap();
-    c.etcd.restart().unwrap();
+    c.etcd_mut().restart().unwrap();
     match fenced {
         Ok(how) => eprintln!("the leader stopped being a primary: {how}"),
         Err(e) => {

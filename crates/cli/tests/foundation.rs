@@ -35,7 +35,7 @@ fn etcd_dump(c: &TestCluster, prefix: &str) -> Vec<(String, String)> {
         .env("ETCDCTL_API", "3")
         .args([
             "--endpoints",
-            &c.etcd.client_url(),
+            &c.etcd().client_url(),
             "get",
             "--prefix",
             prefix,

@@ -87,7 +87,13 @@ fn up_count(s: &Value, listener_name: &str) -> usize {
 fn etcd_get(c: &TestCluster, key: &str) -> Vec<(String, String)> {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &c.etcd.client_url(), "get", "--prefix", key])
+        .args([
+            "--endpoints",
+            &c.etcd().client_url(),
+            "get",
+            "--prefix",
+            key,
+        ])
         .output()
         .expect("etcdctl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -101,7 +107,7 @@ fn etcd_get(c: &TestCluster, key: &str) -> Vec<(String, String)> {
 fn etcd_put(c: &TestCluster, key: &str, value: &str) {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &c.etcd.client_url(), "put", key, value])
+        .args(["--endpoints", &c.etcd().client_url(), "put", key, value])
         .output()
         .expect("etcdctl");
     assert!(

@@ -1,5 +1,5 @@
 //! Stopping is always bounded, whatever state etcd is in: agents and the proxy exit on
-//! SIGTERM with etcd frozen (SIGSTOP), a control command against a frozen etcd says so within
+//! SIGTERM with etcd (or ZooKeeper) frozen (SIGSTOP), a control command against a frozen etcd says so within
 //! seconds, and `pgherd demo` stops on Ctrl-C at any moment of its start-up (or dies by
 //! SIGKILL) without leaving a process behind. Processes are found and signalled by PID only.
 //! Run serially (`--test-threads=1`).
@@ -11,7 +11,7 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgherd_testkit::cluster::{ClusterOptions, TestCluster};
+use pgherd_testkit::cluster::{ClusterOptions, DcsKind, TestCluster};
 use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
 use std::path::Path;
@@ -20,13 +20,17 @@ use std::time::{Duration, Instant};
 
 const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
 
-/// Freezes etcd (SIGSTOP by PID) until dropped, also when the test fails.
+/// Freezes the store (SIGSTOP by PID) until dropped, also when the test fails.
 struct Frozen(i32);
 
 impl Frozen {
     fn etcd(c: &TestCluster) -> Frozen {
-        let pid = c.etcd.pid().expect("etcd pid") as i32;
-        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP etcd");
+        Frozen::store(c)
+    }
+
+    fn store(c: &TestCluster) -> Frozen {
+        let pid = c.dcs.pid().expect("store pid") as i32;
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP the store");
         Frozen(pid)
     }
 }
@@ -64,10 +68,20 @@ fn zombie(pid: i32) -> bool {
 
 #[test]
 fn agents_and_proxy_exit_on_sigterm_while_etcd_is_frozen() {
+    exit_on_sigterm_while_the_store_is_frozen(DcsKind::Etcd, "stop-frozen");
+}
+
+#[test]
+fn agents_and_proxy_exit_on_sigterm_while_zookeeper_is_frozen() {
+    exit_on_sigterm_while_the_store_is_frozen(DcsKind::ZooKeeper, "stop-frozen-zk");
+}
+
+fn exit_on_sigterm_while_the_store_is_frozen(dcs: DcsKind, scope: &str) {
     // retry_timeout 3 s (the test default): the documented bound of an agent's stop is
     // PostgreSQL's stop (fast, bounded by pg_ctl_timeout) plus retry_timeout for the DCS.
     let options = ClusterOptions {
-        scope: "stop-frozen".into(),
+        scope: scope.into(),
+        dcs,
         ..ClusterOptions::default()
     };
     let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
@@ -77,14 +91,17 @@ fn agents_and_proxy_exit_on_sigterm_while_etcd_is_frozen() {
         .expect("healthy cluster");
     let px = ProxyProcess::start(Path::new(PGHERD), &c, "px", false).expect("pgherd proxy");
 
-    let frozen = Frozen::etcd(&c);
+    let frozen = Frozen::store(&c);
     // Let every member notice: a cycle or two against the frozen store.
     std::thread::sleep(Duration::from_secs(2));
 
     let proxy_pid = px.pid().expect("proxy pid");
     kill(Pid::from_raw(proxy_pid), Signal::SIGTERM).unwrap();
     let took = gone_within(proxy_pid, Duration::from_secs(15));
-    assert!(took.is_some(), "the proxy ignored SIGTERM with etcd frozen");
+    assert!(
+        took.is_some(),
+        "the proxy ignored SIGTERM with the store frozen"
+    );
     println!("proxy exited {:.2?} after SIGTERM", took.unwrap());
 
     for i in [leader, (leader + 1) % 3, (leader + 2) % 3] {
@@ -94,7 +111,7 @@ fn agents_and_proxy_exit_on_sigterm_while_etcd_is_frozen() {
         let took = gone_within(agent, Duration::from_secs(25));
         assert!(
             took.is_some(),
-            "{}'s agent ignored SIGTERM with etcd frozen:\n{}",
+            "{}'s agent ignored SIGTERM with the store frozen:\n{}",
             c.members[i].name,
             c.log_tail(i, 30)
         );
@@ -174,7 +191,7 @@ fn list_against_a_frozen_etcd_fails_within_seconds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&c.etcd.client_url()) || stderr.contains("etcd"),
+        stderr.contains(&c.etcd().client_url()) || stderr.contains("etcd"),
         "{stderr}"
     );
     assert!(

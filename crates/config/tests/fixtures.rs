@@ -28,6 +28,7 @@ fn load_fixture(name: &str) -> Loaded {
 fn etcd_endpoints(loaded: &Loaded) -> Vec<String> {
     match loaded.config.dcs() {
         Ok(DcsSettings::Etcd { endpoints, .. }) => endpoints,
+        Ok(other) => panic!("{other:?}"),
         Err(e) => panic!("{e}"),
     }
 }
@@ -101,7 +102,7 @@ fn patroni_example_etcd3() {
 }
 
 #[test]
-fn patroni_example_zookeeper_parses_but_is_not_supported() {
+fn patroni_example_zookeeper() {
     let loaded = load_fixture("patroni-postgres2-zookeeper.yml");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let zk = loaded.config.zookeeper.as_ref().unwrap();
@@ -110,17 +111,11 @@ fn patroni_example_zookeeper_parses_but_is_not_supported() {
         loaded.config.tags.replicatefrom.as_deref(),
         Some("postgres1")
     );
-    let err = loaded.config.dcs().unwrap_err().to_string();
-    let file = fixture("patroni-postgres2-zookeeper.yml")
-        .display()
-        .to_string();
     assert_eq!(
-        err,
-        format!("{file}: zookeeper: DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API)")
-    );
-    assert_eq!(
-        loaded.config.validate_for_agent().unwrap_err().to_string(),
-        err
+        loaded.config.dcs().unwrap(),
+        DcsSettings::Zookeeper {
+            hosts: vec!["127.0.0.1:2181".into(), "127.0.0.2:2181".into()]
+        }
     );
 }
 
@@ -213,11 +208,12 @@ fn seed_004_patroni_zookeeper() {
     assert_eq!(dcs.primary_start_timeout, Duration::from_secs(300));
     assert!(dcs.synchronous_mode && dcs.postgresql.use_slots);
     assert_eq!(dcs.postgresql.parameters["archive_mode"], "always");
-    assert!(c
-        .dcs()
-        .unwrap_err()
-        .to_string()
-        .contains("zookeeper: DCS not supported yet"));
+    assert_eq!(
+        c.dcs().unwrap(),
+        DcsSettings::Zookeeper {
+            hosts: vec!["zoo1:2181".into()]
+        }
+    );
 }
 
 #[test]

@@ -13,6 +13,13 @@ pub enum DcsError {
         doing: &'static str,
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The ZooKeeper counterpart of `Unavailable` (its message names the right setting).
+    #[error("ZooKeeper at {hosts} is unreachable while {doing}: {cause}; is ZooKeeper running? check the zookeeper.hosts setting")]
+    ZookeeperUnavailable {
+        hosts: String,
+        doing: &'static str,
+        cause: String,
+    },
     #[error("DCS operation {doing} timed out after {seconds:.1}s (retry_timeout)")]
     Timeout { doing: &'static str, seconds: f64 },
     #[error("DCS rejected {doing}: {message}")]
@@ -27,4 +34,16 @@ pub enum DcsError {
     /// The configuration names no usable store (message names file and key).
     #[error("{0}")]
     Config(String),
+}
+
+impl DcsError {
+    /// The store could not be reached within `retry_timeout` (any backend).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DcsError::Unavailable { .. }
+                | DcsError::ZookeeperUnavailable { .. }
+                | DcsError::Timeout { .. }
+        )
+    }
 }

@@ -16,6 +16,7 @@ pub mod memory;
 mod open;
 mod proxies;
 mod values;
+pub mod zookeeper;
 
 pub use cluster::{Cluster, Leader, Member, Versioned};
 pub use error::DcsError;

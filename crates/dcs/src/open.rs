@@ -1,6 +1,7 @@
 //! Opening the store a configuration names, for every pgherd role (agent, ctl, proxy).
 
 use crate::etcd::{EtcdDcs, EtcdSettings};
+use crate::zookeeper::{ZooKeeperDcs, ZooKeeperSettings};
 use crate::{Dcs, DcsError, KeyLayout};
 use pgherd_config::{Config, DcsSettings};
 use std::sync::Arc;
@@ -33,6 +34,13 @@ pub fn open(
                 cert,
                 key,
             },
+            KeyLayout::new(&cfg.namespace, scope),
+            member,
+            ttl,
+            retry_timeout,
+        )?),
+        DcsSettings::Zookeeper { hosts } => Arc::new(ZooKeeperDcs::new(
+            ZooKeeperSettings { hosts },
             KeyLayout::new(&cfg.namespace, scope),
             member,
             ttl,

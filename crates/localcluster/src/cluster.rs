@@ -1,10 +1,12 @@
-//! A whole pgherd cluster on loopback: one etcd and N agents started as `pgherd agent`
-//! processes, each with its own Patroni-style YAML file, data directory and ports.
+//! A whole pgherd cluster on loopback: one etcd (or ZooKeeper) and N agents started as
+//! `pgherd agent` processes, each with its own Patroni-style YAML file, data directory and
+//! ports.
 //! Everything started here is stopped by PID when the harness is dropped.
 
 use crate::etcd::EtcdServer;
 use crate::ports::free_ports;
 use crate::wait::poll;
+use crate::zookeeper::ZooKeeperServer;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -26,10 +28,46 @@ pub enum AgentKind {
     Patroni,
 }
 
+/// Which store the cluster uses (its members' `etcd3:` or `zookeeper:` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DcsKind {
+    #[default]
+    Etcd,
+    ZooKeeper,
+}
+
+/// The running store of a cluster.
+pub enum DcsServer {
+    Etcd(EtcdServer),
+    ZooKeeper(ZooKeeperServer),
+}
+
+impl DcsServer {
+    /// PID of the store's process, `None` when stopped.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            DcsServer::Etcd(etcd) => etcd.pid(),
+            DcsServer::ZooKeeper(zk) => zk.pid(),
+        }
+    }
+
+    /// The members' YAML section for this store (`etcd3:` or `zookeeper:`), newline-terminated.
+    pub fn yaml_section(&self) -> String {
+        match self {
+            DcsServer::Etcd(etcd) => format!(
+                "etcd3:\n  hosts: {}\n",
+                etcd.client_url().trim_start_matches("http://")
+            ),
+            DcsServer::ZooKeeper(zk) => format!("zookeeper:\n  hosts: {}\n", zk.host()),
+        }
+    }
+}
+
 /// How to build the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub agent: AgentKind,
+    pub dcs: DcsKind,
     pub scope: String,
     pub members: usize,
     /// `bootstrap.dcs` timing keys in seconds; `None` leaves the key out (agent defaults).
@@ -49,6 +87,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             agent: AgentKind::Pgherd,
+            dcs: DcsKind::Etcd,
             scope: "it".into(),
             members: 3,
             // Tests favour stability on a loaded 2-core machine over failover speed.
@@ -76,7 +115,8 @@ pub struct Member {
 
 pub struct LocalCluster {
     pub options: ClusterOptions,
-    pub etcd: EtcdServer,
+    /// The store; [`LocalCluster::etcd`] for the etcd one.
+    pub dcs: DcsServer,
     pub members: Vec<Member>,
     pub root: PathBuf,
     pgherd: PathBuf,
@@ -85,7 +125,7 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Creates the directories and configuration files and starts etcd (not the agents).
+    /// Creates the directories and configuration files and starts the store (not the agents).
     pub fn new(pgherd: &Path, options: ClusterOptions) -> Result<LocalCluster> {
         let (tempdir, root) = match &options.root {
             Some(root) => (None, root.clone()),
@@ -99,7 +139,13 @@ impl LocalCluster {
         };
         // PostgreSQL runs as an unprivileged user when we are root: it must reach the tree.
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
-        let etcd = EtcdServer::start(&root.join("etcd"))?;
+        let dcs = match options.dcs {
+            DcsKind::Etcd => DcsServer::Etcd(EtcdServer::start(&root.join("etcd"))?),
+            DcsKind::ZooKeeper => {
+                DcsServer::ZooKeeper(ZooKeeperServer::start(&root.join("zookeeper"))?)
+            }
+        };
+        let dcs_section = dcs.yaml_section();
         let mut members = Vec::new();
         // All at once: ports held open together are distinct.
         let ports = free_ports(2 * options.members)?;
@@ -119,10 +165,7 @@ impl LocalCluster {
                 dir,
                 agent: None,
             };
-            fs::write(
-                &member.config,
-                member_yaml(&options, &member, &etcd.client_url()),
-            )?;
+            fs::write(&member.config, member_yaml(&options, &member, &dcs_section))?;
             members.push(member);
         }
         let keep = std::env::var_os("PGHERD_KEEP_TEST_DIRS").is_some();
@@ -135,12 +178,36 @@ impl LocalCluster {
         };
         Ok(LocalCluster {
             options,
-            etcd,
+            dcs,
             members,
             root,
             pgherd: pgherd.to_path_buf(),
             _tempdir: tempdir,
         })
+    }
+
+    /// The cluster's etcd. Panics for a ZooKeeper cluster (a harness misuse, not an I/O
+    /// outcome).
+    pub fn etcd(&self) -> &EtcdServer {
+        match &self.dcs {
+            DcsServer::Etcd(etcd) => etcd,
+            DcsServer::ZooKeeper(_) => panic!("this cluster runs ZooKeeper, not etcd"),
+        }
+    }
+
+    pub fn etcd_mut(&mut self) -> &mut EtcdServer {
+        match &mut self.dcs {
+            DcsServer::Etcd(etcd) => etcd,
+            DcsServer::ZooKeeper(_) => panic!("this cluster runs ZooKeeper, not etcd"),
+        }
+    }
+
+    /// The cluster's ZooKeeper, `None` for an etcd cluster.
+    pub fn zookeeper(&self) -> Option<&ZooKeeperServer> {
+        match &self.dcs {
+            DcsServer::ZooKeeper(zk) => Some(zk),
+            DcsServer::Etcd(_) => None,
+        }
     }
 
     /// Starts every agent.
@@ -312,14 +379,19 @@ impl LocalCluster {
         psql(self.members[i].pg_port, sql)
     }
 
-    /// The value of `/service/<scope>/<key>` in etcd, read with `etcdctl`.
+    /// The value of `/service/<scope>/<key>`, read with the store's own command-line client
+    /// (`etcdctl`, or ZooKeeper's Java client).
     pub fn dcs_value(&self, key: &str) -> Option<String> {
         let full = format!("/service/{}/{key}", self.options.scope);
+        let etcd = match &self.dcs {
+            DcsServer::Etcd(etcd) => etcd,
+            DcsServer::ZooKeeper(zk) => return zk.get(&full).ok().flatten(),
+        };
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args([
                 "--endpoints",
-                &self.etcd.client_url(),
+                &etcd.client_url(),
                 "get",
                 "--print-value-only",
                 &full,
@@ -436,7 +508,10 @@ impl LocalCluster {
             }
         }
         self.shutdown();
-        let _ = self.etcd.stop();
+        let _ = match &mut self.dcs {
+            DcsServer::Etcd(etcd) => etcd.stop(),
+            DcsServer::ZooKeeper(zk) => zk.stop(),
+        };
     }
 
     /// Stops every agent (SIGTERM, then SIGKILL) and any PostgreSQL left behind.
@@ -475,7 +550,8 @@ impl Drop for LocalCluster {
     }
 }
 
-fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
+/// `dcs_section`: the `etcd3:` or `zookeeper:` section, unindented, newline-terminated.
+fn member_yaml(o: &ClusterOptions, m: &Member, dcs_section: &str) -> String {
     let timing: String = [
         ("ttl", o.ttl),
         ("loop_wait", o.loop_wait),
@@ -484,7 +560,6 @@ fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
     .iter()
     .filter_map(|(k, v)| v.map(|v| format!("    {k}: {v}\n")))
     .collect();
-    let etcd_host = etcd_url.trim_start_matches("http://");
     let dir = m.dir.display();
     format!(
         r#"scope: {scope}
@@ -495,9 +570,7 @@ restapi:
   listen: 127.0.0.1:{api}
   connect_address: 127.0.0.1:{api}
 
-etcd3:
-  hosts: {etcd_host}
-
+{dcs_section}
 bootstrap:
   dcs:
 {timing}    maximum_lag_on_failover: 1048576

@@ -3,21 +3,20 @@
 //! restart on the same ports and data directory. Dropping the handle stops the process.
 
 use crate::ports::free_ports;
+use crate::server::{log_mentions, log_tail, ServerChild};
 use anyhow::{bail, Context};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const ETCD_BINARY: &str = "/usr/bin/etcd";
 /// Generous: a loaded 2-core CI machine may take a while to elect the single member.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL_EVERY: Duration = Duration::from_millis(50);
 /// Attempts with fresh ports when another process grabbed one between probing and binding.
 const PORT_ATTEMPTS: usize = 3;
@@ -32,7 +31,7 @@ pub struct EtcdServer {
     extra_args: Vec<String>,
     /// An https client listener next to the plain one (which health checks use).
     tls: Option<(EtcdTls, u16)>,
-    child: Option<Child>,
+    process: ServerChild,
 }
 
 /// PEM files for etcd's https client listener: its certificate and key, and the CA that client
@@ -82,7 +81,7 @@ impl EtcdServer {
                 peer_port: ports[1],
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
                 tls: tls.clone().map(|t| (t, ports[2])),
-                child: None,
+                process: ServerChild::new("etcd"),
             };
             match server.launch() {
                 Ok(()) => return Ok(server),
@@ -111,7 +110,7 @@ impl EtcdServer {
 
     /// PID of the running process, `None` after `stop()`/`kill()`.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     pub fn log_path(&self) -> &Path {
@@ -120,42 +119,13 @@ impl EtcdServer {
 
     /// SIGTERM (plus SIGCONT, in case it is paused), then SIGKILL if it has not exited within
     /// 10 s; the child is reaped. A no-op when not running.
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
-    )]
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = pid_of(&child);
-        // Errors mean it already exited; `wait` below reaps it either way.
-        let _ = kill(pid, Signal::SIGTERM);
-        let _ = kill(pid, Signal::SIGCONT);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if child
-                .try_wait()
-                .context("waiting for etcd to exit")?
-                .is_some()
-            {
-                return Ok(());
-            }
-            thread::sleep(POLL_EVERY);
-        }
-        let _ = kill(pid, Signal::SIGKILL);
-        child.wait().context("reaping etcd after SIGKILL")?;
-        Ok(())
+        self.process.stop()
     }
 
     /// SIGKILL, then reap. A no-op when not running.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = kill(pid_of(&child), Signal::SIGKILL);
-        child.wait().context("reaping etcd after SIGKILL")?;
-        Ok(())
+        self.process.kill()
     }
 
     /// SIGSTOP: the process keeps its sockets but answers nothing (a hung etcd).
@@ -176,8 +146,7 @@ impl EtcdServer {
     }
 
     fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let child = self.child.as_ref().context("etcd is not running")?;
-        kill(pid_of(child), signal).with_context(|| format!("sending {signal} to etcd"))
+        self.process.signal(signal)
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
@@ -230,7 +199,7 @@ impl EtcdServer {
         let child = command
             .spawn()
             .with_context(|| format!("starting {ETCD_BINARY}"))?;
-        self.child = Some(child);
+        self.process.child = Some(child);
         if let Err(e) = self.wait_ready() {
             let _ = self.kill();
             return Err(e);
@@ -245,9 +214,9 @@ impl EtcdServer {
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let child = self.child.as_mut().context("etcd is not running")?;
+            let child = self.process.child.as_mut().context("etcd is not running")?;
             if let Some(status) = child.try_wait().context("checking etcd")? {
-                self.child = None;
+                self.process.child = None;
                 bail!(
                     "etcd exited ({status}) before becoming healthy; log {}:\n{}",
                     self.log_path.display(),
@@ -288,13 +257,11 @@ impl EtcdServer {
     }
 
     fn log_mentions(&self, needle: &str) -> bool {
-        fs::read_to_string(&self.log_path).is_ok_and(|log| log.contains(needle))
+        log_mentions(&self.log_path, needle)
     }
 
     fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.log_path)
     }
 }
 
@@ -304,9 +271,4 @@ impl Drop for EtcdServer {
             eprintln!("stopping etcd on {}: {e:#}", self.client_url());
         }
     }
-}
-
-fn pid_of(child: &Child) -> Pid {
-    // Linux PIDs fit in i32 (pid_max <= 2^22).
-    Pid::from_raw(child.id() as i32)
 }

@@ -10,4 +10,6 @@ pub mod etcd;
 pub mod ports;
 pub mod procs;
 pub mod proxy;
+mod server;
 pub mod wait;
+pub mod zookeeper;

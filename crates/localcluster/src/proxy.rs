@@ -46,14 +46,11 @@ impl ProxyProcess {
         extra_yaml: &str,
     ) -> Result<ProxyProcess> {
         let ports = free_ports(5)?;
-        let etcd = c.etcd.client_url();
-        let etcd = etcd.trim_start_matches("http://");
+        let dcs = c.dcs.yaml_section();
         let mut yaml = format!(
             r#"scope: {scope}
 namespace: /service/
-etcd3:
-  hosts: {etcd}
-proxy:
+{dcs}proxy:
   name: {name}
 {extra_yaml}  hold_timeout: 40s
   health_check:

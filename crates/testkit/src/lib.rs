@@ -9,7 +9,7 @@ pub mod cluster {
     pub use pgherd_localcluster::cluster::LocalCluster as TestCluster;
     pub use pgherd_localcluster::cluster::*;
 }
-pub use pgherd_localcluster::{etcd, ports, procs, proxy, wait};
+pub use pgherd_localcluster::{etcd, ports, procs, proxy, wait, zookeeper};
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod writer;

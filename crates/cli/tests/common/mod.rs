@@ -1,5 +1,5 @@
 //! The harness of the operator-control tests (`control_*.rs`, `patroni_interop.rs`): clusters
-//! of real etcd and PostgreSQL 15 run by `pgherd agent` (or Patroni), the `pgherd` and
+//! of real etcd (or ZooKeeper) and PostgreSQL 15 run by `pgherd agent` (or Patroni), the `pgherd` and
 //! `patronictl` commands, raw HTTP requests and the waits the tests share.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
@@ -28,6 +28,11 @@ pub fn cluster_with(
         agent,
         ..ClusterOptions::default()
     };
+    cluster_from(options, edit)
+}
+
+/// [`cluster_with`] from whole options (e.g. another DCS).
+pub fn cluster_from(options: ClusterOptions, edit: impl Fn(&str, String) -> String) -> TestCluster {
     let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
     for m in &c.members {
         let yaml = std::fs::read_to_string(&m.config).unwrap();
@@ -285,4 +290,56 @@ pub fn holds_for(window: Duration, mut condition: impl FnMut() -> bool) -> bool 
         std::thread::sleep(Duration::from_millis(200));
     }
     true
+}
+
+/// Waits until the `failover` key says "no request" (`{}`): a switchover was carried out.
+pub fn failover_request_cleared(c: &TestCluster) {
+    check(
+        c,
+        poll(
+            "the request cleared",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || (dcs_json(c, "failover")? == serde_json::json!({})).then_some(()),
+        ),
+    );
+}
+
+/// `pgherd list -f json` of a Patroni cluster of three, once all three are running (Patroni
+/// refreshes member keys every loop_wait): one Leader, the others Replica, on timeline 1, with
+/// their PostgreSQL addresses. Returns the rows.
+pub fn pgherd_lists_patroni(c: &TestCluster, leader: usize, scope: &str) -> Value {
+    let leader_name = c.members[leader].name.clone();
+    let rows: Value = check(
+        c,
+        poll(
+            "three running members in pgherd list",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let out = pgherd(c, &["list", "-f", "json"]);
+                let v: Value = serde_json::from_str(&out.stdout).ok()?;
+                (v.as_array()?
+                    .iter()
+                    .filter(|r| r["State"] == "running")
+                    .count()
+                    == 3)
+                    .then_some(v)
+            },
+        ),
+    );
+    for row in rows.as_array().unwrap() {
+        let name = row["Member"].as_str().unwrap();
+        let want = if name == leader_name {
+            "Leader"
+        } else {
+            "Replica"
+        };
+        assert_eq!(row["Role"], want, "{rows}");
+        assert_eq!(row["Cluster"], scope);
+        assert_eq!(row["TL"], 1, "{rows}");
+        let i = index_of(c, name);
+        assert_eq!(row["Host"], format!("127.0.0.1:{}", c.members[i].pg_port));
+    }
+    rows
 }

@@ -16,6 +16,7 @@ fn with_env(vars: &[(&str, &str)]) -> Loaded {
 fn endpoints(loaded: &Loaded) -> Vec<String> {
     match loaded.config.dcs() {
         Ok(DcsSettings::Etcd { endpoints, .. }) => endpoints,
+        Ok(other) => panic!("{other:?}"),
         Err(e) => panic!("{e}"),
     }
 }
@@ -128,6 +129,21 @@ fn list_forms_and_sections_from_variables() {
     assert_eq!(
         loaded.config.zookeeper.as_ref().unwrap().set_acls["CN=x"],
         ["READ"]
+    );
+    // ZooKeeper alone: its hosts as Patroni's list form, port 2181 by default.
+    let zk = load(
+        None,
+        &env(&[
+            ("PATRONI_SCOPE", "d"),
+            ("PATRONI_ZOOKEEPER_HOSTS", "'zk1:2182','zk2'"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        zk.config.dcs().unwrap(),
+        crate::DcsSettings::Zookeeper {
+            hosts: vec!["zk1:2182".into(), "zk2:2181".into()]
+        }
     );
     let block = load(
         None,

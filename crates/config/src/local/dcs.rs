@@ -183,7 +183,7 @@ fn parse_url(url: &str) -> Option<(String, Option<Credentials>)> {
     endpoint(hostport, scheme, DEFAULT_ETCD_PORT).map(|e| (e, creds))
 }
 
-/// `zookeeper:` — parsed so configurations load, but not usable yet.
+/// `zookeeper:` (Patroni's keys; see docs/compat.md, "ZooKeeper").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ZookeeperSection {
     pub hosts: Vec<String>,
@@ -200,6 +200,42 @@ pub struct ZookeeperSection {
 }
 
 impl ZookeeperSection {
+    /// The usable settings: `host:port` entries (default port 2181, or `zookeeper.port`).
+    /// TLS (`use_ssl`) and x509 ACLs (`set_acls`, which need a TLS client certificate) are
+    /// refused with an error naming the key: pgherd's ZooKeeper client is plain TCP so far.
+    fn settings(&self, ctx: &Ctx) -> Result<DcsSettings, ConfigError> {
+        if self.use_ssl {
+            return Err(ctx.invalid(
+                "zookeeper.use_ssl",
+                "TLS to ZooKeeper is not supported yet (pgherd's ZooKeeper client speaks plain \
+                 TCP; set use_ssl: false or use etcd3 with TLS)",
+            ));
+        }
+        if !self.set_acls.is_empty() {
+            return Err(ctx.invalid(
+                "zookeeper.set_acls",
+                "x509 ACLs need a TLS client certificate, and TLS to ZooKeeper is not supported \
+                 yet (remove set_acls)",
+            ));
+        }
+        if self.hosts.is_empty() {
+            return Err(ctx.invalid(
+                "zookeeper.hosts",
+                "missing (expected a list of host:port, or a comma-separated string)",
+            ));
+        }
+        let port = self.port.unwrap_or(DEFAULT_ZOOKEEPER_PORT);
+        let hosts = self
+            .hosts
+            .iter()
+            .flat_map(|h| h.split(','))
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| zookeeper_host(ctx, h, port))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DcsSettings::Zookeeper { hosts })
+    }
+
     pub(crate) fn parse(mut s: Section, ctx: &mut Ctx) -> Result<Self, ConfigError> {
         let acls_path = s.path("set_acls");
         let zk = ZookeeperSection {
@@ -256,7 +292,15 @@ pub enum DcsSettings {
         cert: Option<PathBuf>,
         key: Option<PathBuf>,
     },
+    /// ZooKeeper (from a `zookeeper:` section), plain TCP.
+    Zookeeper {
+        /// `host:port` (port 2181 when the entry has none).
+        hosts: Vec<String>,
+    },
 }
+
+/// ZooKeeper's client port, used for `zookeeper.hosts` entries without one.
+pub const DEFAULT_ZOOKEEPER_PORT: u16 = 2181;
 
 /// DCS section names in the order Patroni tries them (its module names, sorted).
 const DCS_ORDER: [&str; 7] = [
@@ -271,7 +315,7 @@ const DCS_ORDER: [&str; 7] = [
 
 impl Config {
     /// The DCS to use: the first DCS section present, in Patroni's order (consul, etcd, etcd3,
-    /// exhibitor, kubernetes, raft, zookeeper). Only etcd3/etcd are supported so far.
+    /// exhibitor, kubernetes, raft, zookeeper). etcd3/etcd and zookeeper are supported.
     pub fn dcs(&self) -> Result<DcsSettings, ConfigError> {
         let ctx = Ctx::new(&self.origins);
         let present = |name: &str| match name {
@@ -283,11 +327,16 @@ impl Config {
         let Some(name) = DCS_ORDER.into_iter().find(|n| present(n)) else {
             return Err(ConfigError::Source {
                 file: ctx.label("").to_string(),
-                message: "no DCS configured (expected an etcd3: or etcd: section with hosts, \
+                message: "no DCS configured (expected an etcd3:, etcd: or zookeeper: section with hosts, \
                           or PATRONI_ETCD3_HOSTS)"
                     .to_string(),
             });
         };
+        if name == "zookeeper" {
+            if let Some(zk) = &self.zookeeper {
+                return zk.settings(&ctx);
+            }
+        }
         let etcd = match name {
             "etcd3" => self.etcd3.as_ref(),
             "etcd" => self.etcd.as_ref(),
@@ -296,7 +345,7 @@ impl Config {
         let Some(etcd) = etcd else {
             return Err(ctx.invalid(
                 name,
-                "DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API)",
+                "DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API, and zookeeper)",
             ));
         };
         let (endpoints, url_creds) = etcd.endpoints(&ctx, name)?;
@@ -318,6 +367,33 @@ impl Config {
 
 /// DCS sections pgherd keeps raw (not supported yet).
 pub(crate) const RAW_DCS_SECTIONS: [&str; 4] = ["consul", "exhibitor", "kubernetes", "raft"];
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` as `host:port`.
+fn zookeeper_host(ctx: &Ctx, entry: &str, port: u16) -> Result<String, ConfigError> {
+    let bad = || {
+        ctx.invalid(
+            "zookeeper.hosts",
+            format!("expected host or host:port, found {entry:?}"),
+        )
+    };
+    if entry.contains("://") || entry.contains('/') {
+        return Err(bad());
+    }
+    let (host, given_port) = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+        _ => (entry, None),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    match given_port {
+        Some(p) => {
+            let p: u16 = p.parse().map_err(|_| bad())?;
+            Ok(format!("{host}:{p}"))
+        }
+        None => Ok(format!("{host}:{port}")),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -386,6 +386,7 @@ fn dcs_sections() {
     let dcs = |extra: &str| config(&format!("scope: s\n{extra}")).dcs();
     let endpoints = |extra: &str| match dcs(extra) {
         Ok(DcsSettings::Etcd { endpoints, .. }) => endpoints,
+        Ok(other) => panic!("{other:?}"),
         Err(e) => panic!("{e}"),
     };
     assert_eq!(
@@ -424,16 +425,17 @@ fn dcs_sections() {
             );
             assert_eq!(cacert.unwrap().to_str(), Some("/ca.pem"));
         }
+        Ok(other) => panic!("{other:?}"),
         Err(e) => panic!("{e}"),
     }
     let err = |extra: &str| dcs(extra).unwrap_err().to_string();
     assert_eq!(
         err("consul:\n  host: c:8500\netcd3:\n  host: e\n"),
-        "node1.yml: consul: DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API)"
+        "node1.yml: consul: DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API, and zookeeper)"
     );
     assert_eq!(
         err(""),
-        "node1.yml: no DCS configured (expected an etcd3: or etcd: section with hosts, or PATRONI_ETCD3_HOSTS)"
+        "node1.yml: no DCS configured (expected an etcd3:, etcd: or zookeeper: section with hosts, or PATRONI_ETCD3_HOSTS)"
     );
     assert_eq!(
         err("etcd3:\n  use_proxies: true\n"),
@@ -449,11 +451,39 @@ fn dcs_sections() {
     );
     assert_eq!(
         err("zookeeper:\n  exhibitor:\n    hosts: [a]\n    port: 8181\n"),
-        "node1.yml: exhibitor: DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API)"
+        "node1.yml: exhibitor: DCS not supported yet (pgherd supports etcd3 and etcd, both over the etcd v3 API, and zookeeper)"
     );
     let zk = config("scope: s\nzookeeper:\n  hosts: [z1:2181]\n  use_ssl: true\n  verify: false\n  set_acls:\n    CN=admin: [ALL]\n").zookeeper.unwrap();
     assert!(zk.use_ssl && !zk.verify);
     assert_eq!(zk.set_acls["CN=admin"], ["ALL"]);
+    assert_eq!(
+        err("zookeeper:\n  hosts: [z1:2181]\n  use_ssl: true\n"),
+        "node1.yml: zookeeper.use_ssl: TLS to ZooKeeper is not supported yet (pgherd's ZooKeeper client speaks plain TCP; set use_ssl: false or use etcd3 with TLS)"
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: [z1:2181]\n  set_acls:\n    CN=admin: [ALL]\n"),
+        "node1.yml: zookeeper.set_acls: x509 ACLs need a TLS client certificate, and TLS to ZooKeeper is not supported yet (remove set_acls)"
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: 'z1:x'\n"),
+        r#"node1.yml: zookeeper.hosts: expected host or host:port, found "z1:x""#
+    );
+    for (hosts, expected) in [
+        ("'z1:2182, z2'", vec!["z1:2182", "z2:2181"]),
+        (
+            "[z1, '[fd00::1]:2183', '[fd00::2]']",
+            vec!["z1:2181", "[fd00::1]:2183", "[fd00::2]:2181"],
+        ),
+    ] {
+        let c = config(&format!("scope: s\nzookeeper:\n  hosts: {hosts}\n"));
+        assert_eq!(
+            c.dcs().unwrap(),
+            DcsSettings::Zookeeper {
+                hosts: expected.into_iter().map(String::from).collect()
+            },
+            "{hosts}"
+        );
+    }
 }
 
 #[test]

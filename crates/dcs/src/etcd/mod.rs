@@ -37,7 +37,7 @@ mod connection;
 mod lease;
 mod retry;
 mod settings;
-mod watch;
+pub(crate) mod watch;
 mod wire;
 
 pub use settings::EtcdSettings;

@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 /// Longest pause between two attempts to re-open the watch.
 const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Aborts the watch task when the owning `EtcdDcs` goes away.
-pub(super) struct AbortOnDrop(pub tokio::task::AbortHandle);
+/// Aborts a watch task when the owning client (`EtcdDcs`, `ZooKeeperDcs`) goes away.
+pub(crate) struct AbortOnDrop(pub tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
