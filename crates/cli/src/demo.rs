@@ -19,7 +19,7 @@
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgherd_localcluster::cluster::{ClusterOptions, LocalCluster, SUPERUSER_PASSWORD};
+use pgherd_localcluster::cluster::{ClusterOptions, DcsKind, LocalCluster, SUPERUSER_PASSWORD};
 use pgherd_localcluster::procs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -42,6 +42,8 @@ pub struct DemoArgs {
     pub once: bool,
     /// Fixed proxy ports: writes, reads, stats (HAProxy's 5000, 5001, 7000).
     pub ports: Option<[u16; 3]>,
+    /// The store: etcd (default) or ZooKeeper (seed 004's layout).
+    pub dcs: DcsKind,
     /// Internal: run as the worker in this directory.
     pub worker_dir: Option<PathBuf>,
 }
@@ -70,10 +72,35 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
 }
 
 /// Checks the external programs the demo needs and names the Debian package of each.
-fn check_prerequisites() -> Result<()> {
+/// Parses `--dcs etcd|zookeeper`.
+pub fn parse_dcs(text: &str) -> Result<DcsKind, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "etcd" | "etcd3" => Ok(DcsKind::Etcd),
+        "zookeeper" | "zk" => Ok(DcsKind::ZooKeeper),
+        _ => Err("expected etcd or zookeeper".into()),
+    }
+}
+
+fn dcs_arg(dcs: DcsKind) -> &'static str {
+    match dcs {
+        DcsKind::Etcd => "etcd",
+        DcsKind::ZooKeeper => "zookeeper",
+    }
+}
+
+fn check_prerequisites(dcs: DcsKind) -> Result<()> {
     let mut missing = Vec::new();
-    if !Path::new("/usr/bin/etcd").exists() {
-        missing.push("etcd (Debian package: etcd-server)");
+    match dcs {
+        DcsKind::Etcd if !Path::new("/usr/bin/etcd").exists() => {
+            missing.push("etcd (Debian package: etcd-server)");
+        }
+        DcsKind::ZooKeeper if !Path::new("/usr/share/java/zookeeper.jar").exists() => {
+            missing.push("ZooKeeper (Debian packages: zookeeper, default-jre-headless)");
+        }
+        DcsKind::ZooKeeper if which("java").is_none() => {
+            missing.push("java (Debian package: default-jre-headless)");
+        }
+        _ => {}
     }
     if !pgherd_postgres::default_bin_dir().join("postgres").exists() {
         missing.push("PostgreSQL server binaries (Debian package: postgresql-15)");
@@ -121,7 +148,7 @@ impl Signals {
 }
 
 async fn supervise(args: DemoArgs) -> Result<i32> {
-    check_prerequisites()?;
+    check_prerequisites(args.dcs)?;
     if let Some(ports) = args.ports {
         for port in ports {
             std::net::TcpListener::bind(("127.0.0.1", port))
@@ -149,6 +176,7 @@ async fn supervise(args: DemoArgs) -> Result<i32> {
     if let Some([w, r, s]) = args.ports {
         cmd.arg("--ports").arg(format!("{w},{r},{s}"));
     }
+    cmd.arg("--dcs").arg(dcs_arg(args.dcs));
     // stdin is the worker's lifeline (see the module documentation).
     cmd.stdin(Stdio::piped()).process_group(0);
     let mut worker = match cmd.spawn() {
@@ -281,14 +309,15 @@ fn start_cluster(args: &DemoArgs, dir: PathBuf) -> Result<(LocalCluster, DemoPro
         retry_timeout: None,
         scope: "demo".into(),
         members,
+        dcs: args.dcs,
         root: Some(dir),
         ..ClusterOptions::default()
     };
     let started = Instant::now();
     let mut cluster = LocalCluster::new(&exe, options)?;
     println!(
-        "pgherd demo: etcd at {}, files in {}",
-        cluster.etcd().client_url(),
+        "pgherd demo: {}, files in {}",
+        cluster.dcs.describe(),
         cluster.root.display()
     );
     cluster.start_all()?;
@@ -410,11 +439,10 @@ fn start_proxy(cluster: &LocalCluster, exe: &Path, fixed: Option<[u16; 3]>) -> R
         Some(p) => p.to_vec(),
         None => pgherd_localcluster::ports::free_ports(3)?,
     };
-    let etcd = cluster.etcd().client_url();
     let yaml = format!(
-        "scope: {scope}\nnamespace: /service/\netcd3:\n  hosts: {etcd}\nproxy:\n  name: demo-proxy\n  drain_timeout: 1s\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{p}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{r}\n      role: replica\n      balance: roundrobin\n      fallback: primary\n  stats:\n    bind: 127.0.0.1:{st}\n",
+        "scope: {scope}\nnamespace: /service/\n{dcs}proxy:\n  name: demo-proxy\n  drain_timeout: 1s\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{p}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{r}\n      role: replica\n      balance: roundrobin\n      fallback: primary\n  stats:\n    bind: 127.0.0.1:{st}\n",
         scope = cluster.options.scope,
-        etcd = etcd.trim_start_matches("http://"),
+        dcs = cluster.dcs.yaml_section(),
         p = ports[0],
         r = ports[1],
         st = ports[2],

@@ -44,6 +44,9 @@ enum Command {
         /// The proxy's writes, reads and stats ports (default: free ports), e.g. 5000,5001,7000.
         #[arg(long, value_parser = demo::parse_ports, value_name = "WRITES,READS,STATS")]
         ports: Option<[u16; 3]>,
+        /// The DCS the demo cluster uses: etcd or zookeeper (seed 004's layout).
+        #[arg(long, value_parser = demo::parse_dcs, default_value = "etcd")]
+        dcs: pgherd_localcluster::cluster::DcsKind,
         /// Internal: the worker process of a demo, in this directory.
         #[arg(long, hide = true)]
         worker_dir: Option<PathBuf>,
@@ -146,6 +149,7 @@ async fn run(cli: Run) -> Result<i32> {
             members,
             once,
             ports,
+            dcs,
             worker_dir,
         } => {
             init_logging(Logging::Service);
@@ -153,6 +157,7 @@ async fn run(cli: Run) -> Result<i32> {
                 members: members.max(1),
                 once,
                 ports,
+                dcs,
                 worker_dir,
             };
             demo::run(args).await.context("pgherd demo")

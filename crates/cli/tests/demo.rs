@@ -5,14 +5,28 @@ use std::process::Command;
 
 #[test]
 fn demo_starts_a_healthy_cluster_and_cleans_up() {
+    healthy_demo(&["demo", "--once"], "etcd at http://127.0.0.1:");
+}
+
+/// Seed 004's layout: the same cluster and proxy on ZooKeeper.
+#[test]
+fn demo_on_zookeeper() {
+    healthy_demo(
+        &["demo", "--once", "--dcs", "zookeeper"],
+        "ZooKeeper at 127.0.0.1:",
+    );
+}
+
+fn healthy_demo(args: &[&str], store: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgherd"))
-        .args(["demo", "--once"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run pgherd demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(store), "{stdout}");
     assert!(stdout.contains("cluster healthy after"), "{stdout}");
     assert_eq!(stdout.matches("| Leader ").count(), 1, "{stdout}");
     assert_eq!(stdout.matches("| Replica ").count(), 2, "{stdout}");

@@ -51,6 +51,14 @@ impl DcsServer {
         }
     }
 
+    /// `etcd at http://…` / `ZooKeeper at 127.0.0.1:…`, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            DcsServer::Etcd(etcd) => format!("etcd at {}", etcd.client_url()),
+            DcsServer::ZooKeeper(zk) => format!("ZooKeeper at {}", zk.host()),
+        }
+    }
+
     /// The members' YAML section for this store (`etcd3:` or `zookeeper:`), newline-terminated.
     pub fn yaml_section(&self) -> String {
         match self {
