@@ -11,7 +11,9 @@
 use anyhow::{bail, Result};
 use nix::sys::signal::Signal;
 use pgherd_bench::{pgherd_bin, report, summary};
-use pgherd_testkit::cluster::{AgentKind, ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::cluster::{
+    AgentKind, ClusterOptions, DcsKind, TestCluster, SUPERUSER_PASSWORD,
+};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy)]
@@ -23,6 +25,7 @@ enum Fault {
 struct System {
     label: &'static str,
     agent: AgentKind,
+    dcs: DcsKind,
     /// `None`: leave the key out of bootstrap.dcs (the agent's own default).
     ttl: Option<u64>,
     loop_wait: Option<u64>,
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         System {
             label: "pgherd_defaults",
             agent: AgentKind::Pgherd,
+            dcs: DcsKind::Etcd,
             ttl: None,
             loop_wait: None,
             retry_timeout: None,
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
         System {
             label: "pgherd_patroni_settings",
             agent: AgentKind::Pgherd,
+            dcs: DcsKind::Etcd,
             ttl: Some(30),
             loop_wait: Some(10),
             retry_timeout: Some(10),
@@ -52,21 +57,31 @@ fn main() -> Result<()> {
         System {
             label: "patroni",
             agent: AgentKind::Patroni,
+            dcs: DcsKind::Etcd,
             ttl: Some(30),
             loop_wait: Some(10),
             retry_timeout: Some(10),
+        },
+        // Seed 004's store: the same agent on ZooKeeper.
+        System {
+            label: "pgherd_defaults_zookeeper",
+            agent: AgentKind::Pgherd,
+            dcs: DcsKind::ZooKeeper,
+            ttl: None,
+            loop_wait: None,
+            retry_timeout: None,
         },
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut medians = std::collections::BTreeMap::new();
-    // Optional second argument: run only the system with this label.
+    // Optional second argument: run only the systems with these labels (comma-separated).
     let only = std::env::args().nth(2);
-    for system in systems
-        .iter()
-        .filter(|s| only.as_deref().is_none_or(|o| s.label == o))
-    {
+    for system in systems.iter().filter(|s| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|l| l == s.label))
+    }) {
         for (fault, fname) in [
             (Fault::NodeCrash, "node_crash"),
             (Fault::PostmasterCrash, "postmaster_crash"),
@@ -81,6 +96,16 @@ fn main() -> Result<()> {
         }
     }
     for fname in ["node_crash", "postmaster_crash"] {
+        if let (Some(z), Some(e)) = (
+            medians.get(&("pgherd_defaults_zookeeper", fname)),
+            medians.get(&("pgherd_defaults", fname)),
+        ) {
+            report(
+                &format!("failover_{fname}_ratio_zookeeper_over_etcd"),
+                z / e,
+                "ratio",
+            );
+        }
         if let (Some(p), Some(q)) = (
             medians.get(&("pgherd_patroni_settings", fname)),
             medians.get(&("patroni", fname)),
@@ -113,6 +138,7 @@ fn run_rounds(
 ) -> Result<Vec<f64>> {
     let options = ClusterOptions {
         agent: system.agent,
+        dcs: system.dcs,
         scope: format!("bench-{}", system.label.replace('_', "-")),
         ttl: system.ttl,
         loop_wait: system.loop_wait,
