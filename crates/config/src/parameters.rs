@@ -91,10 +91,17 @@ const FORCED: [&str; 5] = [
 ///   half of it without a message and gives up after all of it; the REST API calls a replica
 ///   silent for three quarters of it not streaming (`pgherd_postgres::WalReceiver`);
 /// - `wal_retrieve_retry_interval` (PostgreSQL: 5s): the pause between two attempts to
-///   stream, each bounded by the `connect_timeout` pgherd puts in `primary_conninfo`.
-const PGHERD_DEFAULTS: [(&str, &str); 2] = [
+///   stream, each bounded by the `connect_timeout` pgherd puts in `primary_conninfo`;
+/// - `wal_sender_timeout` (PostgreSQL: 60s): the primary's WAL sender for a replica behind a
+///   partition holds that replica's replication slot until it gives up, so after the heal
+///   the replica's new connection was refused ("replication slot is active for PID ...")
+///   until TCP retransmission, backing off, reached the replica again (seconds to tens of
+///   seconds). A live replica replies at least every `wal_receiver_timeout`/2 (its pings),
+///   and the primary asks for a reply after half of this timeout without one.
+const PGHERD_DEFAULTS: [(&str, &str); 3] = [
     ("wal_receiver_timeout", "1500ms"),
     ("wal_retrieve_retry_interval", "1s"),
+    ("wal_sender_timeout", "3s"),
 ];
 
 const WAL_KEEP_SIZE_DEFAULT_MB: u64 = 128;
@@ -231,6 +238,7 @@ mod tests {
             ("wal_log_hints", "on"),
             ("wal_receiver_timeout", "1500ms"),
             ("wal_retrieve_retry_interval", "1s"),
+            ("wal_sender_timeout", "3s"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -476,6 +476,30 @@ impl Drop for LocalCluster {
 }
 
 fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
+    let net = MemberNet {
+        host: "127.0.0.1",
+        pg_port: m.pg_port,
+        api_port: m.api_port,
+        etcd_hosts: etcd_url.trim_start_matches("http://"),
+        trusted: "127.0.0.1/32",
+    };
+    member_yaml_on(o, &m.name, &m.dir, &net)
+}
+
+/// Where a member listens and whom it trusts: loopback for [`LocalCluster`], an address in a
+/// network namespace for the fault campaign (bench/faults).
+pub struct MemberNet<'a> {
+    pub host: &'a str,
+    pub pg_port: u16,
+    pub api_port: u16,
+    /// `etcd3.hosts`: `host:port[,host:port...]`.
+    pub etcd_hosts: &'a str,
+    /// The network (CIDR) whose clients and replicas pg_hba.conf lets in.
+    pub trusted: &'a str,
+}
+
+/// The Patroni-style YAML of member `name` (files in `dir`), read by pgherd and Patroni alike.
+pub fn member_yaml_on(o: &ClusterOptions, name: &str, dir: &Path, net: &MemberNet) -> String {
     let timing: String = [
         ("ttl", o.ttl),
         ("loop_wait", o.loop_wait),
@@ -484,19 +508,18 @@ fn member_yaml(o: &ClusterOptions, m: &Member, etcd_url: &str) -> String {
     .iter()
     .filter_map(|(k, v)| v.map(|v| format!("    {k}: {v}\n")))
     .collect();
-    let etcd_host = etcd_url.trim_start_matches("http://");
-    let dir = m.dir.display();
+    let dir = dir.display();
     format!(
         r#"scope: {scope}
 namespace: /service/
 name: {name}
 
 restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
+  listen: {host}:{api}
+  connect_address: {host}:{api}
 
 etcd3:
-  hosts: {etcd_host}
+  hosts: {etcd_hosts}
 
 bootstrap:
   dcs:
@@ -512,8 +535,8 @@ bootstrap:
   - encoding: UTF8
   - data-checksums
   pg_hba:
-  - host replication replicator 127.0.0.1/32 md5
-  - host all all 127.0.0.1/32 md5
+  - host replication replicator {trusted} md5
+  - host all all {trusted} md5
   users:
     admin:
       password: admin-pass
@@ -523,8 +546,8 @@ bootstrap:
 
 postgresql:
   bin_dir: {bin_dir}
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
+  listen: {host}:{pg}
+  connect_address: {host}:{pg}
   data_dir: {dir}/data
   pgpass: {dir}/pgpass
   authentication:
@@ -554,9 +577,11 @@ watchdog:
   mode: off
 "#,
         scope = o.scope,
-        name = m.name,
-        api = m.api_port,
-        pg = m.pg_port,
+        host = net.host,
+        api = net.api_port,
+        pg = net.pg_port,
+        etcd_hosts = net.etcd_hosts,
+        trusted = net.trusted,
         timing = timing,
         extra_dcs = o.extra_dcs,
         extra_parameters = o.extra_parameters,
@@ -595,12 +620,32 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    http_request_to(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        method,
+        path,
+        body,
+    )
+}
+
+/// [`http_request`] to any address (the fault campaign's network namespaces), with the
+/// connect and read timeouts given.
+pub fn http_request_to(
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, connect_timeout)?;
+    stream.set_read_timeout(Some(read_timeout))?;
+    stream.set_write_timeout(Some(read_timeout))?;
     let body = body.unwrap_or("");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes())?;
