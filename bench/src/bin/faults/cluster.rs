@@ -26,6 +26,8 @@ pub const API_PORT: u16 = 8008;
 pub const PROXY_WRITE_PORT: u16 = 5000;
 pub const PROXY_READ_PORT: u16 = 5001;
 pub const PROXY_STATS_PORT: u16 = 7000;
+/// Rows written on the primary to see them reach the replicas ([`Cluster::healthy`]).
+const MARKS: &str = "fault_marks";
 
 /// Every host of the topology, in address order.
 pub fn host_names() -> Vec<&'static str> {
@@ -349,9 +351,10 @@ impl<'n> Cluster<'n> {
         (p.len() == 1).then(|| p[0])
     }
 
-    /// Healthy: one primary, every other node a streaming replica (`/replica` 200); returns
-    /// the primary.
-    pub fn healthy(&self) -> Option<usize> {
+    /// Healthy by the REST API: one primary, every other node a replica (`/replica` 200);
+    /// returns the primary. Patroni's `/replica` does not look at replication, so this alone
+    /// is not enough to compare the two: see [`healthy`](Self::healthy).
+    pub fn rest_healthy(&self) -> Option<usize> {
         let p = self.primary()?;
         (0..NODES.len())
             .filter(|&i| i != p)
@@ -359,15 +362,68 @@ impl<'n> Cluster<'n> {
             .then_some(p)
     }
 
-    pub fn wait_healthy(&self, timeout: Duration) -> Result<(usize, Duration)> {
+    /// Healthy: [`rest_healthy`](Self::rest_healthy), and a row written on the primary now
+    /// reaches both other nodes within 500 ms (they replicate from it, whatever their REST
+    /// API says).
+    pub fn healthy(&self) -> Option<usize> {
+        let p = self.rest_healthy()?;
+        let id = self
+            .sql(
+                self.node_ip(p),
+                PG_PORT,
+                &format!("insert into {MARKS} default values returning id"),
+            )
+            .ok()?;
+        let id: i64 = id.lines().next()?.trim().parse().ok()?;
+        let seen = |i: usize| {
+            poll(
+                "the mark replicated",
+                Duration::from_millis(500),
+                Duration::from_millis(20),
+                || {
+                    let out = self
+                        .sql(
+                            self.node_ip(i),
+                            PG_PORT,
+                            &format!("select count(*) from {MARKS} where id = {id}"),
+                        )
+                        .ok()?;
+                    (out == "1").then_some(())
+                },
+            )
+            .is_ok()
+        };
+        (0..NODES.len()).filter(|&i| i != p).all(seen).then_some(p)
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Self) -> Option<usize>,
+    ) -> Result<(usize, Duration)> {
         let start = Instant::now();
-        let p = poll(
-            "a healthy cluster (one primary, two streaming replicas)",
-            timeout,
-            Duration::from_millis(100),
-            || self.healthy(),
-        )?;
+        let p = poll(what, timeout, Duration::from_millis(100), || check(self))?;
         Ok((p, start.elapsed()))
+    }
+
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<(usize, Duration)> {
+        self.wait_for(
+            "a healthy cluster (one primary, two replicas replicating from it)",
+            timeout,
+            Self::healthy,
+        )
+    }
+
+    /// The cluster's start: [`rest_healthy`](Self::rest_healthy), then the tables.
+    pub fn wait_started(&self, timeout: Duration) -> Result<(usize, Duration)> {
+        let r = self.wait_for("one primary and two replicas", timeout, Self::rest_healthy)?;
+        self.sql(
+            self.node_ip(r.0),
+            PG_PORT,
+            &format!("create table if not exists {MARKS}(id bigserial primary key)"),
+        )?;
+        Ok(r)
     }
 
     /// The proxy's view of `member` on the read listener (`up`, `down`, ...).
@@ -424,6 +480,8 @@ impl<'n> Cluster<'n> {
             ])
             .env("PGPASSWORD", SUPERUSER_PASSWORD)
             .env("PGCONNECT_TIMEOUT", "3")
+            // A commit waiting for a synchronous standby that is gone must not hang the run.
+            .env("PGOPTIONS", "-c statement_timeout=3000")
             .env("PGSSLMODE", "disable")
             .output()?;
         if !out.status.success() {

@@ -206,7 +206,7 @@ fn campaign(
         let label = format!("{}_{mode}", system.replace('-', "_"));
         let dir = root.join(&label);
         let mut c = Cluster::start(net, &dir, pgherd, setup)?;
-        let (leader, took) = match c.wait_healthy(Duration::from_secs(240)) {
+        let (leader, took) = match c.wait_started(Duration::from_secs(240)) {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("{}", c.log_tails(60));

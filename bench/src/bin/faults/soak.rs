@@ -24,7 +24,7 @@ fn pgbench(c: &Cluster) -> Command {
 pub fn run(net: &crate::net::Net, root: &Path, pgherd: &Path, minutes: f64) -> Result<i32> {
     let setup = setup_for("pgherd", false)?;
     let mut c = Cluster::start(net, &root.join("soak"), pgherd, setup)?;
-    let (first, _) = c.wait_healthy(Duration::from_secs(240))?;
+    let (first, _) = c.wait_started(Duration::from_secs(240))?;
     let timeline = |c: &Cluster, i: usize| {
         c.sql(
             c.node_ip(i),
