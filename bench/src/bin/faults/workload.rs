@@ -236,8 +236,8 @@ impl Seen {
 
     /// Writes acknowledged straight by two nodes at once: for every pair of nodes whose
     /// spans of acknowledged writes (first to last) overlap, the acknowledgements of both
-    /// inside the overlap. A clean handover (the old primary's last write before the new
-    /// one's first) counts 0.
+    /// from the moment both had acknowledged one until the last of them did. A clean
+    /// handover (the old primary's last write before the new one's first) counts 0.
     pub fn split_brain_writes(&self) -> usize {
         let spans: Vec<Option<(Instant, Instant)>> = self
             .direct
@@ -250,10 +250,10 @@ impl Seen {
                 let (Some((fa, la)), Some((fb, lb))) = (spans[a], spans[b]) else {
                     continue;
                 };
-                let (from, to) = (fa.max(fb), la.min(lb));
-                if from > to {
+                if fa.max(fb) > la.min(lb) {
                     continue;
                 }
+                let (from, to) = (fa.max(fb), la.max(lb));
                 for i in [a, b] {
                     count += self.direct[i]
                         .ack_times
@@ -316,5 +316,54 @@ impl Seen {
             .filter(|(j, _)| *j != i)
             .filter_map(|(_, d)| d.ack_times.iter().map(|(t, _)| *t).find(|t| *t >= t0))
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acks(base: Instant, ms: &[u64]) -> WriterReport {
+        let mut r = WriterReport::default();
+        for (i, m) in ms.iter().enumerate() {
+            r.acked.insert(i as i64);
+            r.ack_times
+                .push((base + Duration::from_millis(*m), i as i64));
+        }
+        r
+    }
+
+    #[test]
+    fn a_clean_handover_has_no_split_brain_writes_and_an_overlap_has_some() {
+        let t = Instant::now();
+        let clean = Seen {
+            proxy: WriterReport::default(),
+            direct: vec![acks(t, &[0, 100, 200]), acks(t, &[500, 600]), acks(t, &[])],
+        };
+        assert_eq!(clean.split_brain_writes(), 0);
+        let t = Instant::now();
+        let overlap = Seen {
+            proxy: WriterReport::default(),
+            direct: vec![
+                acks(t, &[0, 100, 200, 700]),
+                acks(t, &[500, 600]),
+                acks(t, &[]),
+            ],
+        };
+        // From 500 ms (both have acknowledged) to 700 ms (the last of them): node 1's two
+        // and node 0's write at 700 ms.
+        assert_eq!(overlap.split_brain_writes(), 3);
+    }
+
+    #[test]
+    fn the_max_gap_spans_the_window_edges() {
+        let t = Instant::now();
+        let seen = Seen {
+            proxy: acks(t, &[100, 200, 1200]),
+            direct: vec![acks(t, &[100, 150]), acks(t, &[900])],
+        };
+        let end = t + Duration::from_millis(1500);
+        assert_eq!(seen.max_gap(true, t, end), Duration::from_millis(1000));
+        assert_eq!(seen.max_gap(false, t, end), Duration::from_millis(750));
     }
 }
