@@ -309,7 +309,7 @@ pub fn run(
         }
     }
     if let Some(d) = watch.not_replica {
-        report(&format!("{name}_replica_503"), secs(d), "s");
+        report(&format!("{name}_replica_not_200"), secs(d), "s");
     }
     if let Some(d) = watch.out_of_rotation {
         report(&format!("{name}_out_of_read_rotation"), secs(d), "s");
