@@ -53,7 +53,11 @@ impl LocalWriter {
         let mut child = self.child.take().context("writer already stopped")?;
         drop(child.stdin.take());
         let out = child.wait_with_output()?;
-        Ok(parse_report(&String::from_utf8_lossy(&out.stdout)))
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !text.lines().any(|l| l == "end") {
+            anyhow::bail!("a local writer failed ({}): no report", out.status);
+        }
+        Ok(parse_report(&text))
     }
 }
 
@@ -67,7 +71,7 @@ impl Drop for LocalWriter {
 }
 
 /// `faults writer HOST PORT FIRST_ID`: writes until stdin closes, then prints `ack <id> <unix
-/// µs>`, `indeterminate <id>` and `refused <n>` lines.
+/// µs>`, `refused_at <unix µs>`, `indeterminate <id>`, `refused <n>` and `end` lines.
 pub fn writer_main(args: &[String]) -> Result<()> {
     let [host, port, first_id] = args else {
         anyhow::bail!("writer HOST PORT FIRST_ID");
@@ -102,7 +106,7 @@ pub fn writer_main(args: &[String]) -> Result<()> {
     for id in &r.indeterminate {
         out.push_str(&format!("indeterminate {id}\n"));
     }
-    out.push_str(&format!("refused {}\n", r.refused));
+    out.push_str(&format!("refused {}\nend\n", r.refused));
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(())
 }
