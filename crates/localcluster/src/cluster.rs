@@ -693,31 +693,46 @@ pub fn psql(port: u16, sql: &str) -> Result<String> {
 
 /// [`psql`] with a longer connect timeout (e.g. to sit out a proxy holding connections).
 pub fn psql_with_timeout(port: u16, sql: &str, connect_timeout_secs: u64) -> Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-c")
-        .arg(sql)
-        .env("PGPASSWORD", SUPERUSER_PASSWORD)
-        .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
-        .env("PGSSLMODE", "disable")
-        .output()?;
+    psql_at("127.0.0.1", port, sql, connect_timeout_secs, None)
+}
+
+/// [`psql`] against `host` (the fault campaign's network namespaces), with a connect timeout
+/// and, when given, a statement timeout in milliseconds.
+pub fn psql_at(
+    host: &str,
+    port: u16,
+    sql: &str,
+    connect_timeout_secs: u64,
+    statement_timeout_ms: Option<u64>,
+) -> Result<String> {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        host,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .arg("-c")
+    .arg(sql)
+    .env("PGPASSWORD", SUPERUSER_PASSWORD)
+    .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
+    .env("PGSSLMODE", "disable");
+    if let Some(ms) = statement_timeout_ms {
+        cmd.env("PGOPTIONS", format!("-c statement_timeout={ms}"));
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
-            "psql on port {port}: {}",
+            "psql on {host}:{port}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

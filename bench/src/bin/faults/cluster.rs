@@ -4,12 +4,11 @@
 //! with `ip netns exec` (which execs it, so we hold its pid) and stopped by that pid.
 
 use crate::net::Net;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgherd_testkit::cluster::{
-    http_request_to, member_yaml_on, postgres_bin_dir, AgentKind, ClusterOptions, MemberNet,
-    SUPERUSER_PASSWORD,
+    http_request_to, member_yaml_on, psql_at, AgentKind, ClusterOptions, MemberNet,
 };
 use pgherd_testkit::wait::poll;
 use std::fs;
@@ -464,33 +463,10 @@ impl<'n> Cluster<'n> {
         pgherd_testkit::procs::descendants_of(pm)
     }
 
-    /// SQL through psql on node `ip` (or the proxy), as the superuser.
+    /// SQL through psql on `host` (a node or the proxy), as the superuser. A commit waiting
+    /// for a synchronous standby that is gone must not hang the run: 3 s at most.
     pub fn sql(&self, host: &str, port: u16, sql: &str) -> Result<String> {
-        let out = Command::new(postgres_bin_dir().join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres"])
-            .args([
-                "-d",
-                "postgres",
-                "-h",
-                host,
-                "-p",
-                &port.to_string(),
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .env("PGCONNECT_TIMEOUT", "3")
-            // A commit waiting for a synchronous standby that is gone must not hang the run.
-            .env("PGOPTIONS", "-c statement_timeout=3000")
-            .env("PGSSLMODE", "disable")
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "psql on {host}:{port}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        psql_at(host, port, sql, 3, Some(3000))
     }
 
     pub fn log_tails(&self, lines: usize) -> String {

@@ -38,6 +38,8 @@ use std::process::Command;
 use std::time::Duration;
 
 const ROOT_PREFIX: &str = "/tmp/";
+/// After the prefix, in the name of a run directory kept for inspection.
+const KEPT: &str = "kept-";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +69,10 @@ fn cleanup(all: bool) -> Result<()> {
         let Some(rest) = name.strip_prefix(net::PREFIX) else {
             continue;
         };
+        // Directories kept on purpose (PGHERD_KEEP_TEST_DIRS) go only with --all.
+        if rest.starts_with(KEPT) && !all {
+            continue;
+        }
         let alive = rest
             .split('-')
             .next()
@@ -104,7 +110,15 @@ fn outer(args: &[String]) -> Result<()> {
         .context("running the campaign inside the client namespace")?;
     drop(net);
     if std::env::var_os("PGHERD_KEEP_TEST_DIRS").is_some() {
-        println!("# kept {}", root.keep().display());
+        let kept = root.keep();
+        let name = kept.file_name().map(|n| n.to_string_lossy().to_string());
+        let renamed = name
+            .and_then(|n| n.strip_prefix(net::PREFIX).map(str::to_string))
+            .map(|rest| kept.with_file_name(format!("{}{KEPT}{rest}", net::PREFIX)));
+        match renamed {
+            Some(to) if std::fs::rename(&kept, &to).is_ok() => println!("# kept {}", to.display()),
+            _ => println!("# kept {}", kept.display()),
+        }
     }
     match status.code() {
         Some(0) => Ok(()),
