@@ -138,7 +138,7 @@ pub fn postgres_status(s: &pgherd_postgres::PgState) -> PostgresStatus {
             let streaming = s
                 .wal_receiver
                 .as_ref()
-                .is_some_and(|w| w.status == "streaming");
+                .is_some_and(pgherd_postgres::WalReceiver::is_streaming);
             if streaming {
                 pgherd_dcs::REPLICATION_STREAMING
             } else {

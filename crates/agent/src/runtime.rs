@@ -185,7 +185,7 @@ impl PgRuntime {
                 .state
                 .as_ref()
                 .and_then(|s| s.wal_receiver.as_ref())
-                .is_some_and(|w| w.status == "streaming");
+                .is_some_and(pgherd_postgres::WalReceiver::is_streaming);
             pg.streaming = streaming && pg.in_recovery;
             let now = Instant::now();
             let stuck_since = if streaming || !pg.in_recovery {

@@ -84,6 +84,26 @@ const FORCED: [&str; 5] = [
     "cluster_name",
 ];
 
+/// pgherd's defaults for parameters Patroni leaves at PostgreSQL's (both overridable in the
+/// DCS or the local file), so a replica cut off from its upstream is noticed, and streams
+/// again, within seconds (docs/compat.md#health-endpoints):
+/// - `wal_receiver_timeout` (PostgreSQL: 60s): the WAL receiver pings its upstream after
+///   half of it without a message and gives up after all of it; the REST API calls a replica
+///   silent for three quarters of it not streaming (`pgherd_postgres::WalReceiver`);
+/// - `wal_retrieve_retry_interval` (PostgreSQL: 5s): the pause between two attempts to
+///   stream, each bounded by the `connect_timeout` pgherd puts in `primary_conninfo`;
+/// - `wal_sender_timeout` (PostgreSQL: 60s): the primary's WAL sender for a replica behind a
+///   partition holds that replica's replication slot until it gives up, so after the heal
+///   the replica's new connection was refused ("replication slot is active for PID ...")
+///   until TCP retransmission, backing off, reached the replica again (seconds to tens of
+///   seconds). A live replica replies at least every `wal_receiver_timeout`/2 (its pings),
+///   and the primary asks for a reply after half of this timeout without one.
+const PGHERD_DEFAULTS: [(&str, &str); 3] = [
+    ("wal_receiver_timeout", "1500ms"),
+    ("wal_retrieve_retry_interval", "1s"),
+    ("wal_sender_timeout", "3s"),
+];
+
 const WAL_KEEP_SIZE_DEFAULT_MB: u64 = 128;
 const WAL_KEEP_SEGMENTS_DEFAULT: u64 = 8;
 /// Patroni converts between the two assuming 16 MB WAL segments.
@@ -116,6 +136,9 @@ pub fn effective_parameters(
     let mut out = BTreeMap::new();
     for p in &CMDLINE {
         out.insert(p.name.to_string(), p.default.to_string());
+    }
+    for (name, value) in PGHERD_DEFAULTS {
+        out.insert(name.to_string(), value.to_string());
     }
     let mut wal_keep_size_mb = None;
     let mut wal_keep_segments = None;
@@ -213,6 +236,9 @@ mod tests {
             ("wal_keep_size", "128MB"),
             ("wal_level", "replica"),
             ("wal_log_hints", "on"),
+            ("wal_receiver_timeout", "1500ms"),
+            ("wal_retrieve_retry_interval", "1s"),
+            ("wal_sender_timeout", "3s"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

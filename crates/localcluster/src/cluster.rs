@@ -558,8 +558,31 @@ impl Drop for LocalCluster {
     }
 }
 
-/// `dcs_section`: the `etcd3:` or `zookeeper:` section, unindented, newline-terminated.
 fn member_yaml(o: &ClusterOptions, m: &Member, dcs_section: &str) -> String {
+    let net = MemberNet {
+        host: "127.0.0.1",
+        pg_port: m.pg_port,
+        api_port: m.api_port,
+        dcs_section,
+        trusted: "127.0.0.1/32",
+    };
+    member_yaml_on(o, &m.name, &m.dir, &net)
+}
+
+/// Where a member listens and whom it trusts: loopback for [`LocalCluster`], an address in a
+/// network namespace for the fault campaign (bench/faults).
+pub struct MemberNet<'a> {
+    pub host: &'a str,
+    pub pg_port: u16,
+    pub api_port: u16,
+    /// The `etcd3:` or `zookeeper:` section, unindented, newline-terminated.
+    pub dcs_section: &'a str,
+    /// The network (CIDR) whose clients and replicas pg_hba.conf lets in.
+    pub trusted: &'a str,
+}
+
+/// The Patroni-style YAML of member `name` (files in `dir`), read by pgherd and Patroni alike.
+pub fn member_yaml_on(o: &ClusterOptions, name: &str, dir: &Path, net: &MemberNet) -> String {
     let timing: String = [
         ("ttl", o.ttl),
         ("loop_wait", o.loop_wait),
@@ -568,15 +591,15 @@ fn member_yaml(o: &ClusterOptions, m: &Member, dcs_section: &str) -> String {
     .iter()
     .filter_map(|(k, v)| v.map(|v| format!("    {k}: {v}\n")))
     .collect();
-    let dir = m.dir.display();
+    let dir = dir.display();
     format!(
         r#"scope: {scope}
 namespace: /service/
 name: {name}
 
 restapi:
-  listen: 127.0.0.1:{api}
-  connect_address: 127.0.0.1:{api}
+  listen: {host}:{api}
+  connect_address: {host}:{api}
 
 {dcs_section}
 bootstrap:
@@ -593,8 +616,8 @@ bootstrap:
   - encoding: UTF8
   - data-checksums
   pg_hba:
-  - host replication replicator 127.0.0.1/32 md5
-  - host all all 127.0.0.1/32 md5
+  - host replication replicator {trusted} md5
+  - host all all {trusted} md5
   users:
     admin:
       password: admin-pass
@@ -604,8 +627,8 @@ bootstrap:
 
 postgresql:
   bin_dir: {bin_dir}
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
+  listen: {host}:{pg}
+  connect_address: {host}:{pg}
   data_dir: {dir}/data
   pgpass: {dir}/pgpass
   authentication:
@@ -635,9 +658,11 @@ watchdog:
   mode: off
 "#,
         scope = o.scope,
-        name = m.name,
-        api = m.api_port,
-        pg = m.pg_port,
+        host = net.host,
+        api = net.api_port,
+        pg = net.pg_port,
+        dcs_section = net.dcs_section,
+        trusted = net.trusted,
         timing = timing,
         extra_dcs = o.extra_dcs,
         extra_parameters = o.extra_parameters,
@@ -676,12 +701,32 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    http_request_to(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        method,
+        path,
+        body,
+    )
+}
+
+/// [`http_request`] to any address (the fault campaign's network namespaces), with the
+/// connect and read timeouts given.
+pub fn http_request_to(
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, connect_timeout)?;
+    stream.set_read_timeout(Some(read_timeout))?;
+    stream.set_write_timeout(Some(read_timeout))?;
     let body = body.unwrap_or("");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes())?;
@@ -729,31 +774,46 @@ pub fn psql(port: u16, sql: &str) -> Result<String> {
 
 /// [`psql`] with a longer connect timeout (e.g. to sit out a proxy holding connections).
 pub fn psql_with_timeout(port: u16, sql: &str, connect_timeout_secs: u64) -> Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-c")
-        .arg(sql)
-        .env("PGPASSWORD", SUPERUSER_PASSWORD)
-        .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
-        .env("PGSSLMODE", "disable")
-        .output()?;
+    psql_at("127.0.0.1", port, sql, connect_timeout_secs, None)
+}
+
+/// [`psql`] against `host` (the fault campaign's network namespaces), with a connect timeout
+/// and, when given, a statement timeout in milliseconds.
+pub fn psql_at(
+    host: &str,
+    port: u16,
+    sql: &str,
+    connect_timeout_secs: u64,
+    statement_timeout_ms: Option<u64>,
+) -> Result<String> {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        host,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .arg("-c")
+    .arg(sql)
+    .env("PGPASSWORD", SUPERUSER_PASSWORD)
+    .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
+    .env("PGSSLMODE", "disable");
+    if let Some(ms) = statement_timeout_ms {
+        cmd.env("PGOPTIONS", format!("-c statement_timeout={ms}"));
+    }
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
-            "psql on port {port}: {}",
+            "psql on {host}:{port}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

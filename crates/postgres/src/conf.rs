@@ -42,6 +42,9 @@ pub(crate) const RECOVERY_PARAMETERS: &[&str] = &[
     "trigger_file",
 ];
 
+/// `connect_timeout` (seconds, libpq's minimum is 2) of the WAL receiver's connection.
+pub const REPLICATION_CONNECT_TIMEOUT_S: u32 = 2;
+
 /// How this node replicates while it is a standby (written with `standby.signal`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryConf {
@@ -97,6 +100,12 @@ impl RecoveryConf {
                 None,
                 Some(&self.application_name),
             );
+            // libpq waits for a TCP connect forever by default: an upstream behind a
+            // partition would hold each attempt in SYN retransmission (1, 2, 4, 8, 16 s...),
+            // so the stream resumed up to tens of seconds after the network healed. With a
+            // bound, the WAL receiver retries every connect_timeout +
+            // wal_retrieve_retry_interval (crates/config/src/parameters.rs).
+            ci.push_str(&format!(" connect_timeout={REPLICATION_CONNECT_TIMEOUT_S}"));
             if let Some(pf) = passfile {
                 ci.push_str(" passfile=");
                 ci.push_str(&quote_conninfo_value(&pf.to_string_lossy()));
@@ -266,7 +275,7 @@ mod tests {
         let rec = rc.parameters(&creds, Some(Path::new("/var/lib/pg pass")));
         assert_eq!(
             rec["primary_conninfo"],
-            "user=replicator host=10.0.0.1 port=5432 application_name='node 2' sslmode=prefer passfile='/var/lib/pg pass'"
+            "user=replicator host=10.0.0.1 port=5432 application_name='node 2' sslmode=prefer connect_timeout=2 passfile='/var/lib/pg pass'"
         );
         assert_eq!(
             rec["recovery_target_time"], "",
@@ -278,7 +287,7 @@ mod tests {
         assert!(!text.contains("s3cret"));
         assert!(!text.contains("stale"));
         assert!(text.contains(
-            "primary_conninfo = 'user=replicator host=10.0.0.1 port=5432 application_name=''node 2'' sslmode=prefer passfile=''/var/lib/pg pass'''\n"
+            "primary_conninfo = 'user=replicator host=10.0.0.1 port=5432 application_name=''node 2'' sslmode=prefer connect_timeout=2 passfile=''/var/lib/pg pass'''\n"
         ));
         assert!(text.contains("\n# recovery\n"));
         assert!(text.contains("primary_slot_name = 'node_2'\n"));

@@ -57,6 +57,38 @@ pub struct WalReceiver {
     pub received_tli: Option<u64>,
     /// The connection string in use (PostgreSQL masks the password).
     pub conninfo: Option<String>,
+    /// Milliseconds since the receiver last got a message (WAL or keepalive) from its
+    /// upstream: `clock_timestamp() - last_msg_receipt_time`.
+    pub silent_ms: Option<u64>,
+    /// `wal_receiver_timeout` in milliseconds (0 = disabled).
+    pub timeout_ms: Option<u64>,
+}
+
+impl WalReceiver {
+    /// The longest silence a live stream shows, for a receiver whose `wal_receiver_timeout`
+    /// is `timeout_ms`: the receiver asks its upstream for a reply after `timeout/2` without a
+    /// message (PostgreSQL's walreceiver.c, "ping the server"), and the reply arrives within
+    /// a round trip; three quarters of the timeout leaves a quarter for scheduling and the
+    /// round trip. PostgreSQL itself drops the connection at the full timeout. `None`: the
+    /// timeout is disabled, nobody pings, and silence says nothing.
+    pub fn silence_limit_ms(timeout_ms: u64) -> Option<u64> {
+        (timeout_ms > 0).then(|| timeout_ms * 3 / 4)
+    }
+
+    /// Streaming right now: `status = 'streaming'` and a message from the upstream within
+    /// [`silence_limit_ms`](Self::silence_limit_ms). A receiver whose upstream vanished
+    /// without closing the TCP connection (a network partition) still says `streaming`
+    /// until `wal_receiver_timeout` or the TCP keepalives end it; its silence tells first.
+    pub fn is_streaming(&self) -> bool {
+        let live = match (
+            self.silent_ms,
+            self.timeout_ms.and_then(Self::silence_limit_ms),
+        ) {
+            (Some(silent), Some(limit)) => silent <= limit,
+            _ => true,
+        };
+        self.status == "streaming" && live
+    }
 }
 
 fn lsn_expr(expr: &str) -> String {
@@ -96,7 +128,10 @@ fn replication_query() -> String {
 }
 
 const WAL_RECEIVER_QUERY: &str = "SELECT status, sender_host, sender_port, slot_name, \
-     received_tli::bigint, conninfo, latest_end_lsn IS NOT NULL \
+     received_tli::bigint, conninfo, latest_end_lsn IS NOT NULL, \
+     (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - last_msg_receipt_time) \
+       * 1000)::bigint, \
+     (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_receiver_timeout') \
      FROM pg_catalog.pg_stat_wal_receiver";
 
 fn lsn(row: &Row, idx: usize) -> Result<Option<u64>> {
@@ -154,6 +189,8 @@ impl Postgres {
                     slot_name: get(&r, 3)?,
                     received_tli: get::<Option<i64>>(&r, 4)?.and_then(|t| u64::try_from(t).ok()),
                     conninfo: get(&r, 5)?,
+                    silent_ms: get::<Option<i64>>(&r, 7)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
+                    timeout_ms: get::<Option<i64>>(&r, 8)?.and_then(|ms| u64::try_from(ms).ok()),
                 })
             }
             None => None,
@@ -196,5 +233,38 @@ impl Postgres {
             replication,
             wal_receiver,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(status: &str, silent_ms: Option<u64>, timeout_ms: Option<u64>) -> WalReceiver {
+        WalReceiver {
+            status: status.into(),
+            sender_host: None,
+            sender_port: None,
+            slot_name: None,
+            received_tli: None,
+            conninfo: None,
+            silent_ms,
+            timeout_ms,
+        }
+    }
+
+    #[test]
+    fn a_silent_stream_is_not_streaming() {
+        // pgherd's default wal_receiver_timeout: 1.5 s, so silent for more than 1.125 s.
+        assert!(receiver("streaming", Some(900), Some(1500)).is_streaming());
+        assert!(receiver("streaming", Some(1125), Some(1500)).is_streaming());
+        assert!(!receiver("streaming", Some(1126), Some(1500)).is_streaming());
+        // PostgreSQL's default 60 s: 45 s.
+        assert!(receiver("streaming", Some(30_000), Some(60_000)).is_streaming());
+        assert!(!receiver("streaming", Some(46_000), Some(60_000)).is_streaming());
+        // Timeout disabled (nobody pings) or unknown: the status alone.
+        assert!(receiver("streaming", Some(600_000), Some(0)).is_streaming());
+        assert!(receiver("streaming", None, None).is_streaming());
+        assert!(!receiver("waiting", Some(0), Some(1500)).is_streaming());
     }
 }

@@ -195,10 +195,11 @@ impl Controller {
         // The DCS already names it leader: one confirming answer is enough. An explicit "not
         // primary" answer takes it out at once.
         mh.primary = mh.primary.observe(&r.primary, h, is_leader, true);
-        mh.replica = mh.replica.observe(&r.replica, h, false, false);
+        // A replica that fails a check leaves the read rotation at once (see observe_read).
+        mh.replica = mh.replica.observe_read(&r.replica, h);
         for (lag, answer) in &r.replica_lag {
             let v = mh.replica_lag.entry(*lag).or_default();
-            *v = v.observe(answer, h, false, false);
+            *v = v.observe_read(answer, h);
         }
         mh.last_checked = Some(r.at);
         mh.last_result = r.summary();

@@ -73,6 +73,22 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// [`observe`](Self::observe) for a read target: any failed check, an explicit "not a
+    /// replica" (a replica whose stream went silent answers 503) or no answer in time, takes
+    /// it out of the read rotation at once, so a replica cut off from the cluster stops
+    /// serving reads within one check interval plus one timeout; `rise` still applies on the
+    /// way back. Reads have somewhere else to go (other replicas, `fallback: primary`).
+    pub fn observe_read(self, answer: &Answer, h: &HealthConfig) -> Verdict {
+        match (self, answer) {
+            (Verdict::Up { .. }, Answer::No(_) | Answer::Unreachable(_)) => {
+                Verdict::Down { oks: 0 }
+            }
+            _ => self.observe(answer, h, false, false),
+        }
+    }
+}
+
 /// Everything known about one member's health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MemberHealth {
@@ -288,6 +304,30 @@ mod tests {
             rise: 2,
             fall: 3,
         }
+    }
+
+    #[test]
+    fn a_read_target_falls_at_the_first_failure() {
+        let h = h();
+        let up = Verdict::Unknown.observe_read(&Answer::Yes, &h);
+        assert!(up.is_up());
+        assert_eq!(
+            up.observe_read(&Answer::No(503), &h),
+            Verdict::Down { oks: 0 }
+        );
+        assert_eq!(
+            up.observe_read(&Answer::Unreachable("t".into()), &h),
+            Verdict::Down { oks: 0 }
+        );
+        let down = Verdict::Down { oks: 0 };
+        assert_eq!(
+            down.observe_read(&Answer::Yes, &h),
+            Verdict::Down { oks: 1 }
+        );
+        assert!(down
+            .observe_read(&Answer::Yes, &h)
+            .observe_read(&Answer::Yes, &h)
+            .is_up());
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //!   threads: 1                     # worker threads (HAProxy's nbthread); raise on a dedicated host
 //!   timeouts: {connect: 3s, client_idle: 0, server_idle: 0}   # 0 = no limit
 //!   tcp_keepalive: {idle: 60s, interval: 10s, count: 6}       # or false
-//!   health_check: {interval: 1s, fast_interval: 50ms, timeout: 1s, rise: 2, fall: 3}
+//!   health_check: {interval: 500ms, fast_interval: 50ms, timeout: 1s, rise: 2, fall: 3}
 //!   registration: {enabled: true, ttl: 10s}
 //!   listeners:
 //!     - {name: primary, bind: 127.0.0.1:5000, role: primary}
@@ -57,7 +57,7 @@
 //! own `GET /primary` answers 200 with `role: master` (one answer suffices once the DCS agrees;
 //! a 503 takes it out at once; transport failures count towards `fall`). A replica is routed
 //! when the DCS lists it as a running replica and `GET /replica` (and `?lag=max_lag`) answer
-//! 200 (with `rise`/`fall`). While nothing is routable a listener *holds*: new clients wait up
+//! 200 (with `rise`; any failed replica check, a 503 or no answer, takes it out at once). While nothing is routable a listener *holds*: new clients wait up
 //! to `hold_timeout` and are connected as soon as a server is confirmed; the checks of a
 //! member the DCS names run every `fast_interval` meanwhile.
 //!

@@ -149,6 +149,8 @@ impl PgControl for SimPg {
                 slot_name: pg.slot.clone(),
                 received_tli: streaming.then(|| pg.wal.timeline()),
                 conninfo: None,
+                silent_ms: None,
+                timeout_ms: None,
             }
         });
         Ok(PgState {

@@ -27,6 +27,10 @@ pub struct WriterReport {
     /// The longest time between two acknowledged writes, and when it ended (wall clock).
     pub max_gap: Duration,
     pub max_gap_ended: Option<std::time::SystemTime>,
+    /// When each acknowledged id was acknowledged, in order.
+    pub ack_times: Vec<(Instant, i64)>,
+    /// When each refused write was refused, in order.
+    pub refused_times: Vec<Instant>,
 }
 
 impl WriterReport {
@@ -46,6 +50,11 @@ pub struct Writer {
 impl Writer {
     /// `table` must exist with an integer `id` column.
     pub fn start(port: u16, table: &str, every: Duration) -> Result<Writer> {
+        Writer::start_at(Target::loopback(port), table, every)
+    }
+
+    /// [`Writer::start`] against any server, with its own range of ids.
+    pub fn start_at(target: Target, table: &str, every: Duration) -> Result<Writer> {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(WriterReport::default()));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -55,7 +64,7 @@ impl Writer {
         let (s, r, table) = (stop.clone(), report.clone(), table.to_string());
         let thread = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || runtime.block_on(write_loop(port, table, every, s, r)))
+            .spawn(move || runtime.block_on(write_loop(target, table, every, s, r)))
             .context("writer thread")?;
         Ok(Writer {
             stop,
@@ -98,20 +107,38 @@ enum Outcome {
     Indeterminate,
 }
 
+/// Where a [`Writer`] writes, and the first id it writes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub first_id: i64,
+}
+
+impl Target {
+    pub fn loopback(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            first_id: 1,
+        }
+    }
+}
+
 async fn write_loop(
-    port: u16,
+    target: Target,
     table: String,
     every: Duration,
     stop: Arc<AtomicBool>,
     report: Arc<Mutex<WriterReport>>,
 ) {
-    let mut next_id: i64 = 1;
+    let mut next_id: i64 = target.first_id;
     let mut last_ack = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         let id = next_id;
         next_id += 1;
-        let outcome = tokio::time::timeout(WRITE_DEADLINE, write_one(port, &table, id))
+        let outcome = tokio::time::timeout(WRITE_DEADLINE, write_one(&target, &table, id))
             .await
             .unwrap_or(Outcome::Indeterminate);
         {
@@ -125,8 +152,12 @@ async fn write_loop(
                     }
                     last_ack = now;
                     r.acked.insert(id);
+                    r.ack_times.push((now, id));
                 }
-                Outcome::Refused => r.refused += 1,
+                Outcome::Refused => {
+                    r.refused += 1;
+                    r.refused_times.push(Instant::now());
+                }
                 Outcome::Indeterminate => {
                     r.indeterminate.insert(id);
                 }
@@ -136,9 +167,10 @@ async fn write_loop(
     }
 }
 
-async fn write_one(port: u16, table: &str, id: i64) -> Outcome {
+async fn write_one(target: &Target, table: &str, id: i64) -> Outcome {
+    let Target { host, port, .. } = target;
     let config = format!(
-        "host=127.0.0.1 port={port} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=1"
+        "host={host} port={port} user=postgres password={SUPERUSER_PASSWORD} dbname=postgres connect_timeout=1"
     );
     let Ok((client, connection)) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await
     else {

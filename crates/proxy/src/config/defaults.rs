@@ -36,8 +36,10 @@ pub const DEFAULT_KEEPALIVE_COUNT: u32 = 6;
 /// The kernel counts keepalive times in whole seconds.
 pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(1);
 
-/// `health_check`.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// `health_check`. Half a second: a replica cut off from the cluster answers 503 about
+/// 1.1 s after its stream went silent (crates/postgres/src/state.rs, `WalReceiver`) and must
+/// leave the read rotation within 2 s.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_CHECK_FAST_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RISE: u32 = 2;
