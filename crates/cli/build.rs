@@ -14,15 +14,17 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
         _ => git_commit().unwrap_or_else(|| "unknown".to_string()),
     };
-    // A new commit or checkout reruns this script (and so refreshes the date).
-    for path in ["HEAD", "index"] {
+    // A new commit or checkout reruns this script (and so refreshes the date). Only files
+    // that exist: cargo reruns the script on every build for a missing one.
+    let reference = git(&["symbolic-ref", "-q", "HEAD"]);
+    for path in ["HEAD", "index", "packed-refs"]
+        .into_iter()
+        .chain(reference.as_deref())
+    {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={p}");
-        }
-    }
-    if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(p) = git(&["rev-parse", "--git-path", &reference]) {
-            println!("cargo:rerun-if-changed={p}");
+            if std::path::Path::new(&manifest_dir()).join(&p).exists() {
+                println!("cargo:rerun-if-changed={p}");
+            }
         }
     }
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
@@ -38,8 +40,15 @@ fn main() {
     println!("cargo:rustc-env=PGHERD_BUILD_DATE={}", utc_date(epoch));
 }
 
-/// The abbreviated commit, with `-dirty` when tracked files differ from it.
+/// The abbreviated commit, with `-dirty` when tracked files differ from it; none unless the
+/// repository is this workspace's (a source tarball unpacked inside another repository).
 fn git_commit() -> Option<String> {
+    let top = std::fs::canonicalize(git(&["rev-parse", "--show-toplevel"])?).ok()?;
+    let workspace =
+        std::fs::canonicalize(std::path::Path::new(&manifest_dir()).join("../..")).ok()?;
+    if top != workspace {
+        return None;
+    }
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
     let dirty = Command::new("git")
         .args(["diff-index", "--quiet", "HEAD", "--"])
