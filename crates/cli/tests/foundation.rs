@@ -405,23 +405,19 @@ fn check_config_names_the_bad_key() {
 #[test]
 fn check_config_checks_proxy_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for file in ["deploy/container/proxy.yml", "deploy/deb/proxy.yml.example"] {
-        let out = Command::new(PGHERD)
+    let check = |file: &str| {
+        Command::new(PGHERD)
             .args(["check-config", "--proxy"])
             .arg(root.join(file))
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .unwrap()
+    };
+    for file in ["deploy/container/proxy.yml", "deploy/deb/proxy.yml.example"] {
+        let out = check(file);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {err}");
     }
-    let out = Command::new(PGHERD)
-        .args(["check-config", "--proxy"])
-        .arg(root.join("deploy/deb/node.yml.example"))
-        .output()
-        .unwrap();
+    let out = check("deploy/deb/node.yml.example");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proxy"), "{err}");
