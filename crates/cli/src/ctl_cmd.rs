@@ -272,7 +272,7 @@ pub enum CtlCommand {
         #[arg(short = 'f', long = "format", default_value = "pretty")]
         format: OutputFormat,
     },
-    /// Print pgherd's version and, with -c, every member's.
+    /// Print pgherd's version, git commit and build date and, with -c, every member's.
     Version {
         #[arg(short = 'c', long = "config-file", env = "PGHERD_CONFIG")]
         config: Option<PathBuf>,
@@ -614,7 +614,7 @@ pub async fn run(command: CtlCommand) -> Result<i32> {
             };
             print!(
                 "{}",
-                pgherd_ctl::misc::version(ctl.as_ref(), &members).await?
+                pgherd_ctl::misc::version(ctl.as_ref(), &members, crate::BUILD_INFO).await?
             );
             Ok(0)
         }

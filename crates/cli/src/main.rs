@@ -9,10 +9,23 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// "commit <sha>, built <date>": what this binary was built from (crates/cli/build.rs).
+macro_rules! build_info {
+    () => {
+        concat!(
+            "commit ",
+            env!("PGHERD_GIT_COMMIT"),
+            ", built ",
+            env!("PGHERD_BUILD_DATE")
+        )
+    };
+}
+pub(crate) const BUILD_INFO: &str = build_info!();
+
 #[derive(Parser)]
 #[command(
     name = "pgherd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", build_info!(), ")"),
     about = "PostgreSQL high availability, Patroni-compatible",
     propagate_version = true
 )]
@@ -29,7 +42,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a configuration file and exit 0 (valid) or 1 (invalid).
-    CheckConfig { config: PathBuf },
+    CheckConfig {
+        /// Check it as `pgherd proxy`'s file (scope, DCS and `proxy:`) instead of an agent's.
+        #[arg(long)]
+        proxy: bool,
+        config: PathBuf,
+    },
     /// Operator commands (patronictl's): list, switchover, restart, edit-config, ...
     #[command(flatten)]
     Ctl(ctl_cmd::CtlCommand),
@@ -143,7 +161,7 @@ async fn run(cli: Run) -> Result<i32> {
             pgherd_agent::run(config.as_deref()).await?;
             Ok(0)
         }
-        Command::CheckConfig { config } => Ok(check_config(&config)),
+        Command::CheckConfig { proxy, config } => Ok(check_config(&config, proxy)),
         Command::Ctl(command) => ctl_cmd::run(command).await,
         Command::Demo {
             members,
@@ -167,7 +185,19 @@ async fn run(cli: Run) -> Result<i32> {
     }
 }
 
-fn check_config(path: &std::path::Path) -> i32 {
+fn check_config(path: &std::path::Path, proxy: bool) -> i32 {
+    if proxy {
+        return match pgherd_proxy::prepare(path) {
+            Ok(_) => {
+                println!("{}: proxy configuration is valid", path.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
     match pgherd_config::load_from_process_env(Some(path)) {
         Ok(loaded) => {
             for w in &loaded.warnings {

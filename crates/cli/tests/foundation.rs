@@ -400,6 +400,59 @@ fn check_config_names_the_bad_key() {
     );
 }
 
+/// The shipped proxy files (container image, Debian example) pass `check-config --proxy`; an
+/// agent file does not, and the error names the missing section.
+#[test]
+fn check_config_checks_proxy_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let check = |file: &str| {
+        Command::new(PGHERD)
+            .args(["check-config", "--proxy"])
+            .arg(root.join(file))
+            .output()
+            .unwrap()
+    };
+    for file in ["deploy/container/proxy.yml", "deploy/deb/proxy.yml.example"] {
+        let out = check(file);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {err}");
+    }
+    let out = check("deploy/deb/node.yml.example");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy"), "{err}");
+}
+
+/// `pgherd version` and `--version` name the commit and the build date (crates/cli/build.rs).
+#[test]
+fn version_names_commit_and_build_date() {
+    let out = Command::new(PGHERD).arg("version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("pgherd 0.")),
+        "{text}"
+    );
+    let build = lines.next().unwrap_or_default();
+    let (commit, date) = build
+        .strip_prefix("commit ")
+        .and_then(|b| b.split_once(", built "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown"
+            || commit
+                .trim_end_matches("-dirty")
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
+        "{text}"
+    );
+    assert!(date.ends_with(" UTC") && date.len() == 23, "{text}");
+    let out = Command::new(PGHERD).arg("--version").output().unwrap();
+    let short = String::from_utf8_lossy(&out.stdout);
+    assert!(short.contains(build), "{short}");
+}
+
 #[test]
 fn patronictl_sees_the_same_roles() {
     if Command::new("patronictl").arg("--help").output().is_err() {

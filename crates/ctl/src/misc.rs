@@ -136,9 +136,9 @@ pub async fn remove(ctl: &Ctl, format: OutputFormat) -> Result<()> {
 }
 
 /// `version`: ours, then each member's (`GET /patroni`) when a cluster is configured.
-pub async fn version(ctl: Option<&Ctl>, names: &[String]) -> Result<String> {
+pub async fn version(ctl: Option<&Ctl>, names: &[String], build: &str) -> Result<String> {
     let mut out = format!(
-        "pgherd {} (Patroni {} compatible)\n",
+        "pgherd {} (Patroni {} compatible)\n{build}\n",
         env!("CARGO_PKG_VERSION"),
         pgherd_api::PATRONI_COMPAT_VERSION
     );

@@ -218,3 +218,89 @@ fn configuration_variable() {
     let err = load(None, &BTreeMap::new()).unwrap_err().to_string();
     assert_eq!(err, "environment: the configuration is empty");
 }
+
+/// The container image's file (deploy/container/pgherd.yml) with the variables the compose
+/// stack (deploy/compose/compose.yml), the entrypoint (deploy/container/pgherd-entrypoint) and
+/// the Kubernetes StatefulSet (deploy/k8s/base/members.yaml) set.
+#[test]
+fn the_container_image_is_configured_by_its_variables() {
+    let image = include_str!("../../../../deploy/container/pgherd.yml");
+    let loaded = load_str(
+        image,
+        "/etc/pgherd/pgherd.yml",
+        &env(&[
+            ("PATRONI_NAME", "pg2"),
+            ("PATRONI_SCOPE", "orders"),
+            ("PATRONI_ETCD3_HOSTS", "etcd-0.etcd:2379,etcd-1.etcd:2379"),
+            ("PATRONI_RESTAPI_LISTEN", "0.0.0.0:8009"),
+            ("PATRONI_RESTAPI_CONNECT_ADDRESS", "10.1.2.3:8009"),
+            ("PATRONI_POSTGRESQL_LISTEN", "0.0.0.0:5433"),
+            ("PATRONI_POSTGRESQL_CONNECT_ADDRESS", "pg2:5433"),
+            ("PATRONI_POSTGRESQL_DATA_DIR", "/data/pg2"),
+            ("PATRONI_SUPERUSER_USERNAME", "admin"),
+            ("PATRONI_SUPERUSER_PASSWORD", "s3cret"),
+            ("PATRONI_REPLICATION_USERNAME", "repl"),
+            ("PATRONI_REPLICATION_PASSWORD", "r3pl"),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = &loaded.config;
+    c.validate_for_agent().unwrap();
+    assert_eq!(
+        (c.name.as_deref(), c.scope.as_str()),
+        (Some("pg2"), "orders")
+    );
+    assert_eq!(
+        endpoints(&loaded),
+        ["http://etcd-0.etcd:2379", "http://etcd-1.etcd:2379"]
+    );
+    assert_eq!(c.restapi_listen().unwrap(), ("0.0.0.0".to_string(), 8009));
+    assert_eq!(c.api_url().unwrap(), "http://10.1.2.3:8009/patroni");
+    assert_eq!(
+        c.postgres_listen().unwrap(),
+        (vec!["0.0.0.0".to_string()], 5433)
+    );
+    assert_eq!(c.conn_url().unwrap(), "postgres://pg2:5433/postgres");
+    assert_eq!(
+        c.postgresql.data_dir.as_deref(),
+        Some(std::path::Path::new("/data/pg2"))
+    );
+    let auth = &c.postgresql.authentication;
+    let superuser = auth.superuser.as_ref().unwrap();
+    let replication = auth.replication.as_ref().unwrap();
+    assert_eq!(
+        (superuser.username.as_deref(), superuser.password.as_deref()),
+        (Some("admin"), Some("s3cret"))
+    );
+    assert_eq!(
+        (
+            replication.username.as_deref(),
+            replication.password.as_deref()
+        ),
+        (Some("repl"), Some("r3pl"))
+    );
+    // The rewind user keeps the file's values: only what a variable names changes.
+    assert_eq!(
+        auth.rewind.as_ref().unwrap().username.as_deref(),
+        Some("rewind_user")
+    );
+}
+
+/// The image's file alone names no member: the entrypoint (or the operator) must.
+#[test]
+fn the_container_image_needs_a_member_name() {
+    let image = include_str!("../../../../deploy/container/pgherd.yml");
+    let loaded = load_str(image, "/etc/pgherd/pgherd.yml", &env(&[])).unwrap();
+    let err = loaded.config.validate_for_agent().unwrap_err().to_string();
+    assert!(err.contains("name"), "{err}");
+}
+
+/// The Debian package's example (deploy/deb/node.yml.example) is a valid agent file.
+#[test]
+fn the_debian_example_is_valid() {
+    let example = include_str!("../../../../deploy/deb/node.yml.example");
+    let loaded = load_str(example, "/etc/pgherd/node.yml.example", &env(&[])).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    loaded.config.validate_for_agent().unwrap();
+}
