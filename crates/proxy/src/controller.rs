@@ -193,8 +193,10 @@ impl Controller {
         let is_leader = self.topo.leader.as_deref() == Some(r.member.as_str());
         let mh = self.health.entry(r.member.clone()).or_default();
         // The DCS already names it leader: one confirming answer is enough. An explicit "not
-        // primary" answer takes it out at once.
-        mh.primary = mh.primary.observe(&r.primary, h, is_leader, true);
+        // primary" answer takes it out at once once the DCS no longer names it; while it still
+        // does, `fall` applies (a leader under load may miss one live-status deadline and answer
+        // 503 once: closing every write session for that was seen in a 15-minute soak).
+        mh.primary = mh.primary.observe(&r.primary, h, is_leader, !is_leader);
         // A replica that fails a check leaves the read rotation at once (see observe_read).
         mh.replica = mh.replica.observe_read(&r.replica, h);
         for (lag, answer) in &r.replica_lag {

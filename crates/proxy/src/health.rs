@@ -349,6 +349,23 @@ mod tests {
             .is_up());
     }
 
+    /// The leader key still names it: one 503 (a missed live-status deadline under load) is
+    /// a failure counted towards `fall`, not a verdict.
+    #[test]
+    fn the_leader_answering_503_once_stays_routed() {
+        let h = h();
+        let up = Verdict::Up { fails: 0 };
+        let once = up.observe(&Answer::No(503), &h, true, false);
+        assert!(once.is_up(), "{once:?}");
+        let down = once.observe(&Answer::No(503), &h, true, false).observe(
+            &Answer::No(503),
+            &h,
+            true,
+            false,
+        );
+        assert!(!down.is_up(), "fall=3 failures in a row: {down:?}");
+    }
+
     #[test]
     fn explicit_not_primary_is_immediate() {
         let h = h();

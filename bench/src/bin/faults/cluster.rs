@@ -112,6 +112,9 @@ pub struct Setup {
     pub ttl: Option<u64>,
     pub loop_wait: Option<u64>,
     pub retry_timeout: Option<u64>,
+    /// Members hold the run's virtual IP on `eth0` (`vip:`), and PostgreSQL listens on every
+    /// address so that clients reach it through the VIP (bench/faults vip).
+    pub vip: bool,
 }
 
 impl Setup {
@@ -198,7 +201,18 @@ impl<'n> Cluster<'n> {
             dcs_section: &dcs_section,
             trusted: &trusted,
         };
-        member_yaml_on(&options, name, dir, &net)
+        let yaml = member_yaml_on(&options, name, dir, &net);
+        if !s.vip {
+            return yaml;
+        }
+        let yaml = yaml.replace(
+            &format!("  listen: {host}:{PG_PORT}\n"),
+            &format!("  listen: 0.0.0.0:{PG_PORT}\n"),
+        );
+        format!(
+            "{yaml}\nvip:\n  ip: {}\n  netmask: 24\n  interface: eth0\n",
+            self.net.vip()
+        )
     }
 
     pub fn start_etcd(&mut self, i: usize) -> Result<()> {

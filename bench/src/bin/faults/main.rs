@@ -11,6 +11,7 @@
 //!                  [--faults leader_isolated,etcd_unreachable,...]
 //! bench/faults short            # ./dev/test's form: sync mode, every fault once, exit 1 on a violation
 //! bench/faults soak --minutes N # pgbench write load through the proxy; counts failovers
+//! bench/faults vip              # the virtual IP across kill -9 and a switchover (./dev/test)
 //! bench/faults cleanup [--all]  # removes what a crashed run left (namespaces, processes, files)
 //! ```
 //!
@@ -26,6 +27,7 @@ mod cluster;
 mod net;
 mod scenario;
 mod soak;
+mod vip;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -50,10 +52,10 @@ fn main() -> Result<()> {
             let code = inner(&args[1..])?;
             std::process::exit(code);
         }
-        Some("run" | "short" | "soak") => outer(&args),
+        Some("run" | "short" | "soak" | "vip") => outer(&args),
         _ => {
             eprintln!(
-                "usage: faults run [--system pgherd|pgherd-patroni-timing|patroni] [--mode async|sync|both] [--faults a,b]\n       faults short | soak --minutes N | cleanup [--all]"
+                "usage: faults run [--system pgherd|pgherd-patroni-timing|patroni] [--mode async|sync|both] [--faults a,b]\n       faults short | vip | soak --minutes N | cleanup [--all]"
             );
             std::process::exit(2);
         }
@@ -151,6 +153,7 @@ fn inner(args: &[String]) -> Result<i32> {
                 .unwrap_or(30.0);
             soak::run(&net, &root, &pgherd, minutes)
         }
+        Some("vip") => vip::run(&net, &root, &pgherd),
         Some("short") => campaign(
             &net,
             &root,
@@ -195,6 +198,7 @@ pub fn setup_for(system: &str, synchronous: bool) -> Result<Setup> {
         ttl,
         loop_wait,
         retry_timeout,
+        vip: false,
     })
 }
 

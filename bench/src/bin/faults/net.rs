@@ -113,6 +113,11 @@ impl Net {
             .unwrap_or_else(|| panic!("no host {name} in the topology"))
     }
 
+    /// The run's virtual IP (bench/faults vip): in the hosts' /24, above every host.
+    pub fn vip(&self) -> String {
+        format!("10.231.{}.100", subnet(&self.tag))
+    }
+
     pub fn cidr(&self) -> String {
         format!("10.231.{}.0/24", subnet(&self.tag))
     }
