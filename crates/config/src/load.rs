@@ -1,7 +1,7 @@
 //! Loading: a file or a directory of YAML files, or `PATRONI_CONFIGURATION`, then
 //! `PATRONI_*` overrides.
 
-use crate::env::{apply_env, CONFIGURATION_VAR, PREFIX};
+use crate::env::{apply_env, ALIAS_PREFIX, CONFIGURATION_VAR, PREFIX};
 use crate::tree::{merge, parse_yaml, Origins};
 use crate::{Config, ConfigError};
 use serde_json::Map;
@@ -61,7 +61,7 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loade
 pub fn load_from_process_env(path: Option<&Path>) -> Result<Loaded, ConfigError> {
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with(PREFIX))
+        .filter(|(k, _)| k.starts_with(PREFIX) || k.starts_with(ALIAS_PREFIX))
         .collect();
     load(path, &env)
 }

@@ -5,6 +5,21 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) const PREFIX: &str = "PATRONI_";
+/// pgherd's own name for every `PATRONI_*` variable: `PGHERD_<X>` means `PATRONI_<X>` and wins
+/// when both are set. Other `PGHERD_*` variables (the tools', e.g. `PGHERD_BIN`) are not
+/// configuration: one that maps to no key is ignored without a warning, and the generic
+/// `<SECTION>_<KEY>` mapping applies to the DCS sections only.
+pub(crate) const ALIAS_PREFIX: &str = "PGHERD_";
+const ALIAS_SECTIONS: [&str; 8] = [
+    "ETCD",
+    "ETCD3",
+    "ZOOKEEPER",
+    "CONSUL",
+    "EXHIBITOR",
+    "KUBERNETES",
+    "RAFT",
+    "CITUS",
+];
 /// The whole configuration as YAML, used when no file is given.
 pub(crate) const CONFIGURATION_VAR: &str = "PATRONI_CONFIGURATION";
 
@@ -87,8 +102,12 @@ struct Builder<'e> {
 impl<'e> Builder<'e> {
     /// The value of `PATRONI_<suffix>` if set and non-empty (Patroni ignores empty ones).
     fn take(&mut self, suffix: &str) -> Option<(&'e str, &'e str)> {
-        let (var, value) = self.env.get_key_value(&format!("{PREFIX}{suffix}"))?;
-        self.used.insert(var);
+        let alias = self.env.get_key_value(&format!("{ALIAS_PREFIX}{suffix}"));
+        let patroni = self.env.get_key_value(&format!("{PREFIX}{suffix}"));
+        for (var, _) in alias.iter().chain(patroni.iter()) {
+            self.used.insert(var);
+        }
+        let (var, value) = alias.filter(|(_, v)| !v.is_empty()).or(patroni)?;
         (!value.is_empty()).then_some((var.as_str(), value.as_str()))
     }
 
@@ -129,13 +148,22 @@ impl<'e> Builder<'e> {
         }
     }
 
-    /// `PATRONI_*` variables not yet used, as (variable, name after the prefix, value).
+    /// `PATRONI_*` and `PGHERD_*` variables not yet used, as (variable, name after the
+    /// prefix, value); a `PGHERD_*` one after its `PATRONI_*` twin (it wins when merged last).
     fn unused(&self) -> Vec<(&'e str, &'e str, &'e str)> {
-        self.env
+        let mut out: Vec<(&'e str, &'e str, &'e str)> = self
+            .env
             .iter()
-            .filter(|(var, _)| var.starts_with(PREFIX) && !self.used.contains(var.as_str()))
-            .map(|(var, value)| (var.as_str(), &var[PREFIX.len()..], value.as_str()))
-            .collect()
+            .filter(|(var, _)| !self.used.contains(var.as_str()))
+            .filter_map(|(var, value)| {
+                let rest = var
+                    .strip_prefix(PREFIX)
+                    .or_else(|| var.strip_prefix(ALIAS_PREFIX))?;
+                Some((var.as_str(), rest, value.as_str()))
+            })
+            .collect();
+        out.sort_by_key(|(var, rest, _)| (*rest, var.starts_with(ALIAS_PREFIX)));
+        out
     }
 }
 
@@ -278,6 +306,9 @@ pub(crate) fn apply_env(
         if section.is_empty() || !SECTION_SUFFIXES.contains(&suffix) {
             continue;
         }
+        if var.starts_with(ALIAS_PREFIX) && !ALIAS_SECTIONS.contains(&section) {
+            continue;
+        }
         if section == "CITUS" && !matches!(suffix, "GROUP" | "DATABASE") {
             continue;
         }
@@ -334,7 +365,7 @@ pub(crate) fn apply_env(
     }
 
     for (var, _, _) in b.unused() {
-        if var != CONFIGURATION_VAR {
+        if var != CONFIGURATION_VAR && var.starts_with(PREFIX) {
             warnings.push(format!("{var}: unknown variable (ignored)"));
         }
     }

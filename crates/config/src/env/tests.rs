@@ -304,3 +304,43 @@ fn the_debian_example_is_valid() {
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     loaded.config.validate_for_agent().unwrap();
 }
+
+/// `PGHERD_<X>` is pgherd's name for `PATRONI_<X>` and wins over it; pgherd's tool variables
+/// (`PGHERD_BIN`, `PGHERD_STATS_PORT`, ...) are neither configuration nor warned about.
+#[test]
+fn pgherd_aliases_of_patroni_variables() {
+    let loaded = with_env(&[
+        ("PGHERD_NAME", "node7"),
+        ("PATRONI_NAME", "node9"),
+        ("PGHERD_ETCD3_HOSTS", "h1:2379,h2:2379"),
+        ("PGHERD_POSTGRESQL_DATA_DIR", "/data"),
+        ("PGHERD_SUPERUSER_PASSWORD", "su-secret"),
+        ("PGHERD_admin_PASSWORD", "admin-secret"),
+        ("PGHERD_BIN", "/usr/bin/pgherd"),
+        ("PGHERD_STATS_PORT", "7000"),
+        ("PGHERD_PG_BIN_DIR", "/usr/lib/postgresql/15/bin"),
+    ]);
+    let c = &loaded.config;
+    assert_eq!(
+        c.name.as_deref(),
+        Some("node7"),
+        "PGHERD_ wins over PATRONI_"
+    );
+    assert_eq!(endpoints(&loaded), ["http://h1:2379", "http://h2:2379"]);
+    assert_eq!(
+        c.postgresql.data_dir.as_deref(),
+        Some(std::path::Path::new("/data"))
+    );
+    assert_eq!(
+        c.postgresql
+            .authentication
+            .superuser
+            .as_ref()
+            .and_then(|u| u.password.as_deref()),
+        Some("su-secret")
+    );
+    let users = &c.bootstrap.as_ref().expect("bootstrap users").users;
+    assert!(users.contains_key("admin"), "{users:?}");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(c.other_dcs.is_empty() && c.proxy.is_none(), "{c:?}");
+}
