@@ -1,8 +1,9 @@
 //! The virtual IP (`vip:`, docs/compat.md#virtual-ip) between the nodes' namespaces: every
 //! node may hold the run's VIP on its `eth0`; a sampler lists who holds it every 20 ms.
-//! Checks: it is on the leader only; after kill -9 of the leader's agent and PostgreSQL it is
-//! on the new leader and `psql` through it (from the client namespace) reaches a primary; the
-//! killed node's agent, started again, removes the address it left behind; a switchover moves
+//! Checks: it is on the leader only; after the leader node crashes (kill -9 of its agent and
+//! PostgreSQL, its link down) it is on the new leader and `psql` through it (from the client
+//! namespace) reaches a primary; the crashed node's agent, started again with its link up,
+//! removes the address it left behind; a switchover moves
 //! it with no sample where two namespaces hold it. Prints `name=value unit` figures; exit 1 on
 //! a violation.
 
@@ -26,6 +27,15 @@ fn holds(ns: &str, vip: &str) -> bool {
         .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&want))
+}
+
+/// Sets the node namespace's `eth0` up or down.
+fn link(ns: &str, state: &str) -> Result<()> {
+    let status = std::process::Command::new("ip")
+        .args(["-n", ns, "link", "set", "eth0", state])
+        .status()?;
+    anyhow::ensure!(status.success(), "ip -n {ns} link set eth0 {state} failed");
+    Ok(())
 }
 
 /// Which nodes hold `vip` now.
@@ -118,9 +128,10 @@ pub fn run(net: &Net, root: &Path, pgherd: &Path) -> Result<i32> {
     }
     let sampler = Sampler::start(net, &vip);
 
-    // kill -9 of the leader's agent and PostgreSQL: the address stays on its interface (no
-    // process is left to remove it) until the agent runs again; the new leader takes it over
-    // and announces it, so clients reach the new primary through it.
+    // The leader node crashes: kill -9 of its agent and PostgreSQL, and its link goes down
+    // (a dead machine answers no ARP). The new leader takes the address over and announces
+    // it, so clients reach the new primary through it. (A kill -9 of the processes alone
+    // leaves the address on a live interface until the agent runs again: docs/compat.md.)
     let killed_at = Instant::now();
     let pg = c.postgres_pids(leader);
     if let Some(a) = c.agents[leader].as_mut() {
@@ -129,6 +140,8 @@ pub fn run(net: &Net, root: &Path, pgherd: &Path) -> Result<i32> {
     for pid in pg {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
+    let dead_ns = net.host(NODES[leader]).ns.clone();
+    link(&dead_ns, "down")?;
     let moved = poll(
         "the VIP on a new leader",
         Duration::from_secs(60),
@@ -166,6 +179,7 @@ pub fn run(net: &Net, root: &Path, pgherd: &Path) -> Result<i32> {
         }
         Err(e) => violations.push(e.to_string()),
     }
+    link(&dead_ns, "up")?;
     c.start_agent(leader)?;
     if let Err(e) = poll(
         "the leftover VIP removed by the restarted agent",
