@@ -261,17 +261,17 @@ pub(crate) fn after_event(w: &mut World) {
     }
     // Invariant 11. A paused node keeps its addresses (its fence releases the VIP the instant
     // it resumes); a failsafe leader acknowledged by every member holds it without the key.
-    let vip_leader = w.leader_name();
+    let leader_name = w.leader_name();
     let misplaced = (0..w.nodes.len()).find(|&i| {
         let node = &w.nodes[i];
         node.holds_vip
-            && vip_leader.as_deref() != Some(node.name.as_str())
+            && leader_name.as_deref() != Some(node.name.as_str())
             && !w.frozen(i)
             && node.resumed_at != Some(t)
-            && !(vip_leader.is_none() && node.failsafe_until.is_some_and(|u| t < u))
+            && !(leader_name.is_none() && node.failsafe_until.is_some_and(|u| t < u))
     });
     if let Some(i) = misplaced {
-        let (name, leader) = (w.nodes[i].name.clone(), vip_leader.clone());
+        let (name, leader) = (w.nodes[i].name.clone(), leader_name.clone());
         violate(
             w,
             Invariant::VipMisplaced,
@@ -280,7 +280,6 @@ pub(crate) fn after_event(w: &mut World) {
     }
     let writable_now = |i: usize| w.writable(i);
     let count = (0..w.nodes.len()).filter(|&i| writable_now(i)).count();
-    let leader_name = w.leader_name();
     let leader_ok = |i: usize| leader_name.as_deref() == Some(w.nodes[i].name.as_str());
     // Fast path (most events): nothing to report and no WAL identity to re-check.
     let quiet =
