@@ -7,3 +7,4 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$PGHERD_CONTAINER_DIR/containers.conf
 PGHERD_BASE_IMAGE="${PGHERD_BASE_IMAGE:-localhost/pgherd-bookworm-base:latest}"
 PGHERD_IMAGE="${PGHERD_IMAGE:-localhost/pgherd:latest}"
 PGHERD_ETCD_IMAGE="${PGHERD_ETCD_IMAGE:-localhost/pgherd-etcd:latest}"
+PGHERD_ZOOKEEPER_IMAGE="${PGHERD_ZOOKEEPER_IMAGE:-localhost/pgherd-zookeeper:latest}"

@@ -351,9 +351,14 @@ impl Agent {
         // stop begins, and a restart or promotion is not serving as a primary yet.
         let primary = local.running && local.queryable && !local.in_recovery;
         let serving = primary && !self.tasks.is_running();
-        self.vip
-            .hold(serving && self.lease.current(&self.dynamic.settings))
-            .await;
+        // Held no longer than our leader key could last: a killed agent's address expires
+        // before another member can take the key.
+        let settings = &self.dynamic.settings;
+        let vip_lifetime = (serving && self.lease.current(settings))
+            .then(|| self.lease.key_expires_in(settings.ttl))
+            .flatten()
+            .map(Duration::from_millis);
+        self.vip.hold(vip_lifetime).await;
         if cluster.is_some() {
             let member = crate::report::member_data(self, &local, cluster.as_deref());
             if let Err(e) = self.world.dcs.touch_member(&member).await {

@@ -87,6 +87,14 @@ impl Lease {
         })
     }
 
+    /// The soonest the leader key could expire, from now: ttl after the request that last
+    /// confirmed it was sent (the DCS starts counting when it receives it, later).
+    pub fn key_expires_in(&self, ttl: Millis) -> Option<Millis> {
+        let expiry = self.confirmed_at? + ttl;
+        let now = self.clock.now();
+        (now < expiry).then(|| expiry - now)
+    }
+
     /// The DCS confirmed the lease for a request sent at `sent`: the fence moves to
     /// `sent + ttl - fencing_margin`, the watchdog (if armed) gets one more timeout.
     pub fn confirm(&mut self, sent: Millis, settings: &Settings) {

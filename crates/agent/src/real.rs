@@ -439,18 +439,41 @@ impl crate::world::Addresses for IpAddresses {
         }
     }
 
-    async fn add(&self, vip: &pgherd_config::Vip) -> Result<()> {
-        if !Self::present(vip).await? {
-            let cidr = format!("{}/{}", vip.ip, vip.prefix);
-            run_command("ip", &["addr", "add", &cidr, "dev", &vip.interface]).await?;
-        }
-        // Unsolicited ARP so that neighbours drop the former holder's MAC at once.
-        let ip = vip.ip.to_string();
-        if let Err(e) = run_command("arping", &["-U", "-c", "1", "-I", &vip.interface, &ip]).await {
-            tracing::warn!(
-                "vip: gratuitous ARP for {ip} on {} failed: {e:#}",
-                vip.interface
-            );
+    async fn add(
+        &self,
+        vip: &pgherd_config::Vip,
+        lifetime: Duration,
+        announce: bool,
+    ) -> Result<()> {
+        // `replace` adds the address or renews its lifetime (whole seconds, at least 1).
+        let cidr = format!("{}/{}", vip.ip, vip.prefix);
+        let lft = lifetime.as_secs().max(1).to_string();
+        run_command(
+            "ip",
+            &[
+                "addr",
+                "replace",
+                &cidr,
+                "dev",
+                &vip.interface,
+                "valid_lft",
+                &lft,
+                "preferred_lft",
+                &lft,
+            ],
+        )
+        .await?;
+        if announce {
+            // Unsolicited ARP so that neighbours drop the former holder's MAC at once.
+            let ip = vip.ip.to_string();
+            if let Err(e) =
+                run_command("arping", &["-U", "-c", "1", "-I", &vip.interface, &ip]).await
+            {
+                tracing::warn!(
+                    "vip: gratuitous ARP for {ip} on {} failed: {e:#}",
+                    vip.interface
+                );
+            }
         }
         Ok(())
     }

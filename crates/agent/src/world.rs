@@ -45,8 +45,15 @@ pub trait Addresses: Send + Sync {
     /// Why the address cannot be managed here (no `CAP_NET_ADMIN`, no such interface), or
     /// `None`; asked once at start.
     async fn unusable(&self, vip: &pgherd_config::Vip) -> Option<String>;
-    /// Adds the address (if missing) and announces it with a gratuitous ARP.
-    async fn add(&self, vip: &pgherd_config::Vip) -> anyhow::Result<()>;
+    /// Adds the address, or renews it if present, valid for `lifetime`: the kernel removes it
+    /// then unless renewed, so the address of a killed agent does not outlive its lease.
+    /// `announce`: a gratuitous ARP follows (when the address is new on this node).
+    async fn add(
+        &self,
+        vip: &pgherd_config::Vip,
+        lifetime: std::time::Duration,
+        announce: bool,
+    ) -> anyhow::Result<()>;
     /// Removes the address if present.
     async fn remove(&self, vip: &pgherd_config::Vip) -> anyhow::Result<()>;
 }

@@ -38,7 +38,8 @@
 //! 9. Proxy fencing: a member promotes while a live proxy still routes writes to another
 //!    member only after waiting `proxy_fencing_timeout` since it decided to promote.
 //! 11. Virtual IP: a node (not paused) holds the `vip:` address only while the leader key
-//!     names it (or, with failsafe mode, while every member acknowledged it as leader).
+//!     names it (or, with failsafe mode, while every member acknowledged it as leader). An
+//!     address whose lifetime ran out is gone (the kernel removed it).
 //! 10. Callbacks: a converged leader that promoted during the run ran `on_role_change` with
 //!     the primary role after its last promotion (if the same agent process still runs).
 
@@ -265,6 +266,7 @@ pub(crate) fn after_event(w: &mut World) {
     let misplaced = (0..w.nodes.len()).find(|&i| {
         let node = &w.nodes[i];
         node.holds_vip
+            && t < node.vip_until
             && leader_name.as_deref() != Some(node.name.as_str())
             && !w.frozen(i)
             && node.resumed_at != Some(t)

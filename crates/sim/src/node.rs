@@ -252,9 +252,17 @@ impl pgherd_agent::world::Addresses for SimAddresses {
     async fn unusable(&self, _vip: &pgherd_config::Vip) -> Option<String> {
         None
     }
-    async fn add(&self, _vip: &pgherd_config::Vip) -> anyhow::Result<()> {
+    async fn add(
+        &self,
+        _vip: &pgherd_config::Vip,
+        lifetime: std::time::Duration,
+        _announce: bool,
+    ) -> anyhow::Result<()> {
         crate::world::thawed(&self.world, self.node).await;
         let mut w = lock(&self.world);
+        // Whole seconds, as iproute2 sets them.
+        let until = w.now() + lifetime.as_secs() * 1_000;
+        w.nodes[self.node].vip_until = until;
         if !w.nodes[self.node].holds_vip {
             w.nodes[self.node].holds_vip = true;
             w.say(self.node, || "vip: added".into());

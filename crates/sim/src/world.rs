@@ -70,8 +70,10 @@ pub(crate) struct Node {
     pub promote_decided_at: Option<Time>,
     /// When PostgreSQL last finished a promotion, and the agent process (epoch) then.
     pub promoted_at: Option<(Time, u64)>,
-    /// The virtual IP is on this node's interface.
+    /// The virtual IP is on this node's interface, until `vip_until` (its lifetime: the
+    /// kernel removes it then unless renewed).
     pub holds_vip: bool,
+    pub vip_until: Time,
     /// Callbacks the agent ran: `(at, action, role)`.
     pub callbacks: Vec<(Time, String, String)>,
     /// What the agent reported last (through its trace).
@@ -212,6 +214,7 @@ impl World {
                     promote_decided_at: None,
                     promoted_at: None,
                     holds_vip: false,
+                    vip_until: 0,
                     callbacks: Vec::new(),
                     last_reason: String::new(),
                     task: None,
