@@ -18,16 +18,55 @@ fn lane() -> Option<(u16, u16)> {
     (n > 0 && i < n).then_some((i, n))
 }
 
-/// Asks the kernel for `n` distinct free ports on 127.0.0.1, never one this process handed
-/// out before (nor, with a lane, one another lane may take). They are released before use,
-/// so an unrelated process could take one in between; tests allocate just before starting.
+/// The ports below the kernel's ephemeral range (`ip_local_port_range`), where no outgoing
+/// connection takes a source port: a port probed free stays free until the test's server
+/// binds it, unless another test takes it (this process never hands it out twice; lanes
+/// split the rest). `None` when that range is too small (the kernel then picks).
+fn quiet_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = text.split_whitespace().next()?.parse().ok()?;
+    (low >= QUIET_LOW + 2_000).then_some((QUIET_LOW, low))
+}
+
+/// Lowest port handed out from the quiet range (above most services' fixed ports).
+const QUIET_LOW: u16 = 10_000;
+
+/// Hands out `n` distinct free ports on 127.0.0.1, never one this process handed out before
+/// (nor, with a lane, one another lane may take). They are released before use; tests
+/// allocate just before starting their servers.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
     let lane = lane();
     let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     let handed_out = guard.get_or_insert_with(HashSet::new);
-    // Listeners stay open until the end, so the kernel offers a different port each time.
-    let mut probes = Vec::new();
+    let usable = |port: u16, handed_out: &HashSet<u16>| {
+        !handed_out.contains(&port) && lane.is_none_or(|(i, n)| port % n == i)
+    };
     let mut ports = Vec::with_capacity(n);
+    if let Some((low, high)) = quiet_range() {
+        // Start where another process is unlikely to (its pid and the clock), then walk on.
+        let span = u32::from(high - low);
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let mut held = Vec::new();
+        for step in 0..span {
+            if ports.len() == n {
+                break;
+            }
+            let port = low + ((seed.wrapping_add(step.wrapping_mul(7_919))) % span) as u16;
+            if !usable(port, handed_out) || ports.contains(&port) {
+                continue;
+            }
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                held.push(listener);
+                ports.push(port);
+            }
+        }
+    }
+    // Otherwise (or if the quiet range is full) the kernel picks. Listeners stay open until
+    // the end, so it offers a different port each time.
+    let mut probes = Vec::new();
     while ports.len() < n {
         if probes.len() > 10_000 {
             return Err(std::io::Error::other("no free loopback port left"));
@@ -35,19 +74,17 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         probes.push(listener);
-        if lane.is_some_and(|(i, n)| port % n != i) {
-            continue;
-        }
-        if handed_out.insert(port) {
+        if usable(port, handed_out) && !ports.contains(&port) {
             ports.push(port);
         }
     }
+    handed_out.extend(ports.iter().copied());
     Ok(ports)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::free_ports;
+    use super::{free_ports, quiet_range};
 
     #[test]
     fn never_the_same_port_twice() {
@@ -56,6 +93,19 @@ mod tests {
             for port in free_ports(3).unwrap() {
                 assert!(seen.insert(port), "port {port} handed out twice");
             }
+        }
+    }
+
+    #[test]
+    fn below_the_ephemeral_range_when_there_is_room() {
+        let Some((low, high)) = quiet_range() else {
+            return;
+        };
+        for port in free_ports(20).unwrap() {
+            assert!(
+                (low..high).contains(&port),
+                "port {port} outside {low}..{high}"
+            );
         }
     }
 }
