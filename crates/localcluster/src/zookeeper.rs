@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 const JAVA: &str = "/usr/bin/java";
 /// The server jar (its manifest's Class-Path names most of the other jars it needs), netty's
-/// codec (left out of that Class-Path, needed by the netty connection factory, so TLS) and
-/// slf4j-simple (without a binding ZooKeeper logs nothing); Debian's zookeeper, libnetty-java
-/// and libslf4j-java.
-const CLASS_PATH: &str =
-    "/usr/share/java/zookeeper.jar:/usr/share/java/netty-codec.jar:/usr/share/java/slf4j-simple.jar";
+/// codec and resolver (left out of that Class-Path, needed by netty's server and client
+/// connections, so TLS) and slf4j-simple (without a binding ZooKeeper logs nothing); Debian's
+/// zookeeper, libnetty-java and libslf4j-java.
+const CLASS_PATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/netty-codec.jar:\
+                          /usr/share/java/netty-resolver.jar:/usr/share/java/slf4j-simple.jar";
 const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// ZooKeeper's command-line client (what zkCli.sh runs).
