@@ -43,6 +43,8 @@ pub struct ZooKeeperServer {
     client_port: u16,
     /// The TLS port and its files ([`ZooKeeperServer::start_tls`]).
     secure: Option<(u16, ZooKeeperTls)>,
+    /// The client certificate [`ZooKeeperServer::get`] presents over TLS, when set.
+    cli_identity: Option<ZooKeeperTls>,
     process: ServerChild,
 }
 
@@ -95,6 +97,7 @@ impl ZooKeeperServer {
                 log_path: base_dir.join("zookeeper.log"),
                 client_port: ports[0],
                 secure: tls.clone().map(|tls| (ports[1], tls)),
+                cli_identity: None,
                 process: ServerChild::new("ZooKeeper"),
             };
             match server.launch() {
@@ -119,6 +122,13 @@ impl ZooKeeperServer {
         self.client_port
     }
 
+    /// Makes [`get`](Self::get) read over TLS as `client` (its key store and the CA of the
+    /// server), for znodes whose x509 ACL only that certificate's principal may read.
+    pub fn with_cli_identity(mut self, client: ZooKeeperTls) -> ZooKeeperServer {
+        self.cli_identity = Some(client);
+        self
+    }
+
     /// `127.0.0.1:<TLS port>`; `None` without TLS.
     pub fn secure_host(&self) -> Option<String> {
         self.secure
@@ -132,21 +142,7 @@ impl ZooKeeperServer {
         let host = self
             .secure_host()
             .context("ZooKeeper was started without TLS")?;
-        let tls_properties = [
-            "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty".to_string(),
-            "-Dzookeeper.client.secure=true".to_string(),
-            format!(
-                "-Dzookeeper.ssl.keyStore.location={}",
-                client.key_store.display()
-            ),
-            "-Dzookeeper.ssl.keyStore.type=PEM".to_string(),
-            format!(
-                "-Dzookeeper.ssl.trustStore.location={}",
-                client.trust_store.display()
-            ),
-            "-Dzookeeper.ssl.trustStore.type=PEM".to_string(),
-        ];
-        let (success, text) = self.cli(&tls_properties, &host, &["getAcl", path])?;
+        let (success, text) = self.cli(&tls_properties(client), &host, &["getAcl", path])?;
         if !success {
             bail!("zkCli getAcl {path} on {host} failed:\n{text}");
         }
@@ -182,7 +178,12 @@ impl ZooKeeperServer {
         reason = "synchronous harness: blocks the calling test or spawn_blocking thread, never a runtime worker"
     )]
     pub fn get(&self, path: &str) -> anyhow::Result<Option<String>> {
-        let (success, text) = self.cli(&[], &self.host(), &["get", path])?;
+        let (success, text) = match (&self.cli_identity, self.secure_host()) {
+            (Some(client), Some(host)) => {
+                self.cli(&tls_properties(client), &host, &["get", path])?
+            }
+            _ => self.cli(&[], &self.host(), &["get", path])?,
+        };
         if !success {
             return Ok(None);
         }
@@ -423,6 +424,24 @@ impl ZooKeeperServer {
     fn log_tail(&self) -> String {
         log_tail(&self.log_path)
     }
+}
+
+/// The JVM properties of ZooKeeper's client for TLS as `client` (netty, PEM stores).
+fn tls_properties(client: &ZooKeeperTls) -> Vec<String> {
+    vec![
+        "-Dzookeeper.clientCnxnSocket=org.apache.zookeeper.ClientCnxnSocketNetty".to_string(),
+        "-Dzookeeper.client.secure=true".to_string(),
+        format!(
+            "-Dzookeeper.ssl.keyStore.location={}",
+            client.key_store.display()
+        ),
+        "-Dzookeeper.ssl.keyStore.type=PEM".to_string(),
+        format!(
+            "-Dzookeeper.ssl.trustStore.location={}",
+            client.trust_store.display()
+        ),
+        "-Dzookeeper.ssl.trustStore.type=PEM".to_string(),
+    ]
 }
 
 impl Drop for ZooKeeperServer {
