@@ -39,11 +39,29 @@ async fn start() -> Env {
     .await
     .expect("join")
     .expect("start ZooKeeper with TLS");
-    Env {
+    let env = Env {
         server: Arc::new(server),
         pki,
         dir,
-    }
+    };
+    // A freshly started JVM takes seconds over its first TLS handshakes on a loaded machine,
+    // more than the tests' retry_timeout: one read with a generous budget first.
+    let warm = ZooKeeperDcs::new(
+        ZooKeeperSettings {
+            hosts: vec![env.server.secure_host().expect("TLS port")],
+            tls: Some(tls(&env.pki.ca, &env.pki.client)),
+            acls: Vec::new(),
+        },
+        KeyLayout::new("/service", "batman"),
+        None,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .expect("client");
+    warm.get_cluster()
+        .await
+        .expect("ZooKeeper answers over TLS");
+    env
 }
 
 fn tls(cacert: &Path, client: &ZooKeeperClientCert) -> ZookeeperTls {
