@@ -2,10 +2,9 @@
 //! `cafile`/`verify_client`) and REST clients (`ctl` section, falling back to `restapi` as
 //! patronictl does): the CLI and peer probes.
 //!
-//! Keys: PEM PKCS#8, PKCS#1 (RSA) or SEC1 (EC); with `keyfile_password`, an encrypted PKCS#8
-//! key (`BEGIN ENCRYPTED PRIVATE KEY`, as written by `openssl pkcs8 -topk8`). Legacy
-//! OpenSSL-encrypted PEM (`Proc-Type: 4,ENCRYPTED`) is refused with a conversion hint.
-//! Without `keyfile`, the key is read from `certfile` (Python's `load_cert_chain`).
+//! Keys as `pgherd_tls::pem` reads them (PKCS#8, PKCS#1, SEC1; encrypted PKCS#8 with
+//! `keyfile_password`). Without `keyfile`, the key is read from `certfile` (Python's
+//! `load_cert_chain`).
 //!
 //! Peer certificates are verified as OpenSSL verifies them for Patroni (pgherd-tls): a
 //! certificate that is itself in the CA file is trusted, so the single self-signed certificate
@@ -14,9 +13,9 @@
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use pgherd_config::VerifyClient;
+use pgherd_tls::pem::{self, PemError};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,25 +30,12 @@ use tokio_rustls::TlsAcceptor;
 /// A TLS file or setting that cannot be used; names the file and the fix.
 #[derive(Debug, Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0}")]
     Setting(String),
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
@@ -61,47 +47,16 @@ fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
 
 /// Every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read("certificate file", path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(path, format!("not a PEM certificate file: {e}")))?;
-    if certs.is_empty() {
-        return Err(invalid(path, "no certificate (BEGIN CERTIFICATE) found"));
-    }
-    Ok(certs)
+    Ok(pem::load_certs(path)?)
 }
 
-/// The private key in a PEM file, decrypted with `password` when it is encrypted.
+/// The private key in a PEM file, decrypted with `password` (`keyfile_password`) when it is
+/// encrypted.
 pub fn load_private_key(
     path: &Path,
     password: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read("private key file", path)?;
-    let text = String::from_utf8_lossy(&pem);
-    if text.contains("Proc-Type: 4,ENCRYPTED") {
-        return Err(invalid(
-            path,
-            "legacy OpenSSL-encrypted keys are not supported; convert it with \
-             `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`",
-        ));
-    }
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        let Some(password) = password else {
-            return Err(invalid(path, "the key is encrypted: set keyfile_password"));
-        };
-        let (_, doc) = pkcs8::SecretDocument::from_pem(&text)
-            .map_err(|e| invalid(path, format!("not a PEM encrypted key: {e}")))?;
-        let encrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
-            .map_err(|e| invalid(path, format!("not a PKCS#8 encrypted key: {e}")))?;
-        let plain = encrypted
-            .decrypt(password)
-            .map_err(|_| invalid(path, "cannot decrypt the key: wrong keyfile_password?"))?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            plain.as_bytes().to_vec(),
-        )));
-    }
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| invalid(path, format!("no usable private key found: {e}")))
+    Ok(pem::load_private_key(path, password, "keyfile_password")?)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -2,15 +2,18 @@
 //! three real PostgreSQL servers: automatic failover after kill -9 of the leader's node, a
 //! planned switchover, and Patroni's tools both ways (Debian's `patronictl` 3.0 lists a pgherd
 //! cluster on ZooKeeper; `pgherd list` reads a Patroni 3.0 cluster on ZooKeeper). The same
-//! runbooks as failover.rs, control_switchover.rs and patroni_interop.rs run on etcd. Run
+//! runbooks as failover.rs, control_switchover.rs and patroni_interop.rs run on etcd. The
+//! failover runs once more on ZooKeeper over TLS with client certificates and x509 ACLs. Run
 //! serially (`--test-threads=1`).
 
 mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use pgherd_testkit::cluster::{AgentKind, ClusterOptions, DcsKind, TestCluster};
+use pgherd_testkit::cluster::{AgentKind, ClusterOptions, DcsKind, TestCluster, ZooKeeperTlsFiles};
+use pgherd_testkit::pki::ZooKeeperPki;
 use pgherd_testkit::wait::poll;
+use pgherd_testkit::zookeeper::{AclEntry, ZooKeeperTls};
 use std::time::Duration;
 
 fn zookeeper_cluster(scope: &str, agent: AgentKind) -> (TestCluster, usize) {
@@ -109,6 +112,75 @@ fn a_killed_leader_fails_over_on_zookeeper() {
             },
         ),
     );
+}
+
+#[test]
+fn a_killed_leader_fails_over_on_zookeeper_over_tls_with_x509_acls() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = ZooKeeperPki::generate(certs.path()).unwrap();
+    let options = ClusterOptions {
+        scope: "zk-tls".into(),
+        dcs: DcsKind::ZooKeeper,
+        zookeeper_tls: Some(ZooKeeperTlsFiles {
+            server: ZooKeeperTls {
+                key_store: pki.server_key_store.clone(),
+                trust_store: pki.ca.clone(),
+            },
+            client: ZooKeeperTls {
+                key_store: pki.client.key_store.clone(),
+                trust_store: pki.ca.clone(),
+            },
+        }),
+        ..ClusterOptions::default()
+    };
+    let tls_keys = format!(
+        "\nzookeeper:\n  use_ssl: true\n  cacert: {}\n  cert: {}\n  key: {}\n  set_acls:\n    {}: [ALL]\n",
+        pki.ca.display(),
+        pki.client.cert.display(),
+        pki.client.key.display(),
+        pki.client.principal,
+    );
+    let mut c = cluster_from(options, |_, yaml| {
+        assert!(yaml.contains("\nzookeeper:\n  hosts: 127.0.0.1:"), "{yaml}");
+        yaml.replace("\nzookeeper:\n", &tls_keys)
+    });
+    let leader = healthy(&c, 2);
+    let zk = c.zookeeper().unwrap();
+    let client = ZooKeeperTls {
+        key_store: pki.client.key_store.clone(),
+        trust_store: pki.ca.clone(),
+    };
+    assert_eq!(
+        zk.get_acl("/service/zk-tls/leader", &client).unwrap(),
+        [AclEntry {
+            scheme: "x509".into(),
+            id: pki.client.principal.clone(),
+            permissions: "cdrwa".into(),
+        }],
+        "the leader znode carries set_acls' ACL"
+    );
+    rows_table(&c, leader, 20);
+    rows_everywhere(&c, "20");
+
+    c.signal_node(leader, Signal::SIGKILL).unwrap();
+    let new_leader = check(
+        &c,
+        poll(
+            "a new leader that accepts writes",
+            Duration::from_secs(90),
+            Duration::from_millis(100),
+            || {
+                let l = (0..3)
+                    .find(|&i| i != leader && matches!(c.api(i, "GET", "/leader"), Ok((200, _))))?;
+                c.sql(l, "insert into t(v) values ('probe')").ok()?;
+                Some(l)
+            },
+        ),
+    );
+    let count = c
+        .sql(new_leader, "select count(*) from t where v like 'row%'")
+        .unwrap();
+    assert_eq!(count, "20", "no acknowledged row lost");
 }
 
 #[test]

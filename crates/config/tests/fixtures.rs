@@ -114,7 +114,9 @@ fn patroni_example_zookeeper() {
     assert_eq!(
         loaded.config.dcs().unwrap(),
         DcsSettings::Zookeeper {
-            hosts: vec!["127.0.0.1:2181".into(), "127.0.0.2:2181".into()]
+            hosts: vec!["127.0.0.1:2181".into(), "127.0.0.2:2181".into()],
+            tls: None,
+            acls: Vec::new(),
         }
     );
 }
@@ -211,7 +213,9 @@ fn seed_004_patroni_zookeeper() {
     assert_eq!(
         c.dcs().unwrap(),
         DcsSettings::Zookeeper {
-            hosts: vec!["zoo1:2181".into()]
+            hosts: vec!["zoo1:2181".into()],
+            tls: None,
+            acls: Vec::new(),
         }
     );
 }

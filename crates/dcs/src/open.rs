@@ -39,8 +39,8 @@ pub fn open(
             ttl,
             retry_timeout,
         )?),
-        DcsSettings::Zookeeper { hosts } => Arc::new(ZooKeeperDcs::new(
-            ZooKeeperSettings { hosts },
+        DcsSettings::Zookeeper { hosts, tls, acls } => Arc::new(ZooKeeperDcs::new(
+            ZooKeeperSettings { hosts, tls, acls },
             KeyLayout::new(&cfg.namespace, scope),
             member,
             ttl,

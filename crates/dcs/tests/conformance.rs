@@ -1,6 +1,8 @@
 //! The `Dcs` trait contract, one set of test functions run against every backend: the
 //! in-memory store, a real etcd (Debian's etcd-server) and a real ZooKeeper (Debian's
 //! zookeeper, run with java), each started per test on loopback and stopped by PID on drop.
+//! The core cases also run against ZooKeeper over TLS with client certificates and x509 ACLs
+//! (`zookeeper_tls`).
 //!
 //! Faults are per client: a client under test talks to etcd or ZooKeeper through a loopback
 //! TCP forwarder ([`Link`]) that the test can cut (a network partition of that client only),
@@ -17,8 +19,9 @@ use pgherd_dcs::memory::{MemoryDcs, MemoryStore};
 use pgherd_dcs::zookeeper::{ZooKeeperDcs, ZooKeeperSettings};
 use pgherd_dcs::{Dcs, Failover, KeyLayout, MemberData, Role, SyncState};
 use pgherd_testkit::etcd::EtcdServer;
+use pgherd_testkit::pki::ZooKeeperPki;
 use pgherd_testkit::ports::free_ports;
-use pgherd_testkit::zookeeper::ZooKeeperServer;
+use pgherd_testkit::zookeeper::{ZooKeeperServer, ZooKeeperTls};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -117,14 +120,24 @@ struct Networked<S> {
 }
 
 /// What differs between the servers.
+#[async_trait]
 trait Server: Send + Sync + Sized + 'static {
     fn start(dir: &Path) -> anyhow::Result<Self>;
     /// `127.0.0.1:<port>` of the client listener.
     fn address(&self) -> String;
+    /// Returns once the server answers clients at [`Server::address`] promptly.
+    async fn ready(&self) {}
     /// A client for the server at `address` (the server's or the link's).
-    fn client(address: String, name: Option<String>, ttl: Duration, retry: Duration) -> Client;
+    fn client(
+        &self,
+        address: String,
+        name: Option<String>,
+        ttl: Duration,
+        retry: Duration,
+    ) -> Client;
 }
 
+#[async_trait]
 impl Server for EtcdServer {
     fn start(dir: &Path) -> anyhow::Result<Self> {
         EtcdServer::start(dir)
@@ -132,7 +145,13 @@ impl Server for EtcdServer {
     fn address(&self) -> String {
         self.client_url().trim_start_matches("http://").to_string()
     }
-    fn client(address: String, name: Option<String>, ttl: Duration, retry: Duration) -> Client {
+    fn client(
+        &self,
+        address: String,
+        name: Option<String>,
+        ttl: Duration,
+        retry: Duration,
+    ) -> Client {
         let settings = EtcdSettings {
             endpoints: vec![format!("http://{address}")],
             ..EtcdSettings::default()
@@ -141,6 +160,7 @@ impl Server for EtcdServer {
     }
 }
 
+#[async_trait]
 impl Server for ZooKeeperServer {
     fn start(dir: &Path) -> anyhow::Result<Self> {
         ZooKeeperServer::start(dir)
@@ -148,9 +168,82 @@ impl Server for ZooKeeperServer {
     fn address(&self) -> String {
         self.host()
     }
-    fn client(address: String, name: Option<String>, ttl: Duration, retry: Duration) -> Client {
+    fn client(
+        &self,
+        address: String,
+        name: Option<String>,
+        ttl: Duration,
+        retry: Duration,
+    ) -> Client {
         let settings = ZooKeeperSettings {
             hosts: vec![address],
+            ..ZooKeeperSettings::default()
+        };
+        Box::new(ZooKeeperDcs::new(settings, layout(), name, ttl, retry).expect("ZooKeeper client"))
+    }
+}
+
+/// The shortest retry_timeout of a TLS client (2 s per request).
+const TLS_MIN_RETRY: Duration = Duration::from_secs(6);
+
+/// ZooKeeper serving TLS with client certificates; every client presents the same
+/// certificate, verifies the server with the CA and creates znodes with an x509 ACL that
+/// grants its principal everything.
+struct TlsZooKeeper {
+    server: ZooKeeperServer,
+    pki: ZooKeeperPki,
+}
+
+#[async_trait]
+impl Server for TlsZooKeeper {
+    fn start(dir: &Path) -> anyhow::Result<Self> {
+        let pki = ZooKeeperPki::generate(dir)?;
+        let tls = ZooKeeperTls {
+            key_store: pki.server_key_store.clone(),
+            trust_store: pki.ca.clone(),
+        };
+        let server = ZooKeeperServer::start_tls(dir, tls)?;
+        Ok(TlsZooKeeper { server, pki })
+    }
+    fn address(&self) -> String {
+        self.server.secure_host().expect("TLS port")
+    }
+    /// A freshly started JVM takes seconds over its first TLS handshakes on a loaded machine,
+    /// more than the tests' retry_timeout: one read with a generous budget first.
+    async fn ready(&self) {
+        let client = self.client(self.address(), None, TTL, Duration::from_secs(60));
+        client
+            .get_cluster()
+            .await
+            .expect("ZooKeeper answers over TLS");
+    }
+    fn client(
+        &self,
+        address: String,
+        name: Option<String>,
+        ttl: Duration,
+        retry: Duration,
+    ) -> Client {
+        // Each request gets retry_timeout / 3 (at least 1 s); a TLS handshake with the JVM
+        // plus the session's creation can take longer than 1 s on a loaded 2-core machine.
+        let retry = retry.max(TLS_MIN_RETRY);
+        let settings = ZooKeeperSettings {
+            hosts: vec![address],
+            tls: Some(pgherd_config::ZookeeperTls {
+                verify: true,
+                cacert: Some(self.pki.ca.clone()),
+                cert: Some(self.pki.client.cert.clone()),
+                key: Some(self.pki.client.key.clone()),
+                key_password: None,
+            }),
+            acls: vec![pgherd_config::ZookeeperAcl {
+                principal: self.pki.client.principal.clone(),
+                read: true,
+                write: true,
+                create: true,
+                delete: true,
+                admin: true,
+            }],
         };
         Box::new(ZooKeeperDcs::new(settings, layout(), name, ttl, retry).expect("ZooKeeper client"))
     }
@@ -164,6 +257,7 @@ impl<S: Server> Networked<S> {
             .await
             .expect("join")
             .expect("start the server");
+        server.ready().await;
         let link = Link::start(server.address()).await;
         Networked {
             server,
@@ -181,7 +275,8 @@ impl<S: Server> Backend for Networked<S> {
         } else {
             self.server.address()
         };
-        S::client(address, name.map(str::to_string), ttl, retry)
+        self.server
+            .client(address, name.map(str::to_string), ttl, retry)
     }
     fn cut(&self) {
         self.link.cut();
@@ -697,6 +792,25 @@ macro_rules! conformance {
         per_backend!(zookeeper, Networked::<ZooKeeperServer>::start().await, [$($test),*]);
     };
 }
+
+// The core cases over TLS (each test starts its own JVM). The outage cases are left to the
+// plain-TCP run: the transport under the session is the only difference, and the short-outage
+// case leaves 1.5 s after the heal, which a reconnection plus a TLS handshake with the JVM
+// does not always fit on a loaded 2-core machine.
+per_backend!(
+    zookeeper_tls,
+    Networked::<TlsZooKeeper>::start().await,
+    [
+        initialize_race_has_one_winner,
+        leader_race_has_one_winner,
+        update_leader_fails_after_another_took_it,
+        released_keys_vanish_at_once,
+        keys_of_a_vanished_holder_expire_after_ttl,
+        cas_writes_fail_on_a_stale_index,
+        watch_wakes_subscribers,
+        delete_cluster_removes_everything
+    ]
+);
 
 conformance!(
     initialize_race_has_one_winner,

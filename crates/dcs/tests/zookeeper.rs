@@ -35,6 +35,7 @@ fn client(env: &Env, name: Option<&str>, ttl_s: u64, retry_s: u64) -> ZooKeeperD
     ZooKeeperDcs::new(
         ZooKeeperSettings {
             hosts: vec![env.server.host()],
+            ..ZooKeeperSettings::default()
         },
         KeyLayout::new("/service", "batman"),
         name.map(str::to_string),

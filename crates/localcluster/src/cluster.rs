@@ -6,7 +6,7 @@
 use crate::etcd::EtcdServer;
 use crate::ports::free_ports;
 use crate::wait::poll;
-use crate::zookeeper::ZooKeeperServer;
+use crate::zookeeper::{ZooKeeperServer, ZooKeeperTls};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -66,9 +66,19 @@ impl DcsServer {
                 "etcd3:\n  hosts: {}\n",
                 etcd.client_url().trim_start_matches("http://")
             ),
-            DcsServer::ZooKeeper(zk) => format!("zookeeper:\n  hosts: {}\n", zk.host()),
+            DcsServer::ZooKeeper(zk) => format!(
+                "zookeeper:\n  hosts: {}\n",
+                zk.secure_host().unwrap_or_else(|| zk.host())
+            ),
         }
     }
+}
+
+/// The TLS files of a cluster's ZooKeeper ([`ClusterOptions::zookeeper_tls`]).
+#[derive(Debug, Clone)]
+pub struct ZooKeeperTlsFiles {
+    pub server: ZooKeeperTls,
+    pub client: ZooKeeperTls,
 }
 
 /// How to build the cluster.
@@ -89,6 +99,10 @@ pub struct ClusterOptions {
     /// Build the cluster in this existing directory (the caller removes it) instead of a new
     /// temporary one removed on drop.
     pub root: Option<PathBuf>,
+    /// ZooKeeper serves TLS with the `server` files and the members' `zookeeper.hosts` name
+    /// its TLS port (the caller adds `use_ssl` and the client files to the members'
+    /// configuration); the harness reads znodes over TLS as `client`.
+    pub zookeeper_tls: Option<ZooKeeperTlsFiles>,
 }
 
 impl Default for ClusterOptions {
@@ -105,6 +119,7 @@ impl Default for ClusterOptions {
             extra_dcs: String::new(),
             extra_parameters: String::new(),
             root: None,
+            zookeeper_tls: None,
         }
     }
 }
@@ -150,7 +165,12 @@ impl LocalCluster {
         let dcs = match options.dcs {
             DcsKind::Etcd => DcsServer::Etcd(EtcdServer::start(&root.join("etcd"))?),
             DcsKind::ZooKeeper => {
-                DcsServer::ZooKeeper(ZooKeeperServer::start(&root.join("zookeeper"))?)
+                let dir = root.join("zookeeper");
+                DcsServer::ZooKeeper(match &options.zookeeper_tls {
+                    Some(tls) => ZooKeeperServer::start_tls(&dir, tls.server.clone())?
+                        .with_cli_identity(tls.client.clone()),
+                    None => ZooKeeperServer::start(&dir)?,
+                })
             }
         };
         let dcs_section = dcs.yaml_section();

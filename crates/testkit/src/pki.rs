@@ -80,3 +80,74 @@ pub fn openssl_self_signed(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, P
     }
     Ok((cert, key))
 }
+
+/// Certificates for ZooKeeper over TLS with x509 client authentication: a CA, the server's
+/// key store (certificate for 127.0.0.1 and key in one PEM file, as ZooKeeper's PEM key store
+/// reads it), two clients with distinct subject DNs (their ZooKeeper `x509` principals), and
+/// an unrelated CA that signed none of them.
+pub struct ZooKeeperPki {
+    pub ca: PathBuf,
+    pub server_key_store: PathBuf,
+    pub client: ZooKeeperClientCert,
+    pub other_client: ZooKeeperClientCert,
+    pub wrong_ca: PathBuf,
+}
+
+/// One client of [`ZooKeeperPki`].
+pub struct ZooKeeperClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate and key in one file (for ZooKeeper's own client).
+    pub key_store: PathBuf,
+    /// The subject DN as ZooKeeper's X509AuthenticationProvider names it, e.g.
+    /// `CN=pgherd-zk-client`.
+    pub principal: String,
+}
+
+impl ZooKeeperPki {
+    pub fn generate(dir: &Path) -> anyhow::Result<ZooKeeperPki> {
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            anyhow::Ok(path)
+        };
+        let new_ca = |cn: &str| {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.self_signed(&key)?;
+            anyhow::Ok((cert, key))
+        };
+        let (ca, ca_key) = new_ca("pgherd ZooKeeper test CA")?;
+        let (wrong_ca, _) = new_ca("pgherd unrelated CA")?;
+        let leaf = |cn: &str, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate()?;
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca, &ca_key)?;
+            anyhow::Ok((cert.pem(), key.serialize_pem()))
+        };
+        let (server_cert, server_key) = leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth)?;
+        let client = |name: &str| {
+            let cn = format!("pgherd-zk-{name}");
+            let (cert, key) = leaf(&cn, ExtendedKeyUsagePurpose::ClientAuth)?;
+            anyhow::Ok(ZooKeeperClientCert {
+                cert: write(&format!("{name}.pem"), &cert)?,
+                key: write(&format!("{name}.key"), &key)?,
+                key_store: write(&format!("{name}-store.pem"), &format!("{cert}{key}"))?,
+                principal: format!("CN={cn}"),
+            })
+        };
+        Ok(ZooKeeperPki {
+            ca: write("zk-ca.pem", &ca.pem())?,
+            server_key_store: write("zk-server.pem", &format!("{server_cert}{server_key}"))?,
+            client: client("client")?,
+            other_client: client("other")?,
+            wrong_ca: write("wrong-ca.pem", &wrong_ca.pem())?,
+        })
+    }
+}

@@ -1,6 +1,7 @@
 //! Certificate verification for the REST API (server and clients) and the etcd client, with
 //! what OpenSSL (so Patroni, patronictl and etcd's Go TLS) accepts on top of WebPKI: a peer
-//! certificate that is itself one of the trusted certificates (docs/compat.md#tls).
+//! certificate that is itself one of the trusted certificates (docs/compat.md#tls); and the
+//! reading of PEM certificates and (encrypted) keys ([`pem`]).
 //!
 //! The common Patroni setup is one certificate made with `openssl req -x509 -newkey ...` used
 //! as CA file, certificate and client certificate everywhere. OpenSSL marks it `CA:TRUE`;
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pem;
 mod verify;
 mod x509;
 

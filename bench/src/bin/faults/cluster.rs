@@ -190,6 +190,7 @@ impl<'n> Cluster<'n> {
             extra_dcs,
             extra_parameters: String::new(),
             root: None,
+            zookeeper_tls: None,
         };
         let host = &self.net.host(name).ip;
         let dcs_section = format!("etcd3:\n  hosts: {}\n", self.etcd_hosts());

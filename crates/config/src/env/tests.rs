@@ -142,7 +142,9 @@ fn list_forms_and_sections_from_variables() {
     assert_eq!(
         zk.config.dcs().unwrap(),
         crate::DcsSettings::Zookeeper {
-            hosts: vec!["zk1:2182".into(), "zk2:2181".into()]
+            hosts: vec!["zk1:2182".into(), "zk2:2181".into()],
+            tls: None,
+            acls: Vec::new(),
         }
     );
     let block = load(

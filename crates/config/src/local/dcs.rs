@@ -200,24 +200,10 @@ pub struct ZookeeperSection {
 }
 
 impl ZookeeperSection {
-    /// The usable settings: `host:port` entries (default port 2181, or `zookeeper.port`).
-    /// TLS (`use_ssl`) and x509 ACLs (`set_acls`, which need a TLS client certificate) are
-    /// refused with an error naming the key: pgherd's ZooKeeper client is plain TCP so far.
+    /// The usable settings: `host:port` entries (default port 2181, or `zookeeper.port`), TLS
+    /// when `use_ssl` is true (the TLS keys are ignored otherwise, as kazoo ignores them), and
+    /// the x509 ACLs of `set_acls`, which need TLS with a client certificate.
     fn settings(&self, ctx: &Ctx) -> Result<DcsSettings, ConfigError> {
-        if self.use_ssl {
-            return Err(ctx.invalid(
-                "zookeeper.use_ssl",
-                "TLS to ZooKeeper is not supported yet (pgherd's ZooKeeper client speaks plain \
-                 TCP; set use_ssl: false or use etcd3 with TLS)",
-            ));
-        }
-        if !self.set_acls.is_empty() {
-            return Err(ctx.invalid(
-                "zookeeper.set_acls",
-                "x509 ACLs need a TLS client certificate, and TLS to ZooKeeper is not supported \
-                 yet (remove set_acls)",
-            ));
-        }
         if self.hosts.is_empty() {
             return Err(ctx.invalid(
                 "zookeeper.hosts",
@@ -233,7 +219,40 @@ impl ZookeeperSection {
             .filter(|h| !h.is_empty())
             .map(|h| zookeeper_host(ctx, h, port))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(DcsSettings::Zookeeper { hosts })
+        let tls = self.use_ssl.then(|| ZookeeperTls {
+            verify: self.verify,
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            key_password: self.key_password.clone(),
+        });
+        if let Some(tls) = &tls {
+            if tls.key.is_some() && tls.cert.is_none() {
+                return Err(ctx.invalid(
+                    "zookeeper.key",
+                    "a client key without its certificate: set zookeeper.cert too",
+                ));
+            }
+        }
+        let acls = self
+            .set_acls
+            .iter()
+            .map(|(principal, names)| {
+                zookeeper_acl(principal, names).map_err(|message| {
+                    ctx.invalid(&format!("zookeeper.set_acls.{principal}"), message)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !acls.is_empty() && tls.as_ref().is_none_or(|t| t.cert.is_none()) {
+            // Patroni would create znodes that only a client certificate's principal may use,
+            // then fail to read them back over its own connection.
+            return Err(ctx.invalid(
+                "zookeeper.set_acls",
+                "x509 ACLs name the principal of a TLS client certificate: set use_ssl: true and \
+                 cert (and key), or remove set_acls",
+            ));
+        }
+        Ok(DcsSettings::Zookeeper { hosts, tls, acls })
     }
 
     pub(crate) fn parse(mut s: Section, ctx: &mut Ctx) -> Result<Self, ConfigError> {
@@ -292,11 +311,100 @@ pub enum DcsSettings {
         cert: Option<PathBuf>,
         key: Option<PathBuf>,
     },
-    /// ZooKeeper (from a `zookeeper:` section), plain TCP.
+    /// ZooKeeper (from a `zookeeper:` section).
     Zookeeper {
         /// `host:port` (port 2181 when the entry has none).
         hosts: Vec<String>,
+        /// `use_ssl: true`: TLS to every host.
+        tls: Option<ZookeeperTls>,
+        /// `set_acls`: the ACL of every znode created (empty: open to anyone, as kazoo's
+        /// default).
+        acls: Vec<ZookeeperAcl>,
     },
+}
+
+/// TLS to ZooKeeper (`zookeeper.use_ssl: true`), with kazoo's settings as Patroni maps them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZookeeperTls {
+    /// Verify the server certificate (kazoo's `verify_certs`).
+    pub verify: bool,
+    /// PEM CA bundle (kazoo's `ca`); without it, the usual public roots.
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate (kazoo's `certfile`).
+    pub cert: Option<PathBuf>,
+    /// PEM key of `cert` (kazoo's `keyfile`); without it, read from `cert`.
+    pub key: Option<PathBuf>,
+    /// Password of an encrypted `key` (kazoo's `keyfile_password`).
+    pub key_password: Option<String>,
+}
+
+// Written by hand so that the password never reaches a log line.
+impl std::fmt::Debug for ZookeeperTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZookeeperTls")
+            .field("verify", &self.verify)
+            .field("cacert", &self.cacert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field(
+                "key_password",
+                &self.key_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// One `zookeeper.set_acls` entry: an `x509` ACL for a certificate's principal (its subject
+/// DN as ZooKeeper's X509AuthenticationProvider spells it, e.g. `CN=node1,O=example`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZookeeperAcl {
+    pub principal: String,
+    pub read: bool,
+    pub write: bool,
+    pub create: bool,
+    pub delete: bool,
+    pub admin: bool,
+}
+
+/// `principal: [READ, WRITE, ...]` (any case, as Patroni upper-cases them; `ALL` is all five).
+/// Unlike Patroni, which skips names it does not know, an unknown name is an error.
+fn zookeeper_acl(principal: &str, names: &[String]) -> Result<ZookeeperAcl, String> {
+    let mut acl = ZookeeperAcl {
+        principal: principal.to_string(),
+        read: false,
+        write: false,
+        create: false,
+        delete: false,
+        admin: false,
+    };
+    if names.is_empty() {
+        return Err(
+            "no permission listed (expected some of READ, WRITE, CREATE, DELETE, ADMIN, ALL)"
+                .to_string(),
+        );
+    }
+    for name in names {
+        match name.to_ascii_uppercase().as_str() {
+            "READ" => acl.read = true,
+            "WRITE" => acl.write = true,
+            "CREATE" => acl.create = true,
+            "DELETE" => acl.delete = true,
+            "ADMIN" => acl.admin = true,
+            "ALL" => {
+                acl.read = true;
+                acl.write = true;
+                acl.create = true;
+                acl.delete = true;
+                acl.admin = true;
+            }
+            _ => {
+                return Err(format!(
+                "unknown permission {name:?} (expected READ, WRITE, CREATE, DELETE, ADMIN or ALL)"
+            ))
+            }
+        }
+    }
+    Ok(acl)
 }
 
 /// ZooKeeper's client port, used for `zookeeper.hosts` entries without one.

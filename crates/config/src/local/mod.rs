@@ -8,7 +8,7 @@ mod postgresql;
 mod restapi;
 
 pub use bootstrap::{Bootstrap, BootstrapUser, CustomBootstrap};
-pub use dcs::{DcsSettings, EtcdSection, Protocol, ZookeeperSection};
+pub use dcs::{DcsSettings, EtcdSection, Protocol, ZookeeperAcl, ZookeeperSection, ZookeeperTls};
 pub use misc::{Citus, Log, Tags, Vip, Watchdog, WatchdogMode};
 pub use options::ToolOption;
 pub use postgresql::{Authentication, Callbacks, PgUser, Postgresql, ReplicaMethod};

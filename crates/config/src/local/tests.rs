@@ -1,6 +1,10 @@
-use crate::{load_str, Config, DcsSettings, DynamicConfig, Loaded, WatchdogMode, REDACTED};
+use crate::{
+    load_str, Config, DcsSettings, DynamicConfig, Loaded, WatchdogMode, ZookeeperAcl, ZookeeperTls,
+    REDACTED,
+};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 const MINIMAL: &str = "\
@@ -456,13 +460,78 @@ fn dcs_sections() {
     let zk = config("scope: s\nzookeeper:\n  hosts: [z1:2181]\n  use_ssl: true\n  verify: false\n  set_acls:\n    CN=admin: [ALL]\n").zookeeper.unwrap();
     assert!(zk.use_ssl && !zk.verify);
     assert_eq!(zk.set_acls["CN=admin"], ["ALL"]);
+    // TLS as kazoo takes it: use_ssl turns it on, the files come along; without use_ssl they
+    // are ignored (kazoo ignores them too).
+    let c = config("scope: s\nzookeeper:\n  hosts: z1\n  use_ssl: true\n  verify: false\n  cacert: /ca.pem\n  cert: /c.pem\n  key: /c.key\n  key_password: pw\n  set_acls:\n    'CN=node1,O=x': [read, Write]\n    CN=admin: [ALL]\n");
+    let DcsSettings::Zookeeper { hosts, tls, acls } = c.dcs().unwrap() else {
+        panic!("not ZooKeeper")
+    };
+    assert_eq!(hosts, ["z1:2181"]);
+    let tls = tls.unwrap();
+    assert!(!tls.verify);
+    assert_eq!(tls.cacert.as_deref(), Some(Path::new("/ca.pem")));
+    assert_eq!(tls.cert.as_deref(), Some(Path::new("/c.pem")));
+    assert_eq!(tls.key.as_deref(), Some(Path::new("/c.key")));
+    assert_eq!(tls.key_password.as_deref(), Some("pw"));
+    assert!(!format!("{tls:?}").contains("pw\""), "{tls:?}");
     assert_eq!(
-        err("zookeeper:\n  hosts: [z1:2181]\n  use_ssl: true\n"),
-        "node1.yml: zookeeper.use_ssl: TLS to ZooKeeper is not supported yet (pgherd's ZooKeeper client speaks plain TCP; set use_ssl: false or use etcd3 with TLS)"
+        acls,
+        [
+            ZookeeperAcl {
+                principal: "CN=admin".into(),
+                read: true,
+                write: true,
+                create: true,
+                delete: true,
+                admin: true,
+            },
+            ZookeeperAcl {
+                principal: "CN=node1,O=x".into(),
+                read: true,
+                write: true,
+                create: false,
+                delete: false,
+                admin: false,
+            },
+        ]
     );
+    let plain = config("scope: s\nzookeeper:\n  hosts: z1\n  cert: /c.pem\n")
+        .dcs()
+        .unwrap();
+    assert!(matches!(plain, DcsSettings::Zookeeper { tls: None, .. }));
+    let verified = config("scope: s\nzookeeper:\n  hosts: z1\n  use_ssl: true\n")
+        .dcs()
+        .unwrap();
+    assert!(matches!(
+        verified,
+        DcsSettings::Zookeeper {
+            tls: Some(ZookeeperTls {
+                verify: true,
+                cert: None,
+                ..
+            }),
+            ..
+        }
+    ));
     assert_eq!(
         err("zookeeper:\n  hosts: [z1:2181]\n  set_acls:\n    CN=admin: [ALL]\n"),
-        "node1.yml: zookeeper.set_acls: x509 ACLs need a TLS client certificate, and TLS to ZooKeeper is not supported yet (remove set_acls)"
+        "node1.yml: zookeeper.set_acls: x509 ACLs name the principal of a TLS client certificate: set use_ssl: true and cert (and key), or remove set_acls"
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: [z1:2181]\n  use_ssl: true\n  set_acls:\n    CN=admin: [ALL]\n"),
+        "node1.yml: zookeeper.set_acls: x509 ACLs name the principal of a TLS client certificate: set use_ssl: true and cert (and key), or remove set_acls"
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: z1\n  use_ssl: true\n  cert: /c.pem\n  set_acls:\n    CN=admin: [READ, EXECUTE]\n"),
+        r#"node1.yml: zookeeper.set_acls.CN=admin: unknown permission "EXECUTE" (expected READ, WRITE, CREATE, DELETE, ADMIN or ALL)"#
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: z1\n  use_ssl: true\n  cert: /c.pem\n  set_acls:\n    CN=admin: []\n"),
+        "node1.yml: zookeeper.set_acls.CN=admin: no permission listed (expected some of READ, WRITE, CREATE, DELETE, ADMIN, ALL)"
+    );
+    assert_eq!(
+        err("zookeeper:\n  hosts: z1\n  use_ssl: true\n  key: /c.key\n"),
+        "node1.yml: zookeeper.key: a client key without its certificate: set zookeeper.cert too"
     );
     assert_eq!(
         err("zookeeper:\n  hosts: 'z1:x'\n"),
@@ -479,7 +548,9 @@ fn dcs_sections() {
         assert_eq!(
             c.dcs().unwrap(),
             DcsSettings::Zookeeper {
-                hosts: expected.into_iter().map(String::from).collect()
+                hosts: expected.into_iter().map(String::from).collect(),
+                tls: None,
+                acls: Vec::new(),
             },
             "{hosts}"
         );

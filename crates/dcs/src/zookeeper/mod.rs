@@ -1,7 +1,12 @@
 //! ZooKeeper backend, with Patroni 3.0's znode layout and semantics (docs/compat.md,
 //! "ZooKeeper"): the same paths under `/<namespace>/<scope>/`, the same values, `leader`,
 //! `members/<name>` and proxy registrations as EPHEMERAL znodes of our session, everything
-//! else persistent. The client is the `zookeeper-client` crate (plain TCP).
+//! else persistent. The client is the `zookeeper-client` crate, over plain TCP or, with
+//! `zookeeper.use_ssl`, through in-process TLS forwarders ([`tls`]: rustls with ring, not the
+//! crate's own TLS, which needs aws-lc).
+//!
+//! * **ACLs**: znodes are created open to anyone (kazoo's default), or with
+//!   `zookeeper.set_acls`, with those `x509` ACLs (Patroni's `default_acl`), parents included.
 //!
 //! * **Session** ([`session`]): opened lazily by the first operation with a session timeout of
 //!   `ttl` (as Patroni), detached (dropping a [`ZooKeeperDcs`] does not close it: its
@@ -28,6 +33,7 @@
 //! znodes instead of restarting the session.
 
 mod session;
+mod tls;
 mod watch;
 
 use crate::etcd::watch::AbortOnDrop;
@@ -36,17 +42,40 @@ use crate::{
 };
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use session::{lock, Session, Sessions};
+use pgherd_config::{ZookeeperAcl, ZookeeperTls};
+use session::{lock, Session, Sessions, Transport};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
-/// Where the store lives: `host:port` entries (see `pgherd_config::DcsSettings::Zookeeper`).
+/// Where the store lives and how to reach it (see `pgherd_config::DcsSettings::Zookeeper`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ZooKeeperSettings {
+    /// `host:port` entries.
     pub hosts: Vec<String>,
+    /// `use_ssl: true`: TLS to every host, with these files.
+    pub tls: Option<ZookeeperTls>,
+    /// `set_acls`: the `x509` ACL of every znode created (empty: open to anyone).
+    pub acls: Vec<ZookeeperAcl>,
+}
+
+/// A `set_acls` entry as ZooKeeper's ACL: scheme `x509`, the principal, the permissions.
+fn x509_acl(acl: &ZookeeperAcl) -> zk::Acl {
+    let mut permission = zk::Permission::NONE;
+    for (granted, bit) in [
+        (acl.read, zk::Permission::READ),
+        (acl.write, zk::Permission::WRITE),
+        (acl.create, zk::Permission::CREATE),
+        (acl.delete, zk::Permission::DELETE),
+        (acl.admin, zk::Permission::ADMIN),
+    ] {
+        if granted {
+            permission = permission | bit;
+        }
+    }
+    zk::Acl::new(permission, zk::AuthId::new("x509", &acl.principal))
 }
 
 /// Children of the base znode that only hold other znodes.
@@ -69,14 +98,6 @@ pub struct ZooKeeperDcs {
     watcher: Mutex<Option<AbortOnDrop>>,
 }
 
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
-}
-
-fn ephemeral() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
-}
-
 /// The parent znode of `path`.
 fn parent(path: &str) -> &str {
     match path.rfind('/') {
@@ -85,27 +106,28 @@ fn parent(path: &str) -> &str {
     }
 }
 
-/// Creates `path`, and its missing parents (persistent), like kazoo's `makepath=True`.
-async fn create(
-    client: &zk::Client,
-    path: &str,
-    data: &[u8],
-    options: &zk::CreateOptions<'_>,
-) -> Result<(), zk::Error> {
-    match client.create(path, data, options).await {
+/// Creates `path` (`ephemeral` or persistent), and its missing parents (persistent, same
+/// ACL), like kazoo's `makepath=True`.
+async fn create(s: &Session, path: &str, data: &[u8], ephemeral: bool) -> Result<(), zk::Error> {
+    let options = if ephemeral {
+        s.ephemeral()
+    } else {
+        s.persistent()
+    };
+    match s.client.create(path, data, &options).await {
         Err(zk::Error::NoNode) => {
-            client.mkdir(parent(path), &persistent()).await?;
-            client.create(path, data, options).await.map(|_| ())
+            s.client.mkdir(parent(path), &s.persistent()).await?;
+            s.client.create(path, data, &options).await.map(|_| ())
         }
         other => other.map(|_| ()),
     }
 }
 
 /// Overwrites `path` (any version), creating it (persistent) if absent.
-async fn set_or_create(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
-    match client.set_data(path, data, None).await {
-        Err(zk::Error::NoNode) => match create(client, path, data, &persistent()).await {
-            Err(zk::Error::NodeExists) => client.set_data(path, data, None).await.map(|_| ()),
+async fn set_or_create(s: &Session, path: &str, data: &[u8]) -> Result<(), zk::Error> {
+    match s.client.set_data(path, data, None).await {
+        Err(zk::Error::NoNode) => match create(s, path, data, false).await {
+            Err(zk::Error::NodeExists) => s.client.set_data(path, data, None).await.map(|_| ()),
             other => other,
         },
         other => other.map(|_| ()),
@@ -117,7 +139,7 @@ async fn set_or_create(client: &zk::Client, path: &str, data: &[u8]) -> Result<(
 /// previous run of this member) still owns it. `Ok(false)`: it changed under us (try again).
 async fn write_ephemeral(s: &Session, path: &str, data: &[u8]) -> Result<bool, zk::Error> {
     match s.client.check_stat(path).await? {
-        None => match create(&s.client, path, data, &ephemeral()).await {
+        None => match create(s, path, data, true).await {
             Ok(()) => Ok(true),
             Err(zk::Error::NodeExists) => Ok(false),
             Err(e) => Err(e),
@@ -138,7 +160,7 @@ async fn write_ephemeral(s: &Session, path: &str, data: &[u8]) -> Result<bool, z
 async fn take_over(s: &Session, path: &str, data: &[u8], version: i32) -> Result<bool, zk::Error> {
     let mut multi = s.client.new_multi_writer();
     multi.add_delete(path, Some(version))?;
-    multi.add_create(path, data, &ephemeral())?;
+    multi.add_create(path, data, &s.ephemeral())?;
     match multi.commit().await {
         Ok(_) => Ok(true),
         Err(zk::MultiWriteError::OperationFailed {
@@ -233,8 +255,9 @@ async fn read_child(client: &zk::Client, base: &str, name: String) -> Result<Vec
 }
 
 impl ZooKeeperDcs {
-    /// Validates the settings; does not contact ZooKeeper (the first operation does, inside a
-    /// tokio runtime). `member_name: None` is ctl mode.
+    /// Validates the settings and reads the TLS files; does not contact ZooKeeper (the first
+    /// operation does, inside a tokio runtime, and starts the TLS forwarders).
+    /// `member_name: None` is ctl mode.
     pub fn new(
         settings: ZooKeeperSettings,
         layout: KeyLayout,
@@ -247,11 +270,26 @@ impl ZooKeeperDcs {
                 "zookeeper.hosts: no ZooKeeper server listed".to_string(),
             ));
         }
+        let transport = match &settings.tls {
+            None => Transport::Plain,
+            Some(files) => {
+                for host in &settings.hosts {
+                    tls::server_name(host)?;
+                }
+                Transport::Tls {
+                    hosts: settings.hosts.clone(),
+                    config: tls::client_config(files)?,
+                    forwarders: tokio::sync::OnceCell::new(),
+                }
+            }
+        };
         let label = member_name.clone().unwrap_or_else(|| "ctl".to_string());
         let (changes, _) = tokio::sync::watch::channel(0);
         Ok(ZooKeeperDcs {
             sessions: Arc::new(Sessions::new(
                 settings.hosts.join(","),
+                transport,
+                settings.acls.iter().map(x509_acl).collect(),
                 label,
                 ttl,
                 retry_timeout,
@@ -288,7 +326,7 @@ impl ZooKeeperDcs {
         self.sessions
             .retry(doing, |s| {
                 let (path, value) = (&path, &value);
-                async move { set_or_create(&s.client, path, value.as_bytes()).await }
+                async move { set_or_create(&s, path, value.as_bytes()).await }
             })
             .await
     }
@@ -440,7 +478,7 @@ impl Dcs for ZooKeeperDcs {
             .retry(DOING, |s| {
                 let path = &path;
                 async move {
-                    match create(&s.client, path, name.as_bytes(), &ephemeral()).await {
+                    match create(&s, path, name.as_bytes(), true).await {
                         Ok(()) => Ok((true, None)),
                         Err(zk::Error::NodeExists) => {
                             // A try that timed out may have landed before we retried: the key
@@ -536,7 +574,7 @@ impl Dcs for ZooKeeperDcs {
             .retry("creating the initialize key", |s| {
                 let path = &path;
                 async move {
-                    match create(&s.client, path, b"", &persistent()).await {
+                    match create(&s, path, b"", false).await {
                         Ok(()) => Ok(true),
                         Err(zk::Error::NodeExists) => Ok(false),
                         Err(e) => Err(e),
@@ -707,6 +745,7 @@ mod tests {
         let dcs = ZooKeeperDcs::new(
             ZooKeeperSettings {
                 hosts: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+                ..ZooKeeperSettings::default()
             },
             KeyLayout::new("/service", "b"),
             Some("n1".into()),

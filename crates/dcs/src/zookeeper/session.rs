@@ -1,9 +1,11 @@
 //! The ZooKeeper session: connected lazily, replaced when the server expired it or when the
 //! ttl changed, and every request run under the caller's deadline with retries.
 
+use super::tls::Forwarders;
 use crate::DcsError;
+use rustls::ClientConfig;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::{sleep, timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -38,13 +40,49 @@ pub(super) struct Session {
     ttl: Duration,
     /// The value of [`Sessions::generations`] while this is the current session.
     pub generation: u64,
+    /// The ACL of the znodes this session creates (empty: open to anyone).
+    acls: Arc<[zk::Acl]>,
+}
+
+impl Session {
+    /// How a persistent znode is created.
+    pub fn persistent(&self) -> zk::CreateOptions<'_> {
+        zk::CreateMode::Persistent.with_acls(self.acls())
+    }
+
+    /// How an ephemeral znode (of this session) is created.
+    pub fn ephemeral(&self) -> zk::CreateOptions<'_> {
+        zk::CreateMode::Ephemeral.with_acls(self.acls())
+    }
+
+    fn acls(&self) -> zk::Acls<'_> {
+        if self.acls.is_empty() {
+            zk::Acls::anyone_all()
+        } else {
+            zk::Acls::new(&self.acls)
+        }
+    }
+}
+
+/// How the client reaches the configured hosts.
+pub(super) enum Transport {
+    /// Plain TCP, straight to them.
+    Plain,
+    /// TLS, through forwarders started by the first connection ([`super::tls`]).
+    Tls {
+        hosts: Vec<String>,
+        config: Arc<ClientConfig>,
+        forwarders: tokio::sync::OnceCell<Forwarders>,
+    },
 }
 
 /// The session of one [`super::ZooKeeperDcs`], shared with its watch task.
 pub(super) struct Sessions {
-    /// `host:port,host:port` (ZooKeeper's connect string).
+    /// `host:port,host:port` as configured (ZooKeeper's connect string over plain TCP).
     pub hosts: String,
     pub label: String,
+    transport: Transport,
+    acls: Arc<[zk::Acl]>,
     /// The session timeout of the next session (Patroni: `ttl`; see docs/compat.md).
     ttl: Mutex<Duration>,
     retry_timeout: Duration,
@@ -65,10 +103,19 @@ enum Attempt {
 }
 
 impl Sessions {
-    pub fn new(hosts: String, label: String, ttl: Duration, retry_timeout: Duration) -> Sessions {
+    pub fn new(
+        hosts: String,
+        transport: Transport,
+        acls: Vec<zk::Acl>,
+        label: String,
+        ttl: Duration,
+        retry_timeout: Duration,
+    ) -> Sessions {
         Sessions {
             hosts,
             label,
+            transport,
+            acls: acls.into(),
             ttl: Mutex::new(ttl),
             retry_timeout,
             current: tokio::sync::Mutex::new(None),
@@ -98,6 +145,40 @@ impl Sessions {
         (self.retry_timeout / 3).max(MIN_REQUEST_TIMEOUT)
     }
 
+    /// What the client connects to: the hosts, or (TLS) the forwarders to them, started now
+    /// if they are not running yet.
+    async fn connect_string(&self) -> Result<String, String> {
+        match &self.transport {
+            Transport::Plain => Ok(self.hosts.clone()),
+            Transport::Tls {
+                hosts,
+                config,
+                forwarders,
+            } => forwarders
+                .get_or_try_init(|| {
+                    // Generous: the client gives up on its own (connection timeout); a
+                    // handshake that completes anyway warms up a freshly started server.
+                    Forwarders::start(hosts, config.clone(), self.ttl(), &self.label)
+                })
+                .await
+                .map(|f| f.connect.clone()),
+        }
+    }
+
+    /// `error`, with the TLS connection failures of the hosts when there are some (a bad
+    /// certificate shows only as a closed connection to the client).
+    fn explain(&self, error: String) -> String {
+        match &self.transport {
+            Transport::Tls { forwarders, .. } => {
+                match forwarders.get().and_then(Forwarders::failures) {
+                    Some(failures) => format!("{error} (TLS: {failures})"),
+                    None => error,
+                }
+            }
+            Transport::Plain => error,
+        }
+    }
+
     /// The live session, opening one if there is none, the server expired ours, or the ttl
     /// changed (ZooKeeper cannot change a session's timeout: Patroni restarts it too).
     pub async fn session(&self, deadline: Instant) -> Result<Session, String> {
@@ -120,7 +201,8 @@ impl Sessions {
             .with_session_timeout(ttl)
             .with_connection_timeout(self.connection_timeout(ttl))
             .with_detached();
-        let client = timeout_at(deadline, connector.connect(&self.hosts))
+        let connect = self.connect_string().await?;
+        let client = timeout_at(deadline, connector.connect(&connect))
             .await
             .map_err(|_| "no session established in time".to_string())?
             .map_err(|e| format!("connecting: {e}"))?;
@@ -130,6 +212,7 @@ impl Sessions {
             client,
             ttl,
             generation,
+            acls: self.acls.clone(),
         };
         info!(member = %self.label, session = %zk::SessionId(session.id), timeout = ?session.client.session_timeout(), "ZooKeeper session opened");
         *current = Some(session.clone());
@@ -194,7 +277,8 @@ impl Sessions {
             .with_fail_eagerly()
             .with_detached();
         let dial_limit = limit.min(Instant::now() + REDIAL_EVERY);
-        let client = match timeout_at(dial_limit, connector.connect(&self.hosts)).await {
+        let connect = self.connect_string().await.ok()?;
+        let client = match timeout_at(dial_limit, connector.connect(&connect)).await {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => {
                 debug!(member = %self.label, %error, "dialling the session again failed");
@@ -211,6 +295,7 @@ impl Sessions {
             id: stale.id,
             ttl: stale.ttl,
             generation,
+            acls: self.acls.clone(),
         };
         info!(member = %self.label, session = %zk::SessionId(stale.id), "ZooKeeper session reconnected by a new client");
         *current = Some(session.clone());
@@ -254,9 +339,10 @@ impl Sessions {
                         hosts: self.hosts.clone(),
                         doing,
                         cause: format!(
-                            "no success after {attempts} attempt(s) in {:.1}s (retry_timeout {:.1}s); last error: {last}",
+                            "no success after {attempts} attempt(s) in {:.1}s (retry_timeout {:.1}s); last error: {}",
                             started.elapsed().as_secs_f64(),
-                            self.retry_timeout.as_secs_f64()
+                            self.retry_timeout.as_secs_f64(),
+                            self.explain(last),
                         ),
                     },
                     None => DcsError::Timeout {
