@@ -63,7 +63,7 @@ fn pooled_proxy(c: &TestCluster, name: &str, userlist: &Path) -> ProxyProcess {
     let file = userlist.display().to_string();
     ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 2, |p| {
         format!(
-            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
+            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
             p[0], p[1]
         )
     })
@@ -169,7 +169,8 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
     let (tx, session) = (px.extra[0], px.extra[1]);
     let rt = runtime();
 
-    // pgbench with five times more clients than pool_size: no error, and never more server
+    // pgbench with five times more clients than pool_size, with named prepared statements
+    // (each client lands on several server connections): no error, and never more server
     // connections than pool_size.
     let init = pgbench(c.members[leader].pg_port, &["-i", "-s", "1", "-q"])
         .output()
@@ -181,11 +182,16 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
     );
     let clients = (5 * POOL_SIZE).to_string();
     let mut bench = Reaped(
-        pgbench(tx, &["-n", "-S", "-c", &clients, "-j", "2", "-T", "6"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("pgbench"),
+        pgbench(
+            tx,
+            &[
+                "-n", "-S", "-M", "prepared", "-c", &clients, "-j", "2", "-T", "6",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pgbench"),
     );
     let mut most = 0;
     let finished = poll(
@@ -289,6 +295,27 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         for _ in 0..10 {
             assert_eq!(value(&pg, "show application_name").await.unwrap(), "kept-by-the-proxy");
         }
+        // Named prepared statements (tokio-postgres prepares every statement under a name)
+        // follow their clients across server connections: `a` holds one connection in a
+        // transaction while `b`'s statement runs on another.
+        let a = connect(tx, "postgres", SUPERUSER_PASSWORD).await.unwrap();
+        let b = connect(tx, "postgres", SUPERUSER_PASSWORD).await.unwrap();
+        let sa = a.prepare("select $1::int + 1").await.expect("prepare through the pool");
+        let sb = b.prepare("select $1::int * 2").await.unwrap();
+        a.batch_execute("BEGIN").await.unwrap();
+        for i in 0..20i32 {
+            let x: i32 = a.query_one(&sa, &[&i]).await.unwrap().get(0);
+            let y: i32 = b.query_one(&sb, &[&i]).await.expect("on another server connection").get(0);
+            assert_eq!((x, y), (i + 1, i * 2));
+        }
+        a.batch_execute("COMMIT").await.unwrap();
+        let sb2 = b.prepare("select $1::int + 1").await.unwrap();
+        drop(sb);
+        let x: i32 = b.query_one(&sb2, &[&41]).await.unwrap().get(0);
+        assert_eq!(x, 42);
+        let e = b.batch_execute("PREPARE p AS select 1").await.map(drop).expect_err("SQL PREPARE");
+        assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+
         // Session mode keeps everything.
         let s = connect(session, "admin", "admin-pass").await.expect("admin through the session pool");
         s.batch_execute("PREPARE p AS select 41 + 1; SET search_path = x").await.unwrap();
