@@ -5,6 +5,7 @@
 //! proved), `admin` with its plaintext password. Run serially (`--test-threads=1`).
 
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::pki::Pki;
 use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
 use serde_json::Value;
@@ -57,13 +58,15 @@ fn auth_file(c: &TestCluster, leader: usize) -> PathBuf {
     file
 }
 
-/// A proxy with a transaction pool (`pool_size` 4) and a session pool (`pool_size` 1, so that
-/// consecutive sessions share one server connection) on the primary.
+/// A proxy with a transaction pool (`pool_size` 4, TLS to clients) and a session pool
+/// (`pool_size` 1, so that consecutive sessions share one server connection) on the primary.
 fn pooled_proxy(c: &TestCluster, name: &str, userlist: &Path) -> ProxyProcess {
     let file = userlist.display().to_string();
+    let pki = Pki::generate(&c.root).expect("test certificates");
+    let (cert, key) = (pki.server_cert.display(), pki.server_key.display());
     ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 2, |p| {
         format!(
-            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
+            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100, auth_user: admin, auth_query: 'SELECT * FROM public.user_lookup($1)', tls: {{cert: {cert}, key: {key}}}}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
             p[0], p[1]
         )
     })
@@ -248,6 +251,24 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         "{mine}"
     );
     assert!(mine["checkouts"].as_u64().unwrap() > 100, "{mine}");
+    // TLS to clients: psql verifying the proxy's certificate (verify-full) gets in; the
+    // plain clients above were let in without it.
+    let ca = c.root.join("ca.pem");
+    let tls = Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", "select 1"])
+        .arg(format!(
+            "host=127.0.0.1 port={tx} user=admin dbname=postgres sslmode=verify-full sslrootcert={}",
+            ca.display()
+        ))
+        .env("PGPASSWORD", "admin-pass")
+        .output()
+        .expect("psql");
+    assert_eq!(
+        String::from_utf8_lossy(&tls.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&tls.stderr)
+    );
     let metrics = pgherd_testkit::cluster::http_request(px.stats, "GET", "/metrics", None)
         .expect("metrics")
         .1;
@@ -266,6 +287,26 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         let admin = connect(tx, "admin", "admin-pass").await.expect("admin through the pool");
         assert_eq!(value(&admin, "select current_user").await.unwrap(), "admin");
         let wrong = connect(session, "admin", "wrong").await.map(drop).expect_err("refused (md5)");
+        assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+
+        // A user missing from the userlist is looked up with auth_query (as auth_user, through
+        // a SECURITY DEFINER function as pgbouncer recommends).
+        let pg0 = connect(tx, "postgres", SUPERUSER_PASSWORD).await.unwrap();
+        pg0.batch_execute(
+            "CREATE ROLE carol LOGIN PASSWORD 'carol-pw';
+             CREATE FUNCTION public.user_lookup(i_user text, OUT uname name, OUT phash text)
+               RETURNS record AS $$ SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = i_user $$
+               LANGUAGE sql SECURITY DEFINER;
+             REVOKE ALL ON FUNCTION public.user_lookup(text) FROM public;
+             GRANT EXECUTE ON FUNCTION public.user_lookup(text) TO admin;",
+        )
+        .await
+        .unwrap();
+        let carol = connect(tx, "carol", "carol-pw").await.expect("auth_query user");
+        assert_eq!(value(&carol, "select current_user").await.unwrap(), "carol");
+        let wrong = connect(tx, "carol", "nope").await.map(drop).expect_err("refused");
+        assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+        let wrong = connect(tx, "nobody", "x").await.map(drop).expect_err("refused");
         assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
 
         // Session state the transaction pool cannot keep is refused, clearly, and the
