@@ -151,6 +151,31 @@ fn backends(c: &TestCluster, i: usize, application: &str) -> usize {
     .unwrap_or(usize::MAX)
 }
 
+/// The asyncpg client of the transaction-pool test (argument: the port).
+const ASYNCPG: &str = r#"
+import asyncio, sys
+import asyncpg
+
+async def main(port):
+    conns = [await asyncpg.connect(host='127.0.0.1', port=port, user='admin',
+                                   password='admin-pass', database='postgres', ssl=False)
+             for _ in range(3)]
+
+    async def work(c, k):
+        s = 0
+        for i in range(50):
+            s += await c.fetchval('select $1::int + $2::int', i, k)
+            async with c.transaction():
+                s += await c.fetchval('select $1::int * 2', i)
+        return s
+
+    total = sum(await asyncio.gather(*(work(c, k) for k, c in enumerate(conns))))
+    stmt = await conns[0].prepare('select $1::text || $2::text')
+    print(total, await stmt.fetchval('a', 'b'))
+
+asyncio.run(main(int(sys.argv[1])))
+"#;
+
 /// `insert ... returning` the port of the server that took it.
 async fn insert_port(c: &Client) -> Result<String, tokio_postgres::Error> {
     value(
@@ -268,6 +293,22 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         "1",
         "{}",
         String::from_utf8_lossy(&tls.stderr)
+    );
+    // asyncpg (every query a named prepared statement of its cache) through the transaction
+    // pool: three connections, transactions interleaved, statements landing on whichever
+    // server connection is free.
+    let asyncpg = Command::new("/usr/bin/python3")
+        .args(["-c", ASYNCPG, &tx.to_string()])
+        .output()
+        .expect("python3 (Debian's, with python3-asyncpg)");
+    let expected: i64 = (0..3i64)
+        .map(|k| (0..50i64).map(|i| (i + k) + 2 * i).sum::<i64>())
+        .sum();
+    assert_eq!(
+        String::from_utf8_lossy(&asyncpg.stdout).trim(),
+        format!("{expected} ab"),
+        "{}",
+        String::from_utf8_lossy(&asyncpg.stderr)
     );
     let metrics = pgherd_testkit::cluster::http_request(px.stats, "GET", "/metrics", None)
         .expect("metrics")

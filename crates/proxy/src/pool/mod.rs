@@ -321,7 +321,9 @@ impl ServerPool {
         loop {
             let popped = self.lock_idle().pop();
             let Some(conn) = popped else { break };
-            if self.fresh(&conn) {
+            // A connection the server closed while idle (shutdown during a switchover,
+            // pg_terminate_backend) is dropped here, before a client's transaction is sent.
+            if self.fresh(&conn) && conn.alive() {
                 return Ok(Lease {
                     conn,
                     pool: self.clone(),
@@ -364,8 +366,9 @@ impl ServerPool {
     /// `server_lifetime`; opens connections up to `min_pool_size`.
     async fn sweep(&self) {
         let now = Instant::now();
-        self.lock_idle()
-            .retain(|c| self.fresh(c) && now.duration_since(c.last_used) < self.idle_timeout);
+        self.lock_idle().retain(|c| {
+            self.fresh(c) && c.alive() && now.duration_since(c.last_used) < self.idle_timeout
+        });
         let open = self.counters.open.load(Ordering::Relaxed);
         if open >= self.min_pool_size || !self.refill.load(Ordering::Relaxed) {
             return;

@@ -273,6 +273,21 @@ fn scram_failed(login: &Login<'_>, e: impl std::fmt::Display) -> ConnectError {
 }
 
 impl ServerConn {
+    /// Whether the server still holds this idle connection: nothing to read (a server that
+    /// shut down or terminated it sent a FATAL and closed). One non-blocking peek.
+    pub fn alive(&self) -> bool {
+        let tcp = match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::ToServer(s) => s.get_ref().0,
+            Stream::FromClient(s) => s.get_ref().0,
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(tcp).peek(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
     /// Runs `sql` (a simple query) and reads up to its ReadyForQuery, recording parameter
     /// changes. `Err`: the server failed it or the connection broke (drop the connection).
     pub async fn run(&mut self, sql: &str) -> Result<(), CodecError> {
