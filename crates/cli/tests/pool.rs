@@ -199,7 +199,9 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
 
     // pgbench with five times more clients than pool_size, with named prepared statements
     // (each client lands on several server connections): no error, and never more server
-    // connections than pool_size.
+    // connections than pool_size. Throttled to 1000 transactions/s: a saturated 2-core
+    // machine starves the agents' health answers, and the proxy then rightly cuts write
+    // transactions.
     let init = pgbench(c.members[leader].pg_port, &["-i", "-s", "1", "-q"])
         .output()
         .expect("pgbench -i");
@@ -209,45 +211,61 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         String::from_utf8_lossy(&init.stderr)
     );
     let clients = (5 * POOL_SIZE).to_string();
-    let mut bench = Reaped(
-        pgbench(
-            tx,
-            &[
-                "-n", "-S", "-M", "prepared", "-c", &clients, "-j", "2", "-T", "6",
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pgbench"),
-    );
     let mut most = 0;
-    let finished = poll(
-        "pgbench through the transaction pool",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || {
-            let n = backends(&c, leader, "pgbench");
-            if n != usize::MAX {
-                most = most.max(n);
-            }
-            bench.0.try_wait().ok().flatten()
-        },
-    )
-    .expect("pgbench ends");
-    let mut out = String::new();
-    let mut err = String::new();
-    use std::io::Read;
-    let _ = bench
-        .0
-        .stdout
-        .take()
-        .map(|mut s| s.read_to_string(&mut out));
-    let _ = bench
-        .0
-        .stderr
-        .take()
-        .map(|mut s| s.read_to_string(&mut err));
+    let run = |most: &mut usize| {
+        let mut bench = Reaped(
+            pgbench(
+                tx,
+                &[
+                    "-n", "-S", "-M", "prepared", "-c", &clients, "-j", "2", "-T", "6", "-R",
+                    "1000",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgbench"),
+        );
+        let finished = poll(
+            "pgbench through the transaction pool",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let n = backends(&c, leader, "pgbench");
+                if n != usize::MAX {
+                    *most = (*most).max(n);
+                }
+                bench.0.try_wait().ok().flatten()
+            },
+        )
+        .expect("pgbench ends");
+        let mut out = String::new();
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = bench
+            .0
+            .stdout
+            .take()
+            .map(|mut s| s.read_to_string(&mut out));
+        let _ = bench
+            .0
+            .stderr
+            .take()
+            .map(|mut s| s.read_to_string(&mut err));
+        (finished, out, err)
+    };
+    let (mut finished, mut out, mut err) = run(&mut most);
+    // On an overloaded machine the leader may miss its live-status deadline twice (`fall`)
+    // and answer GET /primary 503: the proxy then closes every write transaction in flight,
+    // as it must. That run says nothing about pooling: run once more.
+    if !finished.success()
+        && px
+            .log_tail(1000)
+            .contains("closing sessions (writes must stop)")
+    {
+        eprintln!("the routing flapped during pgbench (see the proxy log): once more\n{err}");
+        (finished, out, err) = run(&mut most);
+    }
     assert!(
         finished.success(),
         "pgbench failed:\n{out}\n{err}\n{}",

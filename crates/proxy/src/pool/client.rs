@@ -222,6 +222,8 @@ struct Session<'a> {
     /// The client's named prepared statements (transaction mode with
     /// `max_prepared_statements`).
     statements: HashMap<Vec<u8>, Statement>,
+    /// The pool of the last server connection (reused while the routing picks its server).
+    last_pool: Option<Arc<super::ServerPool>>,
 }
 
 async fn login<'a>(
@@ -293,6 +295,7 @@ async fn login<'a>(
         tx: TxState::default(),
         first_lease: None,
         statements: HashMap::new(),
+        last_pool: None,
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -440,13 +443,26 @@ impl Session<'_> {
                     ),
                 )
             })?;
-            let pool = self.pc.pools.get(
-                self.key(&picked.member, &picked.addr),
-                &picked.backend,
-                self.pc,
-                ctx.connect_timeout,
-                ctx.keepalive.clone(),
-            );
+            // The pool of the previous transaction when the routing picked the same server
+            // (no lookup, no key to build).
+            let pool = match &self.last_pool {
+                Some(p)
+                    if Arc::ptr_eq(p.backend(), &picked.backend) && p.key.addr == picked.addr =>
+                {
+                    p.clone()
+                }
+                _ => {
+                    let p = self.pc.pools.get(
+                        self.key(&picked.member, &picked.addr),
+                        &picked.backend,
+                        self.pc,
+                        ctx.connect_timeout,
+                        ctx.keepalive.clone(),
+                    );
+                    self.last_pool = Some(p.clone());
+                    p
+                }
+            };
             match pool
                 .checkout(&self.creds, self.pc.cfg.query_wait_timeout)
                 .await

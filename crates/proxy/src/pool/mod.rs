@@ -316,7 +316,9 @@ impl ServerPool {
             .max_wait_us
             .fetch_max(waited, Ordering::Relaxed);
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
-        *self.creds.lock().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        if self.min_pool_size > 0 {
+            *self.creds.lock().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        }
         self.refill.store(true, Ordering::Relaxed);
         loop {
             let popped = self.lock_idle().pop();
