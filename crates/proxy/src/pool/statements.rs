@@ -20,7 +20,12 @@
 //! * `set_config(..., false)` (a session-level setting through a function).
 //!
 //! Such a statement is answered `0A000 feature_not_supported` naming the statement and the
-//! pool mode, before anything of the query runs. Session mode allows all of it.
+//! pool mode, before anything of the query runs (between transactions the proxy answers
+//! itself; inside a transaction block the server raises it, so the transaction fails as for
+//! any error). A `Parse` of a named statement is refused the same way when
+//! `max_prepared_statements` is 0 (otherwise [`super::prepared`] keeps it). Not detected:
+//! `DEALLOCATE`/`DISCARD` of statements the proxy renamed, and session state created inside
+//! functions (e.g. a `SET` in a PL/pgSQL body). Session mode allows all of it.
 
 use super::params;
 
