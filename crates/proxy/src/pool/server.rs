@@ -1,6 +1,6 @@
 //! One pooled server connection: opened and logged in by the proxy with the user's
 //! credentials ([`ServerCredentials`]), its kept parameters and its own cancel key known,
-//! registered on its [`Backend`] for as long as it lives (the kill switch reaches it, and the
+//! registered on its [`crate::backend::Backend`] for as long as it lives (the kill switch reaches it, and the
 //! fencing confirmation counts it).
 
 use super::auth::{md5_answer, ServerCredentials};
