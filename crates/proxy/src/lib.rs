@@ -98,6 +98,7 @@ pub mod proxy_protocol;
 pub mod registration;
 pub mod routing;
 pub mod session;
+pub mod split;
 pub mod stats;
 pub mod topology;
 

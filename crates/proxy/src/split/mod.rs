@@ -1,0 +1,41 @@
+//! The `role: auto` listener's read/write split: one port, each transaction routed to the
+//! primary or a replica from its parsed SQL (Pgpool-II's load balancing, done conservatively).
+//!
+//! * [`classify`] turns SQL text into [`classify::StatementClass`]es: positively read-only,
+//!   a transaction or session-state command, or something only the primary may run, with a
+//!   [`reason::Reason`]. It is a whitelist (see its doc): what it does not recognise as
+//!   read-only, including text the parser rejects, goes to the primary.
+//! * [`functions`] holds the built-in read-only function list and the listener's
+//!   `read_only_functions`.
+//! * [`router`] is one client session's state machine (transactions, deferred `BEGIN`, pins,
+//!   session settings to replay, read-your-writes). It performs no I/O and reads no clock, so
+//!   every rule is unit-tested deterministically (`classify_tests.rs`, `router_tests.rs`).
+//!
+//! # Why `sqlparser` and not PostgreSQL's own grammar
+//!
+//! `pg_query` (libpg_query, PostgreSQL's parser) would be the most faithful, but building it
+//! needs bindgen with libclang and prost-build: a plain `cargo build` on a machine with only a
+//! Rust toolchain and a C compiler would fail. `sqlparser` (the DataFusion project's parser,
+//! PostgreSQL dialect) is pure Rust. Its grammar is not PostgreSQL's in every corner
+//! (`FOR NO KEY UPDATE`, `FOR KEY SHARE`, `TABLE t`, `BEGIN ... DEFERRABLE`,
+//! `OPERATOR(schema.op)` are rejected today); because the classification is a whitelist, such
+//! gaps cost replica traffic, never correctness: rejected text goes to the primary.
+//!
+//! # What the classifier cannot see
+//!
+//! A view or a rule whose definition calls a writing function looks like a plain read; so
+//! does a built-in name shadowed by a user function earlier in `search_path` than
+//! `pg_catalog`. Both are unusual; the first is the same limit Pgpool-II documents. A
+//! `READ ONLY` transaction runs on a replica, where PostgreSQL refuses a few things a
+//! read-only transaction on the primary allows (temporary tables, `txid_current()`): the
+//! client then gets the replica's error.
+
+pub mod classify;
+pub mod functions;
+pub mod reason;
+pub mod router;
+
+#[cfg(test)]
+mod classify_tests;
+#[cfg(test)]
+mod router_tests;
