@@ -334,9 +334,13 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
 
     let clients = Arc::new(Semaphore::new(cfg.maxconn));
     let mut gates = Vec::new();
+    let mut routing = Vec::new();
     for (i, (l, socket)) in cfg.listeners.iter().zip(sockets).enumerate() {
         let gate = ListenerGate::new(l.maxconn, l.maxqueue, l.queue_timeout);
         gates.push(gate.clone());
+        let counters = (l.role == config::ListenerRole::Auto)
+            .then(|| Arc::new(split::counters::RoutingCounters::default()));
+        routing.push(counters.clone());
         let ctx = Arc::new(ListenerCtx {
             index: i,
             cfg: l.clone(),
@@ -351,6 +355,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             keepalive: cfg.keepalive.clone(),
             recheck: recheck_tx.clone(),
             totals: totals.clone(),
+            routing: counters,
         });
         info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");
         acceptors.push(tokio::spawn(listener::accept_loop(
@@ -366,6 +371,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             table: table_rx.clone(),
             gates,
             totals,
+            routing,
             admin: admin_tx,
             started: tokio::time::Instant::now(),
         };

@@ -53,6 +53,8 @@ pub struct ListenerCtx {
     /// Asks the controller to re-check a member now (its server refused a connection).
     pub recheck: mpsc::Sender<String>,
     pub totals: Arc<Totals>,
+    /// An auto listener's routing decisions by target and reason (`None` for other roles).
+    pub routing: Option<Arc<crate::split::counters::RoutingCounters>>,
 }
 
 /// Sets `TCP_NODELAY` and keepalive on a server socket (best effort). Client sockets inherit

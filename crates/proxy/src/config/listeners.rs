@@ -1,6 +1,7 @@
 //! `proxy.listeners`: one entry per port, and the top-level defaults entries inherit.
 
 use super::defaults::{DEFAULT_BALANCE, DEFAULT_MAXQUEUE, DEFAULT_QUEUE_TIMEOUT};
+use super::split::SplitConfig;
 use super::values::{count, socket_addr, true_or_false};
 use pgherd_config::reader::{Ctx, Section};
 use pgherd_config::ConfigError;
@@ -21,9 +22,13 @@ pub enum ListenerRole {
     Sync,
     /// Replicas that are not synchronous standbys.
     Async,
+    /// One port for both: each transaction goes to the primary or a replica from its parsed
+    /// SQL (crates/proxy/src/split). Its own rotation is the primary's; the replicas' is a
+    /// second one ([`crate::routing::ListenerTable::replicas`]).
+    Auto,
 }
 
-const ROLE_EXPECTED: &str = "primary, replica, read-only, sync or async";
+const ROLE_EXPECTED: &str = "primary, replica, read-only, sync, async or auto";
 
 impl ListenerRole {
     fn parse(s: &str) -> Option<ListenerRole> {
@@ -33,8 +38,18 @@ impl ListenerRole {
             "read-only" => ListenerRole::ReadOnly,
             "sync" => ListenerRole::Sync,
             "async" => ListenerRole::Async,
+            "auto" => ListenerRole::Auto,
             _ => return None,
         })
+    }
+
+    /// The role of the listener's own rotation: an auto listener's is the primary's (its
+    /// replicas form a second rotation).
+    pub fn rotation(self) -> ListenerRole {
+        match self {
+            ListenerRole::Auto => ListenerRole::Primary,
+            role => role,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +59,7 @@ impl ListenerRole {
             ListenerRole::ReadOnly => "read-only",
             ListenerRole::Sync => "sync",
             ListenerRole::Async => "async",
+            ListenerRole::Auto => "auto",
         }
     }
 }
@@ -79,6 +95,8 @@ pub struct ListenerConfig {
     /// Clients arrive through a load balancer that sends a PROXY protocol header (v1 or v2)
     /// naming their origin (HAProxy's `accept-proxy`).
     pub accept_proxy: bool,
+    /// `role: auto`: how statements are classified and routed.
+    pub split: Option<SplitConfig>,
 }
 
 /// The top-level settings a listener takes when it does not set its own.
@@ -179,7 +197,15 @@ fn listener(
             "only applies to replica, read-only, sync and async listeners",
         ));
     }
-    let fallback_primary = match l.string(ctx, "fallback")?.as_deref() {
+    let fallback = l.string(ctx, "fallback")?;
+    if fallback.is_some() && role == ListenerRole::Auto {
+        return Err(l.invalid(
+            ctx,
+            "fallback",
+            "does not apply to auto listeners: their reads always fall back to the primary",
+        ));
+    }
+    let fallback_primary = match fallback.as_deref() {
         None | Some("none") => false,
         Some("primary") => true,
         Some(other) => {
@@ -199,6 +225,7 @@ fn listener(
         .duration(ctx, "hold_timeout")?
         .unwrap_or(defaults.hold_timeout);
     let accept_proxy = l.get(ctx, "accept_proxy", true_or_false)?.unwrap_or(false);
+    let split = super::split::split(&mut l, ctx, role)?;
     l.finish_strict(ctx)?;
     Ok(ListenerConfig {
         name,
@@ -212,5 +239,6 @@ fn listener(
         queue_timeout,
         hold_timeout,
         accept_proxy,
+        split,
     })
 }

@@ -7,6 +7,8 @@
 //!   read-only, including text the parser rejects, goes to the primary.
 //! * [`functions`] holds the built-in read-only function list and the listener's
 //!   `read_only_functions`.
+//! * [`counters`] counts an auto listener's decisions by target and reason (stats page,
+//!   `/metrics`).
 //! * [`router`] is one client session's state machine (transactions, deferred `BEGIN`, pins,
 //!   session settings to replay, read-your-writes). It performs no I/O and reads no clock, so
 //!   every rule is unit-tested deterministically (`classify_tests.rs`, `router_tests.rs`).
@@ -31,6 +33,7 @@
 //! client then gets the replica's error.
 
 pub mod classify;
+pub mod counters;
 pub mod functions;
 pub mod reason;
 pub mod router;
