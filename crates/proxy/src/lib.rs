@@ -14,6 +14,8 @@
 //!   (up to `hold_timeout`), connects, and hands both sockets to [`copy`], the data path;
 //! * [`registration`] writes `proxies/<name>` in the DCS (the fencing confirmation, see below);
 //! * [`stats`] serves the HTML page, `/stats.json`, `/metrics` and the admin actions.
+//! * [`split`] is the `role: auto` listener's SQL classifier and per-session router (pure; the
+//!   listener needs connection pooling and is refused by the configuration until then).
 //!
 //! # Configuration
 //!
@@ -47,7 +49,10 @@
 //! ```
 //!
 //! Roles: `primary`, `replica`, `read-only` (replicas, then the primary when none qualifies),
-//! `sync`, `async`. Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
+//! `sync`, `async`, and `auto` (one port, each transaction routed by its SQL: see [`split`];
+//! its keys `read_only_functions: [name, schema.name]` and
+//! `read_your_writes: replayed | session | off` or `{mode: replayed, max_wait: 10ms}`; its
+//! replicas form a second rotation with the listener's `balance` and `max_lag`). Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
 //! `leastconn`, `first`. Members tagged `noloadbalance` (or `weight: 0`) get no replica
 //! traffic.
 //!
