@@ -12,6 +12,9 @@
 //! * [`router`] is one client session's state machine (transactions, deferred `BEGIN`, pins,
 //!   session settings to replay, read-your-writes). It performs no I/O and reads no clock, so
 //!   every rule is unit-tested deterministically (`classify_tests.rs`, `router_tests.rs`).
+//! * [`wire`] connects the router to the protocol: client messages, the extended-protocol
+//!   batch that forms one routing unit, the read-your-writes check of a replica, and the
+//!   bytes of the proxy's own answers.
 //!
 //! # Why `sqlparser` and not PostgreSQL's own grammar
 //!
@@ -37,6 +40,7 @@ pub mod counters;
 pub mod functions;
 pub mod reason;
 pub mod router;
+pub mod wire;
 
 #[cfg(test)]
 mod classify_tests;
