@@ -158,8 +158,9 @@ pub struct Route {
     /// Text to send instead of the client's (`ROLLBACK` for a `COMMIT` of a transaction the
     /// proxy failed).
     pub rewrite: Option<String>,
-    /// For a replica: only one that has replayed `lsn` may serve it; wait for one until
-    /// `until`, then use the primary ([`Reason::ReadYourWrites`]).
+    /// For a replica, at the start of a routing unit: only one that has replayed `lsn` may
+    /// serve it; wait for one until `until`, then use the primary
+    /// ([`Reason::ReadYourWrites`]).
     pub lsn_wait: Option<LsnWait>,
 }
 
@@ -352,6 +353,8 @@ impl Router {
     ) -> Decision {
         let statements = &classification.statements;
         let mut prelude = Vec::new();
+        // The message starts a new routing unit (no server connection is bound yet).
+        let mut fresh = self.tx == Tx::Idle;
         if let Tx::Deferred {
             prelude: deferred,
             read_only,
@@ -384,6 +387,7 @@ impl Router {
                     };
                 }
                 _ => {
+                    fresh = true;
                     let read_only = read_only.unwrap_or(self.default_read_only);
                     prelude = std::mem::take(deferred);
                     let (target, reason) = if read_only {
@@ -482,7 +486,7 @@ impl Router {
         };
 
         let lsn_wait = match (target, self.config.read_your_writes, self.last_commit) {
-            (Target::Replica, ReadYourWrites::Replayed, Some(lsn)) => Some(LsnWait {
+            (Target::Replica, ReadYourWrites::Replayed, Some(lsn)) if fresh => Some(LsnWait {
                 lsn,
                 until: now + self.config.max_wait,
             }),

@@ -494,6 +494,20 @@ fn read_your_writes_replayed_requires_the_commit_lsn_on_replicas() {
             until: s.now + Duration::from_millis(50)
         })
     );
+    // Inside a replica transaction only its first message carries the wait: the connection
+    // is bound by then.
+    let begin = s.run("BEGIN READ ONLY", TxStatus::InTransaction);
+    assert!(begin.lsn_wait.is_some());
+    let inside = s.run("SELECT 1", TxStatus::InTransaction);
+    assert_eq!((inside.target, inside.lsn_wait), (REPLICA, None));
+    s.run("COMMIT", TxStatus::Idle);
+    s.answered("BEGIN");
+    s.answered("SET TRANSACTION READ ONLY");
+    assert!(s
+        .run("SELECT 1", TxStatus::InTransaction)
+        .lsn_wait
+        .is_some());
+    s.run("COMMIT", TxStatus::Idle);
     // An older LSN never lowers the requirement.
     s.router.on_commit_lsn(Lsn::parse("0/1000000").unwrap());
     assert_eq!(s.router.last_commit(), Some(lsn));
