@@ -350,3 +350,24 @@ fn replay_text_of_settings_is_sql_the_server_accepts() {
         }
     }
 }
+
+#[test]
+fn cached_classifications_match_fresh_ones_and_the_cache_stays_bounded() {
+    let classifier = Classifier::default();
+    for (sql, expected) in CASES {
+        // Twice: the second answer comes from the cache.
+        assert_eq!(summary(&classifier, sql), *expected, "{sql}");
+        assert_eq!(summary(&classifier, sql), *expected, "{sql}");
+    }
+    for i in 0..(super::classify::CACHE_ENTRIES + 10) {
+        let sql = format!("SELECT {i}");
+        assert!(classifier.classify(&sql).is_read_only());
+    }
+    let long = format!("SELECT 1 WHERE 1 = 1{}", " AND 1 = 1".repeat(500));
+    assert!(long.len() > super::classify::CACHE_TEXT_BYTES);
+    assert!(classifier.classify(&long).is_read_only());
+    assert_eq!(
+        summary(&classifier, "SELECT nextval('s')"),
+        "write_function"
+    );
+}

@@ -249,7 +249,7 @@ pub struct Router {
     /// `read_your_writes: replayed`: the session's last commit.
     last_commit: Option<Lsn>,
     /// Extended-protocol statements by name (the unnamed one under "").
-    prepared: HashMap<String, Classification>,
+    prepared: HashMap<String, Arc<Classification>>,
 }
 
 impl Router {
