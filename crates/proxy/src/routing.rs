@@ -386,6 +386,7 @@ mod tests {
             hold_timeout: Duration::from_secs(30),
             accept_proxy: false,
             split: None,
+            pool: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub struct ListenerCtx {
     pub totals: Arc<Totals>,
     /// An auto listener's routing decisions by target and reason (`None` for other roles).
     pub routing: Option<Arc<crate::split::counters::RoutingCounters>>,
+    /// Pooled listeners (`pool_mode`): the pools, users and cancel keys.
+    pub pool: Option<Arc<crate::pool::PoolCtx>>,
 }
 
 /// Sets `TCP_NODELAY` and keepalive on a server socket (best effort). Client sockets inherit
@@ -90,6 +92,12 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
         peer
     };
     if !first_bytes(&ctx, &client).await {
+        return;
+    }
+    if let Some(pc) = ctx.pool.clone() {
+        // Pooled: the proxy speaks the protocol itself; maxconn/maxqueue do not apply
+        // (max_client_conn and pool_size do).
+        crate::pool::client::serve(ctx, pc, client, origin).await;
         return;
     }
     let _slot = match ctx.gate.enter().await {

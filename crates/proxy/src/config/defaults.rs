@@ -62,3 +62,12 @@ pub const MIN_REGISTRATION_TTL: Duration = Duration::from_secs(2);
 /// the primary would have been by much.
 pub const DEFAULT_READ_YOUR_WRITES: ReadYourWrites = ReadYourWrites::Replayed;
 pub const DEFAULT_READ_YOUR_WRITES_MAX_WAIT: Duration = Duration::from_millis(10);
+
+/// Pooled listeners (pgbouncer's defaults): `pool_size`, `max_client_conn`,
+/// `server_idle_timeout`, `server_lifetime`, `query_wait_timeout`, `server_reset_query`.
+pub const DEFAULT_POOL_SIZE: usize = 20;
+pub const DEFAULT_MAX_CLIENT_CONN: usize = 100;
+pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_SERVER_LIFETIME: Duration = Duration::from_secs(3600);
+pub const DEFAULT_QUERY_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_SERVER_RESET_QUERY: &str = "DISCARD ALL";

@@ -1,6 +1,7 @@
 //! `proxy.listeners`: one entry per port, and the top-level defaults entries inherit.
 
 use super::defaults::{DEFAULT_BALANCE, DEFAULT_MAXQUEUE, DEFAULT_QUEUE_TIMEOUT};
+use super::pool::PoolConfig;
 use super::split::SplitConfig;
 use super::values::{count, socket_addr, true_or_false};
 use pgherd_config::reader::{Ctx, Section};
@@ -97,6 +98,9 @@ pub struct ListenerConfig {
     pub accept_proxy: bool,
     /// `role: auto`: how statements are classified and routed.
     pub split: Option<SplitConfig>,
+    /// Pooling (`pool_mode` and the other pgbouncer keys); `None`: bytes are proxied as they
+    /// are after the startup packet.
+    pub pool: Option<PoolConfig>,
 }
 
 /// The top-level settings a listener takes when it does not set its own.
@@ -226,6 +230,17 @@ fn listener(
         .unwrap_or(defaults.hold_timeout);
     let accept_proxy = l.get(ctx, "accept_proxy", true_or_false)?.unwrap_or(false);
     let split = super::split::split(&mut l, ctx, role)?;
+    let pool = super::pool::pool(&mut l, ctx)?;
+    if role == ListenerRole::Auto && pool.is_none() {
+        // One client, connections to the primary and to replicas: the proxy must
+        // authenticate the client itself.
+        return Err(l.invalid(
+            ctx,
+            "role",
+            "auto needs pool_mode (session or transaction) and an auth_file: the proxy logs \
+             clients in itself to hold connections to the primary and to replicas for them",
+        ));
+    }
     l.finish_strict(ctx)?;
     Ok(ListenerConfig {
         name,
@@ -240,5 +255,6 @@ fn listener(
         hold_timeout,
         accept_proxy,
         split,
+        pool,
     })
 }

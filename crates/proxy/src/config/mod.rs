@@ -4,14 +4,16 @@
 //! and unknown keys are errors, so a typo never silently falls back to a default.
 //!
 //! One function per subsection, each in its own file: `listeners.rs`, `connections.rs`
-//! (`timeouts`, `tcp_keepalive`), `health.rs` (`health_check`), `stats.rs`, `registration.rs`,
-//! `split.rs` (an auto listener's `read_only_functions`, `read_your_writes`);
+//! (`timeouts`, `tcp_keepalive`), `pool.rs` (a listener's pooling keys), `split.rs` (an auto
+//! listener's `read_only_functions`, `read_your_writes`), `health.rs` (`health_check`),
+//! `stats.rs`, `registration.rs`;
 //! every default by name in [`defaults`].
 
 mod connections;
 pub mod defaults;
 mod health;
 mod listeners;
+mod pool;
 mod registration;
 mod split;
 mod stats;
@@ -24,6 +26,7 @@ pub use defaults::{
 };
 pub use health::HealthConfig;
 pub use listeners::{Balance, ListenerConfig, ListenerRole};
+pub use pool::{PoolConfig, PoolMode};
 pub use registration::RegistrationConfig;
 pub use split::SplitConfig;
 pub use stats::{AdminAuth, StatsConfig};
@@ -112,18 +115,6 @@ impl ProxyConfig {
         let keepalive = connections::tcp_keepalive(&mut root, &ctx)?;
         let health = health::health_check(&mut root, &ctx)?;
         let listeners = listeners::listeners(&mut root, &ctx, &listener_defaults)?;
-        if let Some(i) = listeners.iter().position(|l| l.role == ListenerRole::Auto) {
-            // An auto listener holds connections to the primary and to a replica for one
-            // client, so the proxy must authenticate clients itself: it needs pooling, which
-            // this build does not have yet.
-            let path = format!("{}[{i}].role", root.path("listeners"));
-            return Err(ctx
-                .invalid(
-                    &path,
-                    "auto needs connection pooling (pool_mode), which this build does not have",
-                )
-                .into());
-        }
         let stats = stats::stats(&mut root, &ctx, &listeners)?;
         let registration = registration::registration(&mut root, &ctx)?;
         let name_path = root.path("name");

@@ -1,6 +1,7 @@
 //! The `proxy:` section's parsing, defaults and messages.
 
 use super::*;
+use crate::split::router::ReadYourWrites;
 use serde_json::json;
 
 fn parse(v: Value) -> Result<ProxyConfig, String> {
@@ -274,9 +275,118 @@ fn split_keys_name_what_they_expect() {
     }
     assert!(auto(json!({"fallback": "primary"}))
         .contains("proxy.listeners[2].fallback: does not apply to auto listeners"));
-    // Valid keys: the listener is refused only because this build has no pooling.
+    assert!(auto(json!({})).starts_with(
+        "proxy.yml: proxy.listeners[2].role: auto needs pool_mode (session or transaction)"
+    ));
+}
+
+#[test]
+fn auto_listener_keys_and_defaults() {
+    let with = |extra: Value| {
+        let mut l = json!({"name": "auto", "bind": "127.0.0.1:5002", "role": "auto",
+                           "pool_mode": "transaction", "auth_file": "/u.txt"});
+        for (k, v) in extra.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        let mut v = minimal();
+        v["listeners"].as_array_mut().unwrap().push(l);
+        let c = parse(v).unwrap();
+        c.listeners[2].split.clone().unwrap()
+    };
+    let d = with(json!({}));
+    assert!(d.read_only_functions.is_empty());
+    assert_eq!(d.router.read_your_writes, ReadYourWrites::Replayed);
     assert_eq!(
-        auto(json!({"read_only_functions": ["f", "app.g"], "read_your_writes": {"mode": "session", "max_wait": "50ms"}})),
-        "proxy.yml: proxy.listeners[2].role: auto needs connection pooling (pool_mode), which this build does not have"
+        d.router.max_wait,
+        defaults::DEFAULT_READ_YOUR_WRITES_MAX_WAIT
     );
+    let s = with(json!({"read_only_functions": ["f", "app.g"], "read_your_writes": "session"}));
+    assert_eq!(s.read_only_functions, ["f", "app.g"]);
+    assert_eq!(s.router.read_your_writes, ReadYourWrites::Session);
+    let m = with(json!({"read_your_writes": {"mode": "off", "max_wait": "50ms"}}));
+    assert_eq!(m.router.read_your_writes, ReadYourWrites::Off);
+    assert_eq!(m.router.max_wait, Duration::from_millis(50));
+    let m = with(json!({"read_your_writes": {"max_wait": "1s"}}));
+    assert_eq!(
+        (m.router.read_your_writes, m.router.max_wait),
+        (ReadYourWrites::Replayed, Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn pooled_listeners() {
+    let mut v = minimal();
+    assert_eq!(parse(v.clone()).unwrap().listeners[0].pool, None);
+    v["listeners"][0]["pool_mode"] = json!("transaction");
+    v["listeners"][0]["auth_file"] = json!("/etc/pgherd/userlist.txt");
+    let p = parse(v.clone()).unwrap().listeners[0].pool.clone().unwrap();
+    assert_eq!(p.mode, PoolMode::Transaction);
+    assert_eq!(p.pool_size, defaults::DEFAULT_POOL_SIZE);
+    assert_eq!(p.max_client_conn, defaults::DEFAULT_MAX_CLIENT_CONN);
+    assert_eq!(p.server_reset_query, "DISCARD ALL");
+    assert_eq!(p.auth_type, crate::pool::auth::AuthType::ScramSha256);
+    assert_eq!(p.max_prepared_statements, 0);
+    for (k, val) in [
+        ("pool_mode", json!("session")),
+        ("pool_size", json!(5)),
+        ("min_pool_size", json!(2)),
+        ("max_client_conn", json!(1000)),
+        ("server_idle_timeout", json!("30s")),
+        ("server_lifetime", json!("1h")),
+        ("query_wait_timeout", json!("5s")),
+        ("server_reset_query", json!("RESET ALL")),
+        ("auth_type", json!("md5")),
+        (
+            "ignore_startup_parameters",
+            json!("extra_float_digits, search_path"),
+        ),
+    ] {
+        v["listeners"][0][k] = val;
+    }
+    let p = parse(v.clone()).unwrap().listeners[0].pool.clone().unwrap();
+    assert_eq!(
+        (p.mode, p.pool_size, p.min_pool_size, p.max_client_conn),
+        (PoolMode::Session, 5, 2, 1000)
+    );
+    assert_eq!(p.server_idle_timeout, Duration::from_secs(30));
+    assert_eq!(p.server_lifetime, Duration::from_secs(3600));
+    assert_eq!(p.query_wait_timeout, Duration::from_secs(5));
+    assert_eq!(p.server_reset_query, "RESET ALL");
+    assert_eq!(p.auth_type, crate::pool::auth::AuthType::Md5);
+    assert_eq!(
+        p.ignore_startup_parameters,
+        ["extra_float_digits", "search_path"]
+    );
+
+    let err = |edit: &dyn Fn(&mut Value)| {
+        let mut v = minimal();
+        v["listeners"][0]["pool_mode"] = json!("transaction");
+        v["listeners"][0]["auth_file"] = json!("/u.txt");
+        edit(&mut v);
+        parse(v).unwrap_err()
+    };
+    assert!(
+        err(&|v| v["listeners"][0]["pool_mode"] = json!("statement")).contains(
+            "proxy.listeners[0].pool_mode: expected session or transaction, found \"statement\""
+        )
+    );
+    assert!(err(&|v| v["listeners"][0]["auth_type"] = json!("trust"))
+        .contains("proxy.listeners[0].auth_type: expected scram-sha-256, md5 or plain"));
+    assert!(err(&|v| v["listeners"][0]["min_pool_size"] = json!(50))
+        .contains("proxy.listeners[0].min_pool_size: expected at most pool_size (20), found 50"));
+    assert!(err(&|v| v["listeners"][0]["pool_size"] = json!(0))
+        .contains("proxy.listeners[0].pool_size: expected"));
+    assert!(err(&|v| {
+        v["listeners"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("auth_file");
+    })
+    .contains("proxy.listeners[0].auth_file: missing"));
+    // Pooling keys without pool_mode are a mistake, not silently ignored.
+    let mut v = minimal();
+    v["listeners"][1]["pool_size"] = json!(5);
+    assert!(parse(v).unwrap_err().contains(
+        "proxy.listeners[1].pool_size: only applies to a pooled listener (set pool_mode: session or transaction)"
+    ));
 }

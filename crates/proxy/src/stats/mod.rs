@@ -37,6 +37,8 @@ pub struct StatsState {
     pub cfg: Arc<ProxyConfig>,
     pub table: watch::Receiver<Arc<Table>>,
     pub gates: Vec<Arc<ListenerGate>>,
+    /// Per listener: its pools when it is pooled.
+    pub pools: Vec<Option<Arc<crate::pool::PoolCtx>>>,
     pub totals: Arc<Totals>,
     /// Per listener: the routing decisions of an auto listener (`None` for other roles).
     pub routing: Vec<Option<Arc<RoutingCounters>>>,
@@ -231,6 +233,13 @@ pub fn snapshot(s: &StatsState) -> Value {
                     "servers": servers_json(r),
                 })),
                 "routing": s.routing.get(i).and_then(|r| r.as_ref()).map(|r| r.to_json()),
+                "pool": s.pools.get(i).and_then(|p| p.as_ref()).map(|p| json!({
+                    "mode": p.cfg.mode.as_str(),
+                    "pool_size": p.cfg.pool_size,
+                    "max_client_conn": p.cfg.max_client_conn,
+                    "clients": p.cfg.max_client_conn - p.clients.available_permits(),
+                    "pools": p.pools.snapshot(),
+                })),
             })
         })
         .collect();
