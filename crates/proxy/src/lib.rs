@@ -16,8 +16,8 @@
 //!   the client, then lends it a server connection per transaction or per session;
 //! * [`registration`] writes `proxies/<name>` in the DCS (the fencing confirmation, see below);
 //! * [`stats`] serves the HTML page, `/stats.json`, `/metrics` and the admin actions.
-//! * [`split`] is the `role: auto` listener's SQL classifier and per-session router (pure; the
-//!   listener needs connection pooling and is refused by the configuration until then).
+//! * [`split`] is the `role: auto` listener's SQL classifier and per-session router (pure);
+//!   `pool/client/auto.rs` runs it on a transaction pool (`pool_mode: transaction`).
 //!
 //! # Configuration
 //!
@@ -390,9 +390,11 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
     for (i, (l, socket)) in cfg.listeners.iter().zip(sockets).enumerate() {
         let gate = ListenerGate::new(l.maxconn, l.maxqueue, l.queue_timeout);
         gates.push(gate.clone());
-        let counters = (l.role == config::ListenerRole::Auto)
-            .then(|| Arc::new(split::counters::RoutingCounters::default()));
-        routing.push(counters.clone());
+        let split = l
+            .split
+            .as_ref()
+            .map(|sc| Arc::new(split::SplitCtx::new(sc)));
+        routing.push(split.as_ref().map(|s| s.counters.clone()));
         let ctx = Arc::new(ListenerCtx {
             index: i,
             cfg: l.clone(),
@@ -407,7 +409,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             keepalive: cfg.keepalive.clone(),
             recheck: recheck_tx.clone(),
             totals: totals.clone(),
-            routing: counters,
+            split,
             pool: pools[i].clone(),
         });
         info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");

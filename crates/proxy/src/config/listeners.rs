@@ -231,14 +231,16 @@ fn listener(
     let accept_proxy = l.get(ctx, "accept_proxy", true_or_false)?.unwrap_or(false);
     let split = super::split::split(&mut l, ctx, role)?;
     let pool = super::pool::pool(&mut l, ctx)?;
-    if role == ListenerRole::Auto && pool.is_none() {
+    if role == ListenerRole::Auto
+        && pool.as_ref().map(|p| p.mode) != Some(super::pool::PoolMode::Transaction)
+    {
         // One client, connections to the primary and to replicas: the proxy must
         // authenticate the client itself.
         return Err(l.invalid(
             ctx,
             "role",
-            "auto needs pool_mode (session or transaction) and an auth_file: the proxy logs \
-             clients in itself to hold connections to the primary and to replicas for them",
+            "auto needs pool_mode: transaction and an auth_file: the proxy logs clients in \
+             itself and binds a server connection (primary or replica) per transaction",
         ));
     }
     l.finish_strict(ctx)?;

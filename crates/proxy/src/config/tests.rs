@@ -275,9 +275,8 @@ fn split_keys_name_what_they_expect() {
     }
     assert!(auto(json!({"fallback": "primary"}))
         .contains("proxy.listeners[2].fallback: does not apply to auto listeners"));
-    assert!(auto(json!({})).starts_with(
-        "proxy.yml: proxy.listeners[2].role: auto needs pool_mode (session or transaction)"
-    ));
+    assert!(auto(json!({}))
+        .starts_with("proxy.yml: proxy.listeners[2].role: auto needs pool_mode: transaction"));
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! has been answered and no extended-protocol message is waiting for its `Sync`
 //! ([`TxState`]).
 
+mod auto;
+
 use super::auth::{self, ServerCredentials};
 use super::cancel::{CancelKey, Running};
 use super::codec::{self, frame, put_error, put_ready, CodecError, Opening};
@@ -209,6 +211,8 @@ struct Session<'a> {
     /// The client's named prepared statements (transaction mode with
     /// `max_prepared_statements`).
     statements: HashMap<Vec<u8>, Statement>,
+    /// An auto listener: where each transaction goes.
+    auto: Option<auto::Auto>,
 }
 
 async fn login<'a>(
@@ -277,6 +281,7 @@ async fn login<'a>(
         tx: TxState::default(),
         first_lease: None,
         statements: HashMap::new(),
+        auto: ctx.split.as_ref().map(auto::Auto::new),
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -368,7 +373,11 @@ impl Session<'_> {
         let mut rx = ctx.table.clone();
         for _ in 0..MAX_ATTEMPTS {
             let picked = route::pick(ctx, self.target, deadline).await.map_err(|r| {
-                ctx.gate.refused(r);
+                // An auto listener's replicas never hold: their absence is not a refusal
+                // (the primary serves the read).
+                if matches!(self.target, Target::Listener(_)) {
+                    ctx.gate.refused(r);
+                }
                 Fatal::new(
                     "08001",
                     format!(
@@ -463,7 +472,21 @@ impl Session<'_> {
                     if !batch.needs_server {
                         continue;
                     }
-                    let mut lease = self.bind().await?;
+                    let mut lease = if self.auto.is_some() {
+                        match self.auto_step().await? {
+                            auto::Step::Bound(lease) => *lease,
+                            auto::Step::Answered => continue,
+                            auto::Step::NeedMore => {
+                                let read = self.client.read_buf(&mut self.cbuf).await;
+                                if !matches!(read, Ok(n) if n > 0) {
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        self.bind().await?
+                    };
                     match self.client_side(&mut lease).await {
                         Ok(None) => bound = Some(lease),
                         Ok(Some(_)) => {
@@ -479,6 +502,7 @@ impl Session<'_> {
                 }
                 Some(mut lease) => match self.relay(&mut lease).await {
                     Ok(true) => {
+                        self.auto_before_release(&mut lease).await;
                         self.cancel.set(None);
                         lease.release(true);
                     }
@@ -677,6 +701,9 @@ impl Session<'_> {
                 b.needs_server = true;
                 break;
             };
+            if let Some(a) = self.auto.as_mut() {
+                a.client_message(tag, &self.cbuf[5..len]);
+            }
             let msg = self.cbuf.split_to(len).freeze();
             self.tx.sent(tag);
             if rename {
@@ -799,7 +826,8 @@ impl Session<'_> {
             }
             let inspected = match tag {
                 b'Z' | b'S' => true,
-                b'1' | b'3' | b'E' => rename,
+                b'E' => rename || self.auto.is_some(),
+                b'1' | b'3' => rename,
                 _ => false,
             };
             if !inspected {
@@ -826,7 +854,15 @@ impl Session<'_> {
                 }
             }
             match tag {
+                b'E' => {
+                    if let Some(a) = self.auto.as_mut() {
+                        a.server_error();
+                    }
+                }
                 b'Z' => {
+                    if let Some(a) = self.auto.as_mut() {
+                        a.ready(conn.buf[at + 5]);
+                    }
                     self.tx.ready(conn.buf[at + 5]);
                     if transaction && self.tx.idle() {
                         scan.release = true;

@@ -46,3 +46,31 @@ pub mod wire;
 mod classify_tests;
 #[cfg(test)]
 mod router_tests;
+
+use crate::config::SplitConfig;
+use std::sync::Arc;
+
+/// What every session of one auto listener shares.
+#[derive(Debug)]
+pub struct SplitCtx {
+    pub classifier: Arc<classify::Classifier>,
+    pub router: router::RouterConfig,
+    pub counters: Arc<counters::RoutingCounters>,
+}
+
+impl SplitCtx {
+    pub fn new(cfg: &SplitConfig) -> SplitCtx {
+        SplitCtx {
+            classifier: Arc::new(classify::Classifier::new(functions::FunctionPolicy::new(
+                cfg.read_only_functions.iter().cloned(),
+            ))),
+            router: cfg.router.clone(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// A router for one client session.
+    pub fn session(&self) -> router::Router {
+        router::Router::new(self.router.clone(), self.classifier.clone())
+    }
+}

@@ -663,9 +663,19 @@ impl Router {
 
     /// The server's `ReadyForQuery` for the routed message.
     pub fn on_ready_for_query(&mut self, ready: Ready) -> AfterReady {
-        let Some(flight) = self.in_flight.take() else {
-            return AfterReady::Nothing;
-        };
+        // A `ReadyForQuery` of a message the router did not route (pipelined after one it
+        // did): only the transaction status counts.
+        let flight = self.in_flight.take().unwrap_or(InFlight {
+            target: ready.served_by,
+            reason: match self.tx {
+                Tx::Open { reason, .. } => reason,
+                _ => Reason::WriteTransaction,
+            },
+            committed: Vec::new(),
+            pins: Vec::new(),
+            may_write: false,
+            statements: 0,
+        });
         for cause in &flight.pins {
             self.pin.get_or_insert(*cause);
         }
