@@ -50,7 +50,7 @@ fn auto_proxy(c: &TestCluster, name: &str, userlist: &Path, extra: &str) -> Prox
     let file = userlist.display().to_string();
     ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 1, |p| {
         format!(
-            "    - {{name: auto, bind: 127.0.0.1:{}, role: auto, pool_mode: transaction, pool_size: 4, auth_file: {file}, read_only_functions: [ro_fn]{extra}}}\n",
+            "    - {{name: auto, bind: 127.0.0.1:{}, role: auto, pool_mode: transaction, pool_size: 4, max_prepared_statements: 100, auth_file: {file}, read_only_functions: [ro_fn]{extra}}}\n",
             p[0]
         )
     })
@@ -77,7 +77,7 @@ async fn value(client: &Client, sql: &str) -> String {
     for m in client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     {
         if let SimpleQueryMessage::Row(r) = m {
             return r.get(0).unwrap_or_default().to_string();
@@ -179,6 +179,23 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
         s.simple_query("set local search_path = app, public").await.expect("set local");
         assert_eq!(value(&s, "select x::text || pg_is_in_recovery()::text from only_in_app").await, "7true");
         s.simple_query("commit").await.expect("commit");
+        // The extended protocol (named prepared statements, re-prepared on whichever server
+        // runs them): a read on a replica, a write on the primary.
+        let in_recovery: bool = s
+            .query_one("select pg_is_in_recovery() from acct where id = $1", &[&1i32])
+            .await
+            .expect("prepared read")
+            .get(0);
+        assert!(in_recovery);
+        let in_recovery: bool = s
+            .query_one(
+                "update acct set v = $1 where id = 1 returning pg_is_in_recovery()",
+                &[&5i32],
+            )
+            .await
+            .expect("prepared write")
+            .get(0);
+        assert!(!in_recovery);
         // A multi-statement query mixing a read and a write: the primary.
         assert_eq!(
             value(&s, "select pg_is_in_recovery(); update public.acct set v = 1 where id = 1").await,

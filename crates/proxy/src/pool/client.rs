@@ -596,6 +596,15 @@ impl Session<'_> {
                     if scan.release && conn.buf.is_empty() {
                         return Ok(true);
                     }
+                    // An auto session's next unit inside the transaction, held back until now.
+                    if self.auto.is_some()
+                        && self.tx.pending == 0
+                        && frame(&self.cbuf).map_err(protocol)?.is_some()
+                    {
+                        if let Some(done) = self.client_side(lease).await? {
+                            return Ok(done);
+                        }
+                    }
                 }
                 Event::Killed => {
                     return Err(Fatal::new(
@@ -641,6 +650,11 @@ impl Session<'_> {
         let transaction = self.mode() == PoolMode::Transaction;
         let rename = transaction && self.pc.cfg.max_prepared_statements > 0;
         while let Some((tag, len)) = frame(&self.cbuf)? {
+            // An auto session routes unit by unit: what follows an unanswered unit waits for
+            // its ReadyForQuery (the next unit may belong on another server).
+            if self.auto.is_some() && conn.is_some() && self.tx.pending > 0 {
+                break;
+            }
             if self.tx.skipping {
                 self.cbuf.advance(len);
                 if tag == b'S' {
