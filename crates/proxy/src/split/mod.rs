@@ -16,6 +16,15 @@
 //!   batch that forms one routing unit, the read-your-writes check of a replica, and the
 //!   bytes of the proxy's own answers.
 //!
+//! # Where it runs
+//!
+//! `crates/proxy/src/pool/client/auto.rs` drives one [`router::Router`] per client of a
+//! transaction-pooled auto listener. There, the pool refuses what transaction pooling cannot
+//! keep (session `SET`s, temporary tables, `LISTEN`, SQL `PREPARE`, session advisory locks:
+//! `crates/proxy/src/pool/statements.rs`) before the router sees it, so the router's
+//! settings replay ([`router::Router::settings_replay`]) and pins are not exercised on that
+//! path yet; they are for a session that keeps its server connections.
+//!
 //! # Why `sqlparser` and not PostgreSQL's own grammar
 //!
 //! `pg_query` (libpg_query, PostgreSQL's parser) would be the most faithful, but building it
