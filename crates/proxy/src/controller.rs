@@ -28,7 +28,8 @@ pub struct Controller {
     health: BTreeMap<String, MemberHealth>,
     admin: BTreeMap<String, AdminState>,
     checkers: BTreeMap<String, Checker>,
-    /// Per listener: member -> backend (kept while the member is known or has sessions).
+    /// Per rotation: member -> backend (kept while the member is known or has sessions).
+    /// Rotation `i` is listener `i`'s own; `n + i` is auto listener `i`'s replicas.
     backends: Vec<BTreeMap<String, Arc<Backend>>>,
     since: Vec<BTreeMap<String, (RouteState, Instant)>>,
     counters: Vec<Arc<AtomicU64>>,
@@ -57,16 +58,24 @@ pub fn initial_table(cfg: &ProxyConfig) -> Table {
         listeners: cfg
             .listeners
             .iter()
-            .map(|l| ListenerTable {
-                readiness: if l.hold_timeout.is_zero() {
-                    Readiness::FailFast
-                } else {
-                    Readiness::Holding
-                },
-                entries: Vec::new(),
-                balance: l.balance,
-                role: l.role,
-                counter: Arc::new(AtomicU64::new(0)),
+            .map(|l| {
+                let empty = |role| ListenerTable {
+                    readiness: if l.hold_timeout.is_zero() {
+                        Readiness::FailFast
+                    } else {
+                        Readiness::Holding
+                    },
+                    entries: Vec::new(),
+                    balance: l.balance,
+                    role,
+                    counter: Arc::new(AtomicU64::new(0)),
+                    replicas: None,
+                };
+                ListenerTable {
+                    replicas: (l.role == ListenerRole::Auto)
+                        .then(|| Box::new(empty(ListenerRole::Replica))),
+                    ..empty(l.role.rotation())
+                }
             })
             .collect(),
         discovered: false,
@@ -82,12 +91,15 @@ impl Controller {
         closed: Arc<Notify>,
     ) -> Controller {
         let n = cfg.listeners.len();
-        let counters = table_tx
-            .borrow()
-            .listeners
-            .iter()
-            .map(|l| l.counter.clone())
-            .collect();
+        let counters = {
+            let table = table_tx.borrow();
+            let own = table.listeners.iter().map(|l| l.counter.clone());
+            let replicas = table.listeners.iter().map(|l| match &l.replicas {
+                Some(r) => r.counter.clone(),
+                None => Arc::new(AtomicU64::new(0)),
+            });
+            own.chain(replicas).collect()
+        };
         Controller {
             cfg,
             topo: Arc::new(Topology::default()),
@@ -95,8 +107,8 @@ impl Controller {
             health: BTreeMap::new(),
             admin: BTreeMap::new(),
             checkers: BTreeMap::new(),
-            backends: vec![BTreeMap::new(); n],
-            since: vec![BTreeMap::new(); n],
+            backends: vec![BTreeMap::new(); 2 * n],
+            since: vec![BTreeMap::new(); 2 * n],
             counters,
             generation: 0,
             table_tx,
@@ -208,75 +220,105 @@ impl Controller {
         mh.last_latency_ms = r.latency.as_secs_f64() * 1000.0;
     }
 
+    /// The routing of one rotation: listener `i`'s members in `role`, with the backends and
+    /// state-change times of rotation `slot`.
+    fn rotation(
+        &mut self,
+        i: usize,
+        slot: usize,
+        role: ListenerRole,
+        now: Instant,
+    ) -> ListenerTable {
+        let l = &self.cfg.listeners[i];
+        let decisions = routing::decide_rotation(l, role, &self.topo, &self.health, &self.admin);
+        let rotation = if slot == i {
+            l.name.clone()
+        } else {
+            format!("{}/replicas", l.name)
+        };
+        let mut entries = Vec::with_capacity(decisions.len());
+        for d in decisions {
+            let backend = self.backends[slot]
+                .entry(d.member.clone())
+                .or_insert_with(|| Backend::new(&d.member, i, self.closed.clone()))
+                .clone();
+            let since = match self.since[slot].get(&d.member) {
+                Some((state, at)) if *state == d.state => *at,
+                previous => {
+                    if let Some((old, _)) = previous {
+                        info!(listener = %rotation, member = %d.member, from = old.as_str(), to = d.state.as_str(), "routing: {}", d.reason);
+                    } else if d.state == RouteState::Up {
+                        info!(listener = %rotation, member = %d.member, to = d.state.as_str(), "routing: {}", d.reason);
+                    }
+                    self.since[slot].insert(d.member.clone(), (d.state, now));
+                    now
+                }
+            };
+            let m = &self.topo.members[&d.member];
+            entries.push(Entry {
+                addr: m.pg_addr.clone(),
+                weight: m.weight,
+                member: d.member,
+                state: d.state,
+                reason: d.reason,
+                since,
+                backend,
+            });
+        }
+        // Members that left the DCS: kept (down) while they still carry sessions.
+        let topo = &self.topo;
+        self.backends[slot].retain(|name, b| topo.members.contains_key(name) || b.active() > 0);
+        self.since[slot].retain(|name, _| topo.members.contains_key(name));
+        for (name, b) in &self.backends[slot] {
+            if !self.topo.members.contains_key(name) {
+                entries.push(Entry {
+                    member: name.clone(),
+                    addr: None,
+                    weight: 0,
+                    state: RouteState::Down,
+                    reason: "no longer in the DCS".into(),
+                    since: now,
+                    backend: b.clone(),
+                });
+            }
+        }
+        let readiness = if self.discovered {
+            let up = entries.iter().any(|e| e.state == RouteState::Up);
+            match (up, l.hold_timeout.is_zero()) {
+                (true, _) => Readiness::Open,
+                (false, true) => Readiness::FailFast,
+                (false, false) => Readiness::Holding,
+            }
+        } else {
+            initial_table(&self.cfg).listeners[i].readiness
+        };
+        ListenerTable {
+            readiness,
+            entries,
+            balance: l.balance,
+            role,
+            counter: self.counters[slot].clone(),
+            replicas: None,
+        }
+    }
+
     fn publish(&mut self) {
         self.generation += 1;
         let now = Instant::now();
-        let mut listeners = Vec::with_capacity(self.cfg.listeners.len());
-        for (i, l) in self.cfg.listeners.iter().enumerate() {
-            let decisions = routing::decide(l, &self.topo, &self.health, &self.admin);
-            let mut entries = Vec::with_capacity(decisions.len());
-            for d in decisions {
-                let backend = self.backends[i]
-                    .entry(d.member.clone())
-                    .or_insert_with(|| Backend::new(&d.member, i, self.closed.clone()))
-                    .clone();
-                let since = match self.since[i].get(&d.member) {
-                    Some((state, at)) if *state == d.state => *at,
-                    previous => {
-                        if let Some((old, _)) = previous {
-                            info!(listener = %l.name, member = %d.member, from = old.as_str(), to = d.state.as_str(), "routing: {}", d.reason);
-                        } else if d.state == RouteState::Up {
-                            info!(listener = %l.name, member = %d.member, to = d.state.as_str(), "routing: {}", d.reason);
-                        }
-                        self.since[i].insert(d.member.clone(), (d.state, now));
-                        now
-                    }
-                };
-                let m = &self.topo.members[&d.member];
-                entries.push(Entry {
-                    addr: m.pg_addr.clone(),
-                    weight: m.weight,
-                    member: d.member,
-                    state: d.state,
-                    reason: d.reason,
-                    since,
-                    backend,
-                });
+        let n = self.cfg.listeners.len();
+        let mut listeners = Vec::with_capacity(n);
+        for i in 0..n {
+            let role = self.cfg.listeners[i].role;
+            let mut table = self.rotation(i, i, role.rotation(), now);
+            if role == ListenerRole::Auto {
+                table.replicas = Some(Box::new(self.rotation(
+                    i,
+                    n + i,
+                    ListenerRole::Replica,
+                    now,
+                )));
             }
-            // Members that left the DCS: kept (down) while they still carry sessions.
-            let topo = &self.topo;
-            self.backends[i].retain(|name, b| topo.members.contains_key(name) || b.active() > 0);
-            self.since[i].retain(|name, _| topo.members.contains_key(name));
-            for (name, b) in &self.backends[i] {
-                if !self.topo.members.contains_key(name) {
-                    entries.push(Entry {
-                        member: name.clone(),
-                        addr: None,
-                        weight: 0,
-                        state: RouteState::Down,
-                        reason: "no longer in the DCS".into(),
-                        since: now,
-                        backend: b.clone(),
-                    });
-                }
-            }
-            let readiness = if self.discovered {
-                let up = entries.iter().any(|e| e.state == RouteState::Up);
-                match (up, l.hold_timeout.is_zero()) {
-                    (true, _) => Readiness::Open,
-                    (false, true) => Readiness::FailFast,
-                    (false, false) => Readiness::Holding,
-                }
-            } else {
-                initial_table(&self.cfg).listeners[i].readiness
-            };
-            listeners.push(ListenerTable {
-                readiness,
-                entries,
-                balance: l.balance,
-                role: l.role,
-                counter: self.counters[i].clone(),
-            });
+            listeners.push(table);
         }
         let table = Arc::new(Table {
             generation: self.generation,
@@ -289,8 +331,11 @@ impl Controller {
         self.table_tx.send_replace(table.clone());
 
         // Kill second.
-        for (i, lt) in table.listeners.iter().enumerate() {
-            let role = self.cfg.listeners[i].role;
+        let rotations = table.listeners.iter().enumerate().flat_map(|(i, lt)| {
+            std::iter::once((i, lt)).chain(lt.replicas.as_deref().map(|r| (i, r)))
+        });
+        for (i, lt) in rotations {
+            let role = lt.role;
             for e in &lt.entries {
                 if e.state.closes_sessions(role) && e.backend.active() > 0 {
                     let n = e.backend.kill_all();

@@ -16,6 +16,8 @@
 //!   the client, then lends it a server connection per transaction or per session;
 //! * [`registration`] writes `proxies/<name>` in the DCS (the fencing confirmation, see below);
 //! * [`stats`] serves the HTML page, `/stats.json`, `/metrics` and the admin actions.
+//! * [`split`] is the `role: auto` listener's SQL classifier and per-session router (pure);
+//!   `pool/client/auto.rs` runs it on a transaction pool (`pool_mode: transaction`).
 //!
 //! # Configuration
 //!
@@ -57,7 +59,10 @@
 //! ```
 //!
 //! Roles: `primary`, `replica`, `read-only` (replicas, then the primary when none qualifies),
-//! `sync`, `async`. Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
+//! `sync`, `async`, and `auto` (one port, each transaction routed by its SQL: see [`split`];
+//! its keys `read_only_functions: [name, schema.name]` and
+//! `read_your_writes: replayed | session | off` or `{mode: replayed, max_wait: 10ms}`; its
+//! replicas form a second rotation with the listener's `balance` and `max_lag`). Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
 //! `leastconn`, `first`. Members tagged `noloadbalance` (or `weight: 0`) get no replica
 //! traffic.
 //!
@@ -125,6 +130,7 @@ pub mod proxy_protocol;
 pub mod registration;
 pub mod routing;
 pub mod session;
+pub mod split;
 pub mod stats;
 pub mod topology;
 
@@ -389,9 +395,15 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
     }
     let clients = Arc::new(Semaphore::new(cfg.maxconn));
     let mut gates = Vec::new();
+    let mut routing = Vec::new();
     for (i, (l, socket)) in cfg.listeners.iter().zip(sockets).enumerate() {
         let gate = ListenerGate::new(l.maxconn, l.maxqueue, l.queue_timeout);
         gates.push(gate.clone());
+        let split = l
+            .split
+            .as_ref()
+            .map(|sc| Arc::new(split::SplitCtx::new(sc)));
+        routing.push(split.as_ref().map(|s| s.counters.clone()));
         let ctx = Arc::new(ListenerCtx {
             index: i,
             cfg: l.clone(),
@@ -406,6 +418,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             keepalive: cfg.keepalive.clone(),
             recheck: recheck_tx.clone(),
             totals: totals.clone(),
+            split,
             pool: pools[i].clone(),
         });
         info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");
@@ -423,6 +436,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             gates,
             pools,
             totals,
+            routing,
             admin: admin_tx,
             started: tokio::time::Instant::now(),
         };

@@ -27,6 +27,7 @@ pub fn routing_leader(table: &Table) -> Option<String> {
     for lt in table
         .listeners
         .iter()
+        // An auto listener's own rotation is the primary's (its `role` is `primary`).
         .filter(|l| l.role == ListenerRole::Primary)
     {
         for e in &lt.entries {
@@ -141,6 +142,7 @@ mod tests {
                 balance: Balance::First,
                 role: ListenerRole::Primary,
                 counter: Arc::new(AtomicU64::new(0)),
+                replicas: None,
             }],
             discovered: true,
         }

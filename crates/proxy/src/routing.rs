@@ -46,9 +46,10 @@ impl RouteState {
         }
     }
 
-    /// Whether sessions already open on a server in this state must be closed.
+    /// Whether sessions already open on a server in this state must be closed, in a rotation
+    /// of `role`.
     pub fn closes_sessions(self, role: ListenerRole) -> bool {
-        match role {
+        match role.rotation() {
             // Writes must stop the moment a server is not the confirmed primary.
             ListenerRole::Primary => !matches!(self, RouteState::Up | RouteState::Drain),
             _ => matches!(self, RouteState::Down | RouteState::Maint),
@@ -97,9 +98,21 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Decides every member's state on listener `l`.
+/// Decides every member's state in listener `l`'s own rotation.
 pub fn decide(
     l: &ListenerConfig,
+    topo: &Topology,
+    health: &BTreeMap<String, MemberHealth>,
+    admin: &BTreeMap<String, AdminState>,
+) -> Vec<Decision> {
+    decide_rotation(l, l.role.rotation(), topo, health, admin)
+}
+
+/// Decides every member's state in the rotation of `role` on listener `l` (its own role, or
+/// [`ListenerRole::Replica`] for an auto listener's replicas).
+pub fn decide_rotation(
+    l: &ListenerConfig,
+    role: ListenerRole,
     topo: &Topology,
     health: &BTreeMap<String, MemberHealth>,
     admin: &BTreeMap<String, AdminState>,
@@ -110,9 +123,9 @@ pub fn decide(
         .values()
         .map(|m| {
             let h = health.get(&m.name).unwrap_or(&none);
-            let (state, reason) = match l.role {
+            let (state, reason) = match role {
                 ListenerRole::Primary => primary_state(m, topo, h),
-                _ => replica_state(m, l, topo, h),
+                _ => replica_state(m, l, role, topo, h),
             };
             Decision {
                 member: m.name.clone(),
@@ -121,9 +134,8 @@ pub fn decide(
             }
         })
         .collect();
-    let fallback = l.role == ListenerRole::ReadOnly || l.fallback_primary;
-    if fallback && l.role != ListenerRole::Primary && !out.iter().any(|d| d.state == RouteState::Up)
-    {
+    let fallback = role == ListenerRole::ReadOnly || l.fallback_primary;
+    if fallback && role != ListenerRole::Primary && !out.iter().any(|d| d.state == RouteState::Up) {
         for d in out.iter_mut() {
             let m = &topo.members[&d.member];
             let h = health.get(&m.name).unwrap_or(&none);
@@ -188,6 +200,7 @@ fn primary_state(m: &MemberView, topo: &Topology, h: &MemberHealth) -> (RouteSta
 fn replica_state(
     m: &MemberView,
     l: &ListenerConfig,
+    role: ListenerRole,
     topo: &Topology,
     h: &MemberHealth,
 ) -> (RouteState, String) {
@@ -197,9 +210,12 @@ fn replica_state(
     if m.pg_addr.is_none() {
         return (RouteState::Down, "conn_url has no usable host:port".into());
     }
-    let role = m.role.as_deref().unwrap_or("unknown");
-    if role != "replica" {
-        return (RouteState::Down, format!("DCS role is {role}, not replica"));
+    let dcs_role = m.role.as_deref().unwrap_or("unknown");
+    if dcs_role != "replica" {
+        return (
+            RouteState::Down,
+            format!("DCS role is {dcs_role}, not replica"),
+        );
     }
     if m.state != "running" {
         return (RouteState::Down, format!("DCS state is {:?}", m.state));
@@ -210,7 +226,7 @@ fn replica_state(
     if m.weight == 0 {
         return (RouteState::Standby, "tagged weight 0".into());
     }
-    match l.role {
+    match role {
         ListenerRole::Sync if !m.sync_standby => {
             return (RouteState::Standby, "not a synchronous standby".into());
         }
@@ -294,9 +310,13 @@ pub struct ListenerTable {
     /// Every known member, in name order.
     pub entries: Vec<Entry>,
     pub balance: Balance,
+    /// The rotation's role ([`ListenerRole::rotation`]: `primary` for an auto listener).
     pub role: ListenerRole,
     /// Round-robin position, shared across table versions.
     pub counter: Arc<AtomicU64>,
+    /// An auto listener's second rotation: its replicas (role `replica`, with the listener's
+    /// `balance` and `max_lag`). `None` for other listeners.
+    pub replicas: Option<Box<ListenerTable>>,
 }
 
 impl ListenerTable {
@@ -365,6 +385,7 @@ mod tests {
             queue_timeout: Duration::from_secs(1),
             hold_timeout: Duration::from_secs(30),
             accept_proxy: false,
+            split: None,
             pool: None,
         }
     }
@@ -432,6 +453,36 @@ mod tests {
     }
 
     use RouteState::*;
+
+    #[test]
+    fn auto_listener_rotations_are_the_primary_and_the_replicas() {
+        let mut l = listener(ListenerRole::Auto);
+        l.max_lag = Some(1024);
+        let none = BTreeMap::new();
+        let own = decide(&l, &topo(Some("node1")), &healthy(), &none);
+        assert_eq!(
+            states(&own),
+            [("node1", Up), ("node2", Standby), ("node3", Standby)]
+        );
+        let mut health = healthy();
+        if let Some(h) = health.get_mut("node3") {
+            h.replica_lag.insert(1024, down());
+        }
+        let replicas = decide_rotation(
+            &l,
+            ListenerRole::Replica,
+            &topo(Some("node1")),
+            &health,
+            &none,
+        );
+        assert_eq!(
+            states(&replicas),
+            [("node1", Standby), ("node2", Up), ("node3", Lag)]
+        );
+        // The auto listener's own rotation closes sessions like a primary listener's.
+        assert!(Hold.closes_sessions(ListenerRole::Auto));
+        assert!(!Lag.closes_sessions(ListenerRole::Replica));
+    }
 
     #[test]
     fn primary_needs_dcs_and_health_to_agree() {

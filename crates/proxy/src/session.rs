@@ -53,6 +53,9 @@ pub struct ListenerCtx {
     /// Asks the controller to re-check a member now (its server refused a connection).
     pub recheck: mpsc::Sender<String>,
     pub totals: Arc<Totals>,
+    /// An auto listener's classifier, router settings and decision counters (`None` for
+    /// other roles).
+    pub split: Option<Arc<crate::split::SplitCtx>>,
     /// Pooled listeners (`pool_mode`): the pools, users and cancel keys.
     pub pool: Option<Arc<crate::pool::PoolCtx>>,
 }

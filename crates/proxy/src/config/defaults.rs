@@ -1,6 +1,7 @@
 //! Every default and bound of the `proxy:` section, by name.
 
 use super::listeners::Balance;
+use crate::split::router::ReadYourWrites;
 use std::time::Duration;
 
 /// `maxconn`: client connections accepted in total.
@@ -54,6 +55,13 @@ pub const DEFAULT_STATS_REFRESH: Duration = Duration::from_secs(2);
 /// whole seconds, and the key is rewritten every third of the ttl).
 pub const DEFAULT_REGISTRATION_TTL: Duration = Duration::from_secs(10);
 pub const MIN_REGISTRATION_TTL: Duration = Duration::from_secs(2);
+
+/// `read_your_writes` of an auto listener: a session's reads after its write wait for a
+/// replica that replayed the commit, at most `max_wait` (then the primary serves them). Ten
+/// milliseconds covers a healthy replica's replay delay without making the read slower than
+/// the primary would have been by much.
+pub const DEFAULT_READ_YOUR_WRITES: ReadYourWrites = ReadYourWrites::Replayed;
+pub const DEFAULT_READ_YOUR_WRITES_MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// Pooled listeners (pgbouncer's defaults): `pool_size`, `max_client_conn`,
 /// `server_idle_timeout`, `server_lifetime`, `query_wait_timeout`, `server_reset_query`.

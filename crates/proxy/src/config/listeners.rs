@@ -2,6 +2,7 @@
 
 use super::defaults::{DEFAULT_BALANCE, DEFAULT_MAXQUEUE, DEFAULT_QUEUE_TIMEOUT};
 use super::pool::PoolConfig;
+use super::split::SplitConfig;
 use super::values::{count, socket_addr, true_or_false};
 use pgherd_config::reader::{Ctx, Section};
 use pgherd_config::ConfigError;
@@ -22,9 +23,13 @@ pub enum ListenerRole {
     Sync,
     /// Replicas that are not synchronous standbys.
     Async,
+    /// One port for both: each transaction goes to the primary or a replica from its parsed
+    /// SQL (crates/proxy/src/split). Its own rotation is the primary's; the replicas' is a
+    /// second one ([`crate::routing::ListenerTable::replicas`]).
+    Auto,
 }
 
-const ROLE_EXPECTED: &str = "primary, replica, read-only, sync or async";
+const ROLE_EXPECTED: &str = "primary, replica, read-only, sync, async or auto";
 
 impl ListenerRole {
     fn parse(s: &str) -> Option<ListenerRole> {
@@ -34,8 +39,18 @@ impl ListenerRole {
             "read-only" => ListenerRole::ReadOnly,
             "sync" => ListenerRole::Sync,
             "async" => ListenerRole::Async,
+            "auto" => ListenerRole::Auto,
             _ => return None,
         })
+    }
+
+    /// The role of the listener's own rotation: an auto listener's is the primary's (its
+    /// replicas form a second rotation).
+    pub fn rotation(self) -> ListenerRole {
+        match self {
+            ListenerRole::Auto => ListenerRole::Primary,
+            role => role,
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +60,7 @@ impl ListenerRole {
             ListenerRole::ReadOnly => "read-only",
             ListenerRole::Sync => "sync",
             ListenerRole::Async => "async",
+            ListenerRole::Auto => "auto",
         }
     }
 }
@@ -80,6 +96,8 @@ pub struct ListenerConfig {
     /// Clients arrive through a load balancer that sends a PROXY protocol header (v1 or v2)
     /// naming their origin (HAProxy's `accept-proxy`).
     pub accept_proxy: bool,
+    /// `role: auto`: how statements are classified and routed.
+    pub split: Option<SplitConfig>,
     /// Pooling (`pool_mode` and the other pgbouncer keys); `None`: bytes are proxied as they
     /// are after the startup packet.
     pub pool: Option<PoolConfig>,
@@ -183,7 +201,15 @@ fn listener(
             "only applies to replica, read-only, sync and async listeners",
         ));
     }
-    let fallback_primary = match l.string(ctx, "fallback")?.as_deref() {
+    let fallback = l.string(ctx, "fallback")?;
+    if fallback.is_some() && role == ListenerRole::Auto {
+        return Err(l.invalid(
+            ctx,
+            "fallback",
+            "does not apply to auto listeners: their reads always fall back to the primary",
+        ));
+    }
+    let fallback_primary = match fallback.as_deref() {
         None | Some("none") => false,
         Some("primary") => true,
         Some(other) => {
@@ -203,7 +229,20 @@ fn listener(
         .duration(ctx, "hold_timeout")?
         .unwrap_or(defaults.hold_timeout);
     let accept_proxy = l.get(ctx, "accept_proxy", true_or_false)?.unwrap_or(false);
+    let split = super::split::split(&mut l, ctx, role)?;
     let pool = super::pool::pool(&mut l, ctx)?;
+    if role == ListenerRole::Auto
+        && pool.as_ref().map(|p| p.mode) != Some(super::pool::PoolMode::Transaction)
+    {
+        // One client, connections to the primary and to replicas: the proxy must
+        // authenticate the client itself.
+        return Err(l.invalid(
+            ctx,
+            "role",
+            "auto needs pool_mode: transaction and an auth_file: the proxy logs clients in \
+             itself and binds a server connection (primary or replica) per transaction",
+        ));
+    }
     l.finish_strict(ctx)?;
     Ok(ListenerConfig {
         name,
@@ -217,6 +256,7 @@ fn listener(
         queue_timeout,
         hold_timeout,
         accept_proxy,
+        split,
         pool,
     })
 }

@@ -4,7 +4,9 @@
 //! and unknown keys are errors, so a typo never silently falls back to a default.
 //!
 //! One function per subsection, each in its own file: `listeners.rs`, `connections.rs`
-//! (`timeouts`, `tcp_keepalive`), `pool.rs` (a listener's pooling keys), `health.rs` (`health_check`), `stats.rs`, `registration.rs`;
+//! (`timeouts`, `tcp_keepalive`), `pool.rs` (a listener's pooling keys), `split.rs` (an auto
+//! listener's `read_only_functions`, `read_your_writes`), `health.rs` (`health_check`),
+//! `stats.rs`, `registration.rs`;
 //! every default by name in [`defaults`].
 
 mod connections;
@@ -13,6 +15,7 @@ mod health;
 mod listeners;
 mod pool;
 mod registration;
+mod split;
 mod stats;
 mod values;
 
@@ -25,6 +28,7 @@ pub use health::HealthConfig;
 pub use listeners::{Balance, ListenerConfig, ListenerRole};
 pub use pool::{PoolConfig, PoolMode, ServerTlsMode, TlsFiles};
 pub use registration::RegistrationConfig;
+pub use split::SplitConfig;
 pub use stats::{AdminAuth, StatsConfig};
 
 use crate::error::ProxyError;

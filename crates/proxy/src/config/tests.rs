@@ -1,6 +1,7 @@
 //! The `proxy:` section's parsing, defaults and messages.
 
 use super::*;
+use crate::split::router::ReadYourWrites;
 use serde_json::json;
 
 fn parse(v: Value) -> Result<ProxyConfig, String> {
@@ -216,6 +217,99 @@ fn idle_limits_take_zero_or_false_for_none() {
     let c = parse(v).unwrap();
     assert_eq!(c.name, "host-6432");
     assert_eq!(c.listeners[0].bind.to_string(), "0.0.0.0:6432");
+}
+
+#[test]
+fn split_keys_only_on_auto_listeners() {
+    for (key, value) in [
+        ("read_only_functions", json!(["f"])),
+        ("read_your_writes", json!("session")),
+    ] {
+        let mut v = minimal();
+        v["listeners"][1][key] = value;
+        assert_eq!(
+            parse(v).unwrap_err(),
+            format!("proxy.yml: proxy.listeners[1].{key}: only applies to role: auto listeners")
+        );
+    }
+}
+
+#[test]
+fn split_keys_name_what_they_expect() {
+    let auto = |extra: Value| {
+        let mut l = json!({"name": "auto", "bind": "127.0.0.1:5002", "role": "auto"});
+        for (k, v) in extra.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        let mut v = minimal();
+        v["listeners"].as_array_mut().unwrap().push(l);
+        parse(v).unwrap_err()
+    };
+    assert_eq!(
+        auto(json!({"read_your_writes": "lsn"})),
+        r#"proxy.yml: proxy.listeners[2].read_your_writes: expected replayed, session or off (or a mapping with mode and max_wait), found "lsn""#
+    );
+    assert_eq!(
+        auto(json!({"read_your_writes": {"mode": "always"}})),
+        r#"proxy.yml: proxy.listeners[2].read_your_writes.mode: expected replayed, session or off, found "always""#
+    );
+    assert!(auto(json!({"read_your_writes": {"max_wait": "soon"}}))
+        .contains("proxy.listeners[2].read_your_writes.max_wait: expected a duration"));
+    assert!(
+        auto(json!({"read_your_writes": {"mode": "off", "wait": "1s"}}))
+            .contains("proxy.listeners[2].read_your_writes.wait")
+    );
+    for bad in [
+        json!("f"),
+        json!(["a b"]),
+        json!(["a.b.c"]),
+        json!([""]),
+        json!([1]),
+    ] {
+        assert!(
+            auto(json!({"read_only_functions": bad})).contains(
+                "proxy.listeners[2].read_only_functions: expected a list of function names"
+            ),
+            "{bad}"
+        );
+    }
+    assert!(auto(json!({"fallback": "primary"}))
+        .contains("proxy.listeners[2].fallback: does not apply to auto listeners"));
+    assert!(auto(json!({}))
+        .starts_with("proxy.yml: proxy.listeners[2].role: auto needs pool_mode: transaction"));
+}
+
+#[test]
+fn auto_listener_keys_and_defaults() {
+    let with = |extra: Value| {
+        let mut l = json!({"name": "auto", "bind": "127.0.0.1:5002", "role": "auto",
+                           "pool_mode": "transaction", "auth_file": "/u.txt"});
+        for (k, v) in extra.as_object().unwrap() {
+            l[k] = v.clone();
+        }
+        let mut v = minimal();
+        v["listeners"].as_array_mut().unwrap().push(l);
+        let c = parse(v).unwrap();
+        c.listeners[2].split.clone().unwrap()
+    };
+    let d = with(json!({}));
+    assert!(d.read_only_functions.is_empty());
+    assert_eq!(d.router.read_your_writes, ReadYourWrites::Replayed);
+    assert_eq!(
+        d.router.max_wait,
+        defaults::DEFAULT_READ_YOUR_WRITES_MAX_WAIT
+    );
+    let s = with(json!({"read_only_functions": ["f", "app.g"], "read_your_writes": "session"}));
+    assert_eq!(s.read_only_functions, ["f", "app.g"]);
+    assert_eq!(s.router.read_your_writes, ReadYourWrites::Session);
+    let m = with(json!({"read_your_writes": {"mode": "off", "max_wait": "50ms"}}));
+    assert_eq!(m.router.read_your_writes, ReadYourWrites::Off);
+    assert_eq!(m.router.max_wait, Duration::from_millis(50));
+    let m = with(json!({"read_your_writes": {"max_wait": "1s"}}));
+    assert_eq!(
+        (m.router.read_your_writes, m.router.max_wait),
+        (ReadYourWrites::Replayed, Duration::from_secs(1))
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! has been answered and no extended-protocol message is waiting for its `Sync`
 //! ([`TxState`]).
 
+mod auto;
+
 use super::auth::{self, ServerCredentials};
 use super::cancel::{CancelKey, Running};
 use super::codec::{self, frame, put_error, put_ready, CodecError, Opening};
@@ -224,6 +226,8 @@ struct Session<'a> {
     statements: HashMap<Vec<u8>, Statement>,
     /// The pool of the last server connection (reused while the routing picks its server).
     last_pool: Option<Arc<super::ServerPool>>,
+    /// An auto listener: where each transaction goes.
+    auto: Option<auto::Auto>,
 }
 
 async fn login<'a>(
@@ -296,6 +300,7 @@ async fn login<'a>(
         first_lease: None,
         statements: HashMap::new(),
         last_pool: None,
+        auto: ctx.split.as_ref().map(auto::Auto::new),
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -434,7 +439,11 @@ impl Session<'_> {
         let mut rx = ctx.table.clone();
         for _ in 0..MAX_ATTEMPTS {
             let picked = route::pick(ctx, self.target, deadline).await.map_err(|r| {
-                ctx.gate.refused(r);
+                // An auto listener's replicas never hold: their absence is not a refusal
+                // (the primary serves the read).
+                if matches!(self.target, Target::Listener(_)) {
+                    ctx.gate.refused(r);
+                }
                 Fatal::new(
                     "08001",
                     format!(
@@ -542,7 +551,21 @@ impl Session<'_> {
                     if !batch.needs_server {
                         continue;
                     }
-                    let mut lease = self.bind().await?;
+                    let mut lease = if self.auto.is_some() {
+                        match self.auto_step().await? {
+                            auto::Step::Bound(lease) => *lease,
+                            auto::Step::Answered => continue,
+                            auto::Step::NeedMore => {
+                                let read = self.client.read_buf(&mut self.cbuf).await;
+                                if !matches!(read, Ok(n) if n > 0) {
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        self.bind().await?
+                    };
                     match self.client_side(&mut lease).await {
                         Ok(None) => bound = Some(lease),
                         Ok(Some(_)) => {
@@ -558,6 +581,7 @@ impl Session<'_> {
                 }
                 Some(mut lease) => match self.relay(&mut lease).await {
                     Ok(true) => {
+                        self.auto_before_release(&mut lease).await;
                         self.cancel.set(None);
                         lease.release(true);
                     }
@@ -651,6 +675,15 @@ impl Session<'_> {
                     if scan.release && conn.buf.is_empty() {
                         return Ok(true);
                     }
+                    // An auto session's next unit inside the transaction, held back until now.
+                    if self.auto.is_some()
+                        && self.tx.pending == 0
+                        && frame(&self.cbuf).map_err(protocol)?.is_some()
+                    {
+                        if let Some(done) = self.client_side(lease).await? {
+                            return Ok(done);
+                        }
+                    }
                 }
                 Event::Killed => {
                     return Err(Fatal::new(
@@ -696,6 +729,11 @@ impl Session<'_> {
         let transaction = self.mode() == PoolMode::Transaction;
         let rename = transaction && self.pc.cfg.max_prepared_statements > 0;
         while let Some((tag, len)) = frame(&self.cbuf)? {
+            // An auto session routes unit by unit: what follows an unanswered unit waits for
+            // its ReadyForQuery (the next unit may belong on another server).
+            if self.auto.is_some() && conn.is_some() && self.tx.pending > 0 {
+                break;
+            }
             if self.tx.skipping {
                 self.cbuf.advance(len);
                 if tag == b'S' {
@@ -756,6 +794,9 @@ impl Session<'_> {
                 b.needs_server = true;
                 break;
             };
+            if let Some(a) = self.auto.as_mut() {
+                a.client_message(tag, &self.cbuf[5..len]);
+            }
             let msg = self.cbuf.split_to(len).freeze();
             self.tx.sent(tag);
             if rename {
@@ -878,7 +919,8 @@ impl Session<'_> {
             }
             let inspected = match tag {
                 b'Z' | b'S' => true,
-                b'1' | b'3' | b'E' => rename,
+                b'E' => rename || self.auto.is_some(),
+                b'1' | b'3' => rename,
                 _ => false,
             };
             if !inspected {
@@ -905,7 +947,15 @@ impl Session<'_> {
                 }
             }
             match tag {
+                b'E' => {
+                    if let Some(a) = self.auto.as_mut() {
+                        a.server_error();
+                    }
+                }
                 b'Z' => {
+                    if let Some(a) = self.auto.as_mut() {
+                        a.ready(conn.buf[at + 5]);
+                    }
                     self.tx.ready(conn.buf[at + 5]);
                     if transaction && self.tx.idle() {
                         scan.release = true;

@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::error::Refusal;
 use crate::gate::Dec;
-use crate::routing::Readiness;
+use crate::routing::{ListenerTable, Readiness, Table};
 use crate::session::ListenerCtx;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +16,19 @@ use tokio::time::{timeout_at, Instant};
 pub enum Target {
     /// The rotation of the routing table's listener entry `index` (a listener's own role).
     Listener(usize),
+    /// An auto listener's replica rotation ([`crate::routing::ListenerTable::replicas`]).
+    /// Never holds: with no replica routable, [`pick`] fails at once and the caller uses
+    /// the primary.
+    Replicas(usize),
+}
+
+impl Target {
+    fn rotation(self, table: &Table) -> Option<&ListenerTable> {
+        match self {
+            Target::Listener(index) => table.listeners.get(index),
+            Target::Replicas(index) => table.listeners.get(index)?.replicas.as_deref(),
+        }
+    }
 }
 
 /// The server chosen for one transaction or session.
@@ -31,12 +44,11 @@ pub struct Picked {
 /// Chooses a server of `target`'s rotation, waiting (the hold) until `deadline` while none
 /// is routable.
 pub async fn pick(ctx: &ListenerCtx, target: Target, deadline: Instant) -> Result<Picked, Refusal> {
-    let Target::Listener(index) = target;
     let mut rx = ctx.table.clone();
     let mut holding: Option<Dec<'_>> = None;
     loop {
         let table = rx.borrow_and_update().clone();
-        let Some(lt) = table.listeners.get(index) else {
+        let Some(lt) = target.rotation(&table) else {
             return Err(Refusal::HoldTimeout);
         };
         if let Some(e) = lt.pick() {
@@ -48,7 +60,8 @@ pub async fn pick(ctx: &ListenerCtx, target: Target, deadline: Instant) -> Resul
                 });
             }
         }
-        if lt.readiness == Readiness::FailFast || Instant::now() >= deadline {
+        let holds = matches!(target, Target::Listener(_));
+        if !holds || lt.readiness == Readiness::FailFast || Instant::now() >= deadline {
             return Err(Refusal::HoldTimeout);
         }
         if holding.is_none() {
@@ -65,10 +78,7 @@ pub async fn pick(ctx: &ListenerCtx, target: Target, deadline: Instant) -> Resul
 /// Whether `member` still takes new work in `target`'s rotation (checked after a server
 /// connection was obtained: a kill issued before it was registered does not reach it).
 pub fn still_routed(ctx: &ListenerCtx, target: Target, member: &str) -> bool {
-    let Target::Listener(index) = target;
-    ctx.table
-        .borrow()
-        .listeners
-        .get(index)
+    target
+        .rotation(&ctx.table.borrow())
         .is_some_and(|l| l.routes(member))
 }

@@ -31,6 +31,17 @@ pub enum ConnectError {
     Refused(String, String),
 }
 
+/// What [`ServerConn::exec`] brought back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executed {
+    /// The `ReadyForQuery` status (`I`, `T`, `E`).
+    pub status: u8,
+    /// The first error: SQLSTATE and message.
+    pub error: Option<(String, String)>,
+    /// The first column of the first row, as text (`None` for no row or NULL).
+    pub value: Option<String>,
+}
+
 /// A logged-in server connection.
 pub struct ServerConn {
     pub stream: Stream,
@@ -51,6 +62,9 @@ pub struct ServerConn {
     pub prepared: HashSet<Arc<str>>,
     /// Answers owed for renamed prepared statements ([`super::prepared`]).
     pub owed: Owed,
+    /// An auto listener's session settings applied here: (client session, its settings
+    /// generation); `None` when the connection has only its login settings.
+    pub session_settings: Option<(u32, u64)>,
     /// Counted in its pool's open connections while it lives.
     pub open: Option<super::Counted>,
 }
@@ -242,6 +256,7 @@ async fn open(login: &Login<'_>, guard: SessionGuard) -> Result<ServerConn, Conn
         guard,
         prepared: HashSet::new(),
         owed: Owed::default(),
+        session_settings: None,
         open: None,
     })
 }
@@ -288,13 +303,14 @@ impl ServerConn {
         )
     }
 
-    /// Runs `sql` (a simple query) and reads up to its ReadyForQuery, recording parameter
-    /// changes. `Err`: the server failed it or the connection broke (drop the connection).
-    pub async fn run(&mut self, sql: &str) -> Result<(), CodecError> {
+    /// Runs `sql` (simple protocol) and reads its answer to `ReadyForQuery`, whatever the
+    /// transaction status: the auto listener's statements around a client's (a deferred
+    /// `BEGIN`, settings replay, LSN reads).
+    pub async fn exec(&mut self, sql: &str) -> Result<Executed, CodecError> {
         let mut out = BytesMut::new();
         codec::put_query(&mut out, sql);
         self.stream.send(&out).await?;
-        let mut failed = None;
+        let mut done = Executed::default();
         loop {
             let m = codec::read_message(&mut self.stream, &mut self.buf).await?;
             match m.tag {
@@ -304,18 +320,39 @@ impl ServerConn {
                         params::record(&mut self.params, &k, &v);
                     }
                 }
-                b'E' => failed = Some(error_fields(&m.body).1),
-                b'Z' => {
-                    return match (failed, m.body.first()) {
-                        (None, Some(b'I')) => Ok(()),
-                        (Some(e), _) => Err(CodecError::Message(format!("{sql:?} failed: {e}"))),
-                        (None, _) => Err(CodecError::Message(format!(
-                            "{sql:?} left the connection in a transaction"
-                        ))),
+                b'D' if done.value.is_none() => {
+                    // DataRow: column count, then the first column's length and bytes.
+                    let b = &m.body[..];
+                    if let (Some(n), Some(len)) = (b.get(2..6), b.get(..2)) {
+                        let columns = u16::from_be_bytes([len[0], len[1]]);
+                        let size = i32::from_be_bytes([n[0], n[1], n[2], n[3]]);
+                        if columns > 0 && size >= 0 {
+                            done.value = b
+                                .get(6..6 + size as usize)
+                                .map(|v| String::from_utf8_lossy(v).into_owned());
+                        }
                     }
+                }
+                b'E' if done.error.is_none() => done.error = Some(error_fields(&m.body)),
+                b'Z' => {
+                    done.status = m.body.first().copied().unwrap_or(b'I');
+                    return Ok(done);
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Runs `sql` (a simple query) and reads up to its ReadyForQuery, recording parameter
+    /// changes. `Err`: the server failed it or the connection broke (drop the connection).
+    pub async fn run(&mut self, sql: &str) -> Result<(), CodecError> {
+        let done = self.exec(sql).await?;
+        match (done.error, done.status) {
+            (None, b'I') => Ok(()),
+            (Some((_, e)), _) => Err(CodecError::Message(format!("{sql:?} failed: {e}"))),
+            (None, _) => Err(CodecError::Message(format!(
+                "{sql:?} left the connection in a transaction"
+            ))),
         }
     }
 }

@@ -63,6 +63,35 @@ td.reason{white-space:normal;color:#444;font-size:12px}
 .badge{display:inline-block;padding:0 6px;border-radius:3px;background:#333;color:#fff;font-size:12px}
 "#;
 
+/// One row per server of a rotation.
+fn server_table(h: &mut String, servers: &Value) {
+    h.push_str(
+        "<table><tr><th>server</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
+         <th>sessions</th><th>max</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>why</th></tr>",
+    );
+    for sv in servers.as_array().into_iter().flatten() {
+        let state = sv["state"].as_str().unwrap_or("-");
+        let _ = write!(
+            h,
+            "<tr><td><b>{name}</b></td><td>{addr}</td><td class=\"s-{state}\">{state}</td><td class=\"num\">{since}</td>\
+             <td class=\"num\">{w}</td><td class=\"num\">{cur}</td><td class=\"num\">{max}</td><td class=\"num\">{tot}</td>\
+             <td class=\"num\">{bin}</td><td class=\"num\">{bout}</td><td class=\"num\">{err}</td><td class=\"reason\">{why}</td></tr>",
+            name = text(&sv["name"]),
+            addr = text(&sv["addr"]),
+            since = age(&sv["since_s"]),
+            w = text(&sv["weight"]),
+            cur = text(&sv["sessions"]),
+            max = text(&sv["sessions_max"]),
+            tot = text(&sv["sessions_total"]),
+            bin = bytes(&sv["bytes_in"]),
+            bout = bytes(&sv["bytes_out"]),
+            err = text(&sv["errors"]),
+            why = text(&sv["reason"]),
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// Renders the page; it reloads itself every `refresh_s` seconds.
 pub fn render(s: &Value, refresh_s: u64) -> String {
     let p = &s["proxy"];
@@ -116,31 +145,30 @@ pub fn render(s: &Value, refresh_s: u64) -> String {
             rc = text(&r["connect_failed"]),
             rp = text(&r["proxy_header"]),
         );
-        h.push_str(
-            "<table><tr><th>server</th><th>address</th><th>state</th><th>for</th><th>weight</th>\
-             <th>sessions</th><th>max</th><th>total</th><th>bytes in</th><th>bytes out</th><th>errors</th><th>why</th></tr>",
-        );
-        for sv in l["servers"].as_array().into_iter().flatten() {
-            let state = sv["state"].as_str().unwrap_or("-");
+        server_table(&mut h, &l["servers"]);
+        if !l["replicas"].is_null() {
             let _ = write!(
                 h,
-                "<tr><td><b>{name}</b></td><td>{addr}</td><td class=\"s-{state}\">{state}</td><td class=\"num\">{since}</td>\
-                 <td class=\"num\">{w}</td><td class=\"num\">{cur}</td><td class=\"num\">{max}</td><td class=\"num\">{tot}</td>\
-                 <td class=\"num\">{bin}</td><td class=\"num\">{bout}</td><td class=\"num\">{err}</td><td class=\"reason\">{why}</td></tr>",
-                name = text(&sv["name"]),
-                addr = text(&sv["addr"]),
-                since = age(&sv["since_s"]),
-                w = text(&sv["weight"]),
-                cur = text(&sv["sessions"]),
-                max = text(&sv["sessions_max"]),
-                tot = text(&sv["sessions_total"]),
-                bin = bytes(&sv["bytes_in"]),
-                bout = bytes(&sv["bytes_out"]),
-                err = text(&sv["errors"]),
-                why = text(&sv["reason"]),
+                "<div class=\"meta\">replica rotation: {}</div>",
+                text(&l["replicas"]["readiness"])
             );
+            server_table(&mut h, &l["replicas"]["servers"]);
         }
-        h.push_str("</table>");
+        if let Some(routing) = l["routing"].as_object() {
+            h.push_str("<table><tr><th>routed to</th><th>reason</th><th>decisions</th></tr>");
+            for (target, reasons) in routing {
+                for (reason, n) in reasons.as_object().into_iter().flatten() {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                        esc(target),
+                        esc(reason),
+                        text(n)
+                    );
+                }
+            }
+            h.push_str("</table>");
+        }
     }
     h.push_str(
         "<h2>Members (DCS and health checks)</h2><table><tr><th>member</th><th>DCS role</th><th>state</th>\
@@ -230,5 +258,22 @@ mod tests {
         assert!(page.contains("4.0 kB"));
         assert!(page.contains("content=\"2\""));
         assert!(page.contains("px2"));
+    }
+
+    #[test]
+    fn auto_listener_shows_its_replicas_and_routing() {
+        let s = json!({
+            "proxy": {"name": "px1"},
+            "listeners": [{"name": "auto", "role": "auto", "readiness": "open", "refused": {},
+                "servers": [{"name": "node1", "state": "up"}],
+                "replicas": {"readiness": "open", "servers": [{"name": "node2", "state": "lag"}]},
+                "routing": {"primary": {"write": 3}, "replica": {"read_only": 7}}}],
+            "members": []
+        });
+        let page = render(&s, 2);
+        assert!(page.contains("replica rotation: open"));
+        assert!(page.contains("class=\"s-lag\">lag<"));
+        assert!(page.contains("<td>replica</td><td>read_only</td><td class=\"num\">7</td>"));
+        assert!(page.contains("<td>primary</td><td>write</td><td class=\"num\">3</td>"));
     }
 }

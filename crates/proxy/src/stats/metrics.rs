@@ -182,13 +182,26 @@ pub fn render(s: &Value) -> String {
             "errors",
         ),
     ];
+    // An auto listener's replica rotation is listed as listener `<name>/replicas`.
+    let rotations: Vec<(String, &Value)> = listeners
+        .iter()
+        .flat_map(|l| {
+            let own = (label(&l["name"]), &l["servers"]);
+            let replicas = (!l["replicas"].is_null()).then(|| {
+                (
+                    format!("{}/replicas", label(&l["name"])),
+                    &l["replicas"]["servers"],
+                )
+            });
+            std::iter::once(own).chain(replicas)
+        })
+        .collect();
     for (name, kind, help, key) in per_server {
         o.header(name, kind, help);
-        for l in &listeners {
-            for sv in l["servers"].as_array().into_iter().flatten() {
+        for (listener, servers) in &rotations {
+            for sv in servers.as_array().into_iter().flatten() {
                 let labels = format!(
-                    "{base},listener=\"{}\",server=\"{}\"",
-                    label(&l["name"]),
+                    "{base},listener=\"{listener}\",server=\"{}\"",
                     label(&sv["name"])
                 );
                 o.sample(name, &labels, &sv[key]);
@@ -200,12 +213,11 @@ pub fn render(s: &Value) -> String {
         "gauge",
         "1 for the server's current routing state on the listener.",
     );
-    for l in &listeners {
-        for sv in l["servers"].as_array().into_iter().flatten() {
+    for (listener, servers) in &rotations {
+        for sv in servers.as_array().into_iter().flatten() {
             for st in STATES {
                 let labels = format!(
-                    "{base},listener=\"{}\",server=\"{}\",state=\"{st}\"",
-                    label(&l["name"]),
+                    "{base},listener=\"{listener}\",server=\"{}\",state=\"{st}\"",
                     label(&sv["name"])
                 );
                 o.sample(
@@ -276,6 +288,24 @@ pub fn render(s: &Value) -> String {
         }
     }
     o.header(
+        "pgherd_proxy_routing_decisions_total",
+        "counter",
+        "Auto listeners: messages and transactions routed, by target (primary, replica) and reason.",
+    );
+    for l in &listeners {
+        for (target, reasons) in l["routing"].as_object().into_iter().flatten() {
+            for (reason, n) in reasons.as_object().into_iter().flatten() {
+                let labels = format!(
+                    "{base},listener=\"{}\",target=\"{}\",reason=\"{}\"",
+                    label(&l["name"]),
+                    label(&Value::from(target.as_str())),
+                    label(&Value::from(reason.as_str())),
+                );
+                o.sample("pgherd_proxy_routing_decisions_total", &labels, n);
+            }
+        }
+    }
+    o.header(
         "pgherd_proxy_member_lag_bytes",
         "gauge",
         "Replication lag from the DCS (replicas).",
@@ -314,5 +344,17 @@ mod tests {
         assert!(text.contains(
             "pgherd_proxy_member_lag_bytes{proxy=\"px1\",scope=\"demo\",member=\"node2\"} 5"
         ));
+        let auto = json!({
+            "proxy": {"name": "px1", "scope": "demo"},
+            "listeners": [{"name": "auto", "role": "auto", "refused": {},
+                "servers": [{"name": "node1", "state": "up"}],
+                "replicas": {"servers": [{"name": "node2", "state": "up", "sessions": 4}]},
+                "routing": {"primary": {"locking_clause": 2}, "replica": {"read_only": 9}}}],
+            "members": []
+        });
+        let text = render(&auto);
+        assert!(text.contains("pgherd_proxy_routing_decisions_total{proxy=\"px1\",scope=\"demo\",listener=\"auto\",target=\"replica\",reason=\"read_only\"} 9"));
+        assert!(text.contains("pgherd_proxy_routing_decisions_total{proxy=\"px1\",scope=\"demo\",listener=\"auto\",target=\"primary\",reason=\"locking_clause\"} 2"));
+        assert!(text.contains("pgherd_proxy_server_sessions{proxy=\"px1\",scope=\"demo\",listener=\"auto/replicas\",server=\"node2\"} 4"));
     }
 }

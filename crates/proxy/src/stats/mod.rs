@@ -13,8 +13,9 @@ mod metrics;
 use crate::config::ProxyConfig;
 use crate::controller::AdminCommand;
 use crate::gate::ListenerGate;
-use crate::routing::{AdminState, Table};
+use crate::routing::{AdminState, ListenerTable, Table};
 use crate::session::Totals;
+use crate::split::counters::RoutingCounters;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,8 @@ pub struct StatsState {
     /// Per listener: its pools when it is pooled.
     pub pools: Vec<Option<Arc<crate::pool::PoolCtx>>>,
     pub totals: Arc<Totals>,
+    /// Per listener: the routing decisions of an auto listener (`None` for other roles).
+    pub routing: Vec<Option<Arc<RoutingCounters>>>,
     pub admin: mpsc::Sender<AdminCommand>,
     pub started: Instant,
 }
@@ -153,7 +156,32 @@ fn secs(since: Instant) -> f64 {
     (since.elapsed().as_millis() as f64) / 1000.0
 }
 
-/// The whole state as JSON (the `/stats.json` body).
+/// One row per server of a rotation.
+fn servers_json(lt: &ListenerTable) -> Vec<Value> {
+    lt.entries
+        .iter()
+        .map(|e| {
+            let c = e.backend.counters();
+            json!({
+                "name": e.member,
+                "addr": e.addr,
+                "state": e.state.as_str(),
+                "reason": e.reason,
+                "since_s": secs(e.since),
+                "weight": e.weight,
+                "sessions": c.active,
+                "sessions_max": c.max,
+                "sessions_total": c.total,
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "errors": c.errors,
+            })
+        })
+        .collect()
+}
+
+/// The whole state as JSON (the `/stats.json` body). An auto listener also has `replicas`
+/// (its replica rotation) and `routing` (decisions by target and reason).
 pub fn snapshot(s: &StatsState) -> Value {
     let table = s.table.borrow().clone();
     let tasks = tokio::runtime::Handle::try_current()
@@ -167,30 +195,7 @@ pub fn snapshot(s: &StatsState) -> Value {
         .map(|(i, l)| {
             let g = s.gates[i].counters();
             let lt = table.listeners.get(i);
-            let servers: Vec<Value> = lt
-                .map(|lt| {
-                    lt.entries
-                        .iter()
-                        .map(|e| {
-                            let c = e.backend.counters();
-                            json!({
-                                "name": e.member,
-                                "addr": e.addr,
-                                "state": e.state.as_str(),
-                                "reason": e.reason,
-                                "since_s": secs(e.since),
-                                "weight": e.weight,
-                                "sessions": c.active,
-                                "sessions_max": c.max,
-                                "sessions_total": c.total,
-                                "bytes_in": c.bytes_in,
-                                "bytes_out": c.bytes_out,
-                                "errors": c.errors,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let servers: Vec<Value> = lt.map(servers_json).unwrap_or_default();
             let sum = |k: &str| servers.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
             json!({
                 "name": l.name,
@@ -223,6 +228,11 @@ pub fn snapshot(s: &StatsState) -> Value {
                 "bytes_out": sum("bytes_out"),
                 "errors": sum("errors"),
                 "servers": servers,
+                "replicas": lt.and_then(|lt| lt.replicas.as_deref()).map(|r| json!({
+                    "readiness": r.readiness,
+                    "servers": servers_json(r),
+                })),
+                "routing": s.routing.get(i).and_then(|r| r.as_ref()).map(|r| r.to_json()),
                 "pool": s.pools.get(i).and_then(|p| p.as_ref()).map(|p| json!({
                     "mode": p.cfg.mode.as_str(),
                     "pool_size": p.cfg.pool_size,

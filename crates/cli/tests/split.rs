@@ -1,0 +1,287 @@
+//! The single-port read/write split (`role: auto`) against real etcd, three real PostgreSQL
+//! 15 servers run by the agent, psql and a real client library (tokio-postgres). The proxy
+//! authenticates clients itself (a pooled listener, as crates/cli/tests/pool.rs sets up) and
+//! routes each transaction by its SQL. Where a statement ran is read from the server itself
+//! (`pg_is_in_recovery()`). Run serially (`--test-threads=1`).
+
+use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::proxy::ProxyProcess;
+use pgherd_testkit::wait::poll;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
+
+fn cluster(scope: &str) -> (TestCluster, usize) {
+    let options = ClusterOptions {
+        scope: scope.into(),
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
+    c.start_all().expect("agents");
+    let leader = match c.wait_healthy(2, Duration::from_secs(120)) {
+        Ok(l) => l,
+        Err(e) => {
+            for i in 0..c.members.len() {
+                eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 40));
+            }
+            panic!("{e}");
+        }
+    };
+    (c, leader)
+}
+
+/// The userlist: `postgres` with the verifier the servers store.
+fn auth_file(c: &TestCluster, leader: usize) -> PathBuf {
+    let verifier = c
+        .sql(
+            leader,
+            "select rolpassword from pg_authid where rolname = 'postgres'",
+        )
+        .expect("the superuser's verifier");
+    let file = c.root.join("userlist.txt");
+    std::fs::write(&file, format!("\"postgres\" \"{verifier}\"\n")).expect("writing the userlist");
+    file
+}
+
+/// A proxy with one auto listener in transaction pooling mode.
+fn auto_proxy(c: &TestCluster, name: &str, userlist: &Path, extra: &str) -> ProxyProcess {
+    let file = userlist.display().to_string();
+    ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 1, |p| {
+        format!(
+            "    - {{name: auto, bind: 127.0.0.1:{}, role: auto, pool_mode: transaction, pool_size: 4, max_prepared_statements: 100, auth_file: {file}, read_only_functions: [ro_fn]{extra}}}\n",
+            p[0]
+        )
+    })
+    .expect("pgherd proxy")
+}
+
+async fn connect(port: u16) -> Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(45))
+        .connect(NoTls)
+        .await
+        .expect("a session through the auto listener");
+    tokio::spawn(conn);
+    client
+}
+
+/// The first column of the first row of a simple query.
+async fn value(client: &Client, sql: &str) -> String {
+    for m in client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    {
+        if let SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap_or_default().to_string();
+        }
+    }
+    String::new()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn auto_listener(s: &serde_json::Value) -> &serde_json::Value {
+    s["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == "auto"))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// Both replicas are up in the auto listener's replica rotation.
+fn wait_replicas_routed(proxy: &ProxyProcess) {
+    proxy.wait_for("two replicas in the auto listener's rotation", |s| {
+        auto_listener(s)["replicas"]["servers"]
+            .as_array()
+            .is_some_and(|ss| ss.iter().filter(|v| v["state"] == "up").count() == 2)
+    });
+}
+
+fn replicas(c: &TestCluster, leader: usize) -> Vec<usize> {
+    (0..c.members.len()).filter(|i| *i != leader).collect()
+}
+
+#[test]
+fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
+    let (c, leader) = cluster("split-route");
+    c.sql(
+        leader,
+        "create table acct (id int primary key, v int); insert into acct values (1, 0); \
+         create sequence seq; create schema app; create table app.only_in_app (x int); \
+         insert into app.only_in_app values (7); \
+         create function ro_fn() returns bool language sql as 'select pg_is_in_recovery()'; \
+         create function bump() returns bool language sql as \
+           'update acct set v = v + 1 where id = 1; select pg_is_in_recovery()'",
+    )
+    .expect("schema");
+    for r in replicas(&c, leader) {
+        poll(
+            "the schema on a replica",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                c.sql(r, "select count(*) from app.only_in_app")
+                    .ok()
+                    .filter(|n| n == "1")
+            },
+        )
+        .expect("the schema on the replica");
+    }
+    let userlist = auth_file(&c, leader);
+    let proxy = auto_proxy(&c, "px-split", &userlist, "");
+    let port = proxy.extra[0];
+    wait_replicas_routed(&proxy);
+    runtime().block_on(async {
+        let s = connect(port).await;
+        // Reads: a replica.
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
+        assert_eq!(value(&s, "select ro_fn()").await, "t");
+        // A user function that writes, called from a SELECT: the primary.
+        assert_eq!(value(&s, "select bump()").await, "f");
+        // Locking reads, sequences, data-modifying CTEs: the primary.
+        assert_eq!(value(&s, "select pg_is_in_recovery() from acct where id = 1 for update").await, "f");
+        assert_eq!(value(&s, "with x as (select nextval('seq')) select pg_is_in_recovery() from x").await, "f");
+        assert_eq!(
+            value(&s, "with u as (update acct set v = v + 1 returning v) select pg_is_in_recovery() from u").await,
+            "f"
+        );
+        // A transaction that starts with a read and then writes runs on the primary in full.
+        s.simple_query("begin").await.expect("begin");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "f");
+        s.simple_query("update acct set v = 100 where id = 1").await.expect("update in the transaction");
+        s.simple_query("commit").await.expect("commit");
+        // Read-only transactions: a replica.
+        s.simple_query("begin read only").await.expect("begin read only");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
+        s.simple_query("commit").await.expect("commit");
+        s.simple_query("begin").await.expect("begin");
+        s.simple_query("set transaction read only").await.expect("set transaction");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
+        s.simple_query("commit").await.expect("commit");
+        // A session SET is refused (transaction pooling cannot keep it), never silently lost.
+        let err = s.simple_query("set search_path = app, public").await.expect_err("a refusal");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED));
+        // SET LOCAL inside a read-only transaction runs with it on the replica.
+        s.simple_query("begin read only").await.expect("begin read only");
+        s.simple_query("set local search_path = app, public").await.expect("set local");
+        assert_eq!(value(&s, "select x::text || pg_is_in_recovery()::text from only_in_app").await, "7true");
+        s.simple_query("commit").await.expect("commit");
+        // The extended protocol (named prepared statements, re-prepared on whichever server
+        // runs them): a read on a replica, a write on the primary.
+        let in_recovery: bool = s
+            .query_one("select pg_is_in_recovery() from acct where id = $1", &[&1i32])
+            .await
+            .expect("prepared read")
+            .get(0);
+        assert!(in_recovery);
+        let in_recovery: bool = s
+            .query_one(
+                "update acct set v = $1 where id = 1 returning pg_is_in_recovery()",
+                &[&5i32],
+            )
+            .await
+            .expect("prepared write")
+            .get(0);
+        assert!(!in_recovery);
+        // A multi-statement query mixing a read and a write: the primary.
+        assert_eq!(
+            value(&s, "select pg_is_in_recovery(); update public.acct set v = 1 where id = 1").await,
+            "f"
+        );
+        // Unparsable for the classifier (valid for PostgreSQL): the primary.
+        assert_eq!(value(&s, "select pg_is_in_recovery() from public.acct for no key update").await, "f");
+    });
+    // psql, the command-line client, through the same port.
+    let out = pgherd_testkit::cluster::psql_with_timeout(port, "select pg_is_in_recovery()", 45)
+        .expect("psql");
+    assert_eq!(out.trim(), "t");
+    // The decisions are counted by target and reason.
+    let stats = proxy.wait_for("routing counters", |s| {
+        !auto_listener(s)["routing"]["replica"]["read_only"].is_null()
+    });
+    let routing = &auto_listener(&stats)["routing"];
+    assert!(
+        routing["primary"]["unknown_function"].as_u64() >= Some(1),
+        "{routing}"
+    );
+    assert!(
+        routing["primary"]["locking_clause"].as_u64() >= Some(1),
+        "{routing}"
+    );
+    assert!(
+        routing["primary"]["write_transaction"].as_u64() >= Some(1),
+        "{routing}"
+    );
+    assert!(
+        routing["replica"]["read_only_transaction"].as_u64() >= Some(2),
+        "{routing}"
+    );
+}
+
+#[test]
+fn a_session_reads_its_own_write_despite_replica_lag() {
+    let (c, leader) = cluster("split-ryw");
+    c.sql(leader, "create table seen (id int primary key)")
+        .expect("table");
+    let reps = replicas(&c, leader);
+    for r in &reps {
+        poll(
+            "the table on a replica",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || c.sql(*r, "select count(*) from seen").ok(),
+        )
+        .expect("the table on the replica");
+    }
+    let userlist = auth_file(&c, leader);
+    let proxy = auto_proxy(&c, "px-ryw", &userlist, "");
+    let port = proxy.extra[0];
+    wait_replicas_routed(&proxy);
+    // Real lag: both replicas stop replaying.
+    for r in &reps {
+        c.sql(*r, "select pg_wal_replay_pause()")
+            .expect("pause replay");
+    }
+    runtime().block_on(async {
+        let writer = connect(port).await;
+        writer
+            .simple_query("insert into seen values (1)")
+            .await
+            .expect("insert");
+        // The same session's next read sees its row (the primary serves it)...
+        assert_eq!(
+            value(&writer, "select count(*) from seen where id = 1").await,
+            "1"
+        );
+        // ...while another session's read goes to a replica that has not replayed it.
+        let other = connect(port).await;
+        assert_eq!(
+            value(
+                &other,
+                "select count(*)::text || pg_is_in_recovery()::text from seen where id = 1"
+            )
+            .await,
+            "0true"
+        );
+    });
+    for r in &reps {
+        c.sql(*r, "select pg_wal_replay_resume()")
+            .expect("resume replay");
+    }
+    proxy.wait_for("a read_your_writes decision", |s| {
+        auto_listener(s)["routing"]["primary"]["read_your_writes"].as_u64() >= Some(1)
+    });
+}
