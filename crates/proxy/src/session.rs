@@ -97,7 +97,9 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
             return;
         }
     };
-    let (server, mut guard) = match open(&ctx, &mut client).await {
+    // The opening and the data path are boxed: a session's task is then only as large as
+    // its waiting states, which is what each of many idle clients costs.
+    let (server, mut guard) = match Box::pin(open(&ctx, &mut client)).await {
         Ok(found) => found,
         Err(Failure::Refused(why)) => {
             ctx.gate.refused(why);
@@ -107,7 +109,7 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
         Err(Failure::ClientGone) => return,
     };
     let backend = guard.backend.clone();
-    let end = copy::proxy(
+    let end = Box::pin(copy::proxy(
         client,
         server,
         &ctx.limits,
@@ -116,7 +118,7 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
             bytes_out: [&backend.bytes_out, &ctx.totals.bytes_out],
         },
         &mut guard.kill,
-    )
+    ))
     .await;
     match end {
         End::Killed => {
