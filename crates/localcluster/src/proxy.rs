@@ -24,6 +24,8 @@ pub struct ProxyProcess {
     /// maxqueue 1, and one behind a load balancer (`accept_proxy`).
     pub limited: Option<u16>,
     pub behind_lb: Option<u16>,
+    /// The ports of [`ProxyProcess::start_with_listeners`]'s own listeners.
+    pub extra: Vec<u16>,
 }
 
 impl ProxyProcess {
@@ -45,7 +47,36 @@ impl ProxyProcess {
         extra_listeners: bool,
         extra_yaml: &str,
     ) -> Result<ProxyProcess> {
-        let ports = free_ports(5)?;
+        Self::start_custom(pgherd, c, name, extra_listeners, extra_yaml, 0, |_| {
+            String::new()
+        })
+    }
+
+    /// [`ProxyProcess::start_with`] (without the extra listeners) plus the caller's own
+    /// listeners: `listeners(ports)` returns YAML entries of the `listeners:` list (indented
+    /// by four spaces) for `count` free ports, which end up in [`ProxyProcess::extra`].
+    pub fn start_with_listeners(
+        pgherd: &Path,
+        c: &LocalCluster,
+        name: &str,
+        extra_yaml: &str,
+        count: usize,
+        listeners: impl FnOnce(&[u16]) -> String,
+    ) -> Result<ProxyProcess> {
+        Self::start_custom(pgherd, c, name, false, extra_yaml, count, listeners)
+    }
+
+    fn start_custom(
+        pgherd: &Path,
+        c: &LocalCluster,
+        name: &str,
+        extra_listeners: bool,
+        extra_yaml: &str,
+        count: usize,
+        listeners: impl FnOnce(&[u16]) -> String,
+    ) -> Result<ProxyProcess> {
+        let ports = free_ports(5 + count)?;
+        let extra = ports[5..].to_vec();
         let dcs = c.dcs.yaml_section();
         let mut yaml = format!(
             r#"scope: {scope}
@@ -79,6 +110,7 @@ namespace: /service/
                 ports[3], ports[4]
             ));
         }
+        yaml.push_str(&listeners(&extra));
         yaml.push_str(&format!(
             "  stats:\n    bind: 127.0.0.1:{}\n    refresh: 1s\n    admin:\n      username: admin\n      password: adm-pass\n",
             ports[2]
@@ -104,6 +136,7 @@ namespace: /service/
             stats: ports[2],
             limited: extra_listeners.then_some(ports[3]),
             behind_lb: extra_listeners.then_some(ports[4]),
+            extra,
         };
         p.wait_for("the stats page", |s| s["proxy"]["discovered"] == true);
         Ok(p)

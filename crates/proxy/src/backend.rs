@@ -65,6 +65,11 @@ impl Backend {
         }
     }
 
+    /// Fires on every [`Backend::kill_all`] from now on (the pools' janitors watch it).
+    pub fn kill_watch(&self) -> watch::Receiver<u64> {
+        self.kill.subscribe()
+    }
+
     /// Closes every session currently on this backend.
     pub fn kill_all(&self) -> usize {
         self.kill.send_modify(|n| *n += 1);

@@ -18,6 +18,13 @@ pub enum ProxyError {
     /// The DCS client could not be built or used.
     #[error("DCS: {0}")]
     Dcs(#[from] pgherd_dcs::DcsError),
+    /// A pooled listener's `auth_file` cannot be used.
+    #[error("cannot use {} ({key}): {why}; expected a pgbouncer userlist, \"user\" \"secret\" per line", path.display())]
+    AuthFile {
+        path: std::path::PathBuf,
+        key: String,
+        why: String,
+    },
     /// Anything else that stops the proxy from starting.
     #[error("{doing}: {source}")]
     Io {

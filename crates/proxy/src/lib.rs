@@ -12,6 +12,8 @@
 //! * [`listener`] accepts clients; [`session`] waits for the client's first bytes, passes the
 //!   [`gate`] (`maxconn`/queue), picks a server or **holds** the client until one is routable
 //!   (up to `hold_timeout`), connects, and hands both sockets to [`copy`], the data path;
+//! * on a pooled listener (`pool_mode`), [`pool`] speaks the protocol itself: authenticates
+//!   the client, then lends it a server connection per transaction or per session;
 //! * [`registration`] writes `proxies/<name>` in the DCS (the fencing confirmation, see below);
 //! * [`stats`] serves the HTML page, `/stats.json`, `/metrics` and the admin actions.
 //!
@@ -40,6 +42,11 @@
 //!     - {name: replicas, bind: 127.0.0.1:5001, role: replica, balance: roundrobin,
 //!        max_lag: 16MB, fallback: primary, maxconn: 200, maxqueue: 100, queue_timeout: 5s}
 //!     - {name: behind_lb, bind: 10.0.0.5:5000, role: primary, accept_proxy: true}
+//!     - {name: pooled, bind: 127.0.0.1:6432, role: primary, pool_mode: transaction,
+//!        pool_size: 20, min_pool_size: 0, max_client_conn: 100, server_idle_timeout: 600s,
+//!        server_lifetime: 3600s, query_wait_timeout: 120s, server_reset_query: DISCARD ALL,
+//!        auth_type: scram-sha-256, auth_file: /etc/pgherd/userlist.txt,
+//!        ignore_startup_parameters: [extra_float_digits]}
 //!   stats:
 //!     bind: 127.0.0.1:7000
 //!     refresh: 2s
@@ -50,6 +57,18 @@
 //! `sync`, `async`. Balance: `roundrobin` (weighted by the member tag `weight`, default 1),
 //! `leastconn`, `first`. Members tagged `noloadbalance` (or `weight: 0`) get no replica
 //! traffic.
+//!
+//! # Pooling
+//!
+//! `pool_mode: session | transaction` on a listener turns on pgbouncer's job, with
+//! pgbouncer's key names and defaults (see the [`pool`] module for the protocol handling, the
+//! seam between pooling and routing, and failover; [`pool::statements`] for what transaction
+//! mode refuses). `maxconn`/`maxqueue` do not apply to pooled listeners: `max_client_conn`
+//! bounds clients and `pool_size` server connections per (server, user, database).
+//! `auth_type`: `scram-sha-256` (default), `md5`, `plain`. Other startup parameters than
+//! the kept ones (client_encoding, DateStyle, TimeZone, standard_conforming_strings,
+//! application_name) are refused unless listed in `ignore_startup_parameters`. No TLS on
+//! pooled listeners yet: `SSLRequest` is answered `N`.
 //!
 //! # Routing rules
 //!
@@ -94,6 +113,7 @@ pub mod gate;
 pub mod health;
 pub mod listener;
 pub mod opening;
+pub mod pool;
 pub mod proxy_protocol;
 pub mod registration;
 pub mod routing;
@@ -269,6 +289,21 @@ fn raise_fd_limit() {
     }
 }
 
+/// Reads a pooled listener's `auth_file`.
+fn read_auth_file(path: &Path, listener: usize) -> Result<pool::auth::UserList, ProxyError> {
+    let key = format!("proxy.listeners[{listener}].auth_file");
+    let text = std::fs::read_to_string(path).map_err(|e| ProxyError::AuthFile {
+        path: path.to_path_buf(),
+        key: key.clone(),
+        why: e.to_string(),
+    })?;
+    pool::auth::UserList::parse(&text).map_err(|why| ProxyError::AuthFile {
+        path: path.to_path_buf(),
+        key,
+        why,
+    })
+}
+
 /// Binds every socket (failing fast, naming the key), then starts every task.
 pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, ProxyError> {
     let cfg = Arc::new(cfg);
@@ -331,6 +366,18 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
         admin: admin_rx,
     })));
 
+    let cancels = Arc::new(pool::cancel::Cancels::default());
+    let mut pools = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        pools.push(match &l.pool {
+            Some(p) => Some(Arc::new(pool::PoolCtx::new(
+                p.clone(),
+                read_auth_file(&p.auth_file, i)?,
+                cancels.clone(),
+            ))),
+            None => None,
+        });
+    }
     let clients = Arc::new(Semaphore::new(cfg.maxconn));
     let mut gates = Vec::new();
     for (i, (l, socket)) in cfg.listeners.iter().zip(sockets).enumerate() {
@@ -350,6 +397,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             keepalive: cfg.keepalive.clone(),
             recheck: recheck_tx.clone(),
             totals: totals.clone(),
+            pool: pools[i].clone(),
         });
         info!(listener = %l.name, bind = %listener_addrs[i], role = l.role.as_str(), "listening");
         acceptors.push(tokio::spawn(listener::accept_loop(
@@ -364,6 +412,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             cfg: cfg.clone(),
             table: table_rx.clone(),
             gates,
+            pools,
             totals,
             admin: admin_tx,
             started: tokio::time::Instant::now(),

@@ -365,6 +365,7 @@ mod tests {
             queue_timeout: Duration::from_secs(1),
             hold_timeout: Duration::from_secs(30),
             accept_proxy: false,
+            pool: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct ListenerCtx {
     /// Asks the controller to re-check a member now (its server refused a connection).
     pub recheck: mpsc::Sender<String>,
     pub totals: Arc<Totals>,
+    /// Pooled listeners (`pool_mode`): the pools, users and cancel keys.
+    pub pool: Option<Arc<crate::pool::PoolCtx>>,
 }
 
 /// Sets `TCP_NODELAY` and keepalive on a server socket (best effort). Client sockets inherit
@@ -88,6 +90,12 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
         peer
     };
     if !first_bytes(&ctx, &client).await {
+        return;
+    }
+    if let Some(pc) = ctx.pool.clone() {
+        // Pooled: the proxy speaks the protocol itself; maxconn/maxqueue do not apply
+        // (max_client_conn and pool_size do).
+        crate::pool::client::serve(ctx, pc, client, origin).await;
         return;
     }
     let _slot = match ctx.gate.enter().await {

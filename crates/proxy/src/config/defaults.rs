@@ -54,3 +54,12 @@ pub const DEFAULT_STATS_REFRESH: Duration = Duration::from_secs(2);
 /// whole seconds, and the key is rewritten every third of the ttl).
 pub const DEFAULT_REGISTRATION_TTL: Duration = Duration::from_secs(10);
 pub const MIN_REGISTRATION_TTL: Duration = Duration::from_secs(2);
+
+/// Pooled listeners (pgbouncer's defaults): `pool_size`, `max_client_conn`,
+/// `server_idle_timeout`, `server_lifetime`, `query_wait_timeout`, `server_reset_query`.
+pub const DEFAULT_POOL_SIZE: usize = 20;
+pub const DEFAULT_MAX_CLIENT_CONN: usize = 100;
+pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_SERVER_LIFETIME: Duration = Duration::from_secs(3600);
+pub const DEFAULT_QUERY_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_SERVER_RESET_QUERY: &str = "DISCARD ALL";

@@ -1,6 +1,7 @@
 //! `proxy.listeners`: one entry per port, and the top-level defaults entries inherit.
 
 use super::defaults::{DEFAULT_BALANCE, DEFAULT_MAXQUEUE, DEFAULT_QUEUE_TIMEOUT};
+use super::pool::PoolConfig;
 use super::values::{count, socket_addr, true_or_false};
 use pgherd_config::reader::{Ctx, Section};
 use pgherd_config::ConfigError;
@@ -79,6 +80,9 @@ pub struct ListenerConfig {
     /// Clients arrive through a load balancer that sends a PROXY protocol header (v1 or v2)
     /// naming their origin (HAProxy's `accept-proxy`).
     pub accept_proxy: bool,
+    /// Pooling (`pool_mode` and the other pgbouncer keys); `None`: bytes are proxied as they
+    /// are after the startup packet.
+    pub pool: Option<PoolConfig>,
 }
 
 /// The top-level settings a listener takes when it does not set its own.
@@ -199,6 +203,7 @@ fn listener(
         .duration(ctx, "hold_timeout")?
         .unwrap_or(defaults.hold_timeout);
     let accept_proxy = l.get(ctx, "accept_proxy", true_or_false)?.unwrap_or(false);
+    let pool = super::pool::pool(&mut l, ctx)?;
     l.finish_strict(ctx)?;
     Ok(ListenerConfig {
         name,
@@ -212,5 +217,6 @@ fn listener(
         queue_timeout,
         hold_timeout,
         accept_proxy,
+        pool,
     })
 }

@@ -4,13 +4,14 @@
 //! and unknown keys are errors, so a typo never silently falls back to a default.
 //!
 //! One function per subsection, each in its own file: `listeners.rs`, `connections.rs`
-//! (`timeouts`, `tcp_keepalive`), `health.rs` (`health_check`), `stats.rs`, `registration.rs`;
+//! (`timeouts`, `tcp_keepalive`), `pool.rs` (a listener's pooling keys), `health.rs` (`health_check`), `stats.rs`, `registration.rs`;
 //! every default by name in [`defaults`].
 
 mod connections;
 pub mod defaults;
 mod health;
 mod listeners;
+mod pool;
 mod registration;
 mod stats;
 mod values;
@@ -22,6 +23,7 @@ pub use defaults::{
 };
 pub use health::HealthConfig;
 pub use listeners::{Balance, ListenerConfig, ListenerRole};
+pub use pool::{PoolConfig, PoolMode};
 pub use registration::RegistrationConfig;
 pub use stats::{AdminAuth, StatsConfig};
 

@@ -217,3 +217,81 @@ fn idle_limits_take_zero_or_false_for_none() {
     assert_eq!(c.name, "host-6432");
     assert_eq!(c.listeners[0].bind.to_string(), "0.0.0.0:6432");
 }
+
+#[test]
+fn pooled_listeners() {
+    let mut v = minimal();
+    assert_eq!(parse(v.clone()).unwrap().listeners[0].pool, None);
+    v["listeners"][0]["pool_mode"] = json!("transaction");
+    v["listeners"][0]["auth_file"] = json!("/etc/pgherd/userlist.txt");
+    let p = parse(v.clone()).unwrap().listeners[0].pool.clone().unwrap();
+    assert_eq!(p.mode, PoolMode::Transaction);
+    assert_eq!(p.pool_size, defaults::DEFAULT_POOL_SIZE);
+    assert_eq!(p.max_client_conn, defaults::DEFAULT_MAX_CLIENT_CONN);
+    assert_eq!(p.server_reset_query, "DISCARD ALL");
+    assert_eq!(p.auth_type, crate::pool::auth::AuthType::ScramSha256);
+    assert_eq!(p.max_prepared_statements, 0);
+    for (k, val) in [
+        ("pool_mode", json!("session")),
+        ("pool_size", json!(5)),
+        ("min_pool_size", json!(2)),
+        ("max_client_conn", json!(1000)),
+        ("server_idle_timeout", json!("30s")),
+        ("server_lifetime", json!("1h")),
+        ("query_wait_timeout", json!("5s")),
+        ("server_reset_query", json!("RESET ALL")),
+        ("auth_type", json!("md5")),
+        (
+            "ignore_startup_parameters",
+            json!("extra_float_digits, search_path"),
+        ),
+    ] {
+        v["listeners"][0][k] = val;
+    }
+    let p = parse(v.clone()).unwrap().listeners[0].pool.clone().unwrap();
+    assert_eq!(
+        (p.mode, p.pool_size, p.min_pool_size, p.max_client_conn),
+        (PoolMode::Session, 5, 2, 1000)
+    );
+    assert_eq!(p.server_idle_timeout, Duration::from_secs(30));
+    assert_eq!(p.server_lifetime, Duration::from_secs(3600));
+    assert_eq!(p.query_wait_timeout, Duration::from_secs(5));
+    assert_eq!(p.server_reset_query, "RESET ALL");
+    assert_eq!(p.auth_type, crate::pool::auth::AuthType::Md5);
+    assert_eq!(
+        p.ignore_startup_parameters,
+        ["extra_float_digits", "search_path"]
+    );
+
+    let err = |edit: &dyn Fn(&mut Value)| {
+        let mut v = minimal();
+        v["listeners"][0]["pool_mode"] = json!("transaction");
+        v["listeners"][0]["auth_file"] = json!("/u.txt");
+        edit(&mut v);
+        parse(v).unwrap_err()
+    };
+    assert!(
+        err(&|v| v["listeners"][0]["pool_mode"] = json!("statement")).contains(
+            "proxy.listeners[0].pool_mode: expected session or transaction, found \"statement\""
+        )
+    );
+    assert!(err(&|v| v["listeners"][0]["auth_type"] = json!("trust"))
+        .contains("proxy.listeners[0].auth_type: expected scram-sha-256, md5 or plain"));
+    assert!(err(&|v| v["listeners"][0]["min_pool_size"] = json!(50))
+        .contains("proxy.listeners[0].min_pool_size: expected at most pool_size (20), found 50"));
+    assert!(err(&|v| v["listeners"][0]["pool_size"] = json!(0))
+        .contains("proxy.listeners[0].pool_size: expected"));
+    assert!(err(&|v| {
+        v["listeners"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("auth_file");
+    })
+    .contains("proxy.listeners[0].auth_file: missing"));
+    // Pooling keys without pool_mode are a mistake, not silently ignored.
+    let mut v = minimal();
+    v["listeners"][1]["pool_size"] = json!(5);
+    assert!(parse(v).unwrap_err().contains(
+        "proxy.listeners[1].pool_size: only applies to a pooled listener (set pool_mode: session or transaction)"
+    ));
+}

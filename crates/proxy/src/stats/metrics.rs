@@ -216,6 +216,65 @@ pub fn render(s: &Value) -> String {
             }
         }
     }
+    let per_pool = [
+        (
+            "pgherd_proxy_pool_servers_active",
+            "gauge",
+            "Server connections lent to clients.",
+            "servers_active",
+        ),
+        (
+            "pgherd_proxy_pool_servers_idle",
+            "gauge",
+            "Idle server connections in the pool.",
+            "servers_idle",
+        ),
+        (
+            "pgherd_proxy_pool_clients_active",
+            "gauge",
+            "Clients holding a server connection.",
+            "clients_active",
+        ),
+        (
+            "pgherd_proxy_pool_clients_waiting",
+            "gauge",
+            "Clients waiting for a server connection (pool_size reached).",
+            "clients_waiting",
+        ),
+        (
+            "pgherd_proxy_pool_checkouts_total",
+            "counter",
+            "Server connections lent (transactions in transaction mode, sessions in session mode).",
+            "checkouts",
+        ),
+        (
+            "pgherd_proxy_pool_server_connects_total",
+            "counter",
+            "Server connections opened.",
+            "server_connects",
+        ),
+        (
+            "pgherd_proxy_pool_wait_microseconds_total",
+            "counter",
+            "Time clients waited for a server connection.",
+            "wait_us_total",
+        ),
+    ];
+    for (name, kind, help, key) in per_pool {
+        o.header(name, kind, help);
+        for l in &listeners {
+            for p in l["pool"]["pools"].as_array().into_iter().flatten() {
+                let labels = format!(
+                    "{base},listener=\"{}\",server=\"{}\",user=\"{}\",database=\"{}\"",
+                    label(&l["name"]),
+                    label(&p["member"]),
+                    label(&p["user"]),
+                    label(&p["database"])
+                );
+                o.sample(name, &labels, &p[key]);
+            }
+        }
+    }
     o.header(
         "pgherd_proxy_member_lag_bytes",
         "gauge",

@@ -36,6 +36,8 @@ pub struct StatsState {
     pub cfg: Arc<ProxyConfig>,
     pub table: watch::Receiver<Arc<Table>>,
     pub gates: Vec<Arc<ListenerGate>>,
+    /// Per listener: its pools when it is pooled.
+    pub pools: Vec<Option<Arc<crate::pool::PoolCtx>>>,
     pub totals: Arc<Totals>,
     pub admin: mpsc::Sender<AdminCommand>,
     pub started: Instant,
@@ -221,6 +223,13 @@ pub fn snapshot(s: &StatsState) -> Value {
                 "bytes_out": sum("bytes_out"),
                 "errors": sum("errors"),
                 "servers": servers,
+                "pool": s.pools.get(i).and_then(|p| p.as_ref()).map(|p| json!({
+                    "mode": p.cfg.mode.as_str(),
+                    "pool_size": p.cfg.pool_size,
+                    "max_client_conn": p.cfg.max_client_conn,
+                    "clients": p.cfg.max_client_conn - p.clients.available_permits(),
+                    "pools": p.pools.snapshot(),
+                })),
             })
         })
         .collect();

@@ -1,0 +1,472 @@
+//! Connection pooling in `pgherd proxy` (`pool_mode`) against real etcd, three real PostgreSQL
+//! 15 servers run by the agent, pgbench, psql and a real client library (tokio-postgres).
+//! The proxy authenticates clients itself from a pgbouncer userlist: `postgres` with the
+//! server's own SCRAM verifier (the proxy logs in to servers with the ClientKey the client
+//! proved), `admin` with its plaintext password. Run serially (`--test-threads=1`).
+
+use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::proxy::ProxyProcess;
+use pgherd_testkit::wait::poll;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
+const POOL_SIZE: usize = 4;
+/// The `application_name` of this file's tokio-postgres clients (kept by the proxy on every
+/// server connection they use, which is how the server side is counted).
+const APPLICATION: &str = "pool-test";
+
+fn cluster(scope: &str) -> (TestCluster, usize) {
+    let options = ClusterOptions {
+        scope: scope.into(),
+        ..ClusterOptions::default()
+    };
+    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
+    c.start_all().expect("agents");
+    let leader = match c.wait_healthy(2, Duration::from_secs(120)) {
+        Ok(l) => l,
+        Err(e) => {
+            for i in 0..c.members.len() {
+                eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 40));
+            }
+            panic!("{e}");
+        }
+    };
+    (c, leader)
+}
+
+/// The userlist: `postgres` with the verifier the servers store, `admin` in plaintext.
+fn auth_file(c: &TestCluster, leader: usize) -> PathBuf {
+    let verifier = c
+        .sql(
+            leader,
+            "select rolpassword from pg_authid where rolname = 'postgres'",
+        )
+        .expect("the superuser's verifier");
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let file = c.root.join("userlist.txt");
+    std::fs::write(
+        &file,
+        format!("\"postgres\" \"{verifier}\"\n\"admin\" \"admin-pass\"\n"),
+    )
+    .expect("writing the userlist");
+    file
+}
+
+/// A proxy with a transaction pool (`pool_size` 4) and a session pool (`pool_size` 1, so that
+/// consecutive sessions share one server connection) on the primary.
+fn pooled_proxy(c: &TestCluster, name: &str, userlist: &Path) -> ProxyProcess {
+    let file = userlist.display().to_string();
+    ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 2, |p| {
+        format!(
+            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
+            p[0], p[1]
+        )
+    })
+    .expect("pgherd proxy")
+}
+
+fn listener<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name))
+        .expect("listener in stats")
+}
+
+fn routed(s: &Value, name: &str, member: &str) -> bool {
+    listener(s, name)["servers"]
+        .as_array()
+        .is_some_and(|ss| ss.iter().any(|v| v["name"] == member && v["state"] == "up"))
+}
+
+async fn connect(port: u16, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("postgres")
+        .application_name(APPLICATION)
+        .connect_timeout(Duration::from_secs(45))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The first column of the first row of a simple query.
+async fn value(client: &Client, sql: &str) -> Result<String, tokio_postgres::Error> {
+    for m in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(r) = m {
+            return Ok(r.get(0).unwrap_or_default().to_string());
+        }
+    }
+    Ok(String::new())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn pgbench(port: u16, args: &[&str]) -> Command {
+    let mut cmd = Command::new("pgbench");
+    cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(port.to_string())
+        .args(args)
+        .arg("postgres")
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .env("PGSSLMODE", "disable");
+    cmd
+}
+
+/// Stops a child started by the test, by PID, also when the test fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Client connections with `application_name` open on member `i`.
+fn backends(c: &TestCluster, i: usize, application: &str) -> usize {
+    c.sql(
+        i,
+        &format!("select count(*) from pg_stat_activity where application_name = '{application}' and backend_type = 'client backend' and pid <> pg_backend_pid()"),
+    )
+    .ok()
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(usize::MAX)
+}
+
+/// `insert ... returning` the port of the server that took it.
+async fn insert_port(c: &Client) -> Result<String, tokio_postgres::Error> {
+    value(
+        c,
+        "insert into t(port) values (inet_server_port()) returning port",
+    )
+    .await
+}
+
+#[test]
+fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
+    let (c, leader) = cluster("pooltx");
+    let userlist = auth_file(&c, leader);
+    let px = pooled_proxy(&c, "px-pool", &userlist);
+    let leader_name = c.members[leader].name.clone();
+    px.wait_for("the pools route to the leader", |s| {
+        routed(s, "pool_tx", &leader_name) && routed(s, "pool_session", &leader_name)
+    });
+    let (tx, session) = (px.extra[0], px.extra[1]);
+    let rt = runtime();
+
+    // pgbench with five times more clients than pool_size, with named prepared statements
+    // (each client lands on several server connections): no error, and never more server
+    // connections than pool_size.
+    let init = pgbench(c.members[leader].pg_port, &["-i", "-s", "1", "-q"])
+        .output()
+        .expect("pgbench -i");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let clients = (5 * POOL_SIZE).to_string();
+    let mut bench = Reaped(
+        pgbench(
+            tx,
+            &[
+                "-n", "-S", "-M", "prepared", "-c", &clients, "-j", "2", "-T", "6",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pgbench"),
+    );
+    let mut most = 0;
+    let finished = poll(
+        "pgbench through the transaction pool",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let n = backends(&c, leader, "pgbench");
+            if n != usize::MAX {
+                most = most.max(n);
+            }
+            bench.0.try_wait().ok().flatten()
+        },
+    )
+    .expect("pgbench ends");
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = bench
+        .0
+        .stdout
+        .take()
+        .map(|mut s| s.read_to_string(&mut out));
+    let _ = bench
+        .0
+        .stderr
+        .take()
+        .map(|mut s| s.read_to_string(&mut err));
+    assert!(
+        finished.success(),
+        "pgbench failed:\n{out}\n{err}\n{}",
+        px.log_tail(30)
+    );
+    assert!(
+        out.contains(&format!("number of clients: {clients}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("number of failed transactions: 0 (0.000%)"),
+        "{out}"
+    );
+    assert!(
+        (1..=POOL_SIZE).contains(&most),
+        "server connections seen: {most} (pool_size {POOL_SIZE})"
+    );
+    let s = px.stats().expect("stats");
+    let pools = &listener(&s, "pool_tx")["pool"]["pools"];
+    let mine = pools
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["user"] == "postgres"))
+        .expect("the postgres pool in the stats");
+    assert!(
+        mine["servers_open"].as_u64().unwrap() <= POOL_SIZE as u64,
+        "{mine}"
+    );
+    assert!(mine["checkouts"].as_u64().unwrap() > 100, "{mine}");
+    let metrics = pgherd_testkit::cluster::http_request(px.stats, "GET", "/metrics", None)
+        .expect("metrics")
+        .1;
+    assert!(
+        metrics.contains("pgherd_proxy_pool_checkouts_total{"),
+        "{metrics}"
+    );
+
+    rt.block_on(async {
+        // Authentication at the proxy: a wrong password is refused with 28P01, the
+        // plaintext user and the SCRAM-verifier user get in.
+        let wrong = connect(tx, "admin", "not-the-password").await.map(drop).expect_err("refused");
+        assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+        let wrong = connect(tx, "postgres", "nope").await.map(drop).expect_err("refused");
+        assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+        let admin = connect(tx, "admin", "admin-pass").await.expect("admin through the pool");
+        assert_eq!(value(&admin, "select current_user").await.unwrap(), "admin");
+        let wrong = connect(session, "admin", "wrong").await.map(drop).expect_err("refused (md5)");
+        assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD), "{wrong}");
+
+        // Session state the transaction pool cannot keep is refused, clearly, and the
+        // session goes on.
+        let pg = connect(tx, "postgres", SUPERUSER_PASSWORD).await.expect("postgres through the pool");
+        for (sql, named) in [
+            ("PREPARE p AS select 1", "PREPARE"),
+            ("LISTEN chan", "LISTEN"),
+            ("SET search_path = x", "SET search_path"),
+            ("select pg_advisory_lock(1)", "pg_advisory_lock()"),
+            ("create temp table t(a int)", "CREATE TEMPORARY"),
+        ] {
+            let e = pg.batch_execute(sql).await.map(drop).expect_err(sql);
+            assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}: {e}");
+            let text = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            assert!(text.contains(named) && text.contains("pool_mode transaction"), "{text}");
+        }
+        // Inside a transaction block the transaction fails as for any error.
+        pg.batch_execute("BEGIN").await.unwrap();
+        let e = pg.batch_execute("SET work_mem = '1MB'").await.map(drop).expect_err("refused");
+        assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+        let e = pg.batch_execute("select 1").await.map(drop).expect_err("aborted transaction");
+        assert_eq!(e.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{e}");
+        pg.batch_execute("ROLLBACK").await.unwrap();
+        // Parameters the proxy keeps per client follow it onto every server connection.
+        pg.batch_execute("SET application_name = 'kept-by-the-proxy'").await.unwrap();
+        for _ in 0..10 {
+            assert_eq!(value(&pg, "show application_name").await.unwrap(), "kept-by-the-proxy");
+        }
+        // Named prepared statements (tokio-postgres prepares every statement under a name)
+        // follow their clients across server connections: `a` holds one connection in a
+        // transaction while `b`'s statement runs on another.
+        let a = connect(tx, "postgres", SUPERUSER_PASSWORD).await.unwrap();
+        let b = connect(tx, "postgres", SUPERUSER_PASSWORD).await.unwrap();
+        let sa = a.prepare("select $1::int + 1").await.expect("prepare through the pool");
+        let sb = b.prepare("select $1::int * 2").await.unwrap();
+        a.batch_execute("BEGIN").await.unwrap();
+        for i in 0..20i32 {
+            let x: i32 = a.query_one(&sa, &[&i]).await.unwrap().get(0);
+            let y: i32 = b.query_one(&sb, &[&i]).await.expect("on another server connection").get(0);
+            assert_eq!((x, y), (i + 1, i * 2));
+        }
+        a.batch_execute("COMMIT").await.unwrap();
+        let sb2 = b.prepare("select $1::int + 1").await.unwrap();
+        drop(sb);
+        let x: i32 = b.query_one(&sb2, &[&41]).await.unwrap().get(0);
+        assert_eq!(x, 42);
+        let e = b.batch_execute("PREPARE p AS select 1").await.map(drop).expect_err("SQL PREPARE");
+        assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+
+        // Session mode keeps everything.
+        let s = connect(session, "admin", "admin-pass").await.expect("admin through the session pool");
+        s.batch_execute("PREPARE p AS select 41 + 1; SET search_path = x").await.unwrap();
+        assert_eq!(value(&s, "EXECUTE p").await.unwrap(), "42");
+        assert_eq!(value(&s, "show search_path").await.unwrap(), "x");
+        drop(s);
+        // The next session gets a reset connection (DISCARD ALL).
+        let s = connect(session, "admin", "admin-pass").await.unwrap();
+        assert_eq!(value(&s, "show search_path").await.unwrap(), "\"$user\", public");
+
+        // Cancel: the proxy's key reaches the server connection running the query.
+        let watcher = connect(tx, "postgres", SUPERUSER_PASSWORD).await.expect("a second client");
+        let token = pg.cancel_token();
+        let sleeper = tokio::spawn(async move { pg.simple_query("select pg_sleep(60)").await.map(|_| ()) });
+        let running = async {
+            loop {
+                let n = value(
+                    &watcher,
+                    "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'",
+                )
+                .await
+                .unwrap();
+                if n == "1" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), running).await.expect("pg_sleep running");
+        token.cancel_query(NoTls).await.expect("cancel request sent");
+        let ended = tokio::time::timeout(Duration::from_secs(20), sleeper)
+            .await
+            .expect("the query was cancelled")
+            .unwrap();
+        let e = ended.map(drop).expect_err("cancelled");
+        assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    });
+}
+
+#[test]
+fn switchover_under_pooled_load_moves_clients_between_transactions() {
+    let (c, leader) = cluster("poolsw");
+    let userlist = auth_file(&c, leader);
+    let px = pooled_proxy(&c, "px-sw", &userlist);
+    let old = c.members[leader].name.clone();
+    px.wait_for("the pool routes to the leader", |s| {
+        routed(s, "pool_tx", &old)
+    });
+    let tx = px.extra[0];
+    let rt = runtime();
+    rt.block_on(async {
+        let idle = connect(tx, "postgres", SUPERUSER_PASSWORD)
+            .await
+            .expect("client");
+        idle.batch_execute("create table t(id serial primary key, port int)")
+            .await
+            .unwrap();
+        assert_eq!(
+            insert_port(&idle).await.unwrap(),
+            c.members[leader].pg_port.to_string()
+        );
+
+        // Load: writers through the pool for the whole switchover, each a loop of one-statement
+        // transactions on one connection.
+        let mut writers = Vec::new();
+        for _ in 0..6 {
+            let w = connect(tx, "postgres", SUPERUSER_PASSWORD)
+                .await
+                .expect("writer");
+            let new_port = c.members[(0..3).find(|&i| i != leader).unwrap()]
+                .pg_port
+                .to_string();
+            writers.push(tokio::spawn(async move {
+                let (mut on_new, mut failed) = (0u32, 0u32);
+                for _ in 0..2_000 {
+                    match insert_port(&w).await {
+                        Ok(p) if p == new_port => on_new += 1,
+                        Ok(_) => {}
+                        Err(e) if e.is_closed() => return (on_new, failed + 1),
+                        Err(_) => failed += 1,
+                    }
+                    if on_new >= 50 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (on_new, failed)
+            }));
+        }
+        let target = (0..3).find(|&i| i != leader).unwrap();
+        let new = c.members[target].name.clone();
+        let out = c
+            .ctl(
+                leader,
+                &[
+                    "switchover",
+                    "--leader",
+                    &old,
+                    "--candidate",
+                    &new,
+                    "--force",
+                ],
+            )
+            .expect("switchover");
+        eprintln!("{out}");
+        let mut s = Value::Null;
+        for _ in 0..600 {
+            s = px.stats().unwrap_or_default();
+            if routed(&s, "pool_tx", &new) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(routed(&s, "pool_tx", &new), "{s}\n{}", px.log_tail(40));
+        // The pool's connections to the old primary are closed.
+        let gone = listener(&s, "pool_tx")["pool"]["pools"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["member"] == old.as_str())
+                    .all(|p| p["servers_open"] == 0)
+            })
+            .unwrap_or(true);
+        assert!(gone, "{s}");
+        // The client that sat between transactions does not notice: its next transaction
+        // runs on the new primary.
+        assert_eq!(
+            insert_port(&idle)
+                .await
+                .expect("the idle client's next transaction"),
+            c.members[target].pg_port.to_string()
+        );
+        let mut total = (0, 0);
+        for w in writers {
+            let (on_new, failed) = w.await.unwrap();
+            total = (total.0 + on_new, total.1 + failed);
+        }
+        // Writers between transactions at the switchover went on to the new primary; one cut
+        // in the middle of a transaction failed loudly (FATAL) instead.
+        eprintln!(
+            "writers: {} transactions on the new primary, {} failed",
+            total.0, total.1
+        );
+        assert!(total.0 > 0, "no writer reached the new primary");
+    });
+    // The old primary's server connections are gone on the server side too.
+    let closed = poll(
+        "no pooled server connection left on the old primary",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (backends(&c, leader, APPLICATION) == 0).then_some(()),
+    );
+    assert!(closed.is_ok(), "{}", px.log_tail(40));
+}

@@ -1,0 +1,959 @@
+//! One client of a pooled listener: opening, authentication, welcome, then the session loop
+//! that binds a server connection per transaction (or per session) through the seam
+//! ([`super::route::pick`]) and relays messages.
+//!
+//! Transaction boundaries are read from the protocol, not from SQL: a server connection is
+//! bound when the client sends a message that needs one, and given back at a
+//! `ReadyForQuery` with status `I` once every `Query`/`Sync`/`FunctionCall` the client sent
+//! has been answered and no extended-protocol message is waiting for its `Sync`
+//! ([`TxState`]).
+
+use super::auth::{self, ServerCredentials};
+use super::cancel::{CancelKey, Running};
+use super::codec::{self, frame, put_error, put_ready, CodecError, Opening};
+use super::params::{self, Params};
+use super::prepared::{self, Answer, Expect, Statement};
+use super::route::{self, Target};
+use super::server::ServerConn;
+use super::statements;
+use super::{CheckoutError, Lease, PoolCtx, PoolKey};
+use crate::config::PoolMode;
+use crate::session::ListenerCtx;
+use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info};
+
+/// How long a client may take to log in.
+const LOGIN_WAIT: Duration = Duration::from_secs(30);
+/// Pause before trying another server after a failed connect (unless the table changes).
+const CONNECT_RETRY: Duration = Duration::from_millis(50);
+/// Bound of server connection attempts for one transaction.
+const MAX_ATTEMPTS: usize = 1_000;
+
+/// A session-ending error for the client: FATAL with this SQLSTATE and message.
+#[derive(Debug)]
+struct Fatal {
+    code: &'static str,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: &'static str, message: impl Into<String>) -> Fatal {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a transaction stands, from the messages seen both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxState {
+    /// `Query`, `Sync` and `FunctionCall` messages sent and not yet answered by
+    /// `ReadyForQuery`.
+    pub pending: usize,
+    /// Extended-protocol messages sent since the last `Sync`.
+    pub unsynced: bool,
+    /// The last `ReadyForQuery` status (`I`, `T`, `E`).
+    pub status: u8,
+    /// After a refused `Parse` between transactions: client messages are dropped up to the
+    /// next `Sync`, which is answered `ReadyForQuery(I)`.
+    pub skipping: bool,
+    /// Bytes of the current server message still to pass through unread.
+    pub passthrough: usize,
+}
+
+impl Default for TxState {
+    fn default() -> Self {
+        TxState {
+            pending: 0,
+            unsynced: false,
+            status: b'I',
+            skipping: false,
+            passthrough: 0,
+        }
+    }
+}
+
+impl TxState {
+    /// A client message is sent to the server.
+    pub fn sent(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => self.pending += 1,
+            b'S' => {
+                self.pending += 1;
+                self.unsynced = false;
+            }
+            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
+            _ => {}
+        }
+    }
+
+    /// A `ReadyForQuery` came back.
+    pub fn ready(&mut self, status: u8) {
+        self.pending = self.pending.saturating_sub(1);
+        self.status = status;
+    }
+
+    /// Nothing in flight and no transaction open: the server connection may go back.
+    pub fn idle(&self) -> bool {
+        self.pending == 0 && !self.unsynced && self.status == b'I'
+    }
+}
+
+/// What woke the relay up.
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Killed,
+}
+
+/// What one batch of client messages turned into.
+#[derive(Default)]
+struct Batch {
+    /// Answers the proxy gives itself (refusals between transactions).
+    reply: BytesMut,
+    /// Messages for the server.
+    forward: BytesMut,
+    terminate: bool,
+    fatal: Option<Fatal>,
+    /// Stopped at a message that needs a server connection (none bound yet).
+    needs_server: bool,
+}
+
+/// Runs one pooled client to its end. `client` has sent its first bytes.
+pub async fn serve(
+    ctx: Arc<ListenerCtx>,
+    pc: Arc<PoolCtx>,
+    mut client: TcpStream,
+    origin: SocketAddr,
+) {
+    let Ok(_slot) = pc.clients.clone().try_acquire_owned() else {
+        let mut out = BytesMut::new();
+        put_error(
+            &mut out,
+            "FATAL",
+            "53300",
+            "no more connections allowed (max_client_conn)",
+        );
+        let _ = client.write_all(&out).await;
+        return;
+    };
+    let startup = match timeout(LOGIN_WAIT, opening(&pc, &mut client)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(listener = %ctx.cfg.name, client = %origin, "closing a client: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut session = match login(&ctx, &pc, client, startup).await {
+        Ok(s) => s,
+        Err((mut client, f)) => {
+            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
+            let mut out = BytesMut::new();
+            put_error(&mut out, "FATAL", f.code, &f.message);
+            let _ = client.write_all(&out).await;
+            return;
+        }
+    };
+    let lease = session.first_lease.take();
+    if let Err(f) = session.run(lease).await {
+        debug!(listener = %ctx.cfg.name, client = %origin, code = f.code, "session ended: {}", f.message);
+        let mut out = BytesMut::new();
+        put_error(&mut out, "FATAL", f.code, &f.message);
+        let _ = session.client.write_all(&out).await;
+    }
+}
+
+/// Answers encryption requests `N` and cancel requests, until a `StartupMessage`.
+async fn opening(
+    pc: &PoolCtx,
+    client: &mut TcpStream,
+) -> Result<Option<codec::Startup>, CodecError> {
+    loop {
+        match codec::read_opening(client).await? {
+            Opening::Ssl | Opening::Gss => client.write_all(b"N").await?,
+            Opening::Cancel { pid, secret } => {
+                pc.cancels.forward(pid, secret, LOGIN_WAIT).await;
+                return Ok(None);
+            }
+            Opening::Startup(s) => return Ok(Some(s)),
+        }
+    }
+}
+
+struct Session<'a> {
+    ctx: &'a ListenerCtx,
+    pc: &'a PoolCtx,
+    client: TcpStream,
+    cbuf: BytesMut,
+    user: String,
+    database: String,
+    creds: ServerCredentials,
+    /// The client's values of the kept parameters.
+    wanted: Params,
+    cancel: CancelKey,
+    target: Target,
+    tx: TxState,
+    /// Session mode: the connection bound at login.
+    first_lease: Option<Lease>,
+    /// The client's named prepared statements (transaction mode with
+    /// `max_prepared_statements`).
+    statements: HashMap<Vec<u8>, Statement>,
+}
+
+async fn login<'a>(
+    ctx: &'a ListenerCtx,
+    pc: &'a PoolCtx,
+    mut client: TcpStream,
+    startup: codec::Startup,
+) -> Result<Session<'a>, (TcpStream, Fatal)> {
+    let mut wanted = Params::new();
+    for (k, v) in &startup.params {
+        if let Some(c) = params::canonical(k) {
+            wanted.insert(c, v.clone());
+        } else if !pc
+            .cfg
+            .ignore_startup_parameters
+            .iter()
+            .any(|i| i.eq_ignore_ascii_case(k))
+        {
+            return Err((
+                client,
+                Fatal::new("08P01", format!("unsupported startup parameter: {k}")),
+            ));
+        }
+    }
+    let mut cbuf = BytesMut::with_capacity(8192);
+    let user = pc.users.get(&startup.user);
+    let authenticated = timeout(
+        LOGIN_WAIT,
+        auth::authenticate(
+            &mut client,
+            &mut cbuf,
+            &startup.user,
+            user.as_deref(),
+            pc.cfg.auth_type,
+        ),
+    )
+    .await;
+    match authenticated {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => {
+            let code = match failure {
+                auth::AuthFailure::Password(_) => "28P01",
+                _ => "08P01",
+            };
+            return Err((client, Fatal::new(code, failure.to_string())));
+        }
+        Err(_) => return Err((client, Fatal::new("08P01", "authentication timed out"))),
+    }
+    let Some(creds) = user.and_then(|u| u.server_credentials()) else {
+        return Err((
+            client,
+            Fatal::new("28000", "no server credentials for this user"),
+        ));
+    };
+    let mut s = Session {
+        ctx,
+        pc,
+        client,
+        cbuf,
+        user: startup.user,
+        database: startup.database,
+        creds,
+        wanted,
+        cancel: pc.cancels.register(),
+        target: Target::Listener(ctx.index),
+        tx: TxState::default(),
+        first_lease: None,
+        statements: HashMap::new(),
+    };
+    // The welcome needs a server's parameters: the pool's, or a first connection's (which
+    // also checks that the database exists and the login works, as pgbouncer does).
+    let welcome = match pc.cfg.mode {
+        PoolMode::Session => match s.bind().await {
+            Ok(lease) => {
+                let w = lease.conn.welcome.clone();
+                s.first_lease = Some(lease);
+                w
+            }
+            Err(f) => return Err((s.client, f)),
+        },
+        PoolMode::Transaction => match s.known_welcome().await {
+            Some(w) => w,
+            None => match s.bind().await {
+                Ok(lease) => {
+                    let w = lease.conn.welcome.clone();
+                    s.cancel.set(None);
+                    lease.release(true);
+                    w
+                }
+                Err(f) => return Err((s.client, f)),
+            },
+        },
+    };
+    for (k, v) in &welcome {
+        if let Some(c) = params::canonical(k) {
+            s.wanted.entry(c).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(lease) = s.first_lease.as_mut() {
+        if let Some(sql) = params::set_statements(&s.wanted, &lease.conn.params) {
+            if let Err(e) = lease.conn.run(&sql).await {
+                return Err((s.client, Fatal::new("08P01", e.to_string())));
+            }
+        }
+    }
+    let mut out = BytesMut::new();
+    codec::put_auth(&mut out, 0, &[]);
+    for (k, v) in &welcome {
+        let value = params::canonical(k)
+            .and_then(|c| s.wanted.get(c))
+            .unwrap_or(v);
+        codec::put_parameter_status(&mut out, k, value);
+    }
+    codec::put_backend_key(&mut out, s.cancel.pid, s.cancel.secret);
+    put_ready(&mut out, b'I');
+    if let Err(e) = s.client.write_all(&out).await {
+        return Err((s.client, Fatal::new("08006", e.to_string())));
+    }
+    Ok(s)
+}
+
+impl Session<'_> {
+    fn mode(&self) -> PoolMode {
+        self.pc.cfg.mode
+    }
+
+    /// The welcome of the pool the routing would pick now, when it has one.
+    async fn known_welcome(&self) -> Option<Vec<(String, String)>> {
+        let picked = route::pick(self.ctx, self.target, Instant::now())
+            .await
+            .ok()?;
+        let pool = self.pc.pools.get(
+            self.key(&picked.member, &picked.addr),
+            &picked.backend,
+            &self.pc.cfg,
+            self.ctx.connect_timeout,
+            self.ctx.keepalive.clone(),
+        );
+        pool.welcome()
+    }
+
+    fn key(&self, member: &str, addr: &str) -> PoolKey {
+        PoolKey {
+            member: member.to_string(),
+            addr: addr.to_string(),
+            user: self.user.clone(),
+            database: self.database.clone(),
+        }
+    }
+
+    /// Obtains a server connection through the seam: the routing picks the server (holding
+    /// while none is routable), its pool lends a connection, which is brought to the
+    /// client's parameters.
+    async fn bind(&mut self) -> Result<Lease, Fatal> {
+        let ctx = self.ctx;
+        let deadline = Instant::now() + ctx.cfg.hold_timeout;
+        let mut rx = ctx.table.clone();
+        for _ in 0..MAX_ATTEMPTS {
+            let picked = route::pick(ctx, self.target, deadline).await.map_err(|r| {
+                ctx.gate.refused(r);
+                Fatal::new(
+                    "08001",
+                    format!(
+                        "no server for listener {} within hold_timeout ({:?})",
+                        ctx.cfg.name, ctx.cfg.hold_timeout
+                    ),
+                )
+            })?;
+            let pool = self.pc.pools.get(
+                self.key(&picked.member, &picked.addr),
+                &picked.backend,
+                &self.pc.cfg,
+                ctx.connect_timeout,
+                ctx.keepalive.clone(),
+            );
+            match pool
+                .checkout(&self.creds, self.pc.cfg.query_wait_timeout)
+                .await
+            {
+                Ok(mut lease) => {
+                    if lease.conn.guard.killed()
+                        || !route::still_routed(ctx, self.target, &picked.member)
+                    {
+                        lease.release(false);
+                        continue;
+                    }
+                    if let Some(sql) = params::set_statements(&self.wanted, &lease.conn.params) {
+                        if let Err(e) = lease.conn.run(&sql).await {
+                            lease.release(false);
+                            return Err(Fatal::new("08P01", e.to_string()));
+                        }
+                    }
+                    self.cancel.set(Some(Running {
+                        addr: lease.conn.addr.clone(),
+                        pid: lease.conn.pid,
+                        secret: lease.conn.secret,
+                    }));
+                    return Ok(lease);
+                }
+                Err(CheckoutError::WaitTimeout) => {
+                    return Err(Fatal::new("08P01", "query_wait_timeout"))
+                }
+                Err(CheckoutError::Connect(super::server::ConnectError::Refused(code, m))) => {
+                    return Err(Fatal {
+                        code: static_code(&code),
+                        message: m,
+                    })
+                }
+                Err(CheckoutError::Connect(super::server::ConnectError::Retry(why))) => {
+                    info!(listener = %ctx.cfg.name, member = %picked.member, "server connection failed, trying again: {why}");
+                    picked.backend.errors.fetch_add(1, Ordering::Relaxed);
+                    let _ = ctx.recheck.try_send(picked.member.clone());
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Fatal::new("08001", why));
+                    }
+                    rx.borrow_and_update();
+                    let _ =
+                        tokio::time::timeout_at((now + CONNECT_RETRY).min(deadline), rx.changed())
+                            .await;
+                }
+            }
+        }
+        Err(Fatal::new("08001", "no server connection"))
+    }
+
+    /// The session loop.
+    async fn run(&mut self, mut bound: Option<Lease>) -> Result<(), Fatal> {
+        loop {
+            match bound.take() {
+                None => {
+                    if frame(&self.cbuf).map_err(protocol)?.is_none() {
+                        let read = match self.ctx.limits.client_idle {
+                            Some(limit) => timeout(limit, self.client.read_buf(&mut self.cbuf))
+                                .await
+                                .unwrap_or(Ok(0)),
+                            None => self.client.read_buf(&mut self.cbuf).await,
+                        };
+                        if !matches!(read, Ok(n) if n > 0) {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let batch = self.take_client_messages(None).map_err(protocol)?;
+                    self.answer(&batch.reply).await?;
+                    if let Some(f) = batch.fatal {
+                        return Err(f);
+                    }
+                    if batch.terminate {
+                        return Ok(());
+                    }
+                    if !batch.needs_server {
+                        continue;
+                    }
+                    let mut lease = self.bind().await?;
+                    match self.client_side(&mut lease).await {
+                        Ok(None) => bound = Some(lease),
+                        Ok(Some(_)) => {
+                            self.finish(lease).await;
+                            return Ok(());
+                        }
+                        Err(f) => {
+                            self.cancel.set(None);
+                            lease.release(false);
+                            return Err(f);
+                        }
+                    }
+                }
+                Some(mut lease) => match self.relay(&mut lease).await {
+                    Ok(true) => {
+                        self.cancel.set(None);
+                        lease.release(true);
+                    }
+                    Ok(false) => {
+                        self.finish(lease).await;
+                        return Ok(());
+                    }
+                    Err(f) => {
+                        self.cancel.set(None);
+                        lease.release(false);
+                        return Err(f);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The client left with `lease` bound: the connection goes back if its session is
+    /// clean (session mode: after `server_reset_query`).
+    async fn finish(&mut self, mut lease: Lease) {
+        self.cancel.set(None);
+        let mut clean = self.tx.idle() && lease.conn.buf.is_empty();
+        if clean && self.mode() == PoolMode::Session && !self.pc.cfg.server_reset_query.is_empty() {
+            let reset = lease.conn.run(&self.pc.cfg.server_reset_query).await;
+            if reset.is_ok() {
+                lease.conn.prepared.clear();
+            }
+            clean = reset.is_ok();
+        }
+        lease.release(clean);
+    }
+
+    async fn answer(&mut self, reply: &[u8]) -> Result<(), Fatal> {
+        if reply.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .write_all(reply)
+            .await
+            .map_err(|e| Fatal::new("08006", e.to_string()))
+    }
+
+    /// Relays both ways while bound. `Ok(true)`: the transaction ended (transaction mode),
+    /// the connection may go back; `Ok(false)`: the client left.
+    async fn relay(&mut self, lease: &mut Lease) -> Result<bool, Fatal> {
+        // Complete client messages already buffered (sent while binding).
+        if frame(&self.cbuf).map_err(protocol)?.is_some() {
+            if let Some(done) = self.client_side(lease).await? {
+                return Ok(done);
+            }
+        }
+        loop {
+            let event = {
+                let conn = &mut lease.conn;
+                tokio::select! {
+                    r = self.client.read_buf(&mut self.cbuf) => Event::Client(r),
+                    r = conn.stream.read_buf(&mut conn.buf) => Event::Server(r),
+                    _ = conn.guard.kill.changed() => Event::Killed,
+                }
+            };
+            match event {
+                Event::Client(r) => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        return Ok(false);
+                    }
+                    if let Some(done) = self.client_side(lease).await? {
+                        return Ok(done);
+                    }
+                }
+                Event::Server(r) => {
+                    match r {
+                        Ok(n) if n > 0 => {}
+                        Ok(_) => return Err(server_lost(&"closed by the server")),
+                        Err(e) => return Err(server_lost(&e)),
+                    }
+                    let scan = self.scan_server(lease).map_err(protocol)?;
+                    let conn = &mut lease.conn;
+                    let written = match scan.ranges.as_slice() {
+                        [] => Ok(()),
+                        [one] => self.client.write_all(&conn.buf[one.clone()]).await,
+                        several => {
+                            let mut out = BytesMut::new();
+                            for r in several {
+                                out.extend_from_slice(&conn.buf[r.clone()]);
+                            }
+                            self.client.write_all(&out).await
+                        }
+                    };
+                    written.map_err(|e| Fatal::new("08006", e.to_string()))?;
+                    conn.buf.advance(scan.scanned);
+                    if scan.release && conn.buf.is_empty() {
+                        return Ok(true);
+                    }
+                }
+                Event::Killed => {
+                    return Err(Fatal::new(
+                        "08006",
+                        format!(
+                            "server {} left the rotation of listener {} (failover, switchover or maintenance): the transaction did not finish",
+                            lease.pool().key.member, self.ctx.cfg.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Handles complete client messages while bound. `Some(false)`: the client terminated.
+    async fn client_side(&mut self, lease: &mut Lease) -> Result<Option<bool>, Fatal> {
+        let batch = self
+            .take_client_messages(Some(&mut lease.conn))
+            .map_err(protocol)?;
+        self.answer(&batch.reply).await?;
+        if let Some(f) = batch.fatal {
+            return Err(f);
+        }
+        if !batch.forward.is_empty() {
+            lease
+                .conn
+                .stream
+                .write_all(&batch.forward)
+                .await
+                .map_err(|e| server_lost(&e))?;
+        }
+        Ok(batch.terminate.then_some(false))
+    }
+
+    /// Takes the complete client messages out of the buffer: refusals answered or turned
+    /// into server-side errors, the rest (prepared statements renamed) to forward to `conn`.
+    /// Without a connection it stops at the first message that needs one.
+    fn take_client_messages(
+        &mut self,
+        mut conn: Option<&mut ServerConn>,
+    ) -> Result<Batch, CodecError> {
+        let mut b = Batch::default();
+        let transaction = self.mode() == PoolMode::Transaction;
+        let rename = transaction && self.pc.cfg.max_prepared_statements > 0;
+        while let Some((tag, len)) = frame(&self.cbuf)? {
+            if self.tx.skipping {
+                self.cbuf.advance(len);
+                if tag == b'S' {
+                    self.tx.skipping = false;
+                    put_ready(&mut b.reply, b'I');
+                }
+                continue;
+            }
+            if tag == b'X' {
+                self.cbuf.advance(len);
+                b.terminate = true;
+                break;
+            }
+            if transaction {
+                let body = &self.cbuf[5..len];
+                let refused = match tag {
+                    b'Q' => statements::session_state(codec::query_text(body)),
+                    b'P' => match codec::parse_fields(body) {
+                        Some((name, _, _)) if !name.is_empty() && !rename => Some(format!(
+                            "the named prepared statement {:?} (max_prepared_statements is 0)",
+                            String::from_utf8_lossy(name)
+                        )),
+                        Some((_, q, _)) => statements::session_state(q),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                if let Some(why) = refused {
+                    self.cbuf.advance(len);
+                    let text = format!(
+                        "{why} is not supported in pool_mode transaction: the next transaction may run on another server connection (use a session-mode listener)"
+                    );
+                    let nothing_running =
+                        conn.is_none() && b.forward.is_empty() && !self.tx.unsynced;
+                    if nothing_running {
+                        put_error(&mut b.reply, "ERROR", "0A000", &text);
+                        if tag == b'Q' {
+                            put_ready(&mut b.reply, b'I');
+                        } else {
+                            self.tx.skipping = true;
+                        }
+                    } else if tag == b'Q' && conn.is_some() {
+                        // In a transaction: the server raises it, so the transaction fails
+                        // there as it would for any error.
+                        codec::put_query(&mut b.forward, &raise(&text));
+                        self.tx.sent(b'Q');
+                        if let (true, Some(c)) = (rename, conn.as_deref_mut()) {
+                            c.owed.push(Expect::Sync);
+                        }
+                    } else {
+                        b.fatal = Some(Fatal::new("0A000", text));
+                        break;
+                    }
+                    continue;
+                }
+            }
+            let Some(c) = conn.as_deref_mut() else {
+                b.needs_server = true;
+                break;
+            };
+            let msg = self.cbuf.split_to(len).freeze();
+            self.tx.sent(tag);
+            if rename {
+                self.translate(tag, msg, c, &mut b.forward);
+            } else {
+                b.forward.extend_from_slice(&msg);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Writes `msg` for `conn` with the client's statement names replaced by the server's
+    /// (see [`prepared`]), and records the answers it will bring.
+    fn translate(&mut self, tag: u8, msg: bytes::Bytes, conn: &mut ServerConn, out: &mut BytesMut) {
+        let body = msg.slice(5..);
+        match tag {
+            b'P' => {
+                let n = body.iter().position(|&c| c == 0).unwrap_or(body.len());
+                if n == 0 || n == body.len() {
+                    conn.owed.push(Expect::Parse(None));
+                    out.extend_from_slice(&msg);
+                    return;
+                }
+                let definition = body.slice(n + 1..);
+                let server_name = self.pc.names.name_for(&definition);
+                self.statements.insert(
+                    body[..n].to_vec(),
+                    Statement {
+                        server_name: server_name.clone(),
+                        definition: definition.clone(),
+                    },
+                );
+                if conn.prepared.contains(&server_name) {
+                    prepared::close_nothing(out);
+                    conn.owed.push(Expect::CloseAsParse);
+                } else {
+                    prepared::parse_message(&server_name, &definition, out);
+                    conn.prepared.insert(server_name.clone());
+                    conn.owed.push(Expect::Parse(Some(server_name)));
+                }
+            }
+            b'B' => {
+                let mut rest = &body[..];
+                let (Some(portal), Some(name)) = (take_cstr(&mut rest), take_cstr(&mut rest))
+                else {
+                    out.extend_from_slice(&msg);
+                    return;
+                };
+                match self.statements.get(name) {
+                    Some(st) if !name.is_empty() => {
+                        ensure_prepared(conn, st, out);
+                        prepared::bind_message(portal, &st.server_name, rest, out);
+                    }
+                    _ => out.extend_from_slice(&msg),
+                }
+            }
+            b'D' if body.first() == Some(&b'S') => {
+                let mut rest = &body[1..];
+                let st = take_cstr(&mut rest)
+                    .filter(|n| !n.is_empty())
+                    .and_then(|n| self.statements.get(n));
+                match st {
+                    Some(st) => {
+                        ensure_prepared(conn, st, out);
+                        prepared::describe_statement(&st.server_name, out);
+                    }
+                    None => out.extend_from_slice(&msg),
+                }
+            }
+            b'C' => {
+                conn.owed.push(Expect::Close);
+                let mut rest = &body[1.min(body.len())..];
+                let named = body.first() == Some(&b'S')
+                    && take_cstr(&mut rest)
+                        .is_some_and(|n| !n.is_empty() && self.statements.remove(n).is_some());
+                if named {
+                    // The server's statement may serve other clients: kept.
+                    prepared::close_nothing(out);
+                } else {
+                    out.extend_from_slice(&msg);
+                }
+            }
+            b'S' | b'Q' | b'F' => {
+                conn.owed.push(Expect::Sync);
+                out.extend_from_slice(&msg);
+            }
+            _ => out.extend_from_slice(&msg),
+        }
+    }
+
+    /// Scans the server bytes of `lease`: the byte ranges to pass on (hidden answers left
+    /// out), how many bytes were scanned, and whether the transaction ended there.
+    fn scan_server(&mut self, lease: &mut Lease) -> Result<Scan, CodecError> {
+        let transaction = self.mode() == PoolMode::Transaction;
+        let rename = transaction && self.pc.cfg.max_prepared_statements > 0;
+        let conn = &mut lease.conn;
+        let mut scan = Scan::default();
+        let mut start = 0;
+        let mut pos = 0;
+        loop {
+            if self.tx.passthrough > 0 {
+                let n = self.tx.passthrough.min(conn.buf.len() - pos);
+                pos += n;
+                self.tx.passthrough -= n;
+                if self.tx.passthrough > 0 {
+                    break;
+                }
+                continue;
+            }
+            let Some(head) = conn.buf.get(pos..pos + 5) else {
+                break;
+            };
+            let tag = head[0];
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if !(4..=codec::MAX_MESSAGE).contains(&len) {
+                return Err(CodecError::Message(format!(
+                    "server message {:?} with length {len}",
+                    tag as char
+                )));
+            }
+            let inspected = match tag {
+                b'Z' | b'S' => true,
+                b'1' | b'3' | b'E' => rename,
+                _ => false,
+            };
+            if !inspected {
+                self.tx.passthrough = 1 + len;
+                continue;
+            }
+            if conn.buf.len() < pos + 1 + len {
+                break;
+            }
+            let at = pos;
+            pos += 1 + len;
+            if rename && tag != b'S' {
+                let mut failed = Vec::new();
+                match conn.owed.answer(tag, &mut failed) {
+                    Answer::Pass => {}
+                    Answer::Hide => {
+                        scan.ranges.push(start..at);
+                        start = pos;
+                    }
+                    Answer::AsParseComplete => conn.buf[at] = b'1',
+                }
+                for n in failed {
+                    conn.prepared.remove(&n);
+                }
+            }
+            match tag {
+                b'Z' => {
+                    self.tx.ready(conn.buf[at + 5]);
+                    if transaction && self.tx.idle() {
+                        scan.release = true;
+                        break;
+                    }
+                }
+                b'S' => {
+                    let mut b = &conn.buf[at + 5..pos];
+                    if let (Some(k), Some(v)) = (codec::cstr(&mut b), codec::cstr(&mut b)) {
+                        params::record(&mut self.wanted, &k, &v);
+                        params::record(&mut conn.params, &k, &v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        scan.ranges.push(start..pos);
+        scan.ranges.retain(|r| !r.is_empty());
+        scan.scanned = pos;
+        Ok(scan)
+    }
+}
+
+/// What [`Session::scan_server`] found.
+#[derive(Default)]
+struct Scan {
+    ranges: Vec<std::ops::Range<usize>>,
+    scanned: usize,
+    release: bool,
+}
+
+/// Takes a NUL-terminated byte string off the front of `b`.
+fn take_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = b.iter().position(|&c| c == 0)?;
+    let s = &b[..end];
+    *b = &b[end + 1..];
+    Some(s)
+}
+
+/// Prepares `st` on `conn` first when it does not have it (the answer is hidden).
+fn ensure_prepared(conn: &mut ServerConn, st: &Statement, out: &mut BytesMut) {
+    if !conn.prepared.contains(&st.server_name) {
+        prepared::parse_message(&st.server_name, &st.definition, out);
+        conn.prepared.insert(st.server_name.clone());
+        conn.owed.push(Expect::HiddenParse(st.server_name.clone()));
+    }
+}
+
+/// A statement that fails on the server with `feature_not_supported` and `text`.
+fn raise(text: &str) -> String {
+    format!(
+        "DO $pgherd$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = '{}'; END$pgherd$",
+        text.replace('\'', "''")
+    )
+}
+
+fn protocol(e: CodecError) -> Fatal {
+    Fatal::new("08P01", e.to_string())
+}
+
+fn server_lost(e: &dyn std::fmt::Display) -> Fatal {
+    Fatal::new("08006", format!("server connection lost: {e}"))
+}
+
+/// The SQLSTATE of a server's login refusal as a static string (the common ones; others
+/// become 08004, server rejected the connection).
+fn static_code(code: &str) -> &'static str {
+    match code {
+        "28P01" => "28P01",
+        "28000" => "28000",
+        "3D000" => "3D000",
+        "53300" => "53300",
+        "57P03" => "57P03",
+        _ => "08004",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_boundaries() {
+        let mut t = TxState::default();
+        assert!(t.idle());
+        // Simple query outside a transaction.
+        t.sent(b'Q');
+        assert!(!t.idle());
+        t.ready(b'I');
+        assert!(t.idle());
+        // BEGIN: still bound after its ReadyForQuery(T).
+        t.sent(b'Q');
+        t.ready(b'T');
+        assert!(!t.idle());
+        t.sent(b'Q');
+        t.ready(b'I');
+        assert!(t.idle());
+        // Extended protocol: Parse/Bind/Execute waiting for their Sync keep the connection
+        // even when an earlier ReadyForQuery(I) arrives.
+        t.sent(b'S');
+        t.sent(b'P');
+        t.sent(b'B');
+        t.ready(b'I');
+        assert!(!t.idle(), "unsynced messages are on the server");
+        t.sent(b'E');
+        t.sent(b'S');
+        assert!(!t.idle());
+        t.ready(b'I');
+        assert!(t.idle());
+        // Two pipelined transactions: released only after the second answer.
+        t.sent(b'S');
+        t.sent(b'S');
+        t.ready(b'I');
+        assert!(!t.idle());
+        t.ready(b'I');
+        assert!(t.idle());
+        // A failed transaction block keeps the connection until ROLLBACK.
+        t.sent(b'Q');
+        t.ready(b'E');
+        assert!(!t.idle());
+    }
+
+    #[test]
+    fn raise_quotes() {
+        assert_eq!(
+            raise("it's"),
+            "DO $pgherd$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = 'it''s'; END$pgherd$"
+        );
+    }
+}
