@@ -162,6 +162,9 @@ struct Peer {
     name: &'static str,
     port: u16,
     cpu: Cpu,
+    /// Only in the `-C` mode (md5 logins: what a new connection costs when the pooler's
+    /// client authentication is cheap).
+    connect_only: bool,
 }
 
 /// One pgbench run.
@@ -208,9 +211,10 @@ fn main() -> Result<()> {
     // pgbouncer and Pgpool-II (as postgres when we are root) write their pid and status here.
     std::fs::set_permissions(&peers_dir, std::fs::Permissions::from_mode(0o777))?;
 
-    let ports = free_ports(8)?;
+    let ports = free_ports(10)?;
     let (px_primary, px_replicas, px_stats, ha_primary) = (ports[0], ports[1], ports[2], ports[3]);
     let (bouncer_port, pgpool_port, pcp_port, pool_port) = (ports[4], ports[5], ports[6], ports[7]);
+    let (bouncer_md5_port, pool_md5_port) = (ports[8], ports[9]);
     let etcd = c.etcd().client_url();
     let etcd_hosts = etcd.trim_start_matches("http://").to_string();
 
@@ -266,15 +270,15 @@ fn main() -> Result<()> {
         &userlist,
         format!("\"postgres\" \"{SUPERUSER_PASSWORD}\"\n"),
     )?;
-    let bouncer_cfg = peers_dir.join("pgbouncer.ini");
-    std::fs::write(
-        &bouncer_cfg,
+    let bouncer_ini = |port: u16, auth_type: &str| {
         format!(
-            "[databases]\n* = host=127.0.0.1 port={direct}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {bouncer_port}\nlisten_backlog = 4096\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {}\npool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = {}\nclient_login_timeout = 0\nignore_startup_parameters = extra_float_digits\nlog_connections = 0\nlog_disconnections = 0\n",
+            "[databases]\n* = host=127.0.0.1 port={direct}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nlisten_backlog = 4096\nunix_socket_dir =\nauth_type = {auth_type}\nauth_file = {}\npool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = {}\nclient_login_timeout = 0\nignore_startup_parameters = extra_float_digits\nlog_connections = 0\nlog_disconnections = 0\n",
             userlist.display(),
             IDLE_CLIENTS + 100
-        ),
-    )?;
+        )
+    };
+    let bouncer_cfg = peers_dir.join("pgbouncer.ini");
+    std::fs::write(&bouncer_cfg, bouncer_ini(bouncer_port, "scram-sha-256"))?;
     let bouncer_log = peers_dir.join("pgbouncer.log");
     let mut bouncer = Guard::new(
         spawn_logged(
@@ -282,6 +286,18 @@ fn main() -> Result<()> {
             &bouncer_log,
         )
         .context("starting pgbouncer")?,
+        Signal::SIGINT,
+    );
+    // The same with md5 logins (pgbouncer's auth_type is process-wide: a second one).
+    let bouncer_md5_cfg = peers_dir.join("pgbouncer-md5.ini");
+    std::fs::write(&bouncer_md5_cfg, bouncer_ini(bouncer_md5_port, "md5"))?;
+    let bouncer_md5_log = peers_dir.join("pgbouncer-md5.log");
+    let mut bouncer_md5 = Guard::new(
+        spawn_logged(
+            as_postgres(Command::new(PGBOUNCER).arg(&bouncer_md5_cfg))?,
+            &bouncer_md5_log,
+        )
+        .context("starting pgbouncer (md5)")?,
         Signal::SIGINT,
     );
 
@@ -309,6 +325,7 @@ fn main() -> Result<()> {
     for f in [
         &userlist,
         &bouncer_cfg,
+        &bouncer_md5_cfg,
         &pool_passwd,
         &pcp_conf,
         &hba_conf,
@@ -340,9 +357,9 @@ fn main() -> Result<()> {
     std::fs::write(
         &pool_cfg,
         format!(
-            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {}\n",
+            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      auth_type: md5\n      auth_file: {users}\n",
             IDLE_CLIENTS + 100,
-            userlist.display()
+            users = userlist.display()
         ),
     )?;
     let check = Command::new(&pgherd)
@@ -399,6 +416,7 @@ fn main() -> Result<()> {
         )?;
     }
     bouncer.check_running("pgbouncer", &bouncer_log)?;
+    bouncer_md5.check_running("pgbouncer (md5)", &bouncer_md5_log)?;
     pgpool.check_running("pgpool", &pgpool_log)?;
     // Compared peers run next to each other: pgherd and HAProxy, pgbouncer and pgherd's pool.
     let mut peers = vec![
@@ -406,26 +424,31 @@ fn main() -> Result<()> {
             name: "direct",
             port: direct,
             cpu: Cpu::None,
+            connect_only: false,
         },
         Peer {
             name: "pgpool",
             port: pgpool_port,
             cpu: Cpu::Tree(pgpool.pid()),
+            connect_only: false,
         },
         Peer {
             name: "pgherd",
             port: px_primary,
             cpu: Cpu::Process(px.pid()),
+            connect_only: false,
         },
         Peer {
             name: "haproxy",
             port: ha_primary,
             cpu: Cpu::Process(haproxy.pid()),
+            connect_only: false,
         },
         Peer {
             name: "pgbouncer",
             port: bouncer_port,
             cpu: Cpu::Process(bouncer.pid()),
+            connect_only: false,
         },
     ];
     if let Some(p) = &pool {
@@ -433,6 +456,21 @@ fn main() -> Result<()> {
             name: "pgherd_pool",
             port: pool_port,
             cpu: Cpu::Process(p.pid()),
+            connect_only: false,
+        });
+    }
+    peers.push(Peer {
+        name: "pgbouncer_md5",
+        port: bouncer_md5_port,
+        cpu: Cpu::Process(bouncer_md5.pid()),
+        connect_only: true,
+    });
+    if let Some(p) = &pool {
+        peers.push(Peer {
+            name: "pgherd_pool_md5",
+            port: pool_md5_port,
+            cpu: Cpu::Process(p.pid()),
+            connect_only: true,
         });
     }
     for p in &peers {
@@ -458,10 +496,14 @@ fn main() -> Result<()> {
             ("pgherd_pool", "haproxy"),
             ("pgherd_pool", "pgpool"),
             ("pgherd_pool", "direct"),
+            ("pgherd_pool_md5", "pgbouncer_md5"),
+            ("pgherd_pool_md5", "haproxy"),
+            ("pgherd_pool_md5", "direct"),
         ]);
     }
 
     let mut samples: Vec<Sample> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     for round in 0..rounds {
         for (mode, extra) in MODES {
             for k in 0..peers.len() {
@@ -471,10 +513,21 @@ fn main() -> Result<()> {
                     peers.len() - 1 - k
                 };
                 let p = &peers[k];
+                if p.connect_only && extra.is_empty() {
+                    continue;
+                }
                 std::thread::sleep(SETTLE);
                 let cpu0 = p.cpu.seconds();
-                let r = pgbench(p.port, seconds, extra)
-                    .with_context(|| format!("pgbench {mode} through {}", p.name))?;
+                // A failed run (e.g. a health check missed under load closed sessions) is
+                // reported and left out; the other runs go on.
+                let r = match pgbench(p.port, seconds, extra) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("round {round} {mode} {}: pgbench failed: {e:#}", p.name);
+                        failed.push(format!("{mode}_{}", p.name));
+                        continue;
+                    }
+                };
                 let cpu = cpu0
                     .zip(p.cpu.seconds())
                     .map(|(a, b)| (b - a) * 1e6 / r.transactions.max(1) as f64);
@@ -523,6 +576,9 @@ fn main() -> Result<()> {
     for (mode, _) in MODES {
         for p in &peers {
             let n = p.name;
+            if p.connect_only && mode == "select" {
+                continue;
+            }
             report(
                 &format!("pgbench_{mode}_{n}_tps"),
                 summary(&values(mode, n, &|s| Some(s.tps))).1,
@@ -538,6 +594,11 @@ fn main() -> Result<()> {
                 report(&format!("cpu_per_txn_{mode}_{n}"), summary(&cpu).1, "us");
             }
         }
+    }
+    failed.sort();
+    for f in failed.iter().collect::<std::collections::BTreeSet<_>>() {
+        let n = failed.iter().filter(|x| *x == f).count();
+        report(&format!("pgbench_failed_runs_{f}"), n as f64, "runs");
     }
     println!("--- per-round paired ratios (median, min, max) ---");
     let paired = |mode: &str, a: &str, b: &str, f: &dyn Fn(&Sample) -> Option<f64>| {
@@ -557,6 +618,10 @@ fn main() -> Result<()> {
     for (mode, _) in MODES {
         for (a, b) in &pairs {
             let (lo, mid, hi) = paired(mode, a, b, &|s| Some(s.tps));
+            if mid.is_nan() {
+                // A peer that runs in the other mode only.
+                continue;
+            }
             report(
                 &format!("ratio_{mode}_{a}_over_{b}_paired_median"),
                 mid,
@@ -645,6 +710,7 @@ fn main() -> Result<()> {
     // pgbouncer and Pgpool-II follow no failover: stop them before the leader is killed.
     drop(pool);
     drop(bouncer);
+    drop(bouncer_md5);
     drop(pgpool);
 
     // Leader kill: first successful write directly, through pgherd, through HAProxy.
