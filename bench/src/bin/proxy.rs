@@ -7,14 +7,16 @@
 //! (`pool_mode` on a listener), pgherd's transaction pool.
 //!
 //! Measured per round, every peer in turn: pgbench `-S` (16 clients) and `-S -C` (a new
-//! connection per transaction) TPS, latency and the peer's CPU time per transaction; then the
+//! connection per transaction) TPS, latency and the peer's CPU time per transaction (`-S -C`
+//! also through a second pgbouncer and a second pool listener with md5 logins: what a new
+//! connection costs when the pooler's client authentication is cheap); then the
 //! RSS of pgherd, pgbouncer (and pgherd's pool) with 10,000 idle client connections; then
 //! the time from a leader kill to the first successful write directly, through pgherd and
 //! through HAProxy. Prints `name=value unit` lines: per-round paired ratios as each round
 //! ends, then medians.
 //!
 //! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
-//! (SECONDS per pgbench run, default 5; ROUNDS, default 4: about eight minutes with the pool).
+//! (SECONDS per pgbench run, default 5; ROUNDS, default 4: about nine minutes with the pool).
 //!
 //! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
 //! peer the bench prints the median of the per-round ratios: within a round the peers run
