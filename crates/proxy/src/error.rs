@@ -25,6 +25,9 @@ pub enum ProxyError {
         key: String,
         why: String,
     },
+    /// A pooled listener's TLS files cannot be used.
+    #[error("{key}: {why}")]
+    Tls { key: String, why: String },
     /// Anything else that stops the proxy from starting.
     #[error("{doing}: {source}")]
     Io {

@@ -46,7 +46,10 @@
 //!        pool_size: 20, min_pool_size: 0, max_client_conn: 100, server_idle_timeout: 600s,
 //!        server_lifetime: 3600s, query_wait_timeout: 120s, server_reset_query: DISCARD ALL,
 //!        auth_type: scram-sha-256, auth_file: /etc/pgherd/userlist.txt,
-//!        ignore_startup_parameters: [extra_float_digits]}
+//!        ignore_startup_parameters: [extra_float_digits], max_prepared_statements: 100,
+//!        auth_user: pgbouncer, auth_query: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+//!        tls: {cert: /etc/pgherd/proxy.pem, key: /etc/pgherd/proxy.key},
+//!        server_tls: {mode: verify-full, ca: /etc/pgherd/ca.pem}}
 //!   stats:
 //!     bind: 127.0.0.1:7000
 //!     refresh: 2s
@@ -67,8 +70,12 @@
 //! bounds clients and `pool_size` server connections per (server, user, database).
 //! `auth_type`: `scram-sha-256` (default), `md5`, `plain`. Other startup parameters than
 //! the kept ones (client_encoding, DateStyle, TimeZone, standard_conforming_strings,
-//! application_name) are refused unless listed in `ignore_startup_parameters`. No TLS on
-//! pooled listeners yet: `SSLRequest` is answered `N`.
+//! application_name) are refused unless listed in `ignore_startup_parameters`.
+//! `max_prepared_statements` > 0 keeps named prepared statements working in transaction mode
+//! ([`pool::prepared`]). `auth_user` + `auth_query` look up users missing from the
+//! `auth_file` ([`pool::auth_query`]). `tls` terminates clients' TLS (an `SSLRequest` is then
+//! answered `S`; clients may still connect in clear); `server_tls.mode` is libpq's `sslmode`
+//! subset `disable | prefer | require | verify-full` (`ca` required for `verify-full`).
 //!
 //! # Routing rules
 //!
@@ -370,11 +377,13 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
     let mut pools = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         pools.push(match &l.pool {
-            Some(p) => Some(Arc::new(pool::PoolCtx::new(
-                p.clone(),
-                read_auth_file(&p.auth_file, i)?,
-                cancels.clone(),
-            ))),
+            Some(p) => Some(Arc::new(
+                pool::PoolCtx::new(p.clone(), read_auth_file(&p.auth_file, i)?, cancels.clone())
+                    .map_err(|why| ProxyError::Tls {
+                        key: format!("proxy.listeners[{i}].tls/server_tls"),
+                        why,
+                    })?,
+            )),
             None => None,
         });
     }

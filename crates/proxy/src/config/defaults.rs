@@ -63,3 +63,5 @@ pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_SERVER_LIFETIME: Duration = Duration::from_secs(3600);
 pub const DEFAULT_QUERY_WAIT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_SERVER_RESET_QUERY: &str = "DISCARD ALL";
+/// `auth_query` (pgbouncer's default).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";

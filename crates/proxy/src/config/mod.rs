@@ -23,7 +23,7 @@ pub use defaults::{
 };
 pub use health::HealthConfig;
 pub use listeners::{Balance, ListenerConfig, ListenerRole};
-pub use pool::{PoolConfig, PoolMode};
+pub use pool::{PoolConfig, PoolMode, ServerTlsMode, TlsFiles};
 pub use registration::RegistrationConfig;
 pub use stats::{AdminAuth, StatsConfig};
 

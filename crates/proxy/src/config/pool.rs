@@ -2,7 +2,7 @@
 //! are only allowed with it.
 
 use super::defaults::{
-    DEFAULT_MAX_CLIENT_CONN, DEFAULT_POOL_SIZE, DEFAULT_QUERY_WAIT_TIMEOUT,
+    DEFAULT_AUTH_QUERY, DEFAULT_MAX_CLIENT_CONN, DEFAULT_POOL_SIZE, DEFAULT_QUERY_WAIT_TIMEOUT,
     DEFAULT_SERVER_IDLE_TIMEOUT, DEFAULT_SERVER_LIFETIME, DEFAULT_SERVER_RESET_QUERY,
 };
 use super::values::count;
@@ -32,6 +32,26 @@ impl PoolMode {
     }
 }
 
+/// `tls: {cert, key}`: PEM files of the certificate (chain) and key clients are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `server_tls.mode`, libpq's `sslmode` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    Disable,
+    /// TLS when the server accepts it, not verified.
+    Prefer,
+    /// TLS always, not verified.
+    Require,
+    /// TLS always, verified with `server_tls.ca` and the server's address.
+    VerifyFull,
+}
+
 /// The pooling settings of one listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
@@ -54,6 +74,15 @@ pub struct PoolConfig {
     pub ignore_startup_parameters: Vec<String>,
     /// Named prepared statements kept per client in transaction mode (0: refused).
     pub max_prepared_statements: usize,
+    /// Looks up users missing from `auth_file` with `auth_query`, logged in as this user
+    /// (whose secret is in `auth_file`).
+    pub auth_user: Option<String>,
+    pub auth_query: String,
+    /// TLS to clients (terminated at the proxy).
+    pub tls: Option<TlsFiles>,
+    /// TLS to servers, and the CA file for `verify-full`.
+    pub server_tls: ServerTlsMode,
+    pub server_tls_ca: Option<PathBuf>,
 }
 
 /// Reads the pooling keys of listener section `l`; `None` without `pool_mode`.
@@ -81,6 +110,10 @@ pub(super) fn pool(l: &mut Section, ctx: &Ctx) -> Result<Option<PoolConfig>, Con
     let auth_file = l.string(ctx, "auth_file")?;
     let ignore = l.get(ctx, "ignore_startup_parameters", names)?;
     let max_prepared_statements = count(l, ctx, "max_prepared_statements", 0)?;
+    let auth_user = l.string(ctx, "auth_user")?;
+    let auth_query = l.string(ctx, "auth_query")?;
+    let tls = tls_files(l, ctx)?;
+    let (server_tls, server_tls_ca) = server_tls(l, ctx)?;
     let Some(mode) = mode else {
         let set = [
             ("pool_size", pool_size.is_some()),
@@ -94,6 +127,10 @@ pub(super) fn pool(l: &mut Section, ctx: &Ctx) -> Result<Option<PoolConfig>, Con
             ("auth_file", auth_file.is_some()),
             ("ignore_startup_parameters", ignore.is_some()),
             ("max_prepared_statements", max_prepared_statements.is_some()),
+            ("auth_user", auth_user.is_some()),
+            ("auth_query", auth_query.is_some()),
+            ("tls", tls.is_some()),
+            ("server_tls", server_tls != ServerTlsMode::Disable),
         ];
         if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
             return Err(l.invalid(
@@ -144,7 +181,58 @@ pub(super) fn pool(l: &mut Section, ctx: &Ctx) -> Result<Option<PoolConfig>, Con
         auth_file: PathBuf::from(auth_file),
         ignore_startup_parameters: ignore.unwrap_or_default(),
         max_prepared_statements: max_prepared_statements.unwrap_or(0),
+        auth_user,
+        auth_query: auth_query.unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_string()),
+        tls,
+        server_tls,
+        server_tls_ca,
     }))
+}
+
+/// `tls: {cert, key}` (both required when the section is there).
+fn tls_files(l: &mut Section, ctx: &Ctx) -> Result<Option<TlsFiles>, ConfigError> {
+    let mut t = l.section(ctx, "tls")?;
+    if !t.is_present() {
+        return Ok(None);
+    }
+    let cert = t.required_string(ctx, "cert", "the path of a PEM certificate (chain)")?;
+    let key = t.required_string(ctx, "key", "the path of a PEM private key")?;
+    t.finish_strict(ctx)?;
+    Ok(Some(TlsFiles {
+        cert: PathBuf::from(cert),
+        key: PathBuf::from(key),
+    }))
+}
+
+/// `server_tls: {mode, ca}`; `verify-full` needs `ca`.
+fn server_tls(l: &mut Section, ctx: &Ctx) -> Result<(ServerTlsMode, Option<PathBuf>), ConfigError> {
+    let mut t = l.section(ctx, "server_tls")?;
+    if !t.is_present() {
+        return Ok((ServerTlsMode::Disable, None));
+    }
+    let mode = match t.string(ctx, "mode")?.as_deref() {
+        None | Some("prefer") => ServerTlsMode::Prefer,
+        Some("disable") => ServerTlsMode::Disable,
+        Some("require") => ServerTlsMode::Require,
+        Some("verify-full") => ServerTlsMode::VerifyFull,
+        Some(other) => {
+            return Err(t.invalid(
+                ctx,
+                "mode",
+                format!("expected disable, prefer, require or verify-full, found {other:?}"),
+            ))
+        }
+    };
+    let ca = t.string(ctx, "ca")?.map(PathBuf::from);
+    if mode == ServerTlsMode::VerifyFull && ca.is_none() {
+        return Err(t.invalid(
+            ctx,
+            "ca",
+            "missing (verify-full checks the servers' certificates against this CA file)",
+        ));
+    }
+    t.finish_strict(ctx)?;
+    Ok((mode, ca))
 }
 
 /// A list of names, or one comma-separated string (pgbouncer's form).

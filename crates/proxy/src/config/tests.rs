@@ -231,6 +231,8 @@ fn pooled_listeners() {
     assert_eq!(p.server_reset_query, "DISCARD ALL");
     assert_eq!(p.auth_type, crate::pool::auth::AuthType::ScramSha256);
     assert_eq!(p.max_prepared_statements, 0);
+    assert_eq!(p.auth_user, None);
+    assert_eq!(p.auth_query, defaults::DEFAULT_AUTH_QUERY);
     for (k, val) in [
         ("pool_mode", json!("session")),
         ("pool_size", json!(5)),
@@ -245,6 +247,8 @@ fn pooled_listeners() {
             "ignore_startup_parameters",
             json!("extra_float_digits, search_path"),
         ),
+        ("auth_user", json!("lookup")),
+        ("auth_query", json!("SELECT * FROM user_lookup($1)")),
     ] {
         v["listeners"][0][k] = val;
     }
@@ -258,6 +262,8 @@ fn pooled_listeners() {
     assert_eq!(p.query_wait_timeout, Duration::from_secs(5));
     assert_eq!(p.server_reset_query, "RESET ALL");
     assert_eq!(p.auth_type, crate::pool::auth::AuthType::Md5);
+    assert_eq!(p.auth_user.as_deref(), Some("lookup"));
+    assert_eq!(p.auth_query, "SELECT * FROM user_lookup($1)");
     assert_eq!(
         p.ignore_startup_parameters,
         ["extra_float_digits", "search_path"]
@@ -288,6 +294,34 @@ fn pooled_listeners() {
             .remove("auth_file");
     })
     .contains("proxy.listeners[0].auth_file: missing"));
+    assert!(
+        err(&|v| v["listeners"][0]["tls"] = json!({"cert": "/c.pem"}))
+            .contains("proxy.listeners[0].tls.key")
+    );
+    assert!(
+        err(&|v| v["listeners"][0]["server_tls"] = json!({"mode": "verify-full"}))
+            .contains("proxy.listeners[0].server_tls.ca: missing")
+    );
+    assert!(
+        err(&|v| v["listeners"][0]["server_tls"] = json!({"mode": "always"})).contains(
+            "proxy.listeners[0].server_tls.mode: expected disable, prefer, require or verify-full"
+        )
+    );
+    let mut v = minimal();
+    v["listeners"][0]["pool_mode"] = json!("transaction");
+    v["listeners"][0]["auth_file"] = json!("/u.txt");
+    v["listeners"][0]["tls"] = json!({"cert": "/c.pem", "key": "/k.pem"});
+    v["listeners"][0]["server_tls"] = json!({"mode": "verify-full", "ca": "/ca.pem"});
+    let p = parse(v).unwrap().listeners[0].pool.clone().unwrap();
+    assert_eq!(
+        p.tls,
+        Some(TlsFiles {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into()
+        })
+    );
+    assert_eq!(p.server_tls, ServerTlsMode::VerifyFull);
+    assert_eq!(p.server_tls_ca, Some("/ca.pem".into()));
     // Pooling keys without pool_mode are a mistake, not silently ignored.
     let mut v = minimal();
     v["listeners"][1]["pool_size"] = json!(5);

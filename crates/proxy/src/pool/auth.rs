@@ -292,6 +292,11 @@ async fn send<S: AsyncWrite + Unpin>(stream: &mut S, b: &[u8]) -> Result<(), Aut
     stream
         .write_all(b)
         .await
+        .map_err(|e| AuthFailure::Gone(e.into()))?;
+    // TLS buffers records until flushed.
+    stream
+        .flush()
+        .await
         .map_err(|e| AuthFailure::Gone(e.into()))
 }
 

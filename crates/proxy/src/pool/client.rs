@@ -16,6 +16,7 @@ use super::prepared::{self, Answer, Expect, Statement};
 use super::route::{self, Target};
 use super::server::ServerConn;
 use super::statements;
+use super::stream::Stream;
 use super::{CheckoutError, Lease, PoolCtx, PoolKey};
 use crate::config::PoolMode;
 use crate::session::ListenerCtx;
@@ -146,7 +147,7 @@ pub async fn serve(
         let _ = client.write_all(&out).await;
         return;
     };
-    let startup = match timeout(LOGIN_WAIT, opening(&pc, &mut client)).await {
+    let (client, startup) = match timeout(LOGIN_WAIT, opening(&pc, client)).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -161,7 +162,7 @@ pub async fn serve(
             info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
             let mut out = BytesMut::new();
             put_error(&mut out, "FATAL", f.code, &f.message);
-            let _ = client.write_all(&out).await;
+            let _ = client.send(&out).await;
             return;
         }
     };
@@ -170,23 +171,35 @@ pub async fn serve(
         debug!(listener = %ctx.cfg.name, client = %origin, code = f.code, "session ended: {}", f.message);
         let mut out = BytesMut::new();
         put_error(&mut out, "FATAL", f.code, &f.message);
-        let _ = session.client.write_all(&out).await;
+        let _ = session.client.send(&out).await;
     }
 }
 
-/// Answers encryption requests `N` and cancel requests, until a `StartupMessage`.
+/// Answers encryption requests (`S` and the TLS handshake when the listener has `tls`, `N`
+/// otherwise) and cancel requests, until a `StartupMessage`.
 async fn opening(
     pc: &PoolCtx,
-    client: &mut TcpStream,
-) -> Result<Option<codec::Startup>, CodecError> {
+    mut client: TcpStream,
+) -> Result<Option<(Stream, codec::Startup)>, CodecError> {
     loop {
-        match codec::read_opening(client).await? {
-            Opening::Ssl | Opening::Gss => client.write_all(b"N").await?,
+        match codec::read_opening(&mut client).await? {
+            Opening::Ssl => match &pc.acceptor {
+                Some(acceptor) => {
+                    client.write_all(b"S").await?;
+                    let mut tls = acceptor.accept(client).await?;
+                    return match codec::read_opening(&mut tls).await? {
+                        Opening::Startup(s) => Ok(Some((Stream::FromClient(Box::new(tls)), s))),
+                        _ => Err(CodecError::Startup("expected a startup message after TLS")),
+                    };
+                }
+                None => client.write_all(b"N").await?,
+            },
+            Opening::Gss => client.write_all(b"N").await?,
             Opening::Cancel { pid, secret } => {
                 pc.cancels.forward(pid, secret, LOGIN_WAIT).await;
                 return Ok(None);
             }
-            Opening::Startup(s) => return Ok(Some(s)),
+            Opening::Startup(s) => return Ok(Some((Stream::Plain(client), s))),
         }
     }
 }
@@ -194,7 +207,7 @@ async fn opening(
 struct Session<'a> {
     ctx: &'a ListenerCtx,
     pc: &'a PoolCtx,
-    client: TcpStream,
+    client: Stream,
     cbuf: BytesMut,
     user: String,
     database: String,
@@ -209,14 +222,16 @@ struct Session<'a> {
     /// The client's named prepared statements (transaction mode with
     /// `max_prepared_statements`).
     statements: HashMap<Vec<u8>, Statement>,
+    /// The pool of the last server connection (reused while the routing picks its server).
+    last_pool: Option<Arc<super::ServerPool>>,
 }
 
 async fn login<'a>(
     ctx: &'a ListenerCtx,
     pc: &'a PoolCtx,
-    mut client: TcpStream,
+    mut client: Stream,
     startup: codec::Startup,
-) -> Result<Session<'a>, (TcpStream, Fatal)> {
+) -> Result<Session<'a>, (Stream, Fatal)> {
     let mut wanted = Params::new();
     for (k, v) in &startup.params {
         if let Some(c) = params::canonical(k) {
@@ -234,7 +249,10 @@ async fn login<'a>(
         }
     }
     let mut cbuf = BytesMut::with_capacity(8192);
-    let user = pc.users.get(&startup.user);
+    let user = match pc.users.get(&startup.user) {
+        Some(u) => Some(u),
+        None => lookup_user(ctx, pc, &startup.user, &startup.database).await,
+    };
     let authenticated = timeout(
         LOGIN_WAIT,
         auth::authenticate(
@@ -277,6 +295,7 @@ async fn login<'a>(
         tx: TxState::default(),
         first_lease: None,
         statements: HashMap::new(),
+        last_pool: None,
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -324,10 +343,57 @@ async fn login<'a>(
     }
     codec::put_backend_key(&mut out, s.cancel.pid, s.cancel.secret);
     put_ready(&mut out, b'I');
-    if let Err(e) = s.client.write_all(&out).await {
+    if let Err(e) = s.client.send(&out).await {
         return Err((s.client, Fatal::new("08006", e.to_string())));
     }
     Ok(s)
+}
+
+/// A user missing from the auth file, by `auth_query` as `auth_user` (when configured) on a
+/// server of the listener's rotation.
+async fn lookup_user(
+    ctx: &ListenerCtx,
+    pc: &PoolCtx,
+    name: &str,
+    database: &str,
+) -> Option<Arc<auth::User>> {
+    let auth_user = pc.cfg.auth_user.as_ref()?;
+    let creds = pc.users.get(auth_user)?.server_credentials()?;
+    let target = Target::Listener(ctx.index);
+    let picked = route::pick(ctx, target, Instant::now() + ctx.cfg.hold_timeout)
+        .await
+        .ok()?;
+    let key = PoolKey {
+        member: picked.member.clone(),
+        addr: picked.addr.clone(),
+        user: auth_user.clone(),
+        database: database.to_string(),
+    };
+    let pool = pc.pools.get(
+        key,
+        &picked.backend,
+        pc,
+        ctx.connect_timeout,
+        ctx.keepalive.clone(),
+    );
+    let mut lease = match pool.checkout(&creds, pc.cfg.query_wait_timeout).await {
+        Ok(l) => l,
+        Err(e) => {
+            info!(listener = %ctx.cfg.name, auth_user = %auth_user, "auth_query: no server connection: {e}");
+            return None;
+        }
+    };
+    match super::auth_query::lookup(&mut lease.conn, &pc.cfg.auth_query, name).await {
+        Ok(user) => {
+            lease.release(true);
+            user.map(Arc::new)
+        }
+        Err(e) => {
+            info!(listener = %ctx.cfg.name, auth_user = %auth_user, "{e}");
+            lease.release(false);
+            None
+        }
+    }
 }
 
 impl Session<'_> {
@@ -343,7 +409,7 @@ impl Session<'_> {
         let pool = self.pc.pools.get(
             self.key(&picked.member, &picked.addr),
             &picked.backend,
-            &self.pc.cfg,
+            self.pc,
             self.ctx.connect_timeout,
             self.ctx.keepalive.clone(),
         );
@@ -377,13 +443,26 @@ impl Session<'_> {
                     ),
                 )
             })?;
-            let pool = self.pc.pools.get(
-                self.key(&picked.member, &picked.addr),
-                &picked.backend,
-                &self.pc.cfg,
-                ctx.connect_timeout,
-                ctx.keepalive.clone(),
-            );
+            // The pool of the previous transaction when the routing picked the same server
+            // (no lookup, no key to build).
+            let pool = match &self.last_pool {
+                Some(p)
+                    if Arc::ptr_eq(p.backend(), &picked.backend) && p.key.addr == picked.addr =>
+                {
+                    p.clone()
+                }
+                _ => {
+                    let p = self.pc.pools.get(
+                        self.key(&picked.member, &picked.addr),
+                        &picked.backend,
+                        self.pc,
+                        ctx.connect_timeout,
+                        ctx.keepalive.clone(),
+                    );
+                    self.last_pool = Some(p.clone());
+                    p
+                }
+            };
             match pool
                 .checkout(&self.creds, self.pc.cfg.query_wait_timeout)
                 .await
@@ -516,7 +595,7 @@ impl Session<'_> {
             return Ok(());
         }
         self.client
-            .write_all(reply)
+            .send(reply)
             .await
             .map_err(|e| Fatal::new("08006", e.to_string()))
     }
@@ -558,13 +637,13 @@ impl Session<'_> {
                     let conn = &mut lease.conn;
                     let written = match scan.ranges.as_slice() {
                         [] => Ok(()),
-                        [one] => self.client.write_all(&conn.buf[one.clone()]).await,
+                        [one] => self.client.send(&conn.buf[one.clone()]).await,
                         several => {
                             let mut out = BytesMut::new();
                             for r in several {
                                 out.extend_from_slice(&conn.buf[r.clone()]);
                             }
-                            self.client.write_all(&out).await
+                            self.client.send(&out).await
                         }
                     };
                     written.map_err(|e| Fatal::new("08006", e.to_string()))?;
@@ -599,7 +678,7 @@ impl Session<'_> {
             lease
                 .conn
                 .stream
-                .write_all(&batch.forward)
+                .send(&batch.forward)
                 .await
                 .map_err(|e| server_lost(&e))?;
         }

@@ -32,6 +32,7 @@
 //! there.
 
 pub mod auth;
+pub mod auth_query;
 pub mod cancel;
 pub mod client;
 pub mod codec;
@@ -41,6 +42,7 @@ pub mod route;
 pub mod scram;
 pub mod server;
 pub mod statements;
+pub mod stream;
 
 use crate::backend::Backend;
 use crate::config::{Keepalive, PoolConfig};
@@ -68,18 +70,31 @@ pub struct PoolCtx {
     pub clients: Arc<Semaphore>,
     /// Server-side names of prepared statements (transaction mode).
     pub names: prepared::Names,
+    /// `tls`: clients' TLS terminated here.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// `server_tls`.
+    pub server_tls: Arc<stream::ServerTls>,
 }
 
 impl PoolCtx {
-    pub fn new(cfg: PoolConfig, users: UserList, cancels: Arc<cancel::Cancels>) -> PoolCtx {
-        PoolCtx {
+    /// The pooled side of a listener; `Err` names what is wrong with its TLS files.
+    pub fn new(
+        cfg: PoolConfig,
+        users: UserList,
+        cancels: Arc<cancel::Cancels>,
+    ) -> Result<PoolCtx, String> {
+        let acceptor = cfg.tls.as_ref().map(stream::acceptor).transpose()?;
+        let server_tls = stream::server_tls(cfg.server_tls, cfg.server_tls_ca.as_deref())?;
+        Ok(PoolCtx {
             clients: Arc::new(Semaphore::new(cfg.max_client_conn)),
             pools: PoolSet::default(),
             names: prepared::Names::default(),
+            acceptor,
+            server_tls: Arc::new(server_tls),
             cfg,
             users,
             cancels,
-        }
+        })
     }
 }
 
@@ -104,10 +119,11 @@ impl PoolSet {
         &self,
         key: PoolKey,
         backend: &Arc<Backend>,
-        cfg: &PoolConfig,
+        pc: &PoolCtx,
         connect_timeout: Duration,
         keepalive: Option<Keepalive>,
     ) -> Arc<ServerPool> {
+        let cfg = &pc.cfg;
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = pools.get(&key) {
             if Arc::ptr_eq(&p.backend, backend) {
@@ -124,6 +140,7 @@ impl PoolSet {
             lifetime: cfg.server_lifetime,
             connect_timeout,
             keepalive,
+            tls: pc.server_tls.clone(),
             idle: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             creds: Mutex::new(None),
@@ -205,6 +222,7 @@ pub struct ServerPool {
     lifetime: Duration,
     connect_timeout: Duration,
     keepalive: Option<Keepalive>,
+    tls: Arc<stream::ServerTls>,
     idle: Mutex<Vec<ServerConn>>,
     /// The `ParameterStatus` set of the first login (what clients are welcomed with).
     welcome: Mutex<Option<Vec<(String, String)>>>,
@@ -298,12 +316,16 @@ impl ServerPool {
             .max_wait_us
             .fetch_max(waited, Ordering::Relaxed);
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
-        *self.creds.lock().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        if self.min_pool_size > 0 {
+            *self.creds.lock().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        }
         self.refill.store(true, Ordering::Relaxed);
         loop {
             let popped = self.lock_idle().pop();
             let Some(conn) = popped else { break };
-            if self.fresh(&conn) {
+            // A connection the server closed while idle (shutdown during a switchover,
+            // pg_terminate_backend) is dropped here, before a client's transaction is sent.
+            if self.fresh(&conn) && conn.alive() {
                 return Ok(Lease {
                     conn,
                     pool: self.clone(),
@@ -329,6 +351,7 @@ impl ServerPool {
             creds,
             timeout: self.connect_timeout,
             keepalive: self.keepalive.as_ref(),
+            tls: &self.tls,
         };
         let mut conn = server::connect(&login, self.backend.enter()).await?;
         conn.guard.connected();
@@ -345,8 +368,9 @@ impl ServerPool {
     /// `server_lifetime`; opens connections up to `min_pool_size`.
     async fn sweep(&self) {
         let now = Instant::now();
-        self.lock_idle()
-            .retain(|c| self.fresh(c) && now.duration_since(c.last_used) < self.idle_timeout);
+        self.lock_idle().retain(|c| {
+            self.fresh(c) && c.alive() && now.duration_since(c.last_used) < self.idle_timeout
+        });
         let open = self.counters.open.load(Ordering::Relaxed);
         if open >= self.min_pool_size || !self.refill.load(Ordering::Relaxed) {
             return;

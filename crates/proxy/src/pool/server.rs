@@ -8,6 +8,7 @@ use super::codec::{self, error_fields, put_message, CodecError};
 use super::params::{self, Params};
 use super::prepared::Owed;
 use super::scram::ClientExchange;
+use super::stream::{self, ServerTls, Stream};
 use crate::backend::SessionGuard;
 use crate::config::Keepalive;
 use bytes::{BufMut, BytesMut};
@@ -15,7 +16,6 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -33,7 +33,7 @@ pub enum ConnectError {
 
 /// A logged-in server connection.
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Server bytes read and not yet passed on.
     pub buf: BytesMut,
     /// Kept parameters as this server has them now.
@@ -63,6 +63,7 @@ pub struct Login<'a> {
     pub creds: &'a ServerCredentials,
     pub timeout: Duration,
     pub keepalive: Option<&'a Keepalive>,
+    pub tls: &'a ServerTls,
 }
 
 /// Connects and logs in, bounded by `login.timeout`.
@@ -82,20 +83,25 @@ fn io_retry(addr: &str, e: impl std::fmt::Display) -> ConnectError {
 
 async fn open(login: &Login<'_>, guard: SessionGuard) -> Result<ServerConn, ConnectError> {
     let addr = login.addr;
-    let mut stream = TcpStream::connect(addr)
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| io_retry(addr, e))?;
-    crate::session::tune(&stream, login.keepalive);
+    crate::session::tune(&tcp, login.keepalive);
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mut stream = stream::to_server(tcp, host, login.tls)
+        .await
+        .map_err(|e| ConnectError::Refused("08001".into(), format!("{addr}: {e}")))?;
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::startup_message(
         [("user", login.user), ("database", login.database)],
         &mut out,
     )
     .map_err(|e| io_retry(addr, e))?;
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|e| io_retry(addr, e))?;
+    stream.send(&out).await.map_err(|e| io_retry(addr, e))?;
     let mut buf = BytesMut::with_capacity(8192);
     let mut scram_pw: Option<ScramSha256> = None;
     let mut scram_key: Option<ClientExchange> = None;
@@ -193,10 +199,7 @@ async fn open(login: &Login<'_>, guard: SessionGuard) -> Result<ServerConn, Conn
                         ))
                     }
                 }
-                stream
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| io_retry(addr, e))?;
+                stream.send(&out).await.map_err(|e| io_retry(addr, e))?;
             }
             b'S' => {
                 let mut b = &m.body[..];
@@ -270,12 +273,27 @@ fn scram_failed(login: &Login<'_>, e: impl std::fmt::Display) -> ConnectError {
 }
 
 impl ServerConn {
+    /// Whether the server still holds this idle connection: nothing to read (a server that
+    /// shut down or terminated it sent a FATAL and closed). One non-blocking peek.
+    pub fn alive(&self) -> bool {
+        let tcp = match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::ToServer(s) => s.get_ref().0,
+            Stream::FromClient(s) => s.get_ref().0,
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(
+            socket2::SockRef::from(tcp).peek(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
     /// Runs `sql` (a simple query) and reads up to its ReadyForQuery, recording parameter
     /// changes. `Err`: the server failed it or the connection broke (drop the connection).
     pub async fn run(&mut self, sql: &str) -> Result<(), CodecError> {
         let mut out = BytesMut::new();
         codec::put_query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut failed = None;
         loop {
             let m = codec::read_message(&mut self.stream, &mut self.buf).await?;
