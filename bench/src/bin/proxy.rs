@@ -725,6 +725,16 @@ fn main() -> Result<()> {
         .filter(|&i| i != leader)
         .map(|i| c.members[i].pg_port)
         .collect();
+    // Replication is asynchronous: a replica promoted without the table would refuse every
+    // probe write.
+    for &p in &others {
+        poll(
+            "the probe table on every replica",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || (psql(p, "select to_regclass('probe') is not null", 5).ok()? == "t").then_some(()),
+        )?;
+    }
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     c.signal_node(leader, Signal::SIGKILL)?;
