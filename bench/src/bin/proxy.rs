@@ -1,52 +1,100 @@
-//! The proxy against Debian's HAProxy, same cluster (real etcd + three PostgreSQL 15 + pgherd
-//! agents): pgbench `-S` and `-S -C` TPS and latency directly to the primary, through
-//! `pgherd proxy`, and through HAProxy configured like the reference stack (`option httpchk
-//! OPTIONS /master`, `inter 3s fall 3 rise 2 on-marked-down shutdown-sessions`); the proxy's
-//! RSS with 10,000 idle clients; and the time from a leader kill to the first successful
-//! write directly, through pgherd and through HAProxy. Prints `name=value unit` lines, then the
-//! ratios.
+//! The proxy against its peers on the same cluster (real etcd + three PostgreSQL 15 + pgherd
+//! agents), all in one run: PostgreSQL directly, `pgherd proxy`'s plain TCP listener, Debian's
+//! HAProxy configured like the reference stack (`option httpchk OPTIONS /master`, `inter 3s
+//! fall 3 rise 2 on-marked-down shutdown-sessions`), Debian's pgbouncer (transaction pooling
+//! in front of the leader), Debian's Pgpool-II (streaming-replication mode with load
+//! balancing over the three servers) and, when the pgherd binary has a connection pool
+//! (`pool_mode` on a listener), pgherd's transaction pool.
+//!
+//! Measured per round, every peer in turn: pgbench `-S` (16 clients) and `-S -C` (a new
+//! connection per transaction) TPS, latency and the peer's CPU time per transaction (`-S -C`
+//! also through a second pgbouncer and a second pool listener with md5 logins: what a new
+//! connection costs when the pooler's client authentication is cheap); then the
+//! RSS of pgherd, pgbouncer (and pgherd's pool) with 10,000 idle client connections; then
+//! the time from a leader kill to the first successful write directly, through pgherd and
+//! through HAProxy. Prints `name=value unit` lines: per-round paired ratios as each round
+//! ends, then medians.
 //!
 //! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
-//! (SECONDS per pgbench run, default 6; ROUNDS of six runs, default 6; about six minutes).
+//! (SECONDS per pgbench run, default 5; ROUNDS, default 4: about nine minutes with the pool).
 //!
 //! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
-//! target the bench prints the median of the per-round ratios: pgherd and HAProxy run back to
-//! back within a round, which cancels most of the drift between rounds.
+//! peer the bench prints the median of the per-round ratios: within a round the peers run
+//! back to back, which cancels most of the drift between rounds, and the order reverses
+//! every round (A/B/A/B, then B/A/B/A) so each peer runs early as often as late.
+//!
+//! pgbouncer and Pgpool-II refuse to run as root: when the bench runs as root they run as the
+//! `postgres` OS user, like PostgreSQL (crates/localcluster/src/cluster.rs).
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgherd_bench::{pgherd_bin, report, summary};
-use pgherd_testkit::cluster::{http_request, ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::ports::free_ports;
+use pgherd_testkit::procs::descendants_of;
 use pgherd_testkit::wait::poll;
 use std::net::TcpStream;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const HAPROXY: &str = "/usr/sbin/haproxy";
+const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+const PGPOOL: &str = "/usr/sbin/pgpool";
 const CLIENTS: &str = "16";
+/// Server connections of each pool (pgbouncer's `default_pool_size`, pgherd's `pool_size`):
+/// one per pgbench client.
+const POOL_SIZE: usize = 16;
 const IDLE_CLIENTS: usize = 10_000;
-const ROUNDS: usize = 6;
-/// Pause before each pgbench run (see the order of the runs below).
+const SECONDS: u64 = 5;
+const ROUNDS: usize = 4;
+/// Pause before each pgbench run (exiting backends and TIME_WAIT sockets of the last run).
 const SETTLE: Duration = Duration::from_secs(2);
+/// Every pool keeps its server connections open between runs: room for all of them at once.
+const MAX_CONNECTIONS: u32 = 150;
+/// Pgpool-II's processes, each serving one client at a time (its default).
+const PGPOOL_CHILDREN: usize = 32;
 
-/// A child process stopped by PID on drop.
-struct Guard(Option<Child>);
+/// A child process stopped by PID on drop: `stop` first (pgpool needs SIGINT, its fast
+/// shutdown; SIGTERM waits for every client), SIGKILL after 5 s.
+struct Guard {
+    child: Option<Child>,
+    stop: Signal,
+}
 
 impl Guard {
+    fn new(child: Child, stop: Signal) -> Guard {
+        Guard {
+            child: Some(child),
+            stop,
+        }
+    }
+
     fn pid(&self) -> i32 {
-        self.0.as_ref().map_or(0, |c| c.id() as i32)
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Fails when the process has already exited (a peer that refused its configuration).
+    fn check_running(&mut self, what: &str, log: &Path) -> Result<()> {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait()? {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                bail!("{what} exited ({status}):\n{text}");
+            }
+        }
+        Ok(())
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), self.stop);
             let done = poll(
                 "exit",
                 Duration::from_secs(5),
@@ -61,6 +109,79 @@ impl Drop for Guard {
     }
 }
 
+/// Whose CPU time a peer costs: one process, or a process and every process it forks
+/// (Pgpool-II: one process per client, exited ones counted in the parent's `cutime`).
+#[derive(Clone, Copy)]
+enum Cpu {
+    None,
+    Process(i32),
+    Tree(i32),
+}
+
+impl Cpu {
+    /// CPU seconds so far.
+    fn seconds(self) -> Option<f64> {
+        let ticks = match self {
+            Cpu::None => return None,
+            Cpu::Process(pid) => proc_ticks(pid)?.0,
+            Cpu::Tree(pid) => {
+                let own = proc_ticks(pid)?;
+                let below: u64 = descendants_of(pid)
+                    .into_iter()
+                    .filter(|&p| p != pid)
+                    .filter_map(proc_ticks)
+                    .map(|t| t.0 + t.1)
+                    .sum();
+                own.0 + own.1 + below
+            }
+        };
+        Some(ticks as f64 / clock_ticks())
+    }
+}
+
+/// (utime + stime, cutime + cstime) of `pid`, in clock ticks.
+fn proc_ticks(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (f.len() == 4).then(|| (f[0] + f[1], f[2] + f[3]))
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+/// One peer pgbench runs against.
+struct Peer {
+    name: &'static str,
+    port: u16,
+    cpu: Cpu,
+    /// Only in the `-C` mode (md5 logins: what a new connection costs when the pooler's
+    /// client authentication is cheap).
+    connect_only: bool,
+}
+
+/// One pgbench run.
+struct Sample {
+    round: usize,
+    mode: &'static str,
+    peer: &'static str,
+    tps: f64,
+    latency: f64,
+    /// The peer's CPU microseconds per transaction.
+    cpu_us_per_txn: Option<f64>,
+}
+
+const MODES: [(&str, &[&str]); 2] = [("select", &[]), ("select_connect", &["-C"])];
+
 #[allow(
     clippy::disallowed_methods,
     reason = "a synchronous benchmark driver: pauses its own threads, no async runtime"
@@ -69,46 +190,58 @@ fn main() -> Result<()> {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(SECONDS);
     let rounds: usize = std::env::args()
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(ROUNDS);
+    raise_fd_limit(IDLE_CLIENTS as u64 + 1_000)?;
     let pgherd = pgherd_bin()?;
     eprintln!("pgherd binary: {}", pgherd.display());
     let options = ClusterOptions {
         scope: "benchpx".into(),
+        max_connections: MAX_CONNECTIONS,
         ..ClusterOptions::default()
     };
     let mut c = TestCluster::new(&pgherd, options)?;
     c.start_all()?;
     let leader = c.wait_healthy(2, Duration::from_secs(120))?;
     eprintln!("cluster healthy, leader {}", c.members[leader].name);
+    let direct = c.members[leader].pg_port;
+    let peers_dir = c.root.join("peers");
+    std::fs::create_dir_all(&peers_dir)?;
+    // pgbouncer and Pgpool-II (as postgres when we are root) write their pid and status here.
+    std::fs::set_permissions(&peers_dir, std::fs::Permissions::from_mode(0o777))?;
 
-    // pgherd proxy and HAProxy, side by side.
-    let ports = free_ports(4)?;
+    let ports = free_ports(10)?;
     let (px_primary, px_replicas, px_stats, ha_primary) = (ports[0], ports[1], ports[2], ports[3]);
+    let (bouncer_port, pgpool_port, pcp_port, pool_port) = (ports[4], ports[5], ports[6], ports[7]);
+    let (bouncer_md5_port, pool_md5_port) = (ports[8], ports[9]);
     let etcd = c.etcd().client_url();
+    let etcd_hosts = etcd.trim_start_matches("http://").to_string();
+
+    // pgherd proxy: the plain TCP listeners.
     let px_cfg = c.root.join("proxy.yml");
     std::fs::write(
         &px_cfg,
         format!(
-            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {}\nproxy:\n  name: bench\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{px_primary}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{px_replicas}\n      role: replica\n  stats:\n    bind: 127.0.0.1:{px_stats}\n",
-            etcd.trim_start_matches("http://")
+            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: bench\n  listeners:\n    - name: primary\n      bind: 127.0.0.1:{px_primary}\n      role: primary\n    - name: replicas\n      bind: 127.0.0.1:{px_replicas}\n      role: replica\n  stats:\n    bind: 127.0.0.1:{px_stats}\n"
         ),
     )?;
-    let px_log = std::fs::File::create(c.root.join("proxy.log"))?;
-    let px = Guard(Some(
-        Command::new(&pgherd)
-            .arg("proxy")
-            .arg(&px_cfg)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(px_log.try_clone()?)
-            .stderr(px_log)
-            .spawn()
-            .context("starting pgherd proxy")?,
-    ));
+    let px_log = c.root.join("proxy.log");
+    let px = Guard::new(
+        spawn_logged(
+            Command::new(&pgherd)
+                .arg("proxy")
+                .arg(&px_cfg)
+                .env("RUST_LOG", "warn"),
+            &px_log,
+        )
+        .context("starting pgherd proxy")?,
+        Signal::SIGTERM,
+    );
+
+    // HAProxy.
     let ha_cfg = c.root.join("haproxy.cfg");
     let mut ha = String::from(
         "global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 3s\n  timeout client 30m\n  timeout server 30m\n  timeout check 2s\n",
@@ -123,29 +256,142 @@ fn main() -> Result<()> {
         ));
     }
     std::fs::write(&ha_cfg, ha)?;
-    let ha_log = std::fs::File::create(c.root.join("haproxy.log"))?;
-    let haproxy = Guard(Some(
-        Command::new(HAPROXY)
-            .arg("-db")
-            .arg("-f")
-            .arg(&ha_cfg)
-            .stdin(Stdio::null())
-            .stdout(ha_log.try_clone()?)
-            .stderr(ha_log)
-            .spawn()
-            .context("starting haproxy")?,
-    ));
-    let direct = c.members[leader].pg_port;
-    for (what, port) in [("pgherd proxy", px_primary), ("haproxy", ha_primary)] {
-        poll(
-            what,
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || (psql(port, "select pg_is_in_recovery()", 5).ok()? == "f").then_some(()),
-        )?;
-    }
+    let haproxy = Guard::new(
+        spawn_logged(
+            Command::new(HAPROXY).arg("-db").arg("-f").arg(&ha_cfg),
+            &c.root.join("haproxy.log"),
+        )
+        .context("starting haproxy")?,
+        Signal::SIGTERM,
+    );
 
-    // pgbench -S and -S -C.
+    // pgbouncer: transaction pooling in front of the leader, SCRAM with clients (as
+    // PostgreSQL itself asks), the password in its user list to log in to the server.
+    let userlist = peers_dir.join("userlist.txt");
+    std::fs::write(
+        &userlist,
+        format!("\"postgres\" \"{SUPERUSER_PASSWORD}\"\n"),
+    )?;
+    let bouncer_ini = |port: u16, auth_type: &str| {
+        format!(
+            "[databases]\n* = host=127.0.0.1 port={direct}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nlisten_backlog = 4096\nunix_socket_dir =\nauth_type = {auth_type}\nauth_file = {}\npool_mode = transaction\ndefault_pool_size = {POOL_SIZE}\nmax_client_conn = {}\nclient_login_timeout = 0\nignore_startup_parameters = extra_float_digits\nlog_connections = 0\nlog_disconnections = 0\n",
+            userlist.display(),
+            IDLE_CLIENTS + 100
+        )
+    };
+    let bouncer_cfg = peers_dir.join("pgbouncer.ini");
+    std::fs::write(&bouncer_cfg, bouncer_ini(bouncer_port, "scram-sha-256"))?;
+    let bouncer_log = peers_dir.join("pgbouncer.log");
+    let mut bouncer = Guard::new(
+        spawn_logged(
+            as_postgres(Command::new(PGBOUNCER).arg(&bouncer_cfg))?,
+            &bouncer_log,
+        )
+        .context("starting pgbouncer")?,
+        Signal::SIGINT,
+    );
+    // The same with md5 logins (pgbouncer's auth_type is process-wide: a second one).
+    let bouncer_md5_cfg = peers_dir.join("pgbouncer-md5.ini");
+    std::fs::write(&bouncer_md5_cfg, bouncer_ini(bouncer_md5_port, "md5"))?;
+    let bouncer_md5_log = peers_dir.join("pgbouncer-md5.log");
+    let mut bouncer_md5 = Guard::new(
+        spawn_logged(
+            as_postgres(Command::new(PGBOUNCER).arg(&bouncer_md5_cfg))?,
+            &bouncer_md5_log,
+        )
+        .context("starting pgbouncer (md5)")?,
+        Signal::SIGINT,
+    );
+
+    // Pgpool-II: streaming-replication mode, reads balanced over the three servers.
+    let pgpool_log = peers_dir.join("pgpool.log");
+    let pgpool_cfg = peers_dir.join("pgpool.conf");
+    let pool_passwd = peers_dir.join("pool_passwd");
+    std::fs::write(&pool_passwd, format!("postgres:TEXT{SUPERUSER_PASSWORD}\n"))?;
+    let pcp_conf = peers_dir.join("pcp.conf");
+    std::fs::write(&pcp_conf, "")?;
+    let hba_conf = peers_dir.join("pool_hba.conf");
+    std::fs::write(&hba_conf, "")?;
+    let d = peers_dir.display();
+    let mut pp = format!(
+        "backend_clustering_mode = 'streaming_replication'\nlisten_addresses = '127.0.0.1'\nport = {pgpool_port}\nunix_socket_directories = '{d}'\npcp_listen_addresses = '127.0.0.1'\npcp_port = {pcp_port}\npcp_socket_dir = '{d}'\nwd_ipc_socket_dir = '{d}'\npid_file_name = '{d}/pgpool.pid'\nlogdir = '{d}'\nlog_min_messages = warning\nenable_pool_hba = off\npool_passwd = '{}'\nnum_init_children = {PGPOOL_CHILDREN}\nmax_pool = 1\nload_balance_mode = on\nsr_check_period = 10\nsr_check_user = 'postgres'\nsr_check_password = '{SUPERUSER_PASSWORD}'\nhealth_check_period = 0\nfailover_on_backend_error = off\n",
+        pool_passwd.display()
+    );
+    for (i, m) in c.members.iter().enumerate() {
+        pp.push_str(&format!(
+            "backend_hostname{i} = '127.0.0.1'\nbackend_port{i} = {}\nbackend_weight{i} = 1\nbackend_flag{i} = 'ALLOW_TO_FAILOVER'\n",
+            m.pg_port
+        ));
+    }
+    std::fs::write(&pgpool_cfg, pp)?;
+    for f in [
+        &userlist,
+        &bouncer_cfg,
+        &bouncer_md5_cfg,
+        &pool_passwd,
+        &pcp_conf,
+        &hba_conf,
+        &pgpool_cfg,
+    ] {
+        give_to_postgres(f)?;
+    }
+    let mut pgpool = Guard::new(
+        spawn_logged(
+            as_postgres(
+                Command::new(PGPOOL)
+                    .arg("-n")
+                    .arg("-D")
+                    .arg("-f")
+                    .arg(&pgpool_cfg)
+                    .arg("-F")
+                    .arg(&pcp_conf)
+                    .arg("-a")
+                    .arg(&hba_conf),
+            )?,
+            &pgpool_log,
+        )
+        .context("starting pgpool")?,
+        Signal::SIGINT,
+    );
+
+    // pgherd's transaction pool, when this pgherd has one.
+    let pool_cfg = c.root.join("pool.yml");
+    std::fs::write(
+        &pool_cfg,
+        format!(
+            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      auth_type: md5\n      auth_file: {users}\n",
+            IDLE_CLIENTS + 100,
+            users = userlist.display()
+        ),
+    )?;
+    let check = Command::new(&pgherd)
+        .args(["check-config", "--proxy"])
+        .arg(&pool_cfg)
+        .output()?;
+    let pool = if check.status.success() {
+        let log = c.root.join("pool.log");
+        Some(Guard::new(
+            spawn_logged(
+                Command::new(&pgherd)
+                    .arg("proxy")
+                    .arg(&pool_cfg)
+                    .env("RUST_LOG", "warn"),
+                &log,
+            )
+            .context("starting pgherd proxy (pool)")?,
+            Signal::SIGTERM,
+        ))
+    } else {
+        eprintln!(
+            "pgherd_pool skipped: {} rejects a pooled listener (pool_mode: transaction): {}{}",
+            pgherd.display(),
+            String::from_utf8_lossy(&check.stdout).trim(),
+            String::from_utf8_lossy(&check.stderr).trim()
+        );
+        None
+    };
+
+    // Data for pgbench -S, on every server (Pgpool-II reads from the replicas too).
     run(Command::new(PGBENCH)
         .args([
             "-i",
@@ -160,102 +406,314 @@ fn main() -> Result<()> {
         ])
         .arg(direct.to_string())
         .arg("postgres"))?;
-    // The order alternates between rounds (direct, pgherd, haproxy, then the reverse), so
-    // pgherd and HAProxy each run first as often as second: a run leaves exiting backends
-    // and TIME_WAIT sockets behind that would otherwise favour whichever always runs later.
-    // Each run starts after a short settle pause for the same reason.
-    let targets = [
-        ("direct", direct),
-        ("pgherd", px_primary),
-        ("haproxy", ha_primary),
+    for m in &c.members {
+        poll(
+            "pgbench data on every server",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                (psql(m.pg_port, "select count(*) from pgbench_branches", 5).ok()? == "10")
+                    .then_some(())
+            },
+        )?;
+    }
+    bouncer.check_running("pgbouncer", &bouncer_log)?;
+    bouncer_md5.check_running("pgbouncer (md5)", &bouncer_md5_log)?;
+    pgpool.check_running("pgpool", &pgpool_log)?;
+    // Compared peers run next to each other: pgherd and HAProxy, pgbouncer and pgherd's pool.
+    let mut peers = vec![
+        Peer {
+            name: "direct",
+            port: direct,
+            cpu: Cpu::None,
+            connect_only: false,
+        },
+        Peer {
+            name: "pgpool",
+            port: pgpool_port,
+            cpu: Cpu::Tree(pgpool.pid()),
+            connect_only: false,
+        },
+        Peer {
+            name: "pgherd",
+            port: px_primary,
+            cpu: Cpu::Process(px.pid()),
+            connect_only: false,
+        },
+        Peer {
+            name: "haproxy",
+            port: ha_primary,
+            cpu: Cpu::Process(haproxy.pid()),
+            connect_only: false,
+        },
+        Peer {
+            name: "pgbouncer",
+            port: bouncer_port,
+            cpu: Cpu::Process(bouncer.pid()),
+            connect_only: false,
+        },
     ];
-    let mut samples: Vec<(usize, &str, &str, f64, f64)> = Vec::new();
+    if let Some(p) = &pool {
+        peers.push(Peer {
+            name: "pgherd_pool",
+            port: pool_port,
+            cpu: Cpu::Process(p.pid()),
+            connect_only: false,
+        });
+    }
+    peers.push(Peer {
+        name: "pgbouncer_md5",
+        port: bouncer_md5_port,
+        cpu: Cpu::Process(bouncer_md5.pid()),
+        connect_only: true,
+    });
+    if let Some(p) = &pool {
+        peers.push(Peer {
+            name: "pgherd_pool_md5",
+            port: pool_md5_port,
+            cpu: Cpu::Process(p.pid()),
+            connect_only: true,
+        });
+    }
+    for p in &peers {
+        poll(
+            p.name,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || (psql(p.port, "select 1", 5).ok()? == "1").then_some(()),
+        )
+        .with_context(|| format!("{} does not answer on port {}", p.name, p.port))?;
+    }
+
+    // What each row is compared with.
+    let mut pairs = vec![
+        ("pgherd", "haproxy"),
+        ("pgherd", "pgbouncer"),
+        ("pgherd", "pgpool"),
+        ("pgherd", "direct"),
+    ];
+    if pool.is_some() {
+        pairs.extend([
+            ("pgherd_pool", "pgbouncer"),
+            ("pgherd_pool", "haproxy"),
+            ("pgherd_pool", "pgpool"),
+            ("pgherd_pool", "direct"),
+            ("pgherd_pool_md5", "pgbouncer_md5"),
+            ("pgherd_pool_md5", "haproxy"),
+            ("pgherd_pool_md5", "direct"),
+        ]);
+    }
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     for round in 0..rounds {
-        for (mode, extra) in [("select", &[][..]), ("select_connect", &["-C"][..])] {
-            for k in 0..targets.len() {
+        for (mode, extra) in MODES {
+            for k in 0..peers.len() {
                 let k = if round % 2 == 0 {
                     k
                 } else {
-                    targets.len() - 1 - k
+                    peers.len() - 1 - k
                 };
-                let (target, port) = targets[k];
+                let p = &peers[k];
+                if p.connect_only && extra.is_empty() {
+                    continue;
+                }
                 std::thread::sleep(SETTLE);
-                let (tps, lat) = pgbench(port, seconds, extra)?;
-                eprintln!("round {round} {mode} {target}: {tps:.0} tps, {lat:.3} ms");
-                samples.push((round, mode, target, tps, lat));
+                let cpu0 = p.cpu.seconds();
+                // A failed run (e.g. a health check missed under load closed sessions) is
+                // reported and left out; the other runs go on.
+                let r = match pgbench(p.port, seconds, extra) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("round {round} {mode} {}: pgbench failed: {e:#}", p.name);
+                        failed.push(format!("{mode}_{}", p.name));
+                        continue;
+                    }
+                };
+                let cpu = cpu0
+                    .zip(p.cpu.seconds())
+                    .map(|(a, b)| (b - a) * 1e6 / r.transactions.max(1) as f64);
+                eprintln!(
+                    "round {round} {mode} {}: {:.0} tps, {:.3} ms{}",
+                    p.name,
+                    r.tps,
+                    r.latency,
+                    cpu.map(|us| format!(", {us:.1} us CPU per transaction"))
+                        .unwrap_or_default()
+                );
+                samples.push(Sample {
+                    round,
+                    mode,
+                    peer: p.name,
+                    tps: r.tps,
+                    latency: r.latency,
+                    cpu_us_per_txn: cpu,
+                });
+            }
+            for (a, b) in &pairs {
+                let at = |peer: &str| {
+                    samples
+                        .iter()
+                        .find(|s| s.round == round && s.mode == mode && s.peer == peer)
+                };
+                if let (Some(x), Some(y)) = (at(a), at(b)) {
+                    report(
+                        &format!("round{}_{mode}_{a}_over_{b}", round + 1),
+                        x.tps / y.tps,
+                        "x",
+                    );
+                }
             }
         }
     }
-    let median = |mode: &str, target: &str, latency: bool| {
-        let v: Vec<f64> = samples
+
+    println!("--- medians of {rounds} rounds of {seconds} s runs ---");
+    let values = |mode: &str, peer: &str, f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+        samples
             .iter()
-            .filter(|r| r.1 == mode && r.2 == target)
-            .map(|r| if latency { r.4 } else { r.3 })
-            .collect();
-        summary(&v).1
+            .filter(|s| s.mode == mode && s.peer == peer)
+            .filter_map(f)
+            .collect()
     };
-    for mode in ["select", "select_connect"] {
-        for (target, _) in targets {
+    for (mode, _) in MODES {
+        for p in &peers {
+            let n = p.name;
+            if p.connect_only && mode == "select" {
+                continue;
+            }
             report(
-                &format!("pgbench_{mode}_{target}_tps"),
-                median(mode, target, false),
+                &format!("pgbench_{mode}_{n}_tps"),
+                summary(&values(mode, n, &|s| Some(s.tps))).1,
                 "tps",
             );
             report(
-                &format!("pgbench_{mode}_{target}_latency_avg"),
-                median(mode, target, true),
+                &format!("pgbench_{mode}_{n}_latency_avg"),
+                summary(&values(mode, n, &|s| Some(s.latency))).1,
                 "ms",
             );
+            let cpu = values(mode, n, &|s| s.cpu_us_per_txn);
+            if !cpu.is_empty() {
+                report(&format!("cpu_per_txn_{mode}_{n}"), summary(&cpu).1, "us");
+            }
         }
     }
-    let tps = |mode: &str, target: &str| median(mode, target, false);
-    // Per-round ratios pgherd / other target, then their median.
-    let paired = |mode: &str, other: &str| {
-        let at = |round: usize, target: &str| {
-            samples
-                .iter()
-                .find(|r| r.0 == round && r.1 == mode && r.2 == target)
-                .map_or(f64::NAN, |r| r.3)
-        };
+    failed.sort();
+    for f in failed.iter().collect::<std::collections::BTreeSet<_>>() {
+        let n = failed.iter().filter(|x| *x == f).count();
+        report(&format!("pgbench_failed_runs_{f}"), n as f64, "runs");
+    }
+    println!("--- per-round paired ratios (median, min, max) ---");
+    let paired = |mode: &str, a: &str, b: &str, f: &dyn Fn(&Sample) -> Option<f64>| {
         let ratios: Vec<f64> = (0..rounds)
-            .map(|round| at(round, "pgherd") / at(round, other))
+            .filter_map(|round| {
+                let at = |peer: &str| {
+                    samples
+                        .iter()
+                        .find(|s| s.round == round && s.mode == mode && s.peer == peer)
+                        .and_then(f)
+                };
+                Some(at(a)? / at(b)?)
+            })
             .collect();
         summary(&ratios)
     };
-
-    // 10,000 idle clients on the primary listener.
-    let rss0 = rss_kb(px.pid());
-    let mut idle = Vec::with_capacity(IDLE_CLIENTS);
-    for _ in 0..IDLE_CLIENTS {
-        idle.push(TcpStream::connect(("127.0.0.1", px_primary))?);
+    for (mode, _) in MODES {
+        for (a, b) in &pairs {
+            let (lo, mid, hi) = paired(mode, a, b, &|s| Some(s.tps));
+            if mid.is_nan() {
+                // A peer that runs in the other mode only.
+                continue;
+            }
+            report(
+                &format!("ratio_{mode}_{a}_over_{b}_paired_median"),
+                mid,
+                "x",
+            );
+            report(&format!("ratio_{mode}_{a}_over_{b}_paired_min"), lo, "x");
+            report(&format!("ratio_{mode}_{a}_over_{b}_paired_max"), hi, "x");
+            let (_, cpu, _) = paired(mode, a, b, &|s| s.cpu_us_per_txn);
+            if cpu.is_finite() {
+                report(
+                    &format!("ratio_{mode}_cpu_per_txn_{a}_over_{b}_paired_median"),
+                    cpu,
+                    "x",
+                );
+            }
+        }
     }
-    poll(
-        "10,000 clients accepted",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || {
-            let (code, body) = http_request(px_stats, "GET", "/stats.json", None).ok()?;
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (code == 200 && v["listeners"][0]["clients"].as_u64()? >= IDLE_CLIENTS as u64)
-                .then_some(())
-        },
-    )?;
-    let rss_idle = rss_kb(px.pid());
-    // Still serving with them connected.
-    psql(px_primary, "select 1", 5)?;
-    drop(idle);
-    report("proxy_rss_before_idle_clients", rss0 as f64 / 1024.0, "MiB");
+
+    // 10,000 idle client connections (connected, not logged in) on each, one after the other.
+    let mut idle_peers = vec![
+        ("pgherd", px_primary, px.pid()),
+        ("pgbouncer", bouncer_port, bouncer.pid()),
+    ];
+    if let Some(p) = &pool {
+        idle_peers.push(("pgherd_pool", pool_port, p.pid()));
+    }
+    let mut rss_10k = Vec::new();
+    for (name, port, pid) in idle_peers {
+        let rss = {
+            let before = rss_kb(pid);
+            let mut idle = Vec::with_capacity(IDLE_CLIENTS);
+            for _ in 0..IDLE_CLIENTS {
+                idle.push(TcpStream::connect(("127.0.0.1", port))?);
+            }
+            poll(
+                &format!("{name} to accept 10,000 clients"),
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                // A few descriptors of its own may close meanwhile (pgbouncer's): 10,000 at
+                // least means every client but a handful is in.
+                || (open_fds(pid) >= IDLE_CLIENTS).then_some(()),
+            )?;
+            let with = rss_kb(pid);
+            // Still serving with them connected.
+            psql(port, "select 1", 5)
+                .with_context(|| format!("{name} with 10,000 idle clients"))?;
+            drop(idle);
+            (before, with)
+        };
+        report(
+            &format!("rss_{name}_before_idle_clients"),
+            rss.0 as f64 / 1024.0,
+            "MiB",
+        );
+        report(
+            &format!("rss_{name}_10k_idle_clients"),
+            rss.1 as f64 / 1024.0,
+            "MiB",
+        );
+        report(
+            &format!("rss_{name}_per_idle_client"),
+            rss.1.saturating_sub(rss.0) as f64 * 1024.0 / IDLE_CLIENTS as f64,
+            "bytes",
+        );
+        rss_10k.push((name, rss.1));
+    }
+    let rss_of = |n: &str| {
+        rss_10k
+            .iter()
+            .find(|r| r.0 == n)
+            .map_or(f64::NAN, |r| r.1 as f64)
+    };
     report(
-        "proxy_rss_10k_idle_clients",
-        rss_idle as f64 / 1024.0,
-        "MiB",
+        "ratio_rss_10k_idle_pgherd_over_pgbouncer",
+        rss_of("pgherd") / rss_of("pgbouncer"),
+        "x",
     );
-    report(
-        "proxy_rss_per_idle_client",
-        (rss_idle.saturating_sub(rss0)) as f64 * 1024.0 / IDLE_CLIENTS as f64,
-        "bytes",
-    );
+    if pool.is_some() {
+        report(
+            "ratio_rss_10k_idle_pgherd_pool_over_pgbouncer",
+            rss_of("pgherd_pool") / rss_of("pgbouncer"),
+            "x",
+        );
+    }
     report("proxy_peak_rss", peak_kb(px.pid()) as f64 / 1024.0, "MiB");
+    // pgbouncer and Pgpool-II follow no failover: stop them before the leader is killed.
+    drop(pool);
+    drop(bouncer);
+    drop(bouncer_md5);
+    drop(pgpool);
 
     // Leader kill: first successful write directly, through pgherd, through HAProxy.
     psql(
@@ -267,6 +725,16 @@ fn main() -> Result<()> {
         .filter(|&i| i != leader)
         .map(|i| c.members[i].pg_port)
         .collect();
+    // Replication is asynchronous: a replica promoted without the table would refuse every
+    // probe write.
+    for &p in &others {
+        poll(
+            "the probe table on every replica",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || (psql(p, "select to_regclass('probe') is not null", 5).ok()? == "t").then_some(()),
+        )?;
+    }
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     c.signal_node(leader, Signal::SIGKILL)?;
@@ -296,36 +764,6 @@ fn main() -> Result<()> {
         failover.push((label, secs));
     }
     let f = |l: &str| failover.iter().find(|r| r.0 == l).map_or(f64::NAN, |r| r.1);
-
-    println!("--- ratios ---");
-    for mode in ["select", "select_connect"] {
-        report(
-            &format!("ratio_{mode}_pgherd_over_haproxy"),
-            tps(mode, "pgherd") / tps(mode, "haproxy"),
-            "x",
-        );
-        report(
-            &format!("ratio_{mode}_pgherd_over_direct"),
-            tps(mode, "pgherd") / tps(mode, "direct"),
-            "x",
-        );
-        let (lo, mid, hi) = paired(mode, "haproxy");
-        report(
-            &format!("ratio_{mode}_pgherd_over_haproxy_paired_median"),
-            mid,
-            "x",
-        );
-        report(
-            &format!("ratio_{mode}_pgherd_over_haproxy_paired_min"),
-            lo,
-            "x",
-        );
-        report(
-            &format!("ratio_{mode}_pgherd_over_haproxy_paired_max"),
-            hi,
-            "x",
-        );
-    }
     report(
         "failover_pgherd_minus_direct",
         f("pgherd") - f("direct"),
@@ -341,6 +779,54 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Starts `cmd` with stdout and stderr into `log`.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?)
+}
+
+/// Runs `cmd` as the `postgres` OS user when we are root.
+fn as_postgres(cmd: &mut Command) -> Result<&mut Command> {
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("postgres")?.context(
+            "pgbouncer and Pgpool-II refuse root: the OS user postgres is missing (./dev/setup)",
+        )?;
+        cmd.uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env("HOME", &user.dir);
+    }
+    Ok(cmd)
+}
+
+/// Makes a file (a password file among them) readable by the `postgres` OS user only.
+fn give_to_postgres(path: &PathBuf) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if nix::unistd::geteuid().is_root() {
+        if let Some(user) = nix::unistd::User::from_name("postgres")? {
+            nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft open-files limit to at least `wanted` (up to the hard limit): 10,000 idle
+/// client sockets here, and as many in the proxy or pgbouncer, which inherit the limit.
+fn raise_fd_limit(wanted: u64) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < wanted {
+        if hard < wanted {
+            bail!("the open-files hard limit ({hard}) is below {wanted}: raise it (ulimit -Hn)");
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
+}
+
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.env("PGPASSWORD", SUPERUSER_PASSWORD).output()?;
     if !out.status.success() {
@@ -349,7 +835,13 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn pgbench(port: u16, seconds: u64, extra: &[&str]) -> Result<(f64, f64)> {
+struct PgbenchRun {
+    tps: f64,
+    latency: f64,
+    transactions: u64,
+}
+
+fn pgbench(port: u16, seconds: u64, extra: &[&str]) -> Result<PgbenchRun> {
     let out = run(Command::new(PGBENCH)
         .args([
             "-n",
@@ -369,20 +861,27 @@ fn pgbench(port: u16, seconds: u64, extra: &[&str]) -> Result<(f64, f64)> {
         .arg("-p")
         .arg(port.to_string())
         .arg("postgres"))?;
-    let find = |prefix: &str| {
+    let find = |prefix: &str, sep: char| {
         out.lines()
             .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split('=').nth(1))
+            .and_then(|l| l.split(sep).nth(1))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    let tps = find("tps").context("pgbench printed no tps")?;
-    let lat = find("latency average").context("pgbench printed no latency")?;
-    Ok((tps, lat))
+    Ok(PgbenchRun {
+        tps: find("tps", '=').context("pgbench printed no tps")?,
+        latency: find("latency average", '=').context("pgbench printed no latency")?,
+        transactions: find("number of transactions actually processed", ':')
+            .context("pgbench printed no transaction count")? as u64,
+    })
 }
 
 fn psql(port: u16, sql: &str, connect_timeout: u64) -> Result<String> {
     pgherd_testkit::cluster::psql_with_timeout(port, sql, connect_timeout)
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn status_kb(pid: i32, field: &str) -> u64 {

@@ -111,7 +111,13 @@ fn main() {
     let cli = match cli.command {
         Command::Proxy { config } => match pgherd_proxy::prepare(&config) {
             Ok(prepared) => {
-                builder.worker_threads(prepared.config.threads);
+                // One thread: the current-thread scheduler, whose wake-ups stay on that
+                // thread (no shared run queue, no handing the I/O driver between threads).
+                if prepared.config.threads == 1 {
+                    builder = tokio::runtime::Builder::new_current_thread();
+                } else {
+                    builder.worker_threads(prepared.config.threads);
+                }
                 Run::Proxy(Box::new(prepared))
             }
             Err(e) => {

@@ -96,6 +96,9 @@ pub struct ClusterOptions {
     pub extra_dcs: String,
     /// Extra YAML lines placed under `postgresql.parameters` of every member (6 spaces).
     pub extra_parameters: String,
+    /// `max_connections` in `bootstrap.dcs` (where the agents take it from); 50 by default,
+    /// more for benchmarks that keep several poolers' server connections open at once.
+    pub max_connections: u32,
     /// Build the cluster in this existing directory (the caller removes it) instead of a new
     /// temporary one removed on drop.
     pub root: Option<PathBuf>,
@@ -118,6 +121,7 @@ impl Default for ClusterOptions {
             retry_timeout: Some(3),
             extra_dcs: String::new(),
             extra_parameters: String::new(),
+            max_connections: 50,
             root: None,
             zookeeper_tls: None,
         }
@@ -630,7 +634,7 @@ bootstrap:
       use_slots: true
       parameters:
         wal_log_hints: "on"
-        max_connections: 50
+        max_connections: {max_connections}
 {extra_dcs}
   initdb:
   - encoding: UTF8
@@ -686,6 +690,7 @@ watchdog:
         timing = timing,
         extra_dcs = o.extra_dcs,
         extra_parameters = o.extra_parameters,
+        max_connections = o.max_connections,
         su = SUPERUSER_PASSWORD,
         bin_dir = postgres_bin_dir().display(),
     )

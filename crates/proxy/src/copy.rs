@@ -2,14 +2,21 @@
 //! one fixed buffer per direction (so memory per session is bounded and known), idle
 //! timeouts, and the kill switch.
 //!
+//! Per message this costs one `recv` and one `send` (tokio clears a socket's readiness after
+//! a short read, so no second `recv` only to see `EAGAIN`), and no clock read: idle limits are
+//! checked on a timer against "anything moved since the last check" flags.
+//!
 //! End of a session: the server closing (or failing) ends it at once; the client closing its
 //! side is passed on to the server (`shutdown(Write)`) and the session ends when the server
 //! closes in turn. Any read or write error ends it. Dropping both sockets closes them, so an
 //! aborted session leaves no task or descriptor behind.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -45,43 +52,23 @@ pub struct Counters<'a> {
 
 /// Copies until one of the ending conditions; returns how it ended.
 pub async fn proxy(
-    client: TcpStream,
-    server: TcpStream,
+    mut client: TcpStream,
+    mut server: TcpStream,
     limits: &Limits,
     counters: Counters<'_>,
     kill: &mut watch::Receiver<u64>,
 ) -> End {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let start = Instant::now();
-    let client_seen = AtomicU64::new(0);
-    let server_seen = AtomicU64::new(0);
-    let mut up_buf = vec![0u8; limits.buffer];
-    let mut down_buf = vec![0u8; limits.buffer];
-    let upstream = pump(
-        &mut cr,
-        &mut sw,
-        &mut up_buf,
-        &counters.bytes_in,
-        &client_seen,
-        start,
-    );
-    let downstream = pump(
-        &mut sr,
-        &mut cw,
-        &mut down_buf,
-        &counters.bytes_out,
-        &server_seen,
-        start,
-    );
-    tokio::pin!(upstream, downstream);
+    let mut up = Half::new(limits.buffer, counters.bytes_in);
+    let mut down = Half::new(limits.buffer, counters.bytes_out);
     let mut client_done = false;
     let tick = [limits.client_idle, limits.server_idle]
         .into_iter()
         .flatten()
         .min()
         .map(|d| (d / 4).max(Duration::from_millis(10)));
-    let mut next_check = tick.map(|t| start + t);
+    let mut next_check = tick.map(|t| Instant::now() + t);
+    // When each side was last seen sending, as of the last idle check.
+    let (mut client_seen, mut server_seen) = (Instant::now(), Instant::now());
     loop {
         let idle_check = async {
             match next_check {
@@ -89,69 +76,142 @@ pub async fn proxy(
                 None => std::future::pending().await,
             }
         };
+        let relay = poll_fn(|cx| {
+            relay(
+                cx,
+                &mut client,
+                &mut server,
+                &mut up,
+                &mut down,
+                &mut client_done,
+            )
+        });
         tokio::select! {
-            r = &mut upstream, if !client_done => match r {
-                // The client finished sending: pass the half-close on, wait for the server.
-                Ok(()) => {
-                    client_done = true;
-                }
-                Err(Side::Reader) => return End::ClientError,
-                Err(Side::Writer) => return End::ServerGone,
-            },
-            r = &mut downstream => return match r {
-                Ok(()) if client_done => End::Closed,
-                Ok(()) | Err(Side::Reader) => End::ServerGone,
-                Err(Side::Writer) => End::ClientError,
-            },
+            biased;
+            end = relay => return end,
             // A kill, or the backend itself going away.
             _ = kill.changed() => return End::Killed,
-            _ = idle_check => {
-                let now = start.elapsed().as_millis() as u64;
+            () = idle_check => {
+                let now = Instant::now();
+                if std::mem::take(&mut up.moved) {
+                    client_seen = now;
+                }
+                if std::mem::take(&mut down.moved) {
+                    server_seen = now;
+                }
                 if let Some(limit) = limits.client_idle {
-                    if !client_done && now.saturating_sub(client_seen.load(Ordering::Relaxed)) >= limit.as_millis() as u64 {
+                    if !client_done && now.duration_since(client_seen) >= limit {
                         return End::ClientIdle;
                     }
                 }
                 if let Some(limit) = limits.server_idle {
-                    if now.saturating_sub(server_seen.load(Ordering::Relaxed)) >= limit.as_millis() as u64 {
+                    if now.duration_since(server_seen) >= limit {
                         return End::ServerIdle;
                     }
                 }
-                next_check = tick.map(|t| Instant::now() + t);
+                next_check = tick.map(|t| now + t);
             }
         }
     }
 }
 
-/// Which end of a pump failed.
+/// Both directions, client to server first; `Ready` once the session is over.
+fn relay(
+    cx: &mut Context<'_>,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    up: &mut Half<'_>,
+    down: &mut Half<'_>,
+    client_done: &mut bool,
+) -> Poll<End> {
+    if !*client_done {
+        match up.poll(cx, client, server) {
+            // The client finished sending: the half-close was passed on, wait for the server.
+            Poll::Ready(Ok(())) => *client_done = true,
+            Poll::Ready(Err(Side::Reader)) => return Poll::Ready(End::ClientError),
+            Poll::Ready(Err(Side::Writer)) => return Poll::Ready(End::ServerGone),
+            Poll::Pending => {}
+        }
+    }
+    down.poll(cx, server, client).map(|r| match r {
+        Ok(()) if *client_done => End::Closed,
+        Ok(()) | Err(Side::Reader) => End::ServerGone,
+        Err(Side::Writer) => End::ClientError,
+    })
+}
+
+/// Which end of a direction failed.
 enum Side {
     Reader,
     Writer,
 }
 
-/// Copies one direction until EOF (then shuts the writer down) or an error.
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    buf: &mut [u8],
-    counters: &[&AtomicU64; 2],
-    seen: &AtomicU64,
-    start: Instant,
-) -> Result<(), Side>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        let n = r.read(buf).await.map_err(|_| Side::Reader)?;
-        if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(());
+/// One direction: its buffer, the bytes read but not yet written, and whether its reader
+/// reached EOF.
+struct Half<'a> {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Bytes moved since the last idle check.
+    moved: bool,
+    counters: [&'a AtomicU64; 2],
+}
+
+impl<'a> Half<'a> {
+    fn new(size: usize, counters: [&'a AtomicU64; 2]) -> Half<'a> {
+        Half {
+            buf: vec![0u8; size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            moved: false,
+            counters,
         }
-        seen.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        w.write_all(&buf[..n]).await.map_err(|_| Side::Writer)?;
-        for c in counters {
-            c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Copies from `r` to `w` until both would block (`Pending`), or until EOF (then shuts the
+    /// writer down: `Ready(Ok)`) or an error.
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<Result<(), Side>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.start < self.end {
+                match Pin::new(&mut *w).poll_write(cx, &self.buf[self.start..self.end]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.start += n;
+                        if self.start == self.end {
+                            for c in self.counters {
+                                c.fetch_add(self.end as u64, Ordering::Relaxed);
+                            }
+                        }
+                        continue;
+                    }
+                    Poll::Ready(_) => return Poll::Ready(Err(Side::Writer)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.eof {
+                // Errors here change nothing: the session ends when the other side closes.
+                return Pin::new(&mut *w).poll_shutdown(cx).map(|_| Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut self.buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    if n == 0 {
+                        self.eof = true;
+                    } else {
+                        self.moved = true;
+                        self.start = 0;
+                        self.end = n;
+                    }
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Side::Reader)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
@@ -159,6 +219,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, TcpStream) {

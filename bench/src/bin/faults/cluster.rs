@@ -189,6 +189,7 @@ impl<'n> Cluster<'n> {
             retry_timeout: s.retry_timeout,
             extra_dcs,
             extra_parameters: String::new(),
+            max_connections: 50,
             root: None,
             zookeeper_tls: None,
         };
