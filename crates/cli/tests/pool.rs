@@ -4,12 +4,14 @@
 //! server's own SCRAM verifier (the proxy logs in to servers with the ClientKey the client
 //! proved), `admin` with its plaintext password. Run serially (`--test-threads=1`).
 
-use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+mod common;
+
+use pgherd_testkit::cluster::{TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::pki::Pki;
 use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -20,43 +22,6 @@ const POOL_SIZE: usize = 4;
 /// The `application_name` of this file's tokio-postgres clients (kept by the proxy on every
 /// server connection they use, which is how the server side is counted).
 const APPLICATION: &str = "pool-test";
-
-fn cluster(scope: &str) -> (TestCluster, usize) {
-    let options = ClusterOptions {
-        scope: scope.into(),
-        ..ClusterOptions::default()
-    };
-    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
-    c.start_all().expect("agents");
-    let leader = match c.wait_healthy(2, Duration::from_secs(120)) {
-        Ok(l) => l,
-        Err(e) => {
-            for i in 0..c.members.len() {
-                eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 40));
-            }
-            panic!("{e}");
-        }
-    };
-    (c, leader)
-}
-
-/// The userlist: `postgres` with the verifier the servers store, `admin` in plaintext.
-fn auth_file(c: &TestCluster, leader: usize) -> PathBuf {
-    let verifier = c
-        .sql(
-            leader,
-            "select rolpassword from pg_authid where rolname = 'postgres'",
-        )
-        .expect("the superuser's verifier");
-    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
-    let file = c.root.join("userlist.txt");
-    std::fs::write(
-        &file,
-        format!("\"postgres\" \"{verifier}\"\n\"admin\" \"admin-pass\"\n"),
-    )
-    .expect("writing the userlist");
-    file
-}
 
 /// A proxy with a transaction pool (`pool_size` 4, TLS to clients) and a session pool
 /// (`pool_size` 1, so that consecutive sessions share one server connection) on the primary.
@@ -187,8 +152,8 @@ async fn insert_port(c: &Client) -> Result<String, tokio_postgres::Error> {
 
 #[test]
 fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
-    let (c, leader) = cluster("pooltx");
-    let userlist = auth_file(&c, leader);
+    let (c, leader) = common::cluster("pooltx");
+    let userlist = common::userlist(&c, leader, "\"admin\" \"admin-pass\"\n");
     let px = pooled_proxy(&c, "px-pool", &userlist);
     let leader_name = c.members[leader].name.clone();
     px.wait_for("the pools route to the leader", |s| {
@@ -457,8 +422,8 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
 
 #[test]
 fn switchover_under_pooled_load_moves_clients_between_transactions() {
-    let (c, leader) = cluster("poolsw");
-    let userlist = auth_file(&c, leader);
+    let (c, leader) = common::cluster("poolsw");
+    let userlist = common::userlist(&c, leader, "\"admin\" \"admin-pass\"\n");
     let px = pooled_proxy(&c, "px-sw", &userlist);
     let old = c.members[leader].name.clone();
     px.wait_for("the pool routes to the leader", |s| {

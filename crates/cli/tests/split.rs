@@ -4,46 +4,16 @@
 //! routes each transaction by its SQL. Where a statement ran is read from the server itself
 //! (`pg_is_in_recovery()`). Run serially (`--test-threads=1`).
 
-use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
+mod common;
+
+use pgherd_testkit::cluster::{TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 const PGHERD: &str = env!("CARGO_BIN_EXE_pgherd");
-
-fn cluster(scope: &str) -> (TestCluster, usize) {
-    let options = ClusterOptions {
-        scope: scope.into(),
-        ..ClusterOptions::default()
-    };
-    let mut c = TestCluster::new(Path::new(PGHERD), options).expect("cluster directories and etcd");
-    c.start_all().expect("agents");
-    let leader = match c.wait_healthy(2, Duration::from_secs(120)) {
-        Ok(l) => l,
-        Err(e) => {
-            for i in 0..c.members.len() {
-                eprintln!("--- {} ---\n{}", c.members[i].name, c.log_tail(i, 40));
-            }
-            panic!("{e}");
-        }
-    };
-    (c, leader)
-}
-
-/// The userlist: `postgres` with the verifier the servers store.
-fn auth_file(c: &TestCluster, leader: usize) -> PathBuf {
-    let verifier = c
-        .sql(
-            leader,
-            "select rolpassword from pg_authid where rolname = 'postgres'",
-        )
-        .expect("the superuser's verifier");
-    let file = c.root.join("userlist.txt");
-    std::fs::write(&file, format!("\"postgres\" \"{verifier}\"\n")).expect("writing the userlist");
-    file
-}
 
 /// A proxy with one auto listener in transaction pooling mode.
 fn auto_proxy(c: &TestCluster, name: &str, userlist: &Path, extra: &str) -> ProxyProcess {
@@ -116,7 +86,7 @@ fn replicas(c: &TestCluster, leader: usize) -> Vec<usize> {
 
 #[test]
 fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
-    let (c, leader) = cluster("split-route");
+    let (c, leader) = common::cluster("split-route");
     c.sql(
         leader,
         "create table acct (id int primary key, v int); insert into acct values (1, 0); \
@@ -140,7 +110,7 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
         )
         .expect("the schema on the replica");
     }
-    let userlist = auth_file(&c, leader);
+    let userlist = common::userlist(&c, leader, "");
     let proxy = auto_proxy(&c, "px-split", &userlist, "");
     let port = proxy.extra[0];
     wait_replicas_routed(&proxy);
@@ -233,7 +203,7 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
 
 #[test]
 fn a_session_reads_its_own_write_despite_replica_lag() {
-    let (c, leader) = cluster("split-ryw");
+    let (c, leader) = common::cluster("split-ryw");
     c.sql(leader, "create table seen (id int primary key)")
         .expect("table");
     let reps = replicas(&c, leader);
@@ -246,7 +216,7 @@ fn a_session_reads_its_own_write_despite_replica_lag() {
         )
         .expect("the table on the replica");
     }
-    let userlist = auth_file(&c, leader);
+    let userlist = common::userlist(&c, leader, "");
     let proxy = auto_proxy(&c, "px-ryw", &userlist, "");
     let port = proxy.extra[0];
     wait_replicas_routed(&proxy);

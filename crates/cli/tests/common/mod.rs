@@ -343,3 +343,19 @@ pub fn pgherd_lists_patroni(c: &TestCluster, leader: usize, scope: &str) -> Valu
     }
     rows
 }
+
+/// A pgbouncer-format userlist in the cluster's directory: `postgres` with the SCRAM verifier
+/// the servers store (so the proxy logs in with the client's proven key), then `extra` lines.
+pub fn userlist(c: &TestCluster, leader: usize, extra: &str) -> std::path::PathBuf {
+    let verifier = c
+        .sql(
+            leader,
+            "select rolpassword from pg_authid where rolname = 'postgres'",
+        )
+        .expect("the superuser's verifier");
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let file = c.root.join("userlist.txt");
+    std::fs::write(&file, format!("\"postgres\" \"{verifier}\"\n{extra}"))
+        .expect("writing the userlist");
+    file
+}
