@@ -27,8 +27,8 @@
 //! `postgres` OS user, like PostgreSQL (crates/localcluster/src/cluster.rs).
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+use pgherd_bench::peers::{as_postgres, give_to_postgres, spawn_logged, Guard};
 use pgherd_bench::{pgherd_bin, report, summary};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::ports::free_ports;
@@ -36,9 +36,8 @@ use pgherd_testkit::procs::descendants_of;
 use pgherd_testkit::wait::poll;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -59,55 +58,6 @@ const SETTLE: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: u32 = 150;
 /// Pgpool-II's processes, each serving one client at a time (its default).
 const PGPOOL_CHILDREN: usize = 32;
-
-/// A child process stopped by PID on drop: `stop` first (pgpool needs SIGINT, its fast
-/// shutdown; SIGTERM waits for every client), SIGKILL after 5 s.
-struct Guard {
-    child: Option<Child>,
-    stop: Signal,
-}
-
-impl Guard {
-    fn new(child: Child, stop: Signal) -> Guard {
-        Guard {
-            child: Some(child),
-            stop,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    /// Fails when the process has already exited (a peer that refused its configuration).
-    fn check_running(&mut self, what: &str, log: &Path) -> Result<()> {
-        if let Some(c) = self.child.as_mut() {
-            if let Some(status) = c.try_wait()? {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                bail!("{what} exited ({status}):\n{text}");
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = kill(Pid::from_raw(c.id() as i32), self.stop);
-            let done = poll(
-                "exit",
-                Duration::from_secs(5),
-                Duration::from_millis(20),
-                || c.try_wait().ok().flatten(),
-            );
-            if done.is_err() {
-                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-                let _ = c.wait();
-            }
-        }
-    }
-}
 
 /// Whose CPU time a peer costs: one process, or a process and every process it forks
 /// (Pgpool-II: one process per client, exited ones counted in the parent's `cutime`).
@@ -776,40 +726,6 @@ fn main() -> Result<()> {
     );
     drop(haproxy);
     drop(px);
-    Ok(())
-}
-
-/// Starts `cmd` with stdout and stderr into `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
-    let out = std::fs::File::create(log)?;
-    Ok(cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()?)
-}
-
-/// Runs `cmd` as the `postgres` OS user when we are root.
-fn as_postgres(cmd: &mut Command) -> Result<&mut Command> {
-    if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name("postgres")?.context(
-            "pgbouncer and Pgpool-II refuse root: the OS user postgres is missing (./dev/setup)",
-        )?;
-        cmd.uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .env("HOME", &user.dir);
-    }
-    Ok(cmd)
-}
-
-/// Makes a file (a password file among them) readable by the `postgres` OS user only.
-fn give_to_postgres(path: &PathBuf) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    if nix::unistd::geteuid().is_root() {
-        if let Some(user) = nix::unistd::User::from_name("postgres")? {
-            nix::unistd::chown(path.as_path(), Some(user.uid), Some(user.gid))?;
-        }
-    }
     Ok(())
 }
 

@@ -92,6 +92,46 @@ fn server_table(h: &mut String, servers: &Value) {
     h.push_str("</table>");
 }
 
+/// A pooled listener: its mode and clients, then a row per (server, user, database) pool,
+/// the columns of pgbouncer's `SHOW POOLS`.
+fn pool_table(h: &mut String, pool: &Value) {
+    let _ = write!(
+        h,
+        "<div class=\"meta\">pool_mode {mode} &middot; pool_size {size} &middot; clients {clients} (max_client_conn {max})</div>\
+         <table><tr><th>server</th><th>user</th><th>database</th><th>clients active</th><th>clients waiting</th>\
+         <th>servers active</th><th>servers idle</th><th>servers open</th><th>pool_size</th><th>checkouts</th>\
+         <th>server logins</th><th>wait avg</th><th>wait max</th></tr>",
+        mode = text(&pool["mode"]),
+        size = text(&pool["pool_size"]),
+        clients = text(&pool["clients"]),
+        max = text(&pool["max_client_conn"]),
+    );
+    let ms = |us: Option<f64>| us.map_or("-".into(), |us| format!("{:.1} ms", us / 1000.0));
+    for p in pool["pools"].as_array().into_iter().flatten() {
+        let checkouts = p["checkouts"].as_f64().filter(|&n| n > 0.0);
+        let _ = write!(
+            h,
+            "<tr><td><b>{member}</b></td><td>{user}</td><td>{db}</td><td class=\"num\">{ca}</td><td class=\"num\">{cw}</td>\
+             <td class=\"num\">{sa}</td><td class=\"num\">{si}</td><td class=\"num\">{so}</td><td class=\"num\">{size}</td>\
+             <td class=\"num\">{co}</td><td class=\"num\">{logins}</td><td class=\"num\">{avg}</td><td class=\"num\">{max}</td></tr>",
+            member = text(&p["member"]),
+            user = text(&p["user"]),
+            db = text(&p["database"]),
+            ca = text(&p["clients_active"]),
+            cw = text(&p["clients_waiting"]),
+            sa = text(&p["servers_active"]),
+            si = text(&p["servers_idle"]),
+            so = text(&p["servers_open"]),
+            size = text(&p["pool_size"]),
+            co = text(&p["checkouts"]),
+            logins = text(&p["server_connects"]),
+            avg = ms(checkouts.and_then(|n| Some(p["wait_us_total"].as_f64()? / n))),
+            max = ms(p["wait_us_max"].as_f64()),
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// Renders the page; it reloads itself every `refresh_s` seconds.
 pub fn render(s: &Value, refresh_s: u64) -> String {
     let p = &s["proxy"];
@@ -146,6 +186,9 @@ pub fn render(s: &Value, refresh_s: u64) -> String {
             rp = text(&r["proxy_header"]),
         );
         server_table(&mut h, &l["servers"]);
+        if !l["pool"].is_null() {
+            pool_table(&mut h, &l["pool"]);
+        }
         if !l["replicas"].is_null() {
             let _ = write!(
                 h,
@@ -275,5 +318,26 @@ mod tests {
         assert!(page.contains("class=\"s-lag\">lag<"));
         assert!(page.contains("<td>replica</td><td>read_only</td><td class=\"num\">7</td>"));
         assert!(page.contains("<td>primary</td><td>write</td><td class=\"num\">3</td>"));
+    }
+
+    #[test]
+    fn pooled_listener_shows_its_pools() {
+        let s = json!({
+            "proxy": {"name": "px1"},
+            "listeners": [{"name": "pooled", "role": "primary", "readiness": "open", "refused": {},
+                "servers": [{"name": "node1", "state": "up"}],
+                "pool": {"mode": "transaction", "pool_size": 4, "max_client_conn": 100, "clients": 12,
+                    "pools": [{"member": "node1", "user": "app", "database": "db", "pool_size": 4,
+                        "servers_open": 4, "servers_idle": 1, "servers_active": 3, "clients_active": 3,
+                        "clients_waiting": 9, "checkouts": 4, "server_connects": 4,
+                        "wait_us_total": 10000, "wait_us_max": 7000}]}}],
+            "members": []
+        });
+        let page = render(&s, 2);
+        assert!(page.contains("pool_mode transaction"), "{page}");
+        assert!(page.contains("clients 12 (max_client_conn 100)"));
+        assert!(page.contains("<td><b>node1</b></td><td>app</td><td>db</td><td class=\"num\">3</td><td class=\"num\">9</td>"));
+        // 10 ms waited over 4 checkouts.
+        assert!(page.contains("<td class=\"num\">2.5 ms</td><td class=\"num\">7.0 ms</td>"));
     }
 }
