@@ -39,6 +39,11 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// `max_prepared_statements` when unset: pgbouncer 1.22's default, so that drivers that name
+/// their statements (tokio-postgres, JDBC, asyncpg) work through a transaction pool as they
+/// do through current pgbouncer; 0 refuses named statements.
+const DEFAULT_MAX_PREPARED_STATEMENTS: usize = 200;
+
 /// `server_tls.mode`, libpq's `sslmode` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -180,7 +185,7 @@ pub(super) fn pool(l: &mut Section, ctx: &Ctx) -> Result<Option<PoolConfig>, Con
         auth_type,
         auth_file: PathBuf::from(auth_file),
         ignore_startup_parameters: ignore.unwrap_or_default(),
-        max_prepared_statements: max_prepared_statements.unwrap_or(0),
+        max_prepared_statements: max_prepared_statements.unwrap_or(DEFAULT_MAX_PREPARED_STATEMENTS),
         auth_user,
         auth_query: auth_query.unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_string()),
         tls,

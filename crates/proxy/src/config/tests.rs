@@ -324,7 +324,7 @@ fn pooled_listeners() {
     assert_eq!(p.max_client_conn, defaults::DEFAULT_MAX_CLIENT_CONN);
     assert_eq!(p.server_reset_query, "DISCARD ALL");
     assert_eq!(p.auth_type, crate::pool::auth::AuthType::ScramSha256);
-    assert_eq!(p.max_prepared_statements, 0);
+    assert_eq!(p.max_prepared_statements, 200);
     assert_eq!(p.auth_user, None);
     assert_eq!(p.auth_query, defaults::DEFAULT_AUTH_QUERY);
     for (k, val) in [
