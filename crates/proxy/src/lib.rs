@@ -168,12 +168,34 @@ pub struct Running {
     clients: Arc<Semaphore>,
     maxconn: usize,
     drain_timeout: Duration,
+    /// Each listener's pooled side, in configuration order (`None`: not pooled).
+    pools: Vec<Option<Arc<pool::PoolCtx>>>,
 }
 
 impl Running {
     /// Client connections open now.
     pub fn open_clients(&self) -> usize {
         self.maxconn - self.clients.available_permits()
+    }
+
+    /// Reads every pooled listener's `auth_file` again (SIGHUP): new logins check the new
+    /// list; a file that cannot be read or parsed leaves that listener's list as it was.
+    pub fn reload_auth_files(&self) {
+        for (i, ctx) in self.pools.iter().enumerate() {
+            let Some(ctx) = ctx else { continue };
+            match read_auth_file(&ctx.cfg.auth_file, i) {
+                Ok(list) => {
+                    info!(
+                        listener = i,
+                        users = list.len(),
+                        "reloaded {}",
+                        ctx.cfg.auth_file.display()
+                    );
+                    ctx.users.replace(list);
+                }
+                Err(e) => warn!("{e}; the users read before stay in force"),
+            }
+        }
     }
 
     /// A bounded stop: stop accepting (new clients are refused by the kernel), let open
@@ -260,9 +282,17 @@ pub async fn run(prepared: Prepared) -> Result<(), ProxyError> {
     use tokio::signal::unix::SignalKind;
     let mut term = install(SignalKind::terminate(), "installing the SIGTERM handler")?;
     let mut int = install(SignalKind::interrupt(), "installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    // SIGHUP would end the process by default; `systemctl reload` sends it.
+    let mut hup = install(SignalKind::hangup(), "installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            _ = hup.recv() => {
+                info!("SIGHUP: reading the auth files again");
+                running.reload_auth_files();
+            }
+        }
     }
     let second = async {
         tokio::select! {
@@ -434,7 +464,7 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
             cfg: cfg.clone(),
             table: table_rx.clone(),
             gates,
-            pools,
+            pools: pools.clone(),
             totals,
             routing,
             admin: admin_tx,
@@ -472,5 +502,6 @@ pub async fn start(cfg: ProxyConfig, dcs: Arc<dyn Dcs>) -> Result<Running, Proxy
         clients,
         maxconn: cfg.maxconn,
         drain_timeout: cfg.drain_timeout,
+        pools,
     })
 }

@@ -17,7 +17,7 @@ use super::scram::{self, Key, ServerExchange, Verifier};
 use bytes::BytesMut;
 use md5::{Digest, Md5};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -175,6 +175,41 @@ impl UserList {
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+}
+
+/// A listener's users: its `auth_file`'s list, replaced whole when the file is read again
+/// (SIGHUP, as pgbouncer's RELOAD); logins in progress keep the user they looked up.
+pub struct Users {
+    current: RwLock<Arc<UserList>>,
+}
+
+impl Users {
+    pub fn new(list: UserList) -> Users {
+        Users {
+            current: RwLock::new(Arc::new(list)),
+        }
+    }
+
+    pub fn get(&self, user: &str) -> Option<Arc<User>> {
+        self.list().get(user)
+    }
+
+    /// The list in force now.
+    pub fn list(&self) -> Arc<UserList> {
+        // A poisoned lock still holds a whole list: replace() swaps an Arc and cannot panic
+        // half-way.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn replace(&self, list: UserList) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(list);
     }
 }
 
@@ -406,6 +441,21 @@ mod tests {
             "line 1: expected \"user\" \"secret\", found 3 field(s)"
         );
         assert!(UserList::parse("\"a\" \"b").is_err());
+    }
+
+    #[test]
+    fn a_reload_replaces_the_whole_list_and_keeps_looked_up_users() {
+        let users = Users::new(UserList::parse("\"alice\" \"one\"\n\"bob\" \"two\"").unwrap());
+        let alice = users.get("alice").unwrap();
+        users.replace(UserList::parse("\"alice\" \"three\"\n\"dave\" \"four\"").unwrap());
+        assert!(
+            users.get("bob").is_none(),
+            "a user gone from the file is gone"
+        );
+        assert!(users.get("dave").is_some());
+        assert!(matches!(&users.get("alice").unwrap().secret, Secret::Plain(p) if p == "three"));
+        // A login that had looked alice up before keeps the secret it started with.
+        assert!(matches!(&alice.secret, Secret::Plain(p) if p == "one"));
     }
 
     async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {

@@ -46,7 +46,7 @@ pub mod stream;
 
 use crate::backend::Backend;
 use crate::config::{Keepalive, PoolConfig};
-use auth::{ServerCredentials, UserList};
+use auth::{ServerCredentials, UserList, Users};
 use serde::Serialize;
 use server::{ConnectError, Login, ServerConn};
 use std::collections::HashMap;
@@ -63,7 +63,7 @@ const JANITOR_TICK: Duration = Duration::from_secs(1);
 /// What every pooled session of one listener shares.
 pub struct PoolCtx {
     pub cfg: PoolConfig,
-    pub users: UserList,
+    pub users: Users,
     pub pools: PoolSet,
     pub cancels: Arc<cancel::Cancels>,
     /// `max_client_conn`.
@@ -92,7 +92,7 @@ impl PoolCtx {
             acceptor,
             server_tls: Arc::new(server_tls),
             cfg,
-            users,
+            users: Users::new(users),
             cancels,
         })
     }
