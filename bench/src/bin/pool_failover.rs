@@ -75,9 +75,13 @@ struct WriterLog {
     failed_after_kill: usize,
     /// The first commit after the kill.
     first_after_kill: Option<Instant>,
+    /// What the failures after the kill said.
+    errors: Vec<String>,
 }
 
 struct Outcome {
+    /// Each distinct error text and how often writers saw it.
+    errors: std::collections::BTreeMap<String, usize>,
     failed_attempts: usize,
     clients_with_errors: usize,
     gaps: Vec<f64>,
@@ -289,6 +293,9 @@ fn main() -> Result<()> {
                 "rows",
             );
             eprintln!("  {} rows acknowledged", outcome.acked);
+            for (text, n) in &outcome.errors {
+                eprintln!("  {n} x {text}");
+            }
             outcomes.push((path, outcome));
             // The crashed member rejoins (its pgbouncer too) before the next kill.
             c.start(leader)?;
@@ -343,6 +350,11 @@ fn main() -> Result<()> {
     report(
         "ratio_failed_attempts_pgherd_pool_over_pgbouncer_behind_haproxy",
         ratio(&|o| o.failed_attempts as f64),
+        "x",
+    );
+    report(
+        "ratio_clients_with_errors_pgherd_pool_over_pgbouncer_behind_haproxy",
+        ratio(&|o| o.clients_with_errors as f64),
         "x",
     );
     report(
@@ -430,6 +442,7 @@ async fn kill_under_load(
     )?;
     let present: BTreeSet<&str> = rows.split(',').filter(|s| !s.is_empty()).collect();
     let mut outcome = Outcome {
+        errors: Default::default(),
         failed_attempts: 0,
         clients_with_errors: 0,
         gaps: Vec::new(),
@@ -439,6 +452,9 @@ async fn kill_under_load(
     for (i, l) in logs.iter().enumerate() {
         let l = lock(l);
         outcome.failed_attempts += l.failed_after_kill;
+        for e in &l.errors {
+            *outcome.errors.entry(e.clone()).or_default() += 1;
+        }
         outcome.clients_with_errors += usize::from(l.failed_after_kill > 0);
         if let Some(first) = l.first_after_kill {
             outcome
@@ -486,8 +502,13 @@ async fn writer(
                     tokio::spawn(conn);
                     session = Some(cl);
                 }
-                _ => {
-                    failed(&log, &killed_at);
+                Ok(Err(e)) => {
+                    failed(&log, &killed_at, format!("connect: {}", describe(&e)));
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+                Err(_) => {
+                    failed(&log, &killed_at, "connect: timed out".into());
                     tokio::time::sleep(RETRY_AFTER).await;
                     continue;
                 }
@@ -498,18 +519,11 @@ async fn writer(
         };
         seq += 1;
         let sent = Instant::now();
-        let ok = matches!(
-            tokio::time::timeout(
-                STATEMENT_TIMEOUT,
-                cl.execute(
-                    "insert into ledger values ($1, $2, $3)",
-                    &[&round, &client, &seq]
-                )
-            )
-            .await,
-            Ok(Ok(1))
-        );
-        if ok {
+        // The simple protocol: pgbouncer 1.18 (Debian's) keeps no named statements in
+        // transaction mode.
+        let insert = format!("insert into ledger values ({round}, {client}, {seq})");
+        let outcome = tokio::time::timeout(STATEMENT_TIMEOUT, cl.simple_query(&insert)).await;
+        if let Ok(Ok(_)) = outcome {
             let mut l = lock(&log);
             l.acked.push(seq);
             // Sent after the kill: committed by the new primary.
@@ -522,15 +536,29 @@ async fn writer(
                 l.first_after_kill = Some(Instant::now());
             }
         } else {
-            failed(&log, &killed_at);
+            let why = match outcome {
+                Ok(Err(e)) => format!("insert: {}", describe(&e)),
+                _ => "insert: timed out".into(),
+            };
+            failed(&log, &killed_at, why);
             session = None;
             tokio::time::sleep(RETRY_AFTER).await;
         }
     }
 }
 
-fn failed(log: &Mutex<WriterLog>, killed_at: &Mutex<Option<Instant>>) {
+/// An error as a client sees it: the server's severity, SQLSTATE and message, or the I/O error.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+fn failed(log: &Mutex<WriterLog>, killed_at: &Mutex<Option<Instant>>, why: String) {
     if killed_at.lock().ok().and_then(|k| *k).is_some() {
-        lock(log).failed_after_kill += 1;
+        let mut l = lock(log);
+        l.failed_after_kill += 1;
+        l.errors.push(why);
     }
 }

@@ -406,11 +406,12 @@ impl Session<'_> {
         self.pc.cfg.mode
     }
 
-    /// The welcome of the pool the routing would pick now, when it has one.
+    /// The welcome of the pool the routing would pick now, when it has one; while nothing
+    /// is routable (a failover), the welcome an earlier primary gave.
     async fn known_welcome(&self) -> Option<Vec<(String, String)>> {
-        let picked = route::pick(self.ctx, self.target, Instant::now())
-            .await
-            .ok()?;
+        let Ok(picked) = route::pick(self.ctx, self.target, Instant::now()).await else {
+            return self.pc.pools.primary_welcome(&self.user, &self.database);
+        };
         let pool = self.pc.pools.get(
             self.key(&picked.member, &picked.addr),
             &picked.backend,

@@ -152,6 +152,19 @@ impl PoolSet {
         pool
     }
 
+    /// A welcome a primary gave `user` on `database` before (any server of this listener's
+    /// pools, not in hot standby): what a client logging in while no server is routable is
+    /// welcomed with, so that it connects at once and its first transaction waits for the new
+    /// primary (`hold_timeout`) instead of its login.
+    pub fn primary_welcome(&self, user: &str, database: &str) -> Option<Vec<(String, String)>> {
+        let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .iter()
+            .filter(|(k, _)| k.user == user && k.database == database)
+            .filter_map(|(_, p)| p.welcome())
+            .find(|w| !w.iter().any(|(k, v)| k == "in_hot_standby" && v == "on"))
+    }
+
     pub fn snapshot(&self) -> Vec<PoolStats> {
         let pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<PoolStats> = pools.values().map(|p| p.stats()).collect();
