@@ -6,11 +6,12 @@
 
 mod common;
 
-use pgherd_testkit::cluster::{TestCluster, SUPERUSER_PASSWORD};
+use pgherd_testkit::cluster::{AgentKind, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::pki::Pki;
 use pgherd_testkit::proxy::ProxyProcess;
 use pgherd_testkit::wait::poll;
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -534,4 +535,155 @@ fn switchover_under_pooled_load_moves_clients_between_transactions() {
         || (backends(&c, leader, APPLICATION) == 0).then_some(()),
     );
     assert!(closed.is_ok(), "{}", px.log_tail(40));
+}
+
+/// Server connections over TLS to PostgreSQL itself (`ssl = on`, `server_tls` verify-full),
+/// the `auth_file` read again on SIGHUP (a broken file keeps the users read before), and a
+/// client that logs in while the leader's node is down: it gets in at once and its first
+/// query waits for the new primary.
+#[test]
+fn server_tls_to_postgres_auth_file_reload_and_login_during_a_failover() {
+    // The certificates PostgreSQL serves: readable by the postgres OS user (PostgreSQL runs
+    // as it when the test runs as root), the key private to it.
+    let pki_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(pki_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::generate(pki_dir.path()).expect("test certificates");
+    std::fs::set_permissions(&pki.server_cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&pki.server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let pg = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("the postgres OS user");
+        nix::unistd::chown(pki.server_key.as_path(), Some(pg.uid), Some(pg.gid)).unwrap();
+    }
+    let ssl = format!(
+        "        max_connections: 50\n        ssl: 'on'\n        ssl_cert_file: {}\n        ssl_key_file: {}\n",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let c = common::cluster_with("pooltls", 3, AgentKind::Pgherd, |_, yaml| {
+        yaml.replace("        max_connections: 50\n", &ssl)
+    });
+    let leader = common::healthy(&c, 2);
+    let userlist = common::userlist(&c, leader, "");
+    let file = userlist.display().to_string();
+    let ca = pki.ca.display().to_string();
+    let px = ProxyProcess::start_with_listeners(Path::new(PGHERD), &c, "px-tls", "", 1, |p| {
+        format!(
+            "    - {{name: pool_tls, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: 2, auth_file: {file}, hold_timeout: 60s, server_tls: {{mode: verify-full, ca: {ca}}}}}\n",
+            p[0]
+        )
+    })
+    .expect("pgherd proxy");
+    let old = c.members[leader].name.clone();
+    px.wait_for("the pool routes to the leader", |s| {
+        routed(s, "pool_tls", &old)
+    });
+    let port = px.extra[0];
+    let pid = nix::unistd::Pid::from_raw(px.pid().expect("proxy pid"));
+    let rt = runtime();
+    rt.block_on(async {
+        // The server connection is TLS, verified against the CA.
+        let pg = connect(port, "postgres", SUPERUSER_PASSWORD)
+            .await
+            .expect("client");
+        assert_eq!(
+            value(
+                &pg,
+                "select ssl::text || ' ' || version from pg_stat_ssl where pid = pg_backend_pid()"
+            )
+            .await
+            .unwrap(),
+            "true TLSv1.3"
+        );
+        pg.batch_execute("create role carol login password 'carol-pw'")
+            .await
+            .unwrap();
+
+        // carol is not in the auth file yet; after SIGHUP she is.
+        let refused = connect(port, "carol", "carol-pw")
+            .await
+            .map(drop)
+            .expect_err("not yet a user");
+        assert_eq!(
+            refused.code(),
+            Some(&SqlState::INVALID_PASSWORD),
+            "{refused}"
+        );
+        let mut text = std::fs::read_to_string(&userlist).unwrap();
+        text.push_str("\"carol\" \"carol-pw\"\n");
+        std::fs::write(&userlist, &text).unwrap();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let mut carol = None;
+        for _ in 0..100 {
+            if let Ok(cl) = connect(port, "carol", "carol-pw").await {
+                carol = Some(cl);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let carol = carol.unwrap_or_else(|| panic!("carol after SIGHUP\n{}", px.log_tail(20)));
+        assert_eq!(value(&carol, "select current_user").await.unwrap(), "carol");
+
+        // A file that does not parse: logged, the users read before stay.
+        std::fs::write(&userlist, "\"carol\" \"unterminated\n").unwrap();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let mut logged = false;
+        for _ in 0..100 {
+            if px.log_tail(20).contains("stay in force") {
+                logged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(logged, "{}", px.log_tail(20));
+        let again = connect(port, "carol", "carol-pw")
+            .await
+            .expect("carol still a user");
+        assert_eq!(value(&again, "select current_user").await.unwrap(), "carol");
+        std::fs::write(&userlist, &text).unwrap();
+    });
+
+    // The leader's node crashes. Once the proxy has no server to route to, a new client
+    // still logs in at once (with the parameters the old primary gave); its first query
+    // waits for the new primary.
+    let mut c = c;
+    c.signal_node(leader, nix::sys::signal::Signal::SIGKILL)
+        .expect("crash the leader's node");
+    px.wait_for("the pool holding (no primary)", |s| {
+        listener(s, "pool_tls")["readiness"] == "holding"
+    });
+    rt.block_on(async {
+        let login = tokio::time::timeout(
+            Duration::from_secs(3),
+            connect(port, "postgres", SUPERUSER_PASSWORD),
+        )
+        .await
+        .expect("the login waited for a primary")
+        .expect("login during the failover");
+        let s = px.stats().expect("stats");
+        assert_eq!(
+            listener(&s, "pool_tls")["readiness"],
+            "holding",
+            "a primary appeared before the login ended: the check proves nothing"
+        );
+        let port_now = tokio::time::timeout(
+            Duration::from_secs(90),
+            value(&login, "select inet_server_port()"),
+        )
+        .await
+        .expect("the held query ran")
+        .expect("the held query");
+        assert_ne!(port_now, c.members[leader].pg_port.to_string());
+        // The new primary's server connection is TLS too.
+        assert_eq!(
+            value(
+                &login,
+                "select ssl::text from pg_stat_ssl where pid = pg_backend_pid()"
+            )
+            .await
+            .unwrap(),
+            "true"
+        );
+    });
 }
