@@ -118,6 +118,10 @@ pub struct Classifier {
     cache: Mutex<HashMap<Box<str>, Arc<Classification>>>,
 }
 
+/// Pgpool-II's comment that keeps a query on the primary when it starts the text (as in
+/// Pgpool-II, exactly this spelling).
+const NO_LOAD_BALANCE: &str = "/*NO LOAD BALANCE*/";
+
 /// Texts the classification cache holds before it is emptied.
 pub const CACHE_ENTRIES: usize = 4096;
 /// Longer texts are classified every time (and do not crowd the cache).
@@ -163,9 +167,20 @@ impl Classifier {
 
     fn parse(&self, sql: &str) -> Classification {
         match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-            Ok(statements) => Classification {
-                statements: statements.iter().map(|s| self.statement(s)).collect(),
-            },
+            Ok(statements) => {
+                let hinted = sql.trim_start().starts_with(NO_LOAD_BALANCE);
+                Classification {
+                    statements: statements
+                        .iter()
+                        .map(|s| match self.statement(s) {
+                            StatementClass::ReadOnly if hinted => {
+                                StatementClass::Primary(NotReadOnly::new(Reason::NoLoadBalanceHint))
+                            }
+                            class => class,
+                        })
+                        .collect(),
+                }
+            }
             Err(_) => Classification::unparsable(),
         }
     }

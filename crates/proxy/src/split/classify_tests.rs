@@ -170,6 +170,11 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT pg_current_wal_lsn()", "unknown_function"),
     ("SELECT a OPERATOR(myschema.+++) b FROM t", "unparsable"),
     ("CALL transfer(1, 2)", "unknown_function"),
+    // Pgpool-II's hint keeps a read on the primary; elsewhere in the text it is a comment.
+    ("/*NO LOAD BALANCE*/ SELECT * FROM t", "no_load_balance_hint"),
+    ("  /*NO LOAD BALANCE*/ SELECT 1; SELECT 2", "no_load_balance_hint; no_load_balance_hint"),
+    ("/*NO LOAD BALANCE*/ UPDATE t SET a = 1", "write"),
+    ("SELECT 1 /*NO LOAD BALANCE*/", "ro"),
     // COPY.
     ("COPY t FROM STDIN", "copy_from"),
     ("COPY t (a, b) FROM STDIN WITH (FORMAT csv)", "copy_from"),

@@ -119,6 +119,8 @@ pub enum Reason {
     OtherStatement,
     /// The parser did not accept the text.
     Unparsable,
+    /// The text starts with Pgpool-II's `/*NO LOAD BALANCE*/` comment.
+    NoLoadBalanceHint,
     /// An empty query string.
     EmptyQuery,
 
@@ -159,6 +161,7 @@ impl Reason {
             Reason::SessionStateFunction => "session_state_function",
             Reason::OtherStatement => "other_statement",
             Reason::Unparsable => "unparsable",
+            Reason::NoLoadBalanceHint => "no_load_balance_hint",
             Reason::EmptyQuery => "empty_query",
             Reason::WriteTransaction => "write_transaction",
             Reason::Pinned(PinCause::TempTable) => "pinned_temp_table",
