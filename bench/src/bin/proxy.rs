@@ -4,7 +4,8 @@
 //! fall 3 rise 2 on-marked-down shutdown-sessions`), Debian's pgbouncer (transaction pooling
 //! in front of the leader), Debian's Pgpool-II (streaming-replication mode with load
 //! balancing over the three servers) and, when the pgherd binary has a connection pool
-//! (`pool_mode` on a listener), pgherd's transaction pool.
+//! (`pool_mode` on a listener), pgherd's transaction pool and its single-port split (`role:
+//! auto`: pgbench `-S`'s reads on the replicas, compared with Pgpool-II's load balancing).
 //!
 //! Measured per round, every peer in turn: pgbench `-S` (16 clients) and `-S -C` (a new
 //! connection per transaction) TPS, latency and the peer's CPU time per transaction (`-S -C`
@@ -163,10 +164,11 @@ fn main() -> Result<()> {
     // pgbouncer and Pgpool-II (as postgres when we are root) write their pid and status here.
     std::fs::set_permissions(&peers_dir, std::fs::Permissions::from_mode(0o777))?;
 
-    let ports = free_ports(10)?;
+    let ports = free_ports(11)?;
     let (px_primary, px_replicas, px_stats, ha_primary) = (ports[0], ports[1], ports[2], ports[3]);
     let (bouncer_port, pgpool_port, pcp_port, pool_port) = (ports[4], ports[5], ports[6], ports[7]);
     let (bouncer_md5_port, pool_md5_port) = (ports[8], ports[9]);
+    let auto_port = ports[10];
     let etcd = c.etcd().client_url();
     let etcd_hosts = etcd.trim_start_matches("http://").to_string();
 
@@ -309,7 +311,8 @@ fn main() -> Result<()> {
     std::fs::write(
         &pool_cfg,
         format!(
-            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      auth_type: md5\n      auth_file: {users}\n",
+            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      auth_type: md5\n      auth_file: {users}\n    - name: auto\n      bind: 127.0.0.1:{auto_port}\n      role: auto\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n",
+            IDLE_CLIENTS + 100,
             IDLE_CLIENTS + 100,
             users = userlist.display()
         ),
@@ -411,6 +414,16 @@ fn main() -> Result<()> {
             connect_only: false,
         });
     }
+    if let Some(p) = &pool {
+        // The single-port split: pgbench -S's reads on the replicas, as Pgpool-II balances
+        // them over the servers.
+        peers.push(Peer {
+            name: "pgherd_auto",
+            port: auto_port,
+            cpu: Cpu::Process(p.pid()),
+            connect_only: false,
+        });
+    }
     peers.push(Peer {
         name: "pgbouncer_md5",
         port: bouncer_md5_port,
@@ -448,6 +461,8 @@ fn main() -> Result<()> {
             ("pgherd_pool", "haproxy"),
             ("pgherd_pool", "pgpool"),
             ("pgherd_pool", "direct"),
+            ("pgherd_auto", "pgpool"),
+            ("pgherd_auto", "pgbouncer"),
             ("pgherd_pool_md5", "pgbouncer_md5"),
             ("pgherd_pool_md5", "haproxy"),
             ("pgherd_pool_md5", "direct"),
