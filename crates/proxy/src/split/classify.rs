@@ -110,17 +110,67 @@ impl Classification {
 ///
 /// Parsing costs about 10 µs for a one-line `SELECT` (tens for a join), so results are kept
 /// by exact text: drivers that send the same parameterised text again (an unnamed statement
-/// parsed per execution, a repeated simple query) pay a hash lookup instead. The cache is
-/// bounded ([`CACHE_ENTRIES`] texts of at most [`CACHE_TEXT_BYTES`]) and emptied when full.
+/// parsed per execution, a repeated simple query) pay a hash lookup instead. Read-only
+/// results are also kept by shape (the tokens with every literal replaced, [`shape`]):
+/// clients that inline their values (`WHERE aid = 4711`, pgbench's simple protocol) pay a
+/// tokenization, about a quarter of a parse. Only read-only results are shared by shape
+/// because no literal can make a read-only statement write: the classifier reads literals
+/// only in `SET` and `set_config()`, which are never read-only. Both caches are bounded
+/// ([`CACHE_ENTRIES`] texts of at most [`CACHE_TEXT_BYTES`]) and emptied when full.
 #[derive(Debug, Default)]
 pub struct Classifier {
     functions: FunctionPolicy,
     cache: Mutex<HashMap<Box<str>, Arc<Classification>>>,
+    read_only_shapes: Mutex<HashMap<Box<str>, Arc<Classification>>>,
 }
 
 /// Pgpool-II's comment that keeps a query on the primary when it starts the text (as in
 /// Pgpool-II, exactly this spelling).
 const NO_LOAD_BALANCE: &str = "/*NO LOAD BALANCE*/";
+
+/// Runs `f` on a cache; a poisoned lock (a panic elsewhere) just loses the cache.
+fn cached<T>(
+    cache: &Mutex<HashMap<Box<str>, Arc<Classification>>>,
+    f: impl FnOnce(&mut HashMap<Box<str>, Arc<Classification>>) -> T,
+) -> T {
+    let mut guard = cache.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        guard.clear();
+        guard
+    });
+    f(&mut guard)
+}
+
+/// The text's tokens with every literal (number, string, dollar-quoted string) replaced by
+/// one placeholder and spaces dropped; comments stay (Pgpool-II's hint is one). `None` when
+/// the tokenizer rejects the text.
+fn shape(sql: &str) -> Option<String> {
+    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    use std::fmt::Write;
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut shape = String::with_capacity(sql.len());
+    for token in &tokens {
+        match token {
+            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
+                continue
+            }
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DollarQuotedString(_) => shape.push('\u{0}'),
+            other => {
+                let _ = write!(shape, "{other}");
+            }
+        }
+        // Token boundaries stay visible: `a b` and `ab` differ.
+        shape.push('\u{1}');
+    }
+    Some(shape)
+}
 
 /// Texts the classification cache holds before it is emptied.
 pub const CACHE_ENTRIES: usize = 4096;
@@ -132,6 +182,7 @@ impl Classifier {
         Classifier {
             functions,
             cache: Mutex::default(),
+            read_only_shapes: Mutex::default(),
         }
     }
 
@@ -142,27 +193,29 @@ impl Classifier {
         if sql.len() > CACHE_TEXT_BYTES {
             return Arc::new(self.parse(sql));
         }
-        if let Some(hit) = self.cached(|cache| cache.get(sql).cloned()) {
+        if let Some(hit) = cached(&self.cache, |cache| cache.get(sql).cloned()) {
             return hit;
         }
+        let shape = shape(sql);
+        if let Some(shape) = &shape {
+            if let Some(hit) = cached(&self.read_only_shapes, |c| c.get(shape.as_str()).cloned()) {
+                return hit;
+            }
+        }
         let classification = Arc::new(self.parse(sql));
-        self.cached(|cache| {
+        let keep = |cache: &mut HashMap<Box<str>, Arc<Classification>>, key: &str| {
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(sql.into(), classification.clone());
-        });
+            cache.insert(key.into(), classification.clone());
+        };
+        match shape {
+            Some(shape) if classification.is_read_only() => {
+                cached(&self.read_only_shapes, |c| keep(c, &shape));
+            }
+            _ => cached(&self.cache, |c| keep(c, sql)),
+        }
         classification
-    }
-
-    /// Runs `f` on the cache; a poisoned lock (a panic elsewhere) just loses the cache.
-    fn cached<T>(&self, f: impl FnOnce(&mut HashMap<Box<str>, Arc<Classification>>) -> T) -> T {
-        let mut guard = self.cache.lock().unwrap_or_else(|poisoned| {
-            let mut guard = poisoned.into_inner();
-            guard.clear();
-            guard
-        });
-        f(&mut guard)
     }
 
     fn parse(&self, sql: &str) -> Classification {

@@ -376,3 +376,68 @@ fn cached_classifications_match_fresh_ones_and_the_cache_stays_bounded() {
         "write_function"
     );
 }
+
+/// Each case with its literals changed, classified by a classifier that has seen every case:
+/// a read-only result shared by shape must be what a fresh parse of the new text says.
+#[test]
+fn results_shared_by_shape_match_fresh_ones() {
+    let warmed = Classifier::default();
+    for (sql, _) in CASES {
+        warmed.classify(sql);
+    }
+    let mut checked = 0;
+    for (sql, _) in CASES {
+        // Another number and another string in place of each literal (a crude rewrite: the
+        // comparison only needs texts that still parse the same way most of the time).
+        let variant = sql
+            .replace('1', "7")
+            .replace("'a'", "'zz'")
+            .replace("'s'", "'q'");
+        let fresh = Classifier::default();
+        assert_eq!(
+            summary(&warmed, &variant),
+            summary(&fresh, &variant),
+            "{variant}"
+        );
+        checked += usize::from(variant != *sql);
+    }
+    assert!(checked > 50, "{checked}");
+}
+
+#[test]
+fn only_read_only_results_are_shared_by_shape() {
+    let c = Classifier::default();
+    let first = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 4711");
+    let second = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 815");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "same shape, one parse"
+    );
+    let other = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = '815'");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &other),
+        "a string literal is a literal too"
+    );
+    // An identifier is not a literal.
+    assert!(!std::sync::Arc::ptr_eq(
+        &c.classify("SELECT \"a\" FROM t"),
+        &c.classify("SELECT \"b\" FROM t")
+    ));
+    // set_config's third literal decides: never shared.
+    assert_eq!(
+        summary(&c, "SELECT set_config('a', 'b', true)"),
+        "write_function"
+    );
+    assert_eq!(
+        summary(&c, "SELECT set_config('a', 'b', false)"),
+        "pin session_state_function"
+    );
+    // The hint is a comment token: part of the shape.
+    assert_eq!(summary(&c, "SELECT 1"), "ro");
+    assert_eq!(
+        summary(&c, "/*NO LOAD BALANCE*/ SELECT 2"),
+        "no_load_balance_hint"
+    );
+    assert_eq!(summary(&c, "SELECT 1; SELECT 2"), "ro; ro");
+    assert_eq!(summary(&c, "SELECT 3; UPDATE t SET a = 4"), "ro; write");
+}
