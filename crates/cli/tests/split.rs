@@ -254,4 +254,93 @@ fn a_session_reads_its_own_write_despite_replica_lag() {
     proxy.wait_for("a read_your_writes decision", |s| {
         auto_listener(s)["routing"]["primary"]["read_your_writes"].as_u64() >= Some(1)
     });
+
+    // A replica whose agent stops answering leaves the read rotation. Read-only transactions
+    // already running there go on (the pool retires the server instead of cutting them) for
+    // the grace period; one still open after it is closed; new reads go to the other replica.
+    runtime().block_on(async {
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let s = connect(port).await;
+            s.simple_query("begin read only")
+                .await
+                .expect("begin read only");
+            let at = value(&s, "select inet_server_port()").await;
+            open.push((s, at));
+        }
+        let (busy, others): (Vec<_>, Vec<_>) = {
+            let first = open[0].1.clone();
+            let target = if open.iter().filter(|(_, p)| *p == first).count() >= 2 {
+                first
+            } else {
+                open[1].1.clone()
+            };
+            open.into_iter().partition(|(_, p)| *p == target)
+        };
+        let port_out = busy[0].1.clone();
+        let out = reps
+            .iter()
+            .copied()
+            .find(|&r| c.members[r].pg_port.to_string() == port_out)
+            .expect("the replica the transactions run on");
+        let agent = nix::unistd::Pid::from_raw(c.agent_pid(out).expect("agent pid"));
+        struct Thaw(nix::unistd::Pid);
+        impl Drop for Thaw {
+            fn drop(&mut self) {
+                let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+            }
+        }
+        nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        let _thaw = Thaw(agent);
+        let name = c.members[out].name.clone();
+        let mut down = false;
+        for _ in 0..300 {
+            let s = proxy.stats().unwrap_or_default();
+            down = auto_listener(&s)["replicas"]["servers"]
+                .as_array()
+                .is_some_and(|ss| {
+                    ss.iter()
+                        .any(|v| v["name"] == name.as_str() && v["state"] == "down")
+                });
+            if down {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            down,
+            "{name} never left the read rotation\n{}",
+            proxy.log_tail(20)
+        );
+        // The first transaction finishes on the retired replica.
+        let (first, _) = &busy[0];
+        assert_eq!(value(first, "select inet_server_port()").await, port_out);
+        first
+            .simple_query("commit")
+            .await
+            .expect("commit on the retired replica");
+        // The next read goes to the other replica.
+        assert_ne!(value(first, "select inet_server_port()").await, port_out);
+        drop(others);
+        // The second one, left open, is closed after the grace period.
+        let (second, _) = &busy[1];
+        let mut closed = false;
+        for _ in 0..300 {
+            if second.is_closed() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            closed,
+            "a transaction open past the grace period\n{}",
+            proxy.log_tail(20)
+        );
+        assert!(
+            proxy.log_tail(40).contains("still running"),
+            "{}",
+            proxy.log_tail(40)
+        );
+    });
 }

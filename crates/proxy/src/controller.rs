@@ -10,9 +10,39 @@ use crate::topology::Topology;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// How long transactions already running on a retired server of a pooled read rotation may
+/// go on before they are cut.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
+
+/// Ends a retirement after [`RETIRE_GRACE`]: the sessions still on the server are closed
+/// unless the server is back in its rotation.
+async fn end_retirement(
+    backend: Arc<Backend>,
+    table: watch::Receiver<Arc<Table>>,
+    listener: String,
+) {
+    tokio::time::sleep(RETIRE_GRACE).await;
+    let still_out = {
+        let t = table.borrow();
+        t.listeners
+            .iter()
+            .flat_map(|lt| std::iter::once(lt).chain(lt.replicas.as_deref()))
+            .flat_map(|lt| lt.entries.iter().map(move |e| (lt.role, e)))
+            .find(|(_, e)| Arc::ptr_eq(&e.backend, &backend))
+            .is_none_or(|(role, e)| e.state.closes_sessions(role))
+    };
+    if still_out && backend.active() > 0 {
+        let n = backend.kill_all();
+        warn!(listener = %listener, member = %backend.member, sessions = n,
+            "closing sessions still running {RETIRE_GRACE:?} after the server left the rotation");
+    }
+    backend.end_retirement();
+}
 
 /// An operator request from the stats API.
 pub struct AdminCommand {
@@ -336,7 +366,26 @@ impl Controller {
         });
         for (i, lt) in rotations {
             let role = lt.role;
+            // A pooled read rotation retires instead: a replica that answers 503 under load
+            // (its stream silent for a moment) need not fail the reads running on it; a server
+            // that is really gone fails them itself, or the kill after the grace period does.
+            let gentle =
+                role.rotation() == ListenerRole::Replica && self.cfg.listeners[i].pool.is_some();
             for e in &lt.entries {
+                if gentle && e.state.closes_sessions(role) {
+                    if e.backend.retire_all() {
+                        info!(listener = %self.cfg.listeners[i].name, member = %e.member,
+                            state = e.state.as_str(),
+                            "retiring pooled connections: running transactions get {RETIRE_GRACE:?}: {}",
+                            e.reason);
+                        tokio::spawn(end_retirement(
+                            e.backend.clone(),
+                            self.table_tx.subscribe(),
+                            self.cfg.listeners[i].name.clone(),
+                        ));
+                    }
+                    continue;
+                }
                 if e.state.closes_sessions(role) && e.backend.active() > 0 {
                     let n = e.backend.kill_all();
                     let what = if role == ListenerRole::Primary {
