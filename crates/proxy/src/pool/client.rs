@@ -398,6 +398,17 @@ async fn lookup_user(
             return None;
         }
     };
+    // The connection may hold the session settings of a transaction-mode client of
+    // auth_user (a search_path, say): the auth_query runs with the login's.
+    if lease.conn.session_settings.is_some() {
+        match lease.conn.exec("RESET ALL").await {
+            Ok(done) if done.error.is_none() => lease.conn.session_settings = None,
+            _ => {
+                lease.release(false);
+                return None;
+            }
+        }
+    }
     match super::auth_query::lookup(&mut lease.conn, &pc.cfg.auth_query, name).await {
         Ok(user) => {
             lease.release(true);
