@@ -24,16 +24,18 @@ const POOL_SIZE: usize = 4;
 /// server connection they use, which is how the server side is counted).
 const APPLICATION: &str = "pool-test";
 
-/// A proxy with a transaction pool (`pool_size` 4, TLS to clients) and a session pool
-/// (`pool_size` 1, so that consecutive sessions share one server connection) on the primary.
+/// A proxy with a transaction pool (`pool_size` 4, TLS to clients), a session pool
+/// (`pool_size` 1, so that consecutive sessions share one server connection) and a second
+/// transaction pool with one server connection (clients with different session settings
+/// take turns on it) on the primary.
 fn pooled_proxy(c: &TestCluster, name: &str, userlist: &Path) -> ProxyProcess {
     let file = userlist.display().to_string();
     let pki = Pki::generate(&c.root).expect("test certificates");
     let (cert, key) = (pki.server_cert.display(), pki.server_key.display());
-    ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 2, |p| {
+    ProxyProcess::start_with_listeners(Path::new(PGHERD), c, name, "", 3, |p| {
         format!(
-            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100, auth_user: admin, auth_query: 'SELECT * FROM public.user_lookup($1)', tls: {{cert: {cert}, key: {key}}}}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n",
-            p[0], p[1]
+            "    - {{name: pool_tx, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: {POOL_SIZE}, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100, auth_user: admin, auth_query: 'SELECT * FROM public.user_lookup($1)', tls: {{cert: {cert}, key: {key}}}}}\n    - {{name: pool_session, bind: 127.0.0.1:{}, role: primary, pool_mode: session, pool_size: 1, auth_file: {file}, auth_type: md5}}\n    - {{name: pool_one, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: 1, auth_file: {file}, query_wait_timeout: 60s, max_prepared_statements: 100}}\n",
+            p[0], p[1], p[2]
         )
     })
     .expect("pgherd proxy")
@@ -142,6 +144,203 @@ async def main(port):
 asyncio.run(main(int(sys.argv[1])))
 "#;
 
+/// Session settings on a transaction pool with one server connection: three clients take
+/// turns on it, each sees its own settings and never another's; what a rolled-back or
+/// failed transaction set is not kept; `RESET` and `RESET ALL` work.
+async fn session_settings_follow_their_clients(port: u16) {
+    let client = || async {
+        connect(port, "postgres", SUPERUSER_PASSWORD)
+            .await
+            .expect("a client of the one-connection pool")
+    };
+    let (a, b, plain) = (client().await, client().await, client().await);
+    let default_path = value(&plain, "show search_path").await.unwrap();
+    a.batch_execute("SET search_path = s1").await.unwrap();
+    b.batch_execute("SET SESSION search_path TO s2, public")
+        .await
+        .unwrap();
+    // One server connection for all three.
+    let pid = value(&a, "select pg_backend_pid()").await.unwrap();
+    assert_eq!(value(&b, "select pg_backend_pid()").await.unwrap(), pid);
+    for i in 0..5i32 {
+        assert_eq!(value(&a, "select v from t").await.unwrap(), "s1");
+        assert_eq!(value(&b, "select v from t").await.unwrap(), "s2");
+        assert_eq!(
+            value(&plain, "show search_path").await.unwrap(),
+            default_path
+        );
+        // The extended protocol (named prepared statements) too.
+        let v: String = a
+            .query_one("select v || ($1::int)::text from t", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, format!("s1{i}"));
+        let v: String = b
+            .query_one("select v || ($1::int)::text from t", &[&i])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, format!("s2{i}"));
+    }
+    // statement_timeout, TimeZone (kept from ParameterStatus) and a custom variable.
+    let default_zone = value(&plain, "show timezone").await.unwrap();
+    a.batch_execute(
+        "SET statement_timeout = 1500; SET TIME ZONE 'Asia/Tokyo'; SET app.tenant = 'alpha'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(value(&a, "show statement_timeout").await.unwrap(), "1500ms");
+    assert_eq!(value(&b, "show statement_timeout").await.unwrap(), "0");
+    assert_eq!(value(&a, "show timezone").await.unwrap(), "Asia/Tokyo");
+    assert_eq!(value(&b, "show timezone").await.unwrap(), default_zone);
+    assert_eq!(
+        value(&a, "select current_setting('app.tenant')")
+            .await
+            .unwrap(),
+        "alpha"
+    );
+    assert_eq!(
+        value(&b, "select current_setting('app.tenant', true)")
+            .await
+            .unwrap(),
+        ""
+    );
+    let e = a
+        .batch_execute("select pg_sleep(5)")
+        .await
+        .expect_err("a's statement_timeout");
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    b.batch_execute("select pg_sleep(1.7)")
+        .await
+        .expect("b has no statement_timeout");
+    // A SET in a transaction that rolls back, fails, or is rolled back to a savepoint before
+    // it is not kept; in one that commits it is.
+    b.batch_execute("BEGIN; SET search_path = s1")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s1");
+    b.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s2");
+    b.batch_execute("BEGIN; SET search_path = s1")
+        .await
+        .unwrap();
+    b.batch_execute("select 1/0")
+        .await
+        .expect_err("division by zero");
+    b.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s2");
+    b.batch_execute("SET search_path = s1; select 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s2");
+    b.batch_execute("BEGIN; SAVEPOINT x; SET search_path = s1; ROLLBACK TO SAVEPOINT x; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s2");
+    b.batch_execute("BEGIN; SET search_path = s1; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "select v from t").await.unwrap(), "s1");
+    assert_eq!(value(&a, "select v from t").await.unwrap(), "s1");
+    // RESET of one variable, RESET ALL.
+    b.batch_execute("SET work_mem = '3MB'; RESET search_path")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "show search_path").await.unwrap(), default_path);
+    assert_eq!(value(&b, "show work_mem").await.unwrap(), "3MB");
+    a.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(value(&a, "show search_path").await.unwrap(), default_path);
+    assert_eq!(value(&a, "show statement_timeout").await.unwrap(), "0");
+    assert_eq!(
+        value(&a, "select current_setting('app.tenant', true)")
+            .await
+            .unwrap(),
+        ""
+    );
+    assert_eq!(value(&b, "show work_mem").await.unwrap(), "3MB");
+}
+
+/// SQL `DEALLOCATE` of statements the pool renamed, sent as simple queries (libpq's
+/// `PQexec`) beside psycopg's prepared statements (named `_pg3_0`, `_pg3_1`, ... per
+/// connection); prints one line per answer (arguments: port, user, password).
+const DEALLOCATE_CASES: &str = r#"
+import sys
+import psycopg
+from psycopg import pq
+
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+a, b = [psycopg.connect(host='127.0.0.1', port=port, user=user, password=password,
+                        dbname='postgres', sslmode='disable', autocommit=True) for _ in range(2)]
+
+def simple(conn, sql):
+    r = conn.pgconn.exec_(sql.encode())
+    if r.status == pq.ExecStatus.COMMAND_OK:
+        return r.command_status.decode()
+    code = r.error_field(pq.DiagnosticField.SQLSTATE).decode()
+    message = r.error_field(pq.DiagnosticField.MESSAGE_PRIMARY).decode()
+    return f"{code} {message}"
+
+def run(conn, query, arg):
+    try:
+        return str(conn.execute(query, (arg,), prepare=True).fetchone()[0])
+    except psycopg.Error as e:
+        return e.sqlstate
+
+print(run(a, "select %s::int + 100", 1))
+print(run(b, "select %s::int + 100", 1))
+print(simple(a, "DEALLOCATE _pg3_0"))
+print(run(a, "select %s::int + 100", 2))
+print(run(b, "select %s::int + 100", 2))
+print(simple(a, "DEALLOCATE nosuch"))
+print(run(a, "select %s::int * 3", 1))
+print(simple(a, "BEGIN"), simple(a, "DEALLOCATE PREPARE ALL"), simple(a, "COMMIT"))
+print(run(a, "select %s::int * 3", 2))
+print(run(a, "select %s::int * 4", 2))
+print(simple(a, "BEGIN"), simple(a, "select 1/0")[:5], simple(a, "DEALLOCATE _pg3_2"), simple(a, "ROLLBACK"))
+print(run(a, "select %s::int * 4", 3))
+"#;
+
+/// [`DEALLOCATE_CASES`] through `port`: PostgreSQL's answers, statements forgotten for the
+/// client that deallocated them only.
+fn deallocate_forgets_the_clients_statements(port: u16) {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            DEALLOCATE_CASES,
+            &port.to_string(),
+            "admin",
+            "admin-pass",
+        ])
+        .output()
+        .expect("python3 (Debian's, with python3-psycopg)");
+    let aborted =
+        "25P02 current transaction is aborted, commands ignored until end of transaction block";
+    let expected = [
+        "101",
+        "101",
+        "DEALLOCATE",
+        // The client's statement is gone; another client's with the same text is not.
+        "26000",
+        "102",
+        "26000 prepared statement \"nosuch\" does not exist",
+        "3",
+        "BEGIN DEALLOCATE ALL COMMIT",
+        "26000",
+        "8",
+        &format!("BEGIN 22012 {aborted} ROLLBACK"),
+        // Its DEALLOCATE failed with its transaction: still prepared.
+        "12",
+    ]
+    .join("\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `insert ... returning` the port of the server that took it.
 async fn insert_port(c: &Client) -> Result<String, tokio_postgres::Error> {
     value(
@@ -160,7 +359,13 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
     px.wait_for("the pools route to the leader", |s| {
         routed(s, "pool_tx", &leader_name) && routed(s, "pool_session", &leader_name)
     });
-    let (tx, session) = (px.extra[0], px.extra[1]);
+    let (tx, session, one) = (px.extra[0], px.extra[1], px.extra[2]);
+    c.sql(
+        leader,
+        "create schema s1; create schema s2; create table s1.t(v text); create table s2.t(v text); \
+         insert into s1.t values ('s1'); insert into s2.t values ('s2')",
+    )
+    .expect("two schemas");
     let rt = runtime();
 
     // pgbench with five times more clients than pool_size, with named prepared statements
@@ -294,6 +499,9 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         "{}",
         String::from_utf8_lossy(&asyncpg.stderr)
     );
+    // psycopg 3 (SQL DEALLOCATE as its cache evicts) through the one-connection pool.
+    common::psycopg_through(one, "admin", "admin-pass");
+    deallocate_forgets_the_clients_statements(one);
     let metrics = pgherd_testkit::cluster::http_request(px.stats, "GET", "/metrics", None)
         .expect("metrics")
         .1;
@@ -340,7 +548,8 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         for (sql, named) in [
             ("PREPARE p AS select 1", "PREPARE"),
             ("LISTEN chan", "LISTEN"),
-            ("SET search_path = x", "SET search_path"),
+            ("SET ROLE admin", "SET ROLE"),
+            ("SET SESSION AUTHORIZATION admin", "SET SESSION AUTHORIZATION"),
             ("select pg_advisory_lock(1)", "pg_advisory_lock()"),
             ("create temp table t(a int)", "CREATE TEMPORARY"),
         ] {
@@ -351,7 +560,7 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         }
         // Inside a transaction block the transaction fails as for any error.
         pg.batch_execute("BEGIN").await.unwrap();
-        let e = pg.batch_execute("SET work_mem = '1MB'").await.map(drop).expect_err("refused");
+        let e = pg.batch_execute("SET ROLE admin").await.map(drop).expect_err("refused");
         assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
         let e = pg.batch_execute("select 1").await.map(drop).expect_err("aborted transaction");
         assert_eq!(e.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION), "{e}");
@@ -381,6 +590,8 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         assert_eq!(x, 42);
         let e = b.batch_execute("PREPARE p AS select 1").await.map(drop).expect_err("SQL PREPARE");
         assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+
+        session_settings_follow_their_clients(one).await;
 
         // Session mode keeps everything.
         let s = connect(session, "admin", "admin-pass").await.expect("admin through the session pool");

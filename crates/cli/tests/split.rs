@@ -141,9 +141,24 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
         s.simple_query("set transaction read only").await.expect("set transaction");
         assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
         s.simple_query("commit").await.expect("commit");
-        // A session SET is refused (transaction pooling cannot keep it), never silently lost.
-        let err = s.simple_query("set search_path = app, public").await.expect_err("a refusal");
-        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED));
+        // A session SET follows the session onto the replicas: the read after it runs on a
+        // replica, in the schema it names; another session does not see it.
+        s.simple_query("set search_path = app, public").await.expect("a session SET");
+        assert_eq!(value(&s, "select x::text || pg_is_in_recovery()::text from only_in_app").await, "7true");
+        let (x, in_recovery): (i32, bool) = {
+            let row = s
+                .query_one("select x, pg_is_in_recovery() from only_in_app where x = $1", &[&7i32])
+                .await
+                .expect("a prepared read in the session's schema");
+            (row.get(0), row.get(1))
+        };
+        assert_eq!((x, in_recovery), (7, true));
+        let other = connect(port).await;
+        let err = other.simple_query("select x from only_in_app").await.expect_err("not in its path");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE));
+        s.simple_query("reset all").await.expect("RESET ALL");
+        let err = s.simple_query("select x from only_in_app").await.expect_err("reset");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE));
         // SET LOCAL inside a read-only transaction runs with it on the replica.
         s.simple_query("begin read only").await.expect("begin read only");
         s.simple_query("set local search_path = app, public").await.expect("set local");
@@ -178,6 +193,9 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
     let out = pgherd_testkit::cluster::psql_with_timeout(port, "select pg_is_in_recovery()", 45)
         .expect("psql");
     assert_eq!(out.trim(), "t");
+    // psycopg 3: prepared statements and their SQL DEALLOCATEs, a SET that follows one
+    // connection, on the primary and the replicas.
+    common::psycopg_through(port, "postgres", SUPERUSER_PASSWORD);
     // The decisions are counted by target and reason.
     let stats = proxy.wait_for("routing counters", |s| {
         !auto_listener(s)["routing"]["replica"]["read_only"].is_null()
@@ -197,6 +215,10 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
     );
     assert!(
         routing["replica"]["read_only_transaction"].as_u64() >= Some(2),
+        "{routing}"
+    );
+    assert!(
+        routing["primary"]["session_state"].as_u64() >= Some(2),
         "{routing}"
     );
 }

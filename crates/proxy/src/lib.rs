@@ -71,13 +71,14 @@
 //! `pool_mode: session | transaction` on a listener turns on pgbouncer's job, with
 //! pgbouncer's key names and defaults (see the [`pool`] module for the protocol handling, the
 //! seam between pooling and routing, and failover; [`pool::statements`] for what transaction
-//! mode refuses). `maxconn`/`maxqueue` do not apply to pooled listeners: `max_client_conn`
+//! mode refuses and follows; [`pool::settings`] for the session settings (`SET`, `RESET`)
+//! that follow a client from server connection to server connection). `maxconn`/`maxqueue` do not apply to pooled listeners: `max_client_conn`
 //! bounds clients and `pool_size` server connections per (server, user, database).
 //! `auth_type`: `scram-sha-256` (default), `md5`, `plain`. Other startup parameters than
 //! the kept ones (client_encoding, DateStyle, TimeZone, standard_conforming_strings,
 //! application_name) are refused unless listed in `ignore_startup_parameters`.
 //! `max_prepared_statements` > 0 keeps named prepared statements working in transaction mode
-//! ([`pool::prepared`]). `auth_user` + `auth_query` look up users missing from the
+//! ([`pool::prepared`], SQL `DEALLOCATE` included). `auth_user` + `auth_query` look up users missing from the
 //! `auth_file` ([`pool::auth_query`]). `tls` terminates clients' TLS (an `SSLRequest` is then
 //! answered `S`; clients may still connect in clear); `server_tls.mode` is libpq's `sslmode`
 //! subset `disable | prefer | require | verify-full` (`ca` required for `verify-full`).

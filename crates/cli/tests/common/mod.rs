@@ -359,3 +359,54 @@ pub fn userlist(c: &TestCluster, leader: usize, extra: &str) -> std::path::PathB
         .expect("writing the userlist");
     file
 }
+
+/// The psycopg 3 client of the pooled-listener tests (arguments: port, user, password).
+/// psycopg prepares every statement (`prepare_threshold=0`) and, its cache holding
+/// `prepared_max` = 4 of them, sends a SQL `DEALLOCATE` for each one it evicts, and a
+/// `DEALLOCATE ALL` after a `ROLLBACK`: 4 connections, 40 distinct statements each, through a
+/// pool with fewer server connections. A prepared `SET` follows its connection only.
+const PSYCOPG: &str = r#"
+import sys
+import psycopg
+
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conns = [psycopg.connect(host='127.0.0.1', port=port, user=user, password=password,
+                         dbname='postgres', sslmode='disable', autocommit=True,
+                         prepare_threshold=0) for _ in range(4)]
+for c in conns:
+    c.prepared_max = 4
+total = 0
+for i in range(40):
+    for k, c in enumerate(conns):
+        total += c.execute(f"select %s::int + {i}", (k,)).fetchone()[0]
+for k, c in enumerate(conns):
+    with c.transaction():
+        total += c.execute("select %s::int * 2", (k,)).fetchone()[0]
+    try:
+        with c.transaction():
+            c.execute("select 1 / %s::int", (0,))
+    except psycopg.errors.DivisionByZero:
+        pass
+    total += c.execute("select %s::int + 1000", (k,)).fetchone()[0]
+conns[0].execute("set statement_timeout = '1234ms'")
+shown = [c.execute("show statement_timeout").fetchone()[0] for c in conns]
+print(total, ' '.join(shown))
+"#;
+
+/// Runs [`PSYCOPG`] through `port` and checks its sums and settings.
+pub fn psycopg_through(port: u16, user: &str, password: &str) {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", PSYCOPG, &port.to_string(), user, password])
+        .output()
+        .expect("python3 (Debian's, with python3-psycopg)");
+    let expected: i64 = (0..40i64)
+        .map(|i| (0..4i64).map(|k| k + i).sum::<i64>())
+        .sum::<i64>()
+        + (0..4i64).map(|k| 2 * k + k + 1000).sum::<i64>();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{expected} 1234ms 0 0 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -17,7 +17,8 @@ use super::params::{self, Params};
 use super::prepared::{self, Answer, Expect, Statement};
 use super::route::{self, Target};
 use super::server::ServerConn;
-use super::statements;
+use super::settings::{self, ClientSettings};
+use super::statements::{self, Deallocate, Inspection};
 use super::stream::Stream;
 use super::{CheckoutError, Lease, PoolCtx, PoolKey};
 use crate::config::PoolMode;
@@ -40,11 +41,13 @@ const CONNECT_RETRY: Duration = Duration::from_millis(50);
 /// Bound of server connection attempts for one transaction.
 const MAX_ATTEMPTS: usize = 1_000;
 
-/// A session-ending error for the client: FATAL with this SQLSTATE and message.
+/// A session-ending error for the client: FATAL with this SQLSTATE and message; or, when
+/// `unit_only`, an ERROR that ends only the client's routing unit (nothing of it ran).
 #[derive(Debug)]
 struct Fatal {
     code: &'static str,
     message: String,
+    unit_only: bool,
 }
 
 impl Fatal {
@@ -52,6 +55,7 @@ impl Fatal {
         Fatal {
             code,
             message: message.into(),
+            unit_only: false,
         }
     }
 }
@@ -228,6 +232,10 @@ struct Session<'a> {
     last_pool: Option<Arc<super::ServerPool>>,
     /// An auto listener: where each transaction goes.
     auto: Option<auto::Auto>,
+    /// Transaction mode: the session settings that follow the client ([`settings`]).
+    settings: ClientSettings,
+    /// A `DEALLOCATE` waits in the client buffer for the answers in flight before it.
+    held: bool,
 }
 
 async fn login<'a>(
@@ -301,6 +309,8 @@ async fn login<'a>(
         statements: HashMap::new(),
         last_pool: None,
         auto: ctx.split.as_ref().map(auto::Auto::new),
+        settings: ClientSettings::default(),
+        held: false,
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -388,6 +398,17 @@ async fn lookup_user(
             return None;
         }
     };
+    // The connection may hold the session settings of a transaction-mode client of
+    // auth_user (a search_path, say): the auth_query runs with the login's.
+    if lease.conn.session_settings.is_some() {
+        match lease.conn.exec("RESET ALL").await {
+            Ok(done) if done.error.is_none() => lease.conn.session_settings = None,
+            _ => {
+                lease.release(false);
+                return None;
+            }
+        }
+    }
     match super::auth_query::lookup(&mut lease.conn, &pc.cfg.auth_query, name).await {
         Ok(user) => {
             lease.release(true);
@@ -484,10 +505,33 @@ impl Session<'_> {
                         lease.release(false);
                         continue;
                     }
-                    if let Some(sql) = params::set_statements(&self.wanted, &lease.conn.params) {
-                        if let Err(e) = lease.conn.run(&sql).await {
-                            lease.release(false);
-                            return Err(Fatal::new("08P01", e.to_string()));
+                    let align = settings::alignment(
+                        self.settings.replay(),
+                        lease.conn.session_settings.as_ref(),
+                        &self.wanted,
+                        &lease.conn.params,
+                    );
+                    if let Some(sql) = align {
+                        match lease.conn.exec(&sql).await {
+                            Ok(done) if done.error.is_none() && done.status == b'I' => {
+                                lease.conn.session_settings = self.settings.replay().cloned();
+                            }
+                            Ok(done) => {
+                                lease.release(false);
+                                let (code, message) = done.error.unwrap_or_default();
+                                return Err(Fatal {
+                                    code: settings_code(&code),
+                                    message: format!(
+                                        "pgherd proxy: server {} could not be given this session's settings ({message}, SQLSTATE {code}); nothing of the query ran",
+                                        picked.member
+                                    ),
+                                    unit_only: true,
+                                });
+                            }
+                            Err(e) => {
+                                lease.release(false);
+                                return Err(Fatal::new("08P01", e.to_string()));
+                            }
                         }
                     }
                     self.cancel.set(Some(Running {
@@ -504,6 +548,7 @@ impl Session<'_> {
                     return Err(Fatal {
                         code: static_code(&code),
                         message: m,
+                        unit_only: false,
                     })
                 }
                 Err(CheckoutError::Connect(super::server::ConnectError::Retry(why))) => {
@@ -552,20 +597,29 @@ impl Session<'_> {
                     if !batch.needs_server {
                         continue;
                     }
-                    let mut lease = if self.auto.is_some() {
-                        match self.auto_step().await? {
-                            auto::Step::Bound(lease) => *lease,
-                            auto::Step::Answered => continue,
-                            auto::Step::NeedMore => {
+                    let lent = if self.auto.is_some() {
+                        match self.auto_step().await {
+                            Ok(auto::Step::Bound(lease)) => Ok(*lease),
+                            Ok(auto::Step::Answered) => continue,
+                            Ok(auto::Step::NeedMore) => {
                                 let read = self.client.read_buf(&mut self.cbuf).await;
                                 if !matches!(read, Ok(n) if n > 0) {
                                     return Ok(());
                                 }
                                 continue;
                             }
+                            Err(f) => Err(f),
                         }
                     } else {
-                        self.bind().await?
+                        self.bind().await
+                    };
+                    let mut lease = match lent {
+                        Ok(lease) => lease,
+                        Err(f) if f.unit_only => {
+                            self.refuse_unit(f).await?;
+                            continue;
+                        }
+                        Err(f) => return Err(f),
                     };
                     match self.client_side(&mut lease).await {
                         Ok(None) => bound = Some(lease),
@@ -584,6 +638,10 @@ impl Session<'_> {
                     Ok(true) => {
                         self.auto_before_release(&mut lease).await;
                         self.cancel.set(None);
+                        if let Err(f) = self.settle_settings(&mut lease).await {
+                            lease.release(false);
+                            return Err(f);
+                        }
                         lease.release(true);
                     }
                     Ok(false) => {
@@ -605,6 +663,9 @@ impl Session<'_> {
     async fn finish(&mut self, mut lease: Lease) {
         self.cancel.set(None);
         let mut clean = self.tx.idle() && lease.conn.buf.is_empty();
+        if clean {
+            clean = self.settle_settings(&mut lease).await.is_ok();
+        }
         if clean && self.mode() == PoolMode::Session && !self.pc.cfg.server_reset_query.is_empty() {
             let reset = lease.conn.run(&self.pc.cfg.server_reset_query).await;
             if reset.is_ok() {
@@ -613,6 +674,54 @@ impl Session<'_> {
             clean = reset.is_ok();
         }
         lease.release(clean);
+    }
+
+    /// Before a transaction-mode connection goes back to its pool: when the transaction may
+    /// have changed session settings, reads them back from the connection (the client's
+    /// settings from now on, and the connection's fingerprint).
+    async fn settle_settings(&mut self, lease: &mut Lease) -> Result<(), Fatal> {
+        if self.mode() != PoolMode::Transaction || !self.settings.dirty() {
+            return Ok(());
+        }
+        let done = lease
+            .conn
+            .exec(&self.settings.read_query())
+            .await
+            .map_err(|e| server_lost(&e))?;
+        match (done.error, done.status) {
+            (None, b'I') => {
+                lease.conn.session_settings = self.settings.read(done.value);
+                Ok(())
+            }
+            (error, _) => Err(Fatal::new(
+                "08P01",
+                format!(
+                    "pgherd proxy: could not read this session's settings back from server {} ({}): the session cannot go on in pool_mode transaction",
+                    lease.pool().key.member,
+                    error.map_or("the query left a transaction open".to_string(), |(code, m)| format!("{m}, SQLSTATE {code}"))
+                ),
+            )),
+        }
+    }
+
+    /// Answers the client's unit at the front of the buffer with `f` as an ERROR (nothing of
+    /// it ran): a `Query` gets `ReadyForQuery(I)`, extended-protocol messages are dropped up
+    /// to their `Sync`, which gets it.
+    async fn refuse_unit(&mut self, f: Fatal) -> Result<(), Fatal> {
+        let mut out = BytesMut::new();
+        put_error(&mut out, "ERROR", f.code, &f.message);
+        if let Some((tag, len)) = frame(&self.cbuf).map_err(protocol)? {
+            if tag == b'Q' {
+                self.cbuf.advance(len);
+                put_ready(&mut out, b'I');
+            } else {
+                self.tx.skipping = true;
+            }
+        }
+        if let Some(a) = self.auto.as_mut() {
+            a.abandoned();
+        }
+        self.answer(&out).await
     }
 
     async fn answer(&mut self, reply: &[u8]) -> Result<(), Fatal> {
@@ -676,11 +785,13 @@ impl Session<'_> {
                     if scan.release && conn.buf.is_empty() {
                         return Ok(true);
                     }
-                    // An auto session's next unit inside the transaction, held back until now.
-                    if self.auto.is_some()
+                    // An auto session's next unit inside the transaction, or a DEALLOCATE, held
+                    // back until now.
+                    if (self.auto.is_some() || self.held)
                         && self.tx.pending == 0
                         && frame(&self.cbuf).map_err(protocol)?.is_some()
                     {
+                        self.held = false;
                         if let Some(done) = self.client_side(lease).await? {
                             return Ok(done);
                         }
@@ -748,16 +859,23 @@ impl Session<'_> {
                 b.terminate = true;
                 break;
             }
+            let mut found = Inspection::default();
             if transaction {
                 let body = &self.cbuf[5..len];
                 let refused = match tag {
-                    b'Q' => statements::session_state(codec::query_text(body)),
+                    b'Q' => {
+                        found = statements::inspect(codec::query_text(body));
+                        found.refused.take()
+                    }
                     b'P' => match codec::parse_fields(body) {
                         Some((name, _, _)) if !name.is_empty() && !rename => Some(format!(
                             "the named prepared statement {:?} (max_prepared_statements is 0)",
                             String::from_utf8_lossy(name)
                         )),
-                        Some((_, q, _)) => statements::session_state(q),
+                        Some((_, q, _)) => {
+                            found = statements::inspect(q);
+                            found.refused.take()
+                        }
                         None => None,
                     },
                     _ => None,
@@ -790,6 +908,24 @@ impl Session<'_> {
                     }
                     continue;
                 }
+                if tag == b'Q' && rename && !self.tx.unsynced {
+                    if let Some(d) = found.deallocate.take() {
+                        let known = match &d {
+                            Deallocate::All => true,
+                            Deallocate::Name(n) => self.statements.contains_key(n),
+                        };
+                        if known {
+                            let in_flight = !b.forward.is_empty() || self.tx.pending > 0;
+                            if in_flight && conn.is_some() {
+                                self.held = true;
+                                break;
+                            }
+                            self.cbuf.advance(len);
+                            self.deallocate(d, &mut b.reply);
+                            continue;
+                        }
+                    }
+                }
             }
             let Some(c) = conn.as_deref_mut() else {
                 b.needs_server = true;
@@ -798,10 +934,16 @@ impl Session<'_> {
             if let Some(a) = self.auto.as_mut() {
                 a.client_message(tag, &self.cbuf[5..len]);
             }
+            self.settings.note(&found);
+            if found.drops_statements && rename {
+                // The server forgets every prepared statement of the connection.
+                c.prepared.clear();
+                self.statements.clear();
+            }
             let msg = self.cbuf.split_to(len).freeze();
             self.tx.sent(tag);
             if rename {
-                self.translate(tag, msg, c, &mut b.forward);
+                self.translate(tag, msg, c, &mut b.forward, found);
             } else {
                 b.forward.extend_from_slice(&msg);
             }
@@ -809,14 +951,60 @@ impl Session<'_> {
         Ok(b)
     }
 
+    /// Answers a simple-query `DEALLOCATE` of the client's statements as PostgreSQL would,
+    /// nothing running on a server (see [`prepared`]).
+    fn deallocate(&mut self, d: Deallocate, reply: &mut BytesMut) {
+        let status = self.tx.status;
+        if status == b'E' {
+            put_error(
+                reply,
+                "ERROR",
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
+            put_ready(reply, status);
+            return;
+        }
+        let tag: &[u8] = match d {
+            Deallocate::All => {
+                self.statements.clear();
+                b"DEALLOCATE ALL\0"
+            }
+            Deallocate::Name(n) => {
+                self.statements.remove(&n);
+                b"DEALLOCATE\0"
+            }
+        };
+        codec::put_message(reply, b'C', tag);
+        put_ready(reply, status);
+    }
+
     /// Writes `msg` for `conn` with the client's statement names replaced by the server's
     /// (see [`prepared`]), and records the answers it will bring.
-    fn translate(&mut self, tag: u8, msg: bytes::Bytes, conn: &mut ServerConn, out: &mut BytesMut) {
+    /// `found`: what the statement of a `Query` or `Parse` is.
+    fn translate(
+        &mut self,
+        tag: u8,
+        msg: bytes::Bytes,
+        conn: &mut ServerConn,
+        out: &mut BytesMut,
+        found: Inspection,
+    ) {
         let body = msg.slice(5..);
         match tag {
             b'P' => {
                 let n = body.iter().position(|&c| c == 0).unwrap_or(body.len());
                 if n == 0 || n == body.len() {
+                    // A SQL DEALLOCATE of one of the client's statements: of the server's.
+                    if let Some(Deallocate::Name(name)) = &found.deallocate {
+                        if let Some(st) = self.statements.remove(name.as_slice()) {
+                            ensure_prepared(conn, &st, out);
+                            conn.prepared.remove(&st.server_name);
+                            prepared::deallocate_message(&st.server_name, out);
+                            conn.owed.push(Expect::Parse(None));
+                            return;
+                        }
+                    }
                     conn.owed.push(Expect::Parse(None));
                     out.extend_from_slice(&msg);
                     return;
@@ -828,12 +1016,16 @@ impl Session<'_> {
                     Statement {
                         server_name: server_name.clone(),
                         definition: definition.clone(),
+                        settings: found.settings,
                     },
                 );
                 if conn.prepared.contains(&server_name) {
                     prepared::close_nothing(out);
                     conn.owed.push(Expect::CloseAsParse);
                 } else {
+                    // The connection may still hold it (see the module doc of `prepared`).
+                    prepared::close_statement(&server_name, out);
+                    conn.owed.push(Expect::HiddenClose);
                     prepared::parse_message(&server_name, &definition, out);
                     conn.prepared.insert(server_name.clone());
                     conn.owed.push(Expect::Parse(Some(server_name)));
@@ -848,6 +1040,9 @@ impl Session<'_> {
                 };
                 match self.statements.get(name) {
                     Some(st) if !name.is_empty() => {
+                        if st.settings {
+                            self.settings.mark_dirty();
+                        }
                         ensure_prepared(conn, st, out);
                         prepared::bind_message(portal, &st.server_name, rest, out);
                     }
@@ -996,12 +1191,29 @@ fn take_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(s)
 }
 
-/// Prepares `st` on `conn` first when it does not have it (the answer is hidden).
+/// Prepares `st` on `conn` first when it does not have it (the answers are hidden).
 fn ensure_prepared(conn: &mut ServerConn, st: &Statement, out: &mut BytesMut) {
     if !conn.prepared.contains(&st.server_name) {
+        prepared::close_statement(&st.server_name, out);
+        conn.owed.push(Expect::HiddenClose);
         prepared::parse_message(&st.server_name, &st.definition, out);
         conn.prepared.insert(st.server_name.clone());
         conn.owed.push(Expect::HiddenParse(st.server_name.clone()));
+    }
+}
+
+/// The SQLSTATE of a failed settings alignment as a static string (the ones a `SET` can
+/// raise; others become XX000, internal error).
+fn settings_code(code: &str) -> &'static str {
+    match code {
+        "22023" => "22023",
+        "42704" => "42704",
+        "42501" => "42501",
+        "57014" => "57014",
+        "25006" => "25006",
+        "55P02" => "55P02",
+        "0A000" => "0A000",
+        _ => "XX000",
     }
 }
 

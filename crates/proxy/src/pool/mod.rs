@@ -6,6 +6,12 @@
 //! `ParameterStatus` set of a server connection, a proxy-made `BackendKeyData` and
 //! `ReadyForQuery`, then runs its session ([`client`]).
 //!
+//! In transaction mode a client's state travels with it: the kept parameters
+//! ([`params`]), its session settings ([`settings`]: read back from the server after a
+//! transaction that may have changed them, replayed on a connection that holds others) and
+//! its named prepared statements ([`prepared`]); what cannot travel is refused
+//! ([`statements`]).
+//!
 //! # The seam: one transaction, one server connection, one routing call
 //!
 //! Every time a client needs a server (the first message of a transaction in `transaction`
@@ -41,6 +47,7 @@ pub mod prepared;
 pub mod route;
 pub mod scram;
 pub mod server;
+pub mod settings;
 pub mod statements;
 pub mod stream;
 

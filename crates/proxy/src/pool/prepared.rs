@@ -8,6 +8,19 @@
 //! goes in its place, and its `CloseComplete` reaches the client as `ParseComplete`. A
 //! client's `Close` of `N` forgets it for the client only (other clients may share the
 //! server's statement).
+//!
+//! A SQL `DEALLOCATE N` (psycopg 3.1 sends one when its statement cache evicts) forgets `N`
+//! for the client too: as a simple `Query` the proxy answers it itself (`DEALLOCATE`, or
+//! `DEALLOCATE ALL`, then `ReadyForQuery`); as an extended-protocol statement it becomes
+//! `DEALLOCATE pgherd_<n>` on the server connection (the proxy prepares it there first when
+//! the connection lacks it), so the client gets the server's own answers. `DEALLOCATE ALL`
+//! and `DISCARD ALL` run on the server and the proxy forgets every statement of the client
+//! and of that connection. A name the client never prepared reaches the server unchanged,
+//! which answers PostgreSQL's `26000` error.
+//!
+//! What the proxy believes a connection holds (`ServerConn::prepared`) may miss statements
+//! it really holds (a `DEALLOCATE` skipped after an error), never the reverse: so each
+//! `Parse` the proxy sends is preceded by a hidden `Close` of the same name.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -41,6 +54,8 @@ pub struct Statement {
     pub server_name: Arc<str>,
     /// Query, NUL, parameter types: what a `Parse` needs after the name.
     pub definition: Bytes,
+    /// Executing it may change session settings ([`super::settings`]).
+    pub settings: bool,
 }
 
 /// What a server's `ParseComplete`/`CloseComplete` (in order) stands for.
@@ -50,6 +65,8 @@ pub enum Expect {
     Parse(Option<Arc<str>>),
     /// A `Parse` the proxy added: its answer is not passed on.
     HiddenParse(Arc<str>),
+    /// A `Close` the proxy added before its own `Parse`: its answer is not passed on.
+    HiddenClose,
     /// The client's own `Close`.
     Close,
     /// Stands for a `Parse` not sent: its `CloseComplete` becomes `ParseComplete`.
@@ -69,12 +86,27 @@ pub fn parse_message(name: &str, definition: &[u8], out: &mut BytesMut) {
 
 /// A `Close` of a statement that cannot exist (answered `CloseComplete`, no effect).
 pub fn close_nothing(out: &mut BytesMut) {
-    let name = b"pgherd_none";
+    close_statement("pgherd_none", out);
+}
+
+/// A `Close` of statement `name` (answered `CloseComplete` whether it exists or not).
+pub fn close_statement(name: &str, out: &mut BytesMut) {
     out.put_u8(b'C');
     out.put_u32((4 + 1 + name.len() + 1) as u32);
     out.put_u8(b'S');
-    out.put_slice(name);
+    out.put_slice(name.as_bytes());
     out.put_u8(0);
+}
+
+/// An unnamed `Parse` of `DEALLOCATE name` (no parameters).
+pub fn deallocate_message(name: &str, out: &mut BytesMut) {
+    let query = format!("DEALLOCATE {name}");
+    out.put_u8(b'P');
+    out.put_u32((4 + 1 + query.len() + 1 + 2) as u32);
+    out.put_u8(0);
+    out.put_slice(query.as_bytes());
+    out.put_u8(0);
+    out.put_u16(0);
 }
 
 /// `Bind` with another statement name: portal, statement, the rest as it was.
@@ -128,7 +160,7 @@ impl Owed {
     pub fn answer(&mut self, tag: u8, failed: &mut Vec<Arc<str>>) -> Answer {
         match tag {
             b'1' | b'3' => match self.queue.pop_front() {
-                Some(Expect::HiddenParse(_)) => Answer::Hide,
+                Some(Expect::HiddenParse(_) | Expect::HiddenClose) => Answer::Hide,
                 Some(Expect::CloseAsParse) => Answer::AsParseComplete,
                 _ => Answer::Pass,
             },
@@ -178,10 +210,12 @@ mod tests {
         let s: Arc<str> = Arc::from("pgherd_0");
         let mut o = Owed::default();
         let mut failed = Vec::new();
-        // Hidden parse then the client's Bind: the first ParseComplete is hidden.
+        // Hidden close and parse then the client's Bind: their answers are hidden.
+        o.push(Expect::HiddenClose);
         o.push(Expect::HiddenParse(s.clone()));
         o.push(Expect::CloseAsParse);
         o.push(Expect::Sync);
+        assert_eq!(o.answer(b'3', &mut failed), Answer::Hide);
         assert_eq!(o.answer(b'1', &mut failed), Answer::Hide);
         assert_eq!(o.answer(b'3', &mut failed), Answer::AsParseComplete);
         assert_eq!(o.answer(b'Z', &mut failed), Answer::Pass);
@@ -214,6 +248,17 @@ mod tests {
         out.clear();
         bind_message(b"", "pgherd_1", b"\0\0\0\0\0\0", &mut out);
         assert_eq!(&out[5..], b"\0pgherd_1\0\0\0\0\0\0\0");
+        out.clear();
+        deallocate_message("pgherd_1", &mut out);
+        let (name, q, types) = super::super::codec::parse_fields(&out[5..]).unwrap();
+        assert_eq!(
+            (name, q, types),
+            (&b""[..], &b"DEALLOCATE pgherd_1"[..], &b"\0\0"[..])
+        );
+        assert_eq!(
+            super::super::codec::frame(&out).unwrap(),
+            Some((b'P', out.len()))
+        );
         out.clear();
         close_nothing(&mut out);
         describe_statement("x", &mut out);

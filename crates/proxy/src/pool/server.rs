@@ -62,9 +62,9 @@ pub struct ServerConn {
     pub prepared: HashSet<Arc<str>>,
     /// Answers owed for renamed prepared statements ([`super::prepared`]).
     pub owed: Owed,
-    /// An auto listener's session settings applied here: (client session, its settings
-    /// generation); `None` when the connection has only its login settings.
-    pub session_settings: Option<(u32, u64)>,
+    /// The session settings this connection holds beyond its login's, as the statement that
+    /// re-creates them (its fingerprint, see [`super::settings`]); `None`: only the login's.
+    pub session_settings: Option<Arc<str>>,
     /// Counted in its pool's open connections while it lives.
     pub open: Option<super::Counted>,
 }

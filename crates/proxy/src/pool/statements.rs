@@ -1,44 +1,54 @@
-//! What transaction pooling cannot keep: SQL that leaves state in the server session, which
-//! the client's next transaction (on another server connection) would silently miss.
+//! What transaction pooling cannot keep, and what it must follow: SQL that leaves state in
+//! the server session, which the client's next transaction (on another server connection)
+//! would silently miss.
 //!
 //! The rule, applied to every statement of a simple `Query` and to every `Parse` in
 //! transaction mode (comments, quoted strings, quoted identifiers and dollar quotes are
-//! skipped; keywords are case-insensitive):
+//! skipped; keywords are case-insensitive). Refused:
 //!
 //! * `PREPARE name ...` (SQL-level prepared statements; `PREPARE TRANSACTION` is fine);
 //! * `LISTEN`;
-//! * `SET` / `SET SESSION` of a parameter, `SET ROLE`, `SET SESSION AUTHORIZATION`,
-//!   `SET SESSION CHARACTERISTICS`, except the parameters the proxy keeps per client
-//!   ([`super::params::TRACKED`]: client_encoding, DateStyle, TimeZone,
-//!   standard_conforming_strings, application_name, and their `SET NAMES` / `SET TIME ZONE`
-//!   forms); `SET LOCAL` and `SET TRANSACTION` are fine;
+//! * `SET ROLE` and `SET SESSION AUTHORIZATION`: `RESET ALL` does not undo them, so a server
+//!   connection would carry one client's privileges to the next;
 //! * `DECLARE ... WITH HOLD` (a cursor that outlives its transaction);
 //! * `CREATE [GLOBAL|LOCAL] TEMP|TEMPORARY ...` unless it says `ON COMMIT DROP`;
 //! * calls of the session-level advisory lock functions (`pg_advisory_lock`,
 //!   `pg_advisory_lock_shared`, `pg_try_advisory_lock`, `pg_try_advisory_lock_shared`; the
-//!   `_xact_` variants are fine);
-//! * `set_config(..., false)` (a session-level setting through a function).
+//!   `_xact_` variants are fine).
 //!
 //! Such a statement is answered `0A000 feature_not_supported` naming the statement and the
 //! pool mode, before anything of the query runs (between transactions the proxy answers
 //! itself; inside a transaction block the server raises it, so the transaction fails as for
 //! any error). A `Parse` of a named statement is refused the same way when
-//! `max_prepared_statements` is 0 (otherwise [`super::prepared`] keeps it). Not detected:
-//! `DEALLOCATE`/`DISCARD` of statements the proxy renamed, and session state created inside
-//! functions (e.g. a `SET` in a PL/pgSQL body). Session mode allows all of it.
+//! `max_prepared_statements` is 0 (otherwise [`super::prepared`] keeps it).
+//!
+//! Followed ([`Inspection`]): session settings — `SET [SESSION] name ...`, `RESET name`,
+//! `RESET ALL`, `SET SESSION CHARACTERISTICS`, `DISCARD ALL`, `set_config(.., false)` — are
+//! carried from server connection to server connection by [`super::settings`]; the
+//! parameters the proxy keeps from `ParameterStatus` ([`super::params::TRACKED`], with their
+//! `SET NAMES` / `SET TIME ZONE` forms) need nothing more; `SET LOCAL` and `SET TRANSACTION`
+//! end with their transaction. A query that is exactly one `DEALLOCATE [PREPARE] name|ALL`
+//! is answered for the client's renamed statements ([`super::prepared`]). Not detected:
+//! session state created inside functions (a `SET` or `set_config()` in a PL/pgSQL body).
+//! Session mode allows all of it.
 
 use super::params;
+use std::ops::Range;
 
 /// A token of SQL text, enough to find statement boundaries and keywords.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
-    /// An unquoted word, upper-cased.
-    Word(String),
+    /// An unquoted word, upper-cased, and where it is in the text.
+    Word(String, Range<usize>),
+    /// A quoted identifier (`"..."`): its text between the quotes.
+    Quoted(Range<usize>),
+    /// A standard string literal (`'...'`, no `E` prefix): its text between the quotes.
+    Str(Range<usize>),
     Semicolon,
     Open,
     Close,
     Comma,
-    /// A literal, quoted identifier, number or operator: none of them is a keyword.
+    /// Any other literal, a number or an operator: none of them is a keyword.
     Other,
 }
 
@@ -74,6 +84,7 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
             b'\'' => {
                 // E'...' strings allow backslash escapes; a standard string doubles quotes.
                 let escapes = i > 0 && matches!(sql[i - 1], b'e' | b'E');
+                let start = i + 1;
                 i += 1;
                 while i < n {
                     if escapes && sql[i] == b'\\' {
@@ -89,10 +100,16 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
                     }
                     i += 1;
                 }
+                let end = i.min(n);
                 i += 1;
-                out.push(Token::Other);
+                out.push(if escapes {
+                    Token::Other
+                } else {
+                    Token::Str(start..end)
+                });
             }
             b'"' => {
+                let start = i + 1;
                 i += 1;
                 while i < n {
                     if sql[i] == b'"' {
@@ -104,8 +121,9 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
                     }
                     i += 1;
                 }
+                let end = i.min(n);
                 i += 1;
-                out.push(Token::Other);
+                out.push(Token::Quoted(start..end));
             }
             b'$' => {
                 // $tag$ ... $tag$, or a parameter $1.
@@ -158,6 +176,7 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
                 // string be read next.
                 out.push(Token::Word(
                     String::from_utf8_lossy(&sql[start..i]).to_ascii_uppercase(),
+                    start..i,
                 ));
             }
             c if c.is_ascii_whitespace() => i += 1,
@@ -172,28 +191,102 @@ fn tokens(sql: &[u8]) -> Vec<Token> {
 
 fn word(t: Option<&Token>) -> Option<&str> {
     match t {
-        Some(Token::Word(w)) => Some(w.as_str()),
+        Some(Token::Word(w, _)) => Some(w.as_str()),
         _ => None,
     }
 }
 
-/// The first statement in `sql` that transaction pooling cannot keep, described for the
-/// client's error message (`None`: nothing to refuse).
-pub fn session_state(sql: &[u8]) -> Option<String> {
-    let toks = tokens(sql);
-    for stmt in toks.split(|t| *t == Token::Semicolon) {
-        if let Some(why) = statement(stmt) {
-            return Some(why);
-        }
-    }
-    None
+/// What transaction pooling learns from one query text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The first statement the pool cannot keep, described for the client's error message.
+    pub refused: Option<String>,
+    /// It may change session settings the pool carries from connection to connection
+    /// ([`super::settings`]): `SET`/`RESET` of a variable the pool does not keep itself,
+    /// `RESET ALL`, `DISCARD ALL`, `SET SESSION CHARACTERISTICS`, `set_config(.., false)`.
+    pub settings: bool,
+    /// Custom (dotted) variables it sets or resets: PostgreSQL lists them nowhere, so the
+    /// pool must know their names to read them back.
+    pub custom: Vec<String>,
+    /// It drops the server's prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
+    pub drops_statements: bool,
+    /// The whole text is one `DEALLOCATE`.
+    pub deallocate: Option<Deallocate>,
 }
 
-fn statement(s: &[Token]) -> Option<String> {
+/// A SQL `DEALLOCATE [PREPARE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocate {
+    All,
+    /// The statement's name as the protocol spells it (unquoted names folded to lower case).
+    Name(Vec<u8>),
+}
+
+/// Inspects `sql`, every statement of it (see the module doc).
+pub fn inspect(sql: &[u8]) -> Inspection {
+    let toks = tokens(sql);
+    let mut found = Inspection::default();
+    let mut statements = 0;
+    for stmt in toks.split(|t| *t == Token::Semicolon) {
+        if stmt.is_empty() {
+            continue;
+        }
+        statements += 1;
+        statement(sql, stmt, &mut found);
+        if found.refused.is_some() {
+            break;
+        }
+    }
+    if statements != 1 {
+        found.deallocate = None;
+    }
+    found
+}
+
+/// The text of a `Str` or `Quoted` token with its doubled quotes undone, or a word folded to
+/// lower case (an identifier as PostgreSQL reads it).
+fn name_of(sql: &[u8], t: &Token) -> Option<Vec<u8>> {
+    match t {
+        Token::Word(_, r) => Some(sql[r.clone()].to_ascii_lowercase()),
+        Token::Quoted(r) => Some(undouble(&sql[r.clone()], b'"')),
+        Token::Str(r) => Some(undouble(&sql[r.clone()], b'\'')),
+        _ => None,
+    }
+}
+
+fn undouble(text: &[u8], quote: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        out.push(text[i]);
+        i += if text[i] == quote && text.get(i + 1) == Some(&quote) {
+            2
+        } else {
+            1
+        };
+    }
+    out
+}
+
+/// Notes a variable set or reset by name: the pool reads custom ones back by name.
+fn variable(found: &mut Inspection, name: &[u8]) {
+    found.settings = true;
+    if name.contains(&b'.') {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if !found.custom.contains(&name) {
+            found.custom.push(name);
+        }
+    }
+}
+
+fn statement(sql: &[u8], s: &[Token], found: &mut Inspection) {
     let w = |i: usize| word(s.get(i));
+    let refuse = |found: &mut Inspection, why: String| {
+        found.refused.get_or_insert(why);
+    };
     // Functions anywhere in the statement.
     for (i, t) in s.iter().enumerate() {
-        let Token::Word(name) = t else { continue };
+        let Token::Word(name, _) = t else { continue };
         if s.get(i + 1) != Some(&Token::Open) {
             continue;
         }
@@ -204,68 +297,116 @@ fn statement(s: &[Token]) -> Option<String> {
             | "PG_ADVISORY_LOCK_SHARED"
             | "PG_TRY_ADVISORY_LOCK"
             | "PG_TRY_ADVISORY_LOCK_SHARED" => {
-                return Some(format!(
-                    "{}() (a session-level advisory lock; use the _xact_ variant)",
-                    name.to_ascii_lowercase()
-                ))
+                return refuse(
+                    found,
+                    format!(
+                        "{}() (a session-level advisory lock; use the _xact_ variant)",
+                        name.to_ascii_lowercase()
+                    ),
+                )
             }
-            "SET_CONFIG" if last_argument(&s[i + 1..]) == Some("FALSE") => {
-                return Some("set_config(..., false) (a session-level setting)".into())
+            "SET_CONFIG" if last_argument(&s[i + 1..]) != Some("TRUE") => {
+                found.settings = true;
+                if let Some(n) = s.get(i + 2).and_then(|t| match t {
+                    Token::Str(_) => name_of(sql, t),
+                    _ => None,
+                }) {
+                    variable(found, &n);
+                }
             }
             _ => {}
         }
     }
-    match w(0)? {
-        "PREPARE" if w(1) != Some("TRANSACTION") => Some("PREPARE".into()),
-        "LISTEN" => Some("LISTEN".into()),
-        "SET" => set(&s[1..]),
-        "DECLARE" => s
-            .windows(2)
-            .any(|p| word(p.first()) == Some("WITH") && word(p.get(1)) == Some("HOLD"))
-            .then(|| "DECLARE ... WITH HOLD".into()),
+    let Some(first) = w(0) else { return };
+    match first {
+        "PREPARE" if w(1) != Some("TRANSACTION") => refuse(found, "PREPARE".into()),
+        "LISTEN" => refuse(found, "LISTEN".into()),
+        "SET" => set(sql, &s[1..], found),
+        "RESET" => match (w(1), s.get(1)) {
+            (Some("ALL"), _) => found.settings = true,
+            // SET ROLE and SET SESSION AUTHORIZATION are refused: nothing to reset.
+            (Some("ROLE" | "SESSION"), _) => {}
+            (Some(p), _) if params::is_tracked(p) => {}
+            (Some("TIME"), _) => {}
+            (_, Some(t)) => {
+                if let Some(n) = name_of(sql, t) {
+                    variable(found, &n);
+                }
+            }
+            (_, None) => {}
+        },
+        "DISCARD" if w(1) == Some("ALL") => {
+            found.settings = true;
+            found.drops_statements = true;
+        }
+        "DEALLOCATE" => {
+            let at = if w(1) == Some("PREPARE") { 2 } else { 1 };
+            found.deallocate = match (w(at), s.get(at), s.len() == at + 1) {
+                (Some("ALL"), _, true) => {
+                    found.drops_statements = true;
+                    Some(Deallocate::All)
+                }
+                (_, Some(t @ (Token::Word(..) | Token::Quoted(_))), true) => {
+                    name_of(sql, t).map(Deallocate::Name)
+                }
+                _ => None,
+            };
+        }
+        "DECLARE"
+            if s.windows(2)
+                .any(|p| word(p.first()) == Some("WITH") && word(p.get(1)) == Some("HOLD")) =>
+        {
+            refuse(found, "DECLARE ... WITH HOLD".into())
+        }
         "CREATE" => {
             let mut i = 1;
             if matches!(w(i), Some("GLOBAL" | "LOCAL")) {
                 i += 1;
             }
             if !matches!(w(i), Some("TEMP" | "TEMPORARY")) {
-                return None;
+                return;
             }
             let on_commit_drop = s.windows(3).any(|p| {
                 word(p.first()) == Some("ON")
                     && word(p.get(1)) == Some("COMMIT")
                     && word(p.get(2)) == Some("DROP")
             });
-            (!on_commit_drop).then(|| "CREATE TEMPORARY (without ON COMMIT DROP)".into())
+            if !on_commit_drop {
+                refuse(found, "CREATE TEMPORARY (without ON COMMIT DROP)".into())
+            }
         }
-        _ => None,
+        _ => {}
     }
 }
 
 /// `SET ...` after the `SET`.
-fn set(s: &[Token]) -> Option<String> {
+fn set(sql: &[u8], s: &[Token], found: &mut Inspection) {
     let w = |i: usize| word(s.get(i));
     let (rest, shown) = match w(0) {
-        Some("LOCAL") | Some("TRANSACTION") => return None,
+        Some("LOCAL") | Some("TRANSACTION") => return,
         Some("SESSION") => match w(1) {
-            Some("AUTHORIZATION") => return Some("SET SESSION AUTHORIZATION".into()),
-            Some("CHARACTERISTICS") => return Some("SET SESSION CHARACTERISTICS".into()),
+            Some("AUTHORIZATION") => {
+                found.refused = Some("SET SESSION AUTHORIZATION".into());
+                return;
+            }
+            Some("CHARACTERISTICS") => {
+                found.settings = true;
+                return;
+            }
             _ => (&s[1..], "SET SESSION"),
         },
         _ => (s, "SET"),
     };
-    let param = match (word(rest.first()), word(rest.get(1))) {
-        (Some("TIME"), Some("ZONE")) => "timezone".to_string(),
-        (Some("NAMES"), _) => "client_encoding".to_string(),
-        (Some("ROLE"), _) => return Some(format!("{shown} ROLE")),
-        (Some(p), _) => p.to_ascii_lowercase(),
-        // A quoted parameter name: not one the proxy keeps.
-        (None, _) => return Some(shown.into()),
-    };
-    if params::is_tracked(&param) {
-        None
-    } else {
-        Some(format!("{shown} {param}"))
+    match (rest.first(), word(rest.first()), word(rest.get(1))) {
+        // Kept by the pool itself, from the ParameterStatus the server sends.
+        (_, Some("TIME"), Some("ZONE")) | (_, Some("NAMES"), _) => {}
+        (_, Some("ROLE"), _) => found.refused = Some(format!("{shown} ROLE")),
+        (_, Some(p), _) if params::is_tracked(p) => {}
+        (Some(t), _, _) => match name_of(sql, t) {
+            Some(n) => variable(found, &n),
+            None => found.settings = true,
+        },
+        (None, _, _) => {}
     }
 }
 
@@ -292,7 +433,7 @@ mod tests {
     use super::*;
 
     fn refused(sql: &str) -> Option<String> {
-        session_state(sql.as_bytes())
+        inspect(sql.as_bytes()).refused
     }
 
     #[test]
@@ -300,14 +441,9 @@ mod tests {
         for (sql, why) in [
             ("PREPARE p AS select 1", "PREPARE"),
             ("listen chan", "LISTEN"),
-            ("SET search_path = x", "SET search_path"),
-            ("set session work_mem to '1MB'", "SET SESSION work_mem"),
             ("SET ROLE admin", "SET ROLE"),
+            ("set session role admin", "SET SESSION ROLE"),
             ("set session authorization bob", "SET SESSION AUTHORIZATION"),
-            (
-                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-                "SET SESSION CHARACTERISTICS",
-            ),
             (
                 "declare c cursor with hold for select 1",
                 "DECLARE ... WITH HOLD",
@@ -324,12 +460,8 @@ mod tests {
                 "select pg_advisory_lock(1)",
                 "pg_advisory_lock() (a session-level advisory lock; use the _xact_ variant)",
             ),
-            (
-                "select set_config('work_mem', '1MB', false)",
-                "set_config(..., false) (a session-level setting)",
-            ),
             // The second statement of a multi-statement query.
-            ("select 1; SET x.y = 1", "SET x.y"),
+            ("select 1; SET ROLE x", "SET ROLE"),
             (
                 "select pg_catalog.pg_try_advisory_lock(1)",
                 "pg_try_advisory_lock() (a session-level advisory lock; use the _xact_ variant)",
@@ -349,6 +481,7 @@ mod tests {
             "SET TIME ZONE 'UTC'",
             "set names 'UTF8'",
             "set DateStyle to ISO",
+            "RESET timezone",
             "PREPARE TRANSACTION 'x'",
             "declare c cursor for select 1",
             "create temp table t(a int) on commit drop",
@@ -362,7 +495,67 @@ mod tests {
             "select E'it\\'s; listen x'",
             "insert into t values ('a''; listen x')",
         ] {
-            assert_eq!(refused(sql), None, "{sql}");
+            assert_eq!(inspect(sql.as_bytes()), Inspection::default(), "{sql}");
         }
+    }
+
+    #[test]
+    fn follows_session_settings() {
+        for (sql, custom) in [
+            ("SET search_path = x", &[][..]),
+            ("set session work_mem to '1MB'", &[]),
+            ("SET statement_timeout = 100; select 1", &[]),
+            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", &[]),
+            ("RESET ALL", &[]),
+            ("reset search_path", &[]),
+            ("select set_config('work_mem', '1MB', false)", &[]),
+            ("select set_config('search_path', $1, $2)", &[]),
+            ("SET app.Tenant = 'a'", &["app.tenant"]),
+            ("SET \"App.Tenant\" = 'a'", &["App.Tenant"]),
+            ("reset app.tenant", &["app.tenant"]),
+            (
+                "select set_config('app.it''s', 'x', false), set_config('app.b', 'y', false)",
+                &["app.it's", "app.b"],
+            ),
+        ] {
+            let found = inspect(sql.as_bytes());
+            assert!(
+                found.settings && found.refused.is_none(),
+                "{sql}: {found:?}"
+            );
+            assert_eq!(found.custom, custom, "{sql}");
+        }
+        let discard = inspect(b"DISCARD ALL");
+        assert!(discard.settings && discard.drops_statements);
+    }
+
+    #[test]
+    fn finds_a_lone_deallocate() {
+        let d = |sql: &str| inspect(sql.as_bytes()).deallocate;
+        assert_eq!(
+            d("DEALLOCATE _pg3_1"),
+            Some(Deallocate::Name(b"_pg3_1".to_vec()))
+        );
+        assert_eq!(
+            d("deallocate prepare S_1;"),
+            Some(Deallocate::Name(b"s_1".to_vec()))
+        );
+        assert_eq!(
+            d("DEALLOCATE \"Q\"\"1\""),
+            Some(Deallocate::Name(b"Q\"1".to_vec()))
+        );
+        assert_eq!(d("DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(d("DEALLOCATE PREPARE ALL"), Some(Deallocate::All));
+        assert!(inspect(b"DEALLOCATE ALL").drops_statements);
+        for other in [
+            "DEALLOCATE a; select 1",
+            "select 1",
+            "DEALLOCATE",
+            "DEALLOCATE a b",
+        ] {
+            assert_eq!(d(other), None, "{other}");
+        }
+        let several = inspect(b"select 1; DEALLOCATE ALL");
+        assert!(several.deallocate.is_none() && several.drops_statements);
     }
 }

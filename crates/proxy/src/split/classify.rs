@@ -315,9 +315,13 @@ impl Classifier {
             Statement::Fetch { into: None, .. } | Statement::Close { .. } => {
                 StatementClass::ReadOnly
             }
-            Statement::Prepare { .. }
-            | Statement::Execute { .. }
-            | Statement::Deallocate { .. } => pin(PinCause::PreparedStatement),
+            Statement::Prepare { .. } | Statement::Execute { .. } => {
+                pin(PinCause::PreparedStatement)
+            }
+            // The pool answers a `DEALLOCATE` of the client's statements itself or turns it
+            // into one of its own names on the bound connection
+            // (crates/proxy/src/pool/prepared.rs): it depends on no server.
+            Statement::Deallocate { .. } => StatementClass::ReadOnly,
             Statement::CreateTable(t) if t.temporary => pin(PinCause::TempTable),
             Statement::CreateView(v) if v.temporary => pin(PinCause::TempTable),
             Statement::CreateSequence {

@@ -257,7 +257,8 @@ const CASES: &[(&str, &str)] = &[
     ("CLOSE c", "ro"),
     ("PREPARE q AS SELECT 1", "pin prepared_statement"),
     ("EXECUTE q", "pin prepared_statement"),
-    ("DEALLOCATE q", "pin prepared_statement"),
+    // The pool translates DEALLOCATE (crates/proxy/src/pool/prepared.rs).
+    ("DEALLOCATE q", "ro"),
     // Multi-statement strings.
     ("SELECT 1; DELETE FROM t", "ro; write"),
     ("BEGIN; SELECT 1; COMMIT", "begin; ro; commit"),

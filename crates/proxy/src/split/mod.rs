@@ -20,10 +20,17 @@
 //!
 //! `crates/proxy/src/pool/client/auto.rs` drives one [`router::Router`] per client of a
 //! transaction-pooled auto listener. There, the pool refuses what transaction pooling cannot
-//! keep (session `SET`s, temporary tables, `LISTEN`, SQL `PREPARE`, session advisory locks:
-//! `crates/proxy/src/pool/statements.rs`) before the router sees it, so the router's
-//! settings replay ([`router::Router::settings_replay`]) and pins are not exercised on that
-//! path yet; they are for a session that keeps its server connections.
+//! keep (temporary tables, `LISTEN`, SQL `PREPARE`, session advisory locks, `SET ROLE`:
+//! `crates/proxy/src/pool/statements.rs`) before the router sees it, so the router's pins
+//! are not exercised on that path yet. Session settings are the pool's job on every server
+//! connection a session uses, replicas included (`crates/proxy/src/pool/settings.rs`): a
+//! session `SET` runs on the primary (reason `session_state`), is read back from it, and is
+//! replayed on the replica connection of the next read. The router follows the settings
+//! for what they mean to routing (a read-only session default).
+//!
+//! `set_config(name, value, false)` inside a `SELECT` stays a function call: it pins the
+//! session to the primary (the pool carries its effect across the primary's connections).
+//! A setting made inside a function body is seen by neither.
 //!
 //! # Why `sqlparser` and not PostgreSQL's own grammar
 //!

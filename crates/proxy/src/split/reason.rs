@@ -34,7 +34,8 @@ pub enum PinCause {
     /// `set_config(name, value, false)`: session state set by a function call, which the
     /// proxy cannot replay.
     SessionStateFunction,
-    /// Replaying the session's `SET`s on another server failed.
+    /// A multi-statement message that changed session settings failed: which of them took
+    /// effect is unknown to the router.
     ReplayFailed,
 }
 
@@ -60,7 +61,7 @@ impl PinCause {
             PinCause::PreparedStatement => "a SQL PREPARE",
             PinCause::AdvisoryLock => "a session advisory lock",
             PinCause::SessionStateFunction => "set_config() of a session setting",
-            PinCause::ReplayFailed => "a failed replay of the session's settings",
+            PinCause::ReplayFailed => "a failed query that changed the session's settings",
         }
     }
 }
@@ -106,7 +107,7 @@ pub enum Reason {
     TransactionControl,
     /// Creates a temporary object (and pins the session).
     TempTable,
-    /// SQL `PREPARE`/`EXECUTE`/`DEALLOCATE` (pins the session).
+    /// SQL `PREPARE`/`EXECUTE` (pins the session).
     PreparedStatement,
     /// `DECLARE ... WITH HOLD` (pins the session).
     CursorWithHold,

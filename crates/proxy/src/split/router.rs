@@ -18,13 +18,15 @@
 //!    `set_config(.., false)`), every later message goes to the primary. `DISCARD ALL` lifts
 //!    the pin. Such a statement inside a transaction that runs on a replica is refused
 //!    (SQLSTATE 25006) instead of leaving its object on the replica.
-//! 3. **Session settings are replayed, not pinned.** `SET`/`RESET` of session variables
+//! 3. **Session settings are followed, not pinned.** `SET`/`RESET` of session variables
 //!    (outside a transaction: on the primary; inside one: wherever it runs) are recorded once
-//!    they commit, in order, one entry per variable; before the proxy uses another server
-//!    connection for this session it brings it up to date with [`Router::settings_replay`]
-//!    (`RESET ALL` then the entries) when its [`Router::settings_generation`] differs. A
-//!    failed replay pins the session ([`Router::on_replay_failed`]). `SET LOCAL` follows its
-//!    transaction; `SET` inside a transaction obeys `ROLLBACK` and `ROLLBACK TO SAVEPOINT`.
+//!    they commit, in order, one entry per variable ([`Router::settings`]), for what they
+//!    mean to routing (the session's default access mode). Carrying them to every server
+//!    connection the session uses is the pool's job, from the server's own account of them
+//!    (`crates/proxy/src/pool/settings.rs`). `SET LOCAL` follows its transaction; `SET`
+//!    inside a transaction obeys `ROLLBACK` and `ROLLBACK TO SAVEPOINT`. A multi-statement
+//!    message that changed settings and failed pins the session
+//!    ([`PinCause::ReplayFailed`]): which of its statements took effect is unknown here.
 //! 4. **Read-your-writes** ([`ReadYourWrites`]): after a transaction that ran on the primary
 //!    and may have written returns to idle, the caller learns its commit LSN
 //!    ([`AfterReady::CaptureLsn`], then [`Router::on_commit_lsn`]); later replica decisions
@@ -235,7 +237,6 @@ pub struct Router {
     /// The session's committed default access mode.
     default_read_only: bool,
     settings: Vec<SessionSetting>,
-    generation: u64,
     pin: Option<PinCause>,
     tx: Tx,
     /// The server reported `E`: a `COMMIT` now rolls back.
@@ -259,7 +260,6 @@ impl Router {
             classifier,
             default_read_only: false,
             settings: Vec::new(),
-            generation: 0,
             pin: None,
             tx: Tx::Idle,
             tx_failed: false,
@@ -308,21 +308,6 @@ impl Router {
         self.pin
     }
 
-    /// Changes whenever the recorded session settings change.
-    pub fn settings_generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The statements that bring another server connection to this session's settings.
-    pub fn settings_replay(&self) -> String {
-        let mut sql = String::from("RESET ALL");
-        for setting in &self.settings {
-            sql.push_str("; ");
-            sql.push_str(&setting.replay);
-        }
-        sql
-    }
-
     /// The session's settings as recorded, in replay order.
     pub fn settings(&self) -> &[SessionSetting] {
         &self.settings
@@ -331,11 +316,6 @@ impl Router {
     /// The session's commit LSN that replicas must have replayed, if any.
     pub fn last_commit(&self) -> Option<Lsn> {
         self.last_commit
-    }
-
-    /// Replaying the settings on another connection failed: keep the session on the primary.
-    pub fn on_replay_failed(&mut self) {
-        self.pin.get_or_insert(PinCause::ReplayFailed);
     }
 
     /// The LSN read after [`AfterReady::CaptureLsn`].
@@ -748,7 +728,6 @@ impl Router {
                 self.pin = None;
             }
         }
-        self.generation += 1;
     }
 }
 

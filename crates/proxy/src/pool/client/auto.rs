@@ -89,6 +89,14 @@ impl Auto {
         self.error = true;
     }
 
+    /// The routed unit did not run (its server connection could not be given the session's
+    /// settings): the client got an error and `ReadyForQuery(I)`.
+    pub(super) fn abandoned(&mut self) {
+        self.prerouted = None;
+        self.error = true;
+        self.ready(b'I');
+    }
+
     /// A server `ReadyForQuery` with `status`.
     pub(super) fn ready(&mut self, status: u8) {
         let Some(status) = TxStatus::from_byte(status) else {

@@ -1,0 +1,212 @@
+//! Session settings that follow a transaction-mode client from server connection to server
+//! connection (`SET search_path`, `SET statement_timeout`, `SET app.tenant`, `RESET ALL`, ...).
+//!
+//! The server is the authority on what a client's session holds: PostgreSQL alone knows
+//! whether a `SET` inside a transaction committed, which statements of a failed
+//! multi-statement query took effect, what `RESET` went back to, and how a value reads back
+//! (`1500` is `1500ms`). So the proxy does not replay the client's text. When a transaction
+//! that may have changed settings ([`super::statements::Inspection::settings`]) ends on a
+//! server connection, the proxy reads the session-level values back from that connection
+//! ([`ClientSettings::read_query`]: `pg_settings` rows whose source is `session`, plus the
+//! custom variables the client named, which `pg_settings` does not list) and keeps them as
+//! one statement that re-creates them ([`ClientSettings::replay`]). A `SET` in a transaction
+//! that rolled back, or in a failed one, is therefore not kept.
+//!
+//! That statement is also the fingerprint of a server connection
+//! ([`super::server::ServerConn::session_settings`]): before a client's transaction runs on a
+//! connection whose fingerprint differs from the client's, the proxy sends one simple query,
+//! `RESET ALL`, the client's statement and the `SET`s of the parameters the proxy keeps from
+//! `ParameterStatus` ([`super::params`]), and consumes its answers ([`alignment`]). Clients
+//! with the same settings (or none) share connections without any of it.
+//!
+//! Limits: a setting made inside a function (a `SET` or `set_config()` in a PL/pgSQL body) is
+//! not seen; a `statement_timeout` shorter than the read-back itself (about a millisecond)
+//! makes the read-back fail, and the client then loses its session (`08P01`).
+
+use super::params::{self, Params};
+use super::statements::Inspection;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// One client's session settings as the proxy carries them.
+#[derive(Debug, Default, Clone)]
+pub struct ClientSettings {
+    /// `SELECT pg_catalog.set_config(..), ...`: re-creates the settings; `None`: none.
+    replay: Option<Arc<str>>,
+    /// Custom (dotted) variables the client has set or reset.
+    custom: BTreeSet<String>,
+    /// A statement that may change settings went to the server since the last read-back.
+    dirty: bool,
+}
+
+impl ClientSettings {
+    /// A statement inspected as `found` is on its way to the server.
+    pub fn note(&mut self, found: &Inspection) {
+        if found.settings {
+            self.dirty = true;
+            self.custom.extend(found.custom.iter().cloned());
+        }
+    }
+
+    /// A prepared statement that may change settings is executed.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether the settings must be read back before the server connection goes back.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub fn replay(&self) -> Option<&Arc<str>> {
+        self.replay.as_ref()
+    }
+
+    /// The query that reads the session-level settings back from a server connection: one
+    /// row, one column, the list of `set_config` calls (NULL when there is none). Every name
+    /// is schema-qualified: the client may have changed `search_path`.
+    pub fn read_query(&self) -> String {
+        let tracked: Vec<String> = params::TRACKED
+            .iter()
+            .map(|t| quote(&t.to_ascii_lowercase()))
+            .collect();
+        let mut sql = format!(
+            "SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', n, v), ', ' ORDER BY n) \
+             FROM (SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
+             WHERE source = 'session' AND pg_catalog.lower(name) <> ALL (ARRAY[{}])",
+            tracked.join(", ")
+        );
+        if !self.custom.is_empty() {
+            let names: Vec<String> = self.custom.iter().map(|n| quote(n)).collect();
+            sql.push_str(&format!(
+                " UNION SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[{}]::text[]) n",
+                names.join(", ")
+            ));
+        }
+        sql.push_str(") s(n, v) WHERE v IS NOT NULL");
+        sql
+    }
+
+    /// The answer of [`ClientSettings::read_query`]; returns the new replay statement.
+    pub fn read(&mut self, calls: Option<String>) -> Option<Arc<str>> {
+        self.dirty = false;
+        self.replay = calls
+            .filter(|c| !c.is_empty())
+            .map(|c| Arc::from(format!("SELECT {c}")));
+        self.replay.clone()
+    }
+}
+
+/// A string literal that reads the same whatever `standard_conforming_strings` says.
+fn quote(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Whether a server connection with settings `conn` already has the client's `client`.
+pub fn same(client: Option<&Arc<str>>, conn: Option<&Arc<str>>) -> bool {
+    match (client, conn) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
+/// The one query that brings a server connection (settings `conn`, kept parameters
+/// `conn_params`) to a client (settings `client`, kept parameters `wanted`); `None` when it
+/// already matches.
+pub fn alignment(
+    client: Option<&Arc<str>>,
+    conn: Option<&Arc<str>>,
+    wanted: &Params,
+    conn_params: &Params,
+) -> Option<String> {
+    if same(client, conn) {
+        return params::set_statements(wanted, conn_params);
+    }
+    // RESET ALL takes the kept parameters back to the login's values too: all of them are
+    // set again.
+    let mut sql = String::from("RESET ALL;");
+    if let Some(replay) = client {
+        sql.push_str(replay);
+        sql.push(';');
+    }
+    if let Some(kept) = params::set_statements(wanted, &Params::new()) {
+        sql.push_str(&kept);
+    }
+    Some(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::statements::inspect;
+
+    #[test]
+    fn dirty_from_inspected_statements_until_read_back() {
+        let mut s = ClientSettings::default();
+        s.note(&inspect(b"select 1"));
+        assert!(!s.dirty());
+        s.note(&inspect(b"SET TIME ZONE 'UTC'"));
+        assert!(!s.dirty(), "kept from ParameterStatus");
+        s.note(&inspect(
+            b"BEGIN; SET app.tenant = 'a'; SET search_path = s2",
+        ));
+        assert!(s.dirty());
+        assert!(s
+            .read_query()
+            .contains("unnest(ARRAY[E'app.tenant']::text[])"));
+        let replay = s.read(Some(
+            "pg_catalog.set_config('search_path', 's2', false)".into(),
+        ));
+        assert_eq!(
+            replay.as_deref(),
+            Some("SELECT pg_catalog.set_config('search_path', 's2', false)")
+        );
+        assert!(!s.dirty());
+        // The custom names stay known: a later RESET ALL must be read back for them too.
+        s.note(&inspect(b"RESET ALL"));
+        assert!(s.dirty() && s.read_query().contains("E'app.tenant'"));
+        // Nothing left (a rolled-back SET reads back as nothing too).
+        assert_eq!(s.read(None), None);
+        assert_eq!(s.replay(), None);
+        s.mark_dirty();
+        assert!(s.dirty());
+    }
+
+    #[test]
+    fn read_query_quotes_names() {
+        let mut s = ClientSettings::default();
+        s.note(&inspect(b"select set_config('a.it''s\\', 'x', false)"));
+        let q = s.read_query();
+        assert!(q.contains("E'a.it\\'s\\\\'"), "{q}");
+        assert!(q.contains("<> ALL (ARRAY[E'client_encoding', E'datestyle', E'timezone', E'standard_conforming_strings', E'application_name'])"), "{q}");
+    }
+
+    #[test]
+    fn aligns_only_what_differs() {
+        let mut wanted = Params::new();
+        params::record(&mut wanted, "TimeZone", "UTC");
+        params::record(&mut wanted, "application_name", "app");
+        let mut current = wanted.clone();
+        let a: Arc<str> = Arc::from("SELECT pg_catalog.set_config('search_path', 'a', false)");
+        let a2: Arc<str> = Arc::from(&*a);
+        // Same settings (by value, not only the same allocation), same parameters: nothing.
+        assert_eq!(alignment(Some(&a), Some(&a2), &wanted, &current), None);
+        assert_eq!(alignment(None, None, &wanted, &current), None);
+        // Same settings, a parameter differs: only that SET.
+        params::record(&mut current, "application_name", "other");
+        assert_eq!(
+            alignment(Some(&a), Some(&a), &wanted, &current).as_deref(),
+            Some("SET application_name = E'app';")
+        );
+        // Settings differ: reset, the client's settings, every kept parameter.
+        assert_eq!(
+            alignment(Some(&a), None, &wanted, &wanted).as_deref(),
+            Some("RESET ALL;SELECT pg_catalog.set_config('search_path', 'a', false);SET TimeZone = E'UTC';SET application_name = E'app';")
+        );
+        assert_eq!(
+            alignment(None, Some(&a), &wanted, &wanted).as_deref(),
+            Some("RESET ALL;SET TimeZone = E'UTC';SET application_name = E'app';")
+        );
+    }
+}
