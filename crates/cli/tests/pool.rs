@@ -341,6 +341,63 @@ fn deallocate_forgets_the_clients_statements(port: u16) {
     );
 }
 
+/// The pgJDBC client (Debian's libpostgresql-jdbc-java) of the transaction-pool test, run as
+/// a single-file Java program (arguments: the port, the user, the password). pgJDBC sends
+/// `extra_float_digits` and (from `currentSchema`) `search_path` in its startup packet and,
+/// with `prepareThreshold=1`, names every statement it prepares; it prints its
+/// `extra_float_digits`, its `search_path`, and the sum of its prepared selects and of a
+/// transaction with autocommit off.
+const JDBC: &str = r#"
+import java.sql.*;
+public class Jdbc {
+  public static void main(String[] a) throws Exception {
+    String url = "jdbc:postgresql://127.0.0.1:" + a[0] + "/postgres?sslmode=disable&prepareThreshold=1&currentSchema=s2,public";
+    Connection[] cs = new Connection[3];
+    for (int i = 0; i < 3; i++) cs[i] = DriverManager.getConnection(url, a[1], a[2]);
+    long total = 0;
+    for (int k = 0; k < 50; k++) for (int i = 0; i < 3; i++) {
+      try (PreparedStatement ps = cs[i].prepareStatement("select ?::int + ?::int")) {
+        ps.setInt(1, k); ps.setInt(2, i);
+        try (ResultSet r = ps.executeQuery()) { r.next(); total += r.getInt(1); }
+      }
+    }
+    cs[1].setAutoCommit(false);
+    try (PreparedStatement ps = cs[1].prepareStatement("select count(*) from t where v = ?")) {
+      for (int k = 0; k < 5; k++) {
+        ps.setString(1, "s2");
+        try (ResultSet r = ps.executeQuery()) { r.next(); total += r.getLong(1); }
+      }
+    }
+    cs[1].commit();
+    String out = "";
+    try (Statement st = cs[2].createStatement();
+         ResultSet r = st.executeQuery("select current_setting('extra_float_digits'), current_setting('search_path')")) {
+      r.next(); out = r.getString(1) + " [" + r.getString(2) + "] ";
+    }
+    System.out.println(out + total);
+  }
+}
+"#;
+
+/// Runs [`JDBC`] against `port`; its output line.
+fn jdbc(dir: &Path, port: u16, user: &str, password: &str) -> String {
+    let src = dir.join("Jdbc.java");
+    std::fs::write(&src, JDBC).expect("writing Jdbc.java");
+    let out = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(&src)
+        .args([&port.to_string(), user, password])
+        .output()
+        .expect("java (Debian's openjdk-17-jdk-headless)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `insert ... returning` the port of the server that took it.
 async fn insert_port(c: &Client) -> Result<String, tokio_postgres::Error> {
     value(
@@ -499,6 +556,13 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
         "{}",
         String::from_utf8_lossy(&asyncpg.stderr)
     );
+    // pgJDBC through the transaction pool gives what it gets from PostgreSQL directly: its
+    // startup packet's extra_float_digits and currentSchema (search_path) on every server
+    // connection it lands on, its named statements re-prepared there.
+    let through_pool = jdbc(&c.root, tx, "postgres", SUPERUSER_PASSWORD);
+    let direct = jdbc(&c.root, c.members[leader].pg_port, "postgres", SUPERUSER_PASSWORD);
+    assert_eq!(through_pool, direct);
+    assert!(direct.ends_with(" [s2,public] 3830"), "{direct}");
     // psycopg 3 (SQL DEALLOCATE as its cache evicts) through the one-connection pool.
     common::psycopg_through(one, "admin", "admin-pass");
     deallocate_forgets_the_clients_statements(one);

@@ -48,7 +48,7 @@
 //!        pool_size: 20, min_pool_size: 0, max_client_conn: 100, server_idle_timeout: 600s,
 //!        server_lifetime: 3600s, query_wait_timeout: 120s, server_reset_query: DISCARD ALL,
 //!        auth_type: scram-sha-256, auth_file: /etc/pgherd/userlist.txt,
-//!        ignore_startup_parameters: [extra_float_digits], max_prepared_statements: 100,
+//!        ignore_startup_parameters: [options], max_prepared_statements: 100,
 //!        auth_user: pgbouncer, auth_query: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
 //!        tls: {cert: /etc/pgherd/proxy.pem, key: /etc/pgherd/proxy.key},
 //!        server_tls: {mode: verify-full, ca: /etc/pgherd/ca.pem}}
@@ -74,9 +74,10 @@
 //! mode refuses and follows; [`pool::settings`] for the session settings (`SET`, `RESET`)
 //! that follow a client from server connection to server connection). `maxconn`/`maxqueue` do not apply to pooled listeners: `max_client_conn`
 //! bounds clients and `pool_size` server connections per (server, user, database).
-//! `auth_type`: `scram-sha-256` (default), `md5`, `plain`. Other startup parameters than
+//! `auth_type`: `scram-sha-256` (default), `md5`, `plain`. Startup parameters other than
 //! the kept ones (client_encoding, DateStyle, TimeZone, standard_conforming_strings,
-//! application_name) are refused unless listed in `ignore_startup_parameters`.
+//! application_name) start the client's session settings ([`pool::settings`]), except
+//! `options` (refused) and the names `ignore_startup_parameters` lists (dropped).
 //! `max_prepared_statements` > 0 keeps named prepared statements working in transaction mode
 //! ([`pool::prepared`], SQL `DEALLOCATE` included). `auth_user` + `auth_query` look up users missing from the
 //! `auth_file` ([`pool::auth_query`]). `tls` terminates clients' TLS (an `SSLRequest` is then

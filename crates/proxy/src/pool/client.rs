@@ -245,15 +245,20 @@ async fn login<'a>(
     startup: codec::Startup,
 ) -> Result<Session<'a>, (Stream, Fatal)> {
     let mut wanted = Params::new();
+    let mut startup_settings = Vec::new();
     for (k, v) in &startup.params {
         if let Some(c) = params::canonical(k) {
             wanted.insert(c, v.clone());
-        } else if !pc
+        } else if pc
             .cfg
             .ignore_startup_parameters
             .iter()
             .any(|i| i.eq_ignore_ascii_case(k))
         {
+            continue;
+        } else if ClientSettings::settable_at_startup(k) {
+            startup_settings.push((k.clone(), v.clone()));
+        } else {
             return Err((
                 client,
                 Fatal::new("08P01", format!("unsupported startup parameter: {k}")),
@@ -309,7 +314,7 @@ async fn login<'a>(
         statements: HashMap::new(),
         last_pool: None,
         auto: ctx.split.as_ref().map(auto::Auto::new),
-        settings: ClientSettings::default(),
+        settings: ClientSettings::from_startup(&startup_settings),
         held: false,
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which

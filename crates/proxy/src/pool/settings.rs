@@ -58,6 +58,43 @@ impl ClientSettings {
         self.dirty
     }
 
+    /// The settings a client's startup packet asks for beyond the kept parameters
+    /// (`extra_float_digits` from JDBC, `search_path`, `statement_timeout`, a custom
+    /// variable): its session starts with them, as a direct connection's would. A name the
+    /// server does not know fails the client's first unit with the server's error.
+    pub fn from_startup(settings: &[(String, String)]) -> ClientSettings {
+        let mut sorted: Vec<(String, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+            .collect();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        let calls: Vec<String> = sorted
+            .iter()
+            .map(|(k, v)| format!("pg_catalog.set_config({}, {}, false)", quote(k), quote(v)))
+            .collect();
+        ClientSettings {
+            replay: (!calls.is_empty()).then(|| Arc::from(format!("SELECT {}", calls.join(", ")))),
+            custom: sorted
+                .iter()
+                .filter(|(k, _)| k.contains('.'))
+                .map(|(k, _)| k.clone())
+                .collect(),
+            dirty: false,
+        }
+    }
+
+    /// Whether a startup parameter can start the session as a setting: a plain
+    /// configuration name (`options` and `replication` are not settings).
+    pub fn settable_at_startup(name: &str) -> bool {
+        !name.is_empty()
+            && !name.eq_ignore_ascii_case("options")
+            && !name.eq_ignore_ascii_case("replication")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    }
+
     pub fn replay(&self) -> Option<&Arc<str>> {
         self.replay.as_ref()
     }
@@ -171,6 +208,28 @@ mod tests {
         assert_eq!(s.replay(), None);
         s.mark_dirty();
         assert!(s.dirty());
+    }
+
+    #[test]
+    fn startup_parameters_start_the_session_as_settings() {
+        let s = ClientSettings::from_startup(&[
+            ("extra_float_digits".into(), "3".into()),
+            ("App.Tenant".into(), "it's".into()),
+            ("Search_Path".into(), "a, b".into()),
+        ]);
+        assert_eq!(
+            s.replay().map(|r| &**r),
+            Some("SELECT pg_catalog.set_config(E'app.tenant', E'it\\'s', false), pg_catalog.set_config(E'extra_float_digits', E'3', false), pg_catalog.set_config(E'search_path', E'a, b', false)")
+        );
+        assert!(!s.dirty());
+        assert!(
+            s.read_query().contains("E'app.tenant'"),
+            "a custom name is read back"
+        );
+        assert!(ClientSettings::from_startup(&[]).replay().is_none());
+        assert!(ClientSettings::settable_at_startup("extra_float_digits"));
+        assert!(!ClientSettings::settable_at_startup("options"));
+        assert!(!ClientSettings::settable_at_startup("a;b"));
     }
 
     #[test]
