@@ -91,7 +91,7 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
         leader,
         "create table acct (id int primary key, v int); insert into acct values (1, 0); \
          create sequence seq; create schema app; create table app.only_in_app (x int); \
-         insert into app.only_in_app values (7); \
+         insert into app.only_in_app values (7); create table copied (v int); \
          create function ro_fn() returns bool language sql as 'select pg_is_in_recovery()'; \
          create function bump() returns bool language sql as \
            'update acct set v = v + 1 where id = 1; select pg_is_in_recovery()'",
@@ -193,6 +193,60 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
     let out = pgherd_testkit::cluster::psql_with_timeout(port, "select pg_is_in_recovery()", 45)
         .expect("psql");
     assert_eq!(out.trim(), "t");
+    // COPY ... FROM STDIN reaches the primary with its data: psql's \copy and asyncpg's
+    // copy_records_to_table. asyncpg prepares its table probe with Parse, Describe and Flush
+    // (no Sync; a read, so a replica) and then sends the COPY, or after prepare() an
+    // execute(), as a simple query: that query is routed on its own, to the primary.
+    let mut copy = std::process::Command::new("psql")
+        .args(["-X", "-c", "\\copy copied from stdin"])
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        ))
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    {
+        use std::io::Write;
+        let mut stdin = copy.stdin.take().expect("psql's stdin");
+        for v in 1..=1000 {
+            writeln!(stdin, "{v}").expect("rows to psql");
+        }
+    }
+    let copied = copy.wait_with_output().expect("psql \\copy");
+    assert_eq!(
+        String::from_utf8_lossy(&copied.stdout).trim(),
+        "COPY 1000",
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let asyncpg = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import asyncio, sys, asyncpg\n\
+             async def main(port, pw):\n\
+             \x20   c = await asyncpg.connect(host='127.0.0.1', port=port, user='postgres', password=pw, database='postgres', ssl=False)\n\
+             \x20   print(await c.copy_records_to_table('copied', records=[(v,) for v in range(5)]))\n\
+             \x20   st = await c.prepare('select pg_is_in_recovery()')\n\
+             \x20   print(await c.execute('insert into copied values (6)'), await st.fetchval())\n\
+             asyncio.run(main(int(sys.argv[1]), sys.argv[2]))\n",
+            &port.to_string(),
+            SUPERUSER_PASSWORD,
+        ])
+        .output()
+        .expect("python3 with asyncpg");
+    assert_eq!(
+        String::from_utf8_lossy(&asyncpg.stdout).trim(),
+        "COPY 5\nINSERT 0 1 True",
+        "{}",
+        String::from_utf8_lossy(&asyncpg.stderr)
+    );
+    assert_eq!(
+        c.sql(leader, "select count(*) from copied").unwrap(),
+        "1006"
+    );
     // psycopg 3: prepared statements and their SQL DEALLOCATEs, a SET that follows one
     // connection, on the primary and the replicas.
     common::psycopg_through(port, "postgres", SUPERUSER_PASSWORD);

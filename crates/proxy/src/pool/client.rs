@@ -68,6 +68,10 @@ pub struct TxState {
     pub pending: usize,
     /// Extended-protocol messages sent since the last `Sync`.
     pub unsynced: bool,
+    /// One of them was an `Execute`.
+    pub unsynced_execute: bool,
+    /// `Sync`s the proxy sent on its own whose `ReadyForQuery` the client must not see.
+    pub hidden_syncs: usize,
     /// The last `ReadyForQuery` status (`I`, `T`, `E`).
     pub status: u8,
     /// After a refused `Parse` between transactions: client messages are dropped up to the
@@ -82,6 +86,8 @@ impl Default for TxState {
         TxState {
             pending: 0,
             unsynced: false,
+            unsynced_execute: false,
+            hidden_syncs: 0,
             status: b'I',
             skipping: false,
             passthrough: 0,
@@ -97,8 +103,13 @@ impl TxState {
             b'S' => {
                 self.pending += 1;
                 self.unsynced = false;
+                self.unsynced_execute = false;
             }
-            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
+            b'E' => {
+                self.unsynced = true;
+                self.unsynced_execute = true;
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
             _ => {}
         }
     }
@@ -847,9 +858,36 @@ impl Session<'_> {
         let rename = transaction && self.pc.cfg.max_prepared_statements > 0;
         while let Some((tag, len)) = frame(&self.cbuf)? {
             // An auto session routes unit by unit: what follows an unanswered unit waits for
-            // its ReadyForQuery (the next unit may belong on another server).
-            if self.auto.is_some() && conn.is_some() && self.tx.pending > 0 {
+            // its ReadyForQuery (the next unit may belong on another server). The data of a
+            // `COPY ... FROM STDIN` (CopyData, CopyDone, CopyFail) is part of the unanswered
+            // unit: the server waits for it before it answers.
+            if self.auto.is_some()
+                && conn.is_some()
+                && self.tx.pending > 0
+                && !matches!(tag, b'd' | b'c' | b'f')
+            {
                 break;
+            }
+            // A simple query after extended-protocol messages that ended with a Flush, not a
+            // Sync (asyncpg's prepare(): Parse, Describe, Flush): the server connection is
+            // still bound to where those went, a replica for a read. When they executed
+            // nothing and no transaction is open, a Sync the client does not see ends them,
+            // and the query is routed on its own.
+            if let (Some(c), true) = (conn.as_deref_mut(), self.auto.is_some()) {
+                if tag == b'Q'
+                    && self.tx.unsynced
+                    && !self.tx.unsynced_execute
+                    && self.tx.pending == 0
+                    && self.tx.status == b'I'
+                {
+                    codec::put_sync(&mut b.forward);
+                    self.tx.sent(b'S');
+                    self.tx.hidden_syncs += 1;
+                    if rename {
+                        c.owed.push(Expect::Sync);
+                    }
+                    break;
+                }
             }
             if self.tx.skipping {
                 self.cbuf.advance(len);
@@ -1154,6 +1192,11 @@ impl Session<'_> {
                     }
                 }
                 b'Z' => {
+                    if self.tx.hidden_syncs > 0 {
+                        self.tx.hidden_syncs -= 1;
+                        scan.ranges.push(start..at);
+                        start = pos;
+                    }
                     if let Some(a) = self.auto.as_mut() {
                         a.ready(conn.buf[at + 5]);
                     }

@@ -235,6 +235,12 @@ pub fn put_query(out: &mut BytesMut, sql: &str) {
     put_cstr(out, sql);
 }
 
+/// A `Sync` message.
+pub fn put_sync(out: &mut BytesMut) {
+    out.put_u8(b'S');
+    out.put_u32(4);
+}
+
 /// The text of a `Query` body, or of a `Parse` body's statement name and query.
 pub fn query_text(body: &[u8]) -> &[u8] {
     let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
