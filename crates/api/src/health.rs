@@ -201,10 +201,16 @@ fn leader_codes(
             }
         } else {
             // Patroni answers 200 here on the lock alone, also while its PostgreSQL is down or
-            // restarting; a load balancer must not send writes to a dead server.
+            // restarting; a load balancer must not send writes to a dead server. A postmaster
+            // that runs but did not answer the status query in time (`unknown`: overloaded)
+            // is not dead: as in Patroni, whose failed status query keeps the cached role,
+            // the primary stays routed rather than having every write session cut.
             LeaderCodes {
                 leader: OK,
-                primary: code(body.state == "running" && matches!(role, "master" | "primary")),
+                primary: code(
+                    matches!(body.state, "running" | "unknown")
+                        && matches!(role, "master" | "primary"),
+                ),
                 standby_leader: DOWN,
                 replica,
             }

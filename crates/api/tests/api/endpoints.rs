@@ -480,6 +480,15 @@ async fn status_and_health_report_postgres_as_it_is_at_request_time() {
     let reply = call_ctx(ctx.clone(), Method::OPTIONS, "/replica").await;
     assert_eq!(reply.status.as_u16(), 503);
 
+    // The leader's postmaster runs but its status query did not answer in time (overloaded):
+    // "unknown", still the primary to write to (Patroni keeps its cached role), not healthy.
+    let ctx = live(leader(), LivePostgres::NoAnswer);
+    for (path, expected) in [("/primary", 200), ("/leader", 200), ("/health", 503)] {
+        let reply = call_ctx(ctx.clone(), Method::GET, path).await;
+        assert_eq!(reply.status.as_u16(), expected, "{path}");
+        assert_eq!(reply.json()["state"], "unknown", "{path}");
+    }
+
     // Running but not answering (shutting down): "unknown", not a replica to route to.
     let ctx = live(
         replica_named("node1", LEADER_OPTIME),
