@@ -560,7 +560,12 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
     // startup packet's extra_float_digits and currentSchema (search_path) on every server
     // connection it lands on, its named statements re-prepared there.
     let through_pool = jdbc(&c.root, tx, "postgres", SUPERUSER_PASSWORD);
-    let direct = jdbc(&c.root, c.members[leader].pg_port, "postgres", SUPERUSER_PASSWORD);
+    let direct = jdbc(
+        &c.root,
+        c.members[leader].pg_port,
+        "postgres",
+        SUPERUSER_PASSWORD,
+    );
     assert_eq!(through_pool, direct);
     assert!(direct.ends_with(" [s2,public] 3830"), "{direct}");
     // psycopg 3 (SQL DEALLOCATE as its cache evicts) through the one-connection pool.
