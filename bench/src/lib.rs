@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod login;
+
 /// The pgherd binary to benchmark: `PGHERD_BIN`, else target/release, else target/debug.
 pub fn pgherd_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("PGHERD_BIN") {

@@ -80,7 +80,7 @@ pub fn keepalive_params(k: &Keepalive) -> socket2::TcpKeepalive {
 pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAddr) {
     let _client = ctx.gate.client();
     let origin = if ctx.cfg.accept_proxy {
-        match proxy_protocol::read_header(&mut client, client_wait(&ctx)).await {
+        match Box::pin(proxy_protocol::read_header(&mut client, client_wait(&ctx))).await {
             Ok(Origin::Client(addr)) => addr,
             Ok(Origin::Unknown) => peer,
             Err(why) => {
@@ -92,7 +92,9 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
     } else {
         peer
     };
-    if !first_bytes(&ctx, &client).await {
+    // Boxed, as the opening and the data path below: a session's task is then only as large
+    // as what it holds while its client is idle.
+    if !Box::pin(first_bytes(&ctx, &client)).await {
         return;
     }
     if let Some(pc) = ctx.pool.clone() {

@@ -149,24 +149,11 @@ pub async fn serve(
         let _ = client.write_all(&out).await;
         return;
     };
-    let (client, startup) = match timeout(LOGIN_WAIT, opening(&pc, client)).await {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            debug!(listener = %ctx.cfg.name, client = %origin, "closing a client: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    let mut session = match login(&ctx, &pc, client, startup).await {
-        Ok(s) => s,
-        Err((mut client, f)) => {
-            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
-            let mut out = BytesMut::new();
-            put_error(&mut out, "FATAL", f.code, &f.message);
-            let _ = client.send(&out).await;
-            return;
-        }
+    // The opening and the login are boxed, as are the session's per-transaction steps
+    // (see `Session::run`): the task of a logged-in idle client is then only as large as
+    // its session and its waiting state, which is what each of many idle clients costs.
+    let Some(mut session) = Box::pin(start(&ctx, &pc, client, origin)).await else {
+        return;
     };
     let lease = session.first_lease.take();
     if let Err(f) = session.run(lease).await {
@@ -174,6 +161,35 @@ pub async fn serve(
         let mut out = BytesMut::new();
         put_error(&mut out, "FATAL", f.code, &f.message);
         let _ = session.client.send(&out).await;
+    }
+}
+
+/// The opening and the login: the logged-in session, or `None` when the client left or was
+/// refused (and told why).
+async fn start<'a>(
+    ctx: &'a ListenerCtx,
+    pc: &'a PoolCtx,
+    client: TcpStream,
+    origin: SocketAddr,
+) -> Option<Session<'a>> {
+    let (client, startup) = match timeout(LOGIN_WAIT, opening(pc, client)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            debug!(listener = %ctx.cfg.name, client = %origin, "closing a client: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    match login(ctx, pc, client, startup).await {
+        Ok(s) => Some(s),
+        Err((mut client, f)) => {
+            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
+            let mut out = BytesMut::new();
+            put_error(&mut out, "FATAL", f.code, &f.message);
+            let _ = client.send(&out).await;
+            None
+        }
     }
 }
 
@@ -226,8 +242,8 @@ struct Session<'a> {
     statements: HashMap<Vec<u8>, Statement>,
     /// The pool of the last server connection (reused while the routing picks its server).
     last_pool: Option<Arc<super::ServerPool>>,
-    /// An auto listener: where each transaction goes.
-    auto: Option<auto::Auto>,
+    /// An auto listener: where each transaction goes (boxed: most listeners have none).
+    auto: Option<Box<auto::Auto>>,
 }
 
 async fn login<'a>(
@@ -300,7 +316,7 @@ async fn login<'a>(
         first_lease: None,
         statements: HashMap::new(),
         last_pool: None,
-        auto: ctx.split.as_ref().map(auto::Auto::new),
+        auto: ctx.split.as_ref().map(|s| Box::new(auto::Auto::new(s))),
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
@@ -529,11 +545,14 @@ impl Session<'_> {
             match bound.take() {
                 None => {
                     if frame(&self.cbuf).map_err(protocol)?.is_none() {
+                        // The timer is boxed: only listeners with client_idle pay for it.
                         let read = match self.ctx.limits.client_idle {
-                            Some(limit) => timeout(limit, self.client.read_buf(&mut self.cbuf))
-                                .await
-                                .unwrap_or(Ok(0)),
-                            None => self.client.read_buf(&mut self.cbuf).await,
+                            Some(limit) => {
+                                Box::pin(timeout(limit, self.client.read_idle(&mut self.cbuf)))
+                                    .await
+                                    .unwrap_or(Ok(0))
+                            }
+                            None => self.client.read_idle(&mut self.cbuf).await,
                         };
                         if !matches!(read, Ok(n) if n > 0) {
                             return Ok(());
@@ -552,11 +571,11 @@ impl Session<'_> {
                         continue;
                     }
                     let mut lease = if self.auto.is_some() {
-                        match self.auto_step().await? {
+                        match Box::pin(self.auto_step()).await? {
                             auto::Step::Bound(lease) => *lease,
                             auto::Step::Answered => continue,
                             auto::Step::NeedMore => {
-                                let read = self.client.read_buf(&mut self.cbuf).await;
+                                let read = self.client.read_idle(&mut self.cbuf).await;
                                 if !matches!(read, Ok(n) if n > 0) {
                                     return Ok(());
                                 }
@@ -564,12 +583,12 @@ impl Session<'_> {
                             }
                         }
                     } else {
-                        self.bind().await?
+                        Box::pin(self.bind()).await?
                     };
-                    match self.client_side(&mut lease).await {
+                    match Box::pin(self.client_side(&mut lease)).await {
                         Ok(None) => bound = Some(lease),
                         Ok(Some(_)) => {
-                            self.finish(lease).await;
+                            Box::pin(self.finish(lease)).await;
                             return Ok(());
                         }
                         Err(f) => {
@@ -579,14 +598,14 @@ impl Session<'_> {
                         }
                     }
                 }
-                Some(mut lease) => match self.relay(&mut lease).await {
+                Some(mut lease) => match Box::pin(self.relay(&mut lease)).await {
                     Ok(true) => {
-                        self.auto_before_release(&mut lease).await;
+                        Box::pin(self.auto_before_release(&mut lease)).await;
                         self.cancel.set(None);
                         lease.release(true);
                     }
                     Ok(false) => {
-                        self.finish(lease).await;
+                        Box::pin(self.finish(lease)).await;
                         return Ok(());
                     }
                     Err(f) => {
@@ -1076,6 +1095,20 @@ mod tests {
         t.sent(b'Q');
         t.ready(b'E');
         assert!(!t.idle());
+    }
+
+    /// The size of what `f` returns (an async fn's future), without calling it.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A logged-in idle client's task is its session and its waiting state: the opening,
+    /// the login and the per-transaction steps are boxed (binding a server connection alone
+    /// is over 2 kB), so their states do not make every idle client's task as large.
+    #[test]
+    fn idle_client_task_is_small() {
+        let serve = future_size(serve);
+        assert!(serve < 1536, "a pooled client's task is {serve} bytes");
     }
 
     #[test]

@@ -223,7 +223,10 @@ pub struct ServerPool {
     connect_timeout: Duration,
     keepalive: Option<Keepalive>,
     tls: Arc<stream::ServerTls>,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed: a connection moves between here and a [`Lease`] (held in a client's task)
+    /// as a pointer, and the lease stays small.
+    #[allow(clippy::vec_box, reason = "the boxes move in and out of leases")]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     /// The `ParameterStatus` set of the first login (what clients are welcomed with).
     welcome: Mutex<Option<Vec<(String, String)>>>,
     /// The credentials of the last client (for `min_pool_size` connections).
@@ -246,7 +249,7 @@ pub enum CheckoutError {
 
 /// A server connection lent to one client.
 pub struct Lease {
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     pool: Arc<ServerPool>,
     _permit: OwnedSemaphorePermit,
     _active: Counted,
@@ -269,7 +272,8 @@ impl Lease {
 }
 
 impl ServerPool {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ServerConn>> {
+    #[allow(clippy::vec_box, reason = "see `idle`")]
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<ServerConn>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -334,7 +338,7 @@ impl ServerPool {
                 });
             }
         }
-        let conn = self.connect(creds).await?;
+        let conn = Box::new(self.connect(creds).await?);
         Ok(Lease {
             conn,
             pool: self.clone(),
@@ -383,7 +387,7 @@ impl ServerPool {
                 return;
             };
             match self.connect(&creds).await {
-                Ok(c) => self.lock_idle().push(c),
+                Ok(c) => self.lock_idle().push(Box::new(c)),
                 Err(e) => {
                     debug!(member = %self.key.member, "min_pool_size connection failed: {e}");
                     return;
