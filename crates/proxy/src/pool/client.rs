@@ -344,7 +344,7 @@ async fn login<'a>(
     };
     for (k, v) in &welcome {
         if let Some(c) = params::canonical(k) {
-            s.wanted.entry(c).or_insert_with(|| v.clone());
+            s.wanted.insert_default(c, v);
         }
     }
     if let Some(lease) = s.first_lease.as_mut() {
