@@ -1107,8 +1107,8 @@ mod tests {
     /// is over 2 kB), so their states do not make every idle client's task as large.
     #[test]
     fn idle_client_task_is_small() {
-        let serve = future_size(serve);
-        assert!(serve < 1536, "a pooled client's task is {serve} bytes");
+        let task = future_size(crate::session::serve_pooled);
+        assert!(task < 1536, "a pooled client's task is {task} bytes");
     }
 
     #[test]
