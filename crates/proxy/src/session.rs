@@ -78,9 +78,9 @@ pub fn keepalive_params(k: &Keepalive) -> socket2::TcpKeepalive {
 
 /// Runs one client session to its end. `peer`: the socket's remote address.
 pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAddr) {
-    // Boxed, as the opening and the data path below: a session's task is then only as large
-    // as what it holds while its client is idle.
-    let Some((_client, origin)) = Box::pin(greet(&ctx, &mut client, peer)).await else {
+    // Inline: a silent client waits here, and the task is as large as the plain path's
+    // states anyway (boxing the wait would cost it one more allocation).
+    let Some((_client, origin)) = greet(&ctx, &mut client, peer).await else {
         return;
     };
     let _slot = match ctx.gate.enter().await {
@@ -134,7 +134,7 @@ pub async fn serve_pooled(
     mut client: TcpStream,
     peer: SocketAddr,
 ) {
-    let Some((_client, origin)) = Box::pin(greet(&ctx, &mut client, peer)).await else {
+    let Some((_client, origin)) = greet(&ctx, &mut client, peer).await else {
         return;
     };
     crate::pool::client::serve(ctx, pc, client, origin).await;
