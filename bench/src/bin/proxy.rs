@@ -9,14 +9,20 @@
 //! Measured per round, every peer in turn: pgbench `-S` (16 clients) and `-S -C` (a new
 //! connection per transaction) TPS, latency and the peer's CPU time per transaction (`-S -C`
 //! also through a second pgbouncer and a second pool listener with md5 logins: what a new
-//! connection costs when the pooler's client authentication is cheap); then the
-//! RSS of pgherd, pgbouncer (and pgherd's pool) with 10,000 idle client connections; then
-//! the time from a leader kill to the first successful write directly, through pgherd and
-//! through HAProxy. Prints `name=value unit` lines: per-round paired ratios as each round
-//! ends, then medians.
+//! connection costs when the pooler's client authentication is cheap); then the RSS of
+//! pgbouncer and pgherd's pool with no client and with 10,000 idle clients that logged in
+//! (startup, md5 — or SCRAM with `--idle-auth scram` — against the user list, then
+//! `ReadyForQuery`: what an idle pooled client is; bench/src/login.rs), and of pgherd's plain
+//! listener and pgbouncer with 10,000 clients that connected and said nothing (a plain
+//! proxy cannot log clients in without a server connection each), with the anonymous and
+//! file-backed parts of each; then the time from a leader kill to the first successful
+//! write directly, through pgherd and through HAProxy. Prints `name=value unit` lines:
+//! per-round paired ratios as each round ends, then medians.
 //!
-//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
-//! (SECONDS per pgbench run, default 5; ROUNDS, default 4: about nine minutes with the pool).
+//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy -- [SECONDS]
+//! [ROUNDS] [--only pgbench,rss,failover] [--idle-auth md5|scram]` (SECONDS per pgbench run,
+//! default 5; ROUNDS, default 4: about nine minutes with the pool; `--only rss`: about two;
+//! `--help`).
 //!
 //! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
 //! peer the bench prints the median of the per-round ratios: within a round the peers run

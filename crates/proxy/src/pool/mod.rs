@@ -31,6 +31,16 @@
 //! no server connection: their next transaction waits for the new primary (the hold) and runs
 //! there.
 
+//!
+//! # Idle clients
+//!
+//! Most pooled clients are idle most of the time, so what one idle client holds is what a
+//! pooler's memory is made of: its own task ([`crate::session::serve_pooled`], without the
+//! plain path's states), its session (parameters in a slot array, [`params::Params`]) and
+//! no read buffer ([`stream::Stream::read_idle`]); the login, a bound server connection
+//! and the per-transaction steps are boxed while they run. `bench/proxy --only rss`
+//! measures it against pgbouncer with 10,000 logged-in idle clients.
+
 pub mod auth;
 pub mod auth_query;
 pub mod cancel;
