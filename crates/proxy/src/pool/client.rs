@@ -839,7 +839,9 @@ impl Session<'_> {
                     out.extend_from_slice(&msg);
                     return;
                 }
-                let definition = body.slice(n + 1..);
+                // Copied out: a slice would keep the client's whole read buffer (a fresh
+                // one per transaction, see `Stream::read_idle`) alive with the statement.
+                let definition = bytes::Bytes::copy_from_slice(&body[n + 1..]);
                 let server_name = self.pc.names.name_for(&definition);
                 self.statements.insert(
                     body[..n].to_vec(),
