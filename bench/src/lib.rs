@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod login;
 pub mod peers;
 
 /// The pgherd binary to benchmark: `PGHERD_BIN`, else target/release, else target/debug.

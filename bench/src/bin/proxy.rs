@@ -10,14 +10,20 @@
 //! Measured per round, every peer in turn: pgbench `-S` (16 clients) and `-S -C` (a new
 //! connection per transaction) TPS, latency and the peer's CPU time per transaction (`-S -C`
 //! also through a second pgbouncer and a second pool listener with md5 logins: what a new
-//! connection costs when the pooler's client authentication is cheap); then the
-//! RSS of pgherd, pgbouncer (and pgherd's pool) with 10,000 idle client connections; then
-//! the time from a leader kill to the first successful write directly, through pgherd and
-//! through HAProxy. Prints `name=value unit` lines: per-round paired ratios as each round
-//! ends, then medians.
+//! connection costs when the pooler's client authentication is cheap); then the RSS of
+//! pgbouncer and pgherd's pool with no client and with 10,000 idle clients that logged in
+//! (startup, md5 — or SCRAM with `--idle-auth scram` — against the user list, then
+//! `ReadyForQuery`: what an idle pooled client is; bench/src/login.rs), and of pgherd's plain
+//! listener and pgbouncer with 10,000 clients that connected and said nothing (a plain
+//! proxy cannot log clients in without a server connection each), with the anonymous and
+//! file-backed parts of each; then the time from a leader kill to the first successful
+//! write directly, through pgherd and through HAProxy. Prints `name=value unit` lines:
+//! per-round paired ratios as each round ends, then medians.
 //!
-//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy [SECONDS] [ROUNDS]`
-//! (SECONDS per pgbench run, default 5; ROUNDS, default 4: about nine minutes with the pool).
+//! `cargo build --release && cargo run --release -p pgherd-bench --bin proxy -- [SECONDS]
+//! [ROUNDS] [--only pgbench,rss,failover] [--idle-auth md5|scram]` (SECONDS per pgbench run,
+//! default 5; ROUNDS, default 4: about nine minutes with the pool; `--only rss`: about two;
+//! `--help`).
 //!
 //! On two shared cores a single pgbench run varies by ±10 %, so besides the medians of each
 //! peer the bench prints the median of the per-round ratios: within a round the peers run
@@ -29,6 +35,7 @@
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
+use pgherd_bench::login::{idle_clients, Credentials};
 use pgherd_bench::peers::{as_postgres, give_to_postgres, spawn_logged, Guard};
 use pgherd_bench::{pgherd_bin, report, summary};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
@@ -133,19 +140,90 @@ struct Sample {
 
 const MODES: [(&str, &[&str]); 2] = [("select", &[]), ("select_connect", &["-C"])];
 
+const USAGE: &str = "\
+usage: proxy [SECONDS] [ROUNDS] [--only PARTS] [--idle-auth md5|scram]
+
+  SECONDS      per pgbench run (default 5)
+  ROUNDS       pgbench rounds, the peers' order reversed every round (default 4)
+  --only       comma-separated parts to run (default all): pgbench (-S and -S -C through
+               every peer), rss (RSS with 10,000 idle clients), failover (leader kill)
+  --idle-auth  how the 10,000 idle pooled clients log in (default md5: cheap logins, so
+               the part takes seconds; scram takes minutes through pgbouncer)
+";
+
+/// The command line.
+struct Options {
+    seconds: u64,
+    rounds: usize,
+    pgbench: bool,
+    rss: bool,
+    failover: bool,
+    idle_scram: bool,
+}
+
+impl Options {
+    /// `None`: `--help`.
+    fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>> {
+        let mut o = Options {
+            seconds: SECONDS,
+            rounds: ROUNDS,
+            pgbench: true,
+            rss: true,
+            failover: true,
+            idle_scram: false,
+        };
+        let mut args = args;
+        let mut positional = 0;
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--only" => {
+                    let parts = args.next().context("--only needs PARTS")?;
+                    (o.pgbench, o.rss, o.failover) = (false, false, false);
+                    for part in parts.split(',') {
+                        match part {
+                            "pgbench" => o.pgbench = true,
+                            "rss" => o.rss = true,
+                            "failover" => o.failover = true,
+                            other => {
+                                bail!("--only: unknown part {other:?} (pgbench, rss, failover)")
+                            }
+                        }
+                    }
+                }
+                "--idle-auth" => {
+                    o.idle_scram = match args.next().as_deref() {
+                        Some("md5") => false,
+                        Some("scram") => true,
+                        other => bail!("--idle-auth: {other:?}, expected md5 or scram"),
+                    }
+                }
+                number if positional < 2 => {
+                    let bad = || format!("{number:?} is not a number\n{USAGE}");
+                    if positional == 0 {
+                        o.seconds = number.parse().with_context(bad)?;
+                    } else {
+                        o.rounds = number.parse().with_context(bad)?;
+                    }
+                    positional += 1;
+                }
+                other => bail!("unexpected argument {other:?}\n{USAGE}"),
+            }
+        }
+        Ok(Some(o))
+    }
+}
+
 #[allow(
     clippy::disallowed_methods,
     reason = "a synchronous benchmark driver: pauses its own threads, no async runtime"
 )]
 fn main() -> Result<()> {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(SECONDS);
-    let rounds: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(ROUNDS);
+    let Some(opts) = Options::parse(std::env::args().skip(1))? else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    let (seconds, rounds) = (opts.seconds, opts.rounds);
     raise_fd_limit(IDLE_CLIENTS as u64 + 1_000)?;
     let pgherd = pgherd_bin()?;
     eprintln!("pgherd binary: {}", pgherd.display());
@@ -311,9 +389,8 @@ fn main() -> Result<()> {
     std::fs::write(
         &pool_cfg,
         format!(
-            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      auth_type: md5\n      auth_file: {users}\n    - name: auto\n      bind: 127.0.0.1:{auto_port}\n      role: auto\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {}\n      auth_type: scram-sha-256\n      auth_file: {users}\n",
-            IDLE_CLIENTS + 100,
-            IDLE_CLIENTS + 100,
+            "scope: benchpx\nnamespace: /service/\netcd3:\n  hosts: {etcd_hosts}\nproxy:\n  name: benchpool\n  listeners:\n    - name: pool\n      bind: 127.0.0.1:{pool_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {max_clients}\n      auth_type: scram-sha-256\n      auth_file: {users}\n    - name: pool_md5\n      bind: 127.0.0.1:{pool_md5_port}\n      role: primary\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {max_clients}\n      auth_type: md5\n      auth_file: {users}\n    - name: auto\n      bind: 127.0.0.1:{auto_port}\n      role: auto\n      pool_mode: transaction\n      pool_size: {POOL_SIZE}\n      max_client_conn: {max_clients}\n      auth_type: scram-sha-256\n      auth_file: {users}\n",
+            max_clients = IDLE_CLIENTS + 100,
             users = userlist.display()
         ),
     )?;
@@ -344,31 +421,33 @@ fn main() -> Result<()> {
         None
     };
 
-    // Data for pgbench -S, on every server (Pgpool-II reads from the replicas too).
-    run(Command::new(PGBENCH)
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "10",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-        ])
-        .arg(direct.to_string())
-        .arg("postgres"))?;
-    for m in &c.members {
-        poll(
-            "pgbench data on every server",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || {
-                (psql(m.pg_port, "select count(*) from pgbench_branches", 5).ok()? == "10")
-                    .then_some(())
-            },
-        )?;
+    if opts.pgbench {
+        // Data for pgbench -S, on every server (Pgpool-II reads from the replicas too).
+        run(Command::new(PGBENCH)
+            .args([
+                "-i",
+                "-q",
+                "-s",
+                "10",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+            ])
+            .arg(direct.to_string())
+            .arg("postgres"))?;
+        for m in &c.members {
+            poll(
+                "pgbench data on every server",
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                || {
+                    (psql(m.pg_port, "select count(*) from pgbench_branches", 5).ok()? == "10")
+                        .then_some(())
+                },
+            )?;
+        }
     }
     bouncer.check_running("pgbouncer", &bouncer_log)?;
     bouncer_md5.check_running("pgbouncer (md5)", &bouncer_md5_log)?;
@@ -448,6 +527,136 @@ fn main() -> Result<()> {
         .with_context(|| format!("{} does not answer on port {}", p.name, p.port))?;
     }
 
+    if opts.pgbench {
+        pgbench_rounds(&peers, pool.is_some(), seconds, rounds);
+    }
+    if opts.rss {
+        // The plain proxy cannot log a client in without a server connection per client:
+        // its clients are connected only. The pools' clients log in (md5 or SCRAM).
+        let (bouncer_idle, pool_idle) = if opts.idle_scram {
+            (
+                (bouncer_port, bouncer.pid()),
+                (pool_port, pool.as_ref().map(Guard::pid)),
+            )
+        } else {
+            (
+                (bouncer_md5_port, bouncer_md5.pid()),
+                (pool_md5_port, pool.as_ref().map(Guard::pid)),
+            )
+        };
+        let mut idle_peers = vec![
+            IdlePeer {
+                name: "pgherd_connected",
+                port: px_primary,
+                pid: px.pid(),
+                log_in: false,
+            },
+            IdlePeer {
+                name: "pgbouncer_connected",
+                port: bouncer_port,
+                pid: bouncer.pid(),
+                log_in: false,
+            },
+            IdlePeer {
+                name: "pgbouncer_logged_in",
+                port: bouncer_idle.0,
+                pid: bouncer_idle.1,
+                log_in: true,
+            },
+        ];
+        if let (port, Some(pid)) = pool_idle {
+            idle_peers.push(IdlePeer {
+                name: "pgherd_pool_logged_in",
+                port,
+                pid,
+                log_in: true,
+            });
+        }
+        idle_rss(&idle_peers)?;
+        report("proxy_peak_rss", peak_kb(px.pid()) as f64 / 1024.0, "MiB");
+    }
+    // pgbouncer and Pgpool-II follow no failover: stop them before the leader is killed.
+    drop(pool);
+    drop(bouncer);
+    drop(bouncer_md5);
+    drop(pgpool);
+
+    if opts.failover {
+        // Leader kill: first successful write directly, through pgherd, through HAProxy.
+        psql(
+            direct,
+            "create table if not exists probe(at timestamptz)",
+            5,
+        )?;
+        let others: Vec<u16> = (0..3)
+            .filter(|&i| i != leader)
+            .map(|i| c.members[i].pg_port)
+            .collect();
+        // Replication is asynchronous: a replica promoted without the table would refuse every
+        // probe write.
+        for &p in &others {
+            poll(
+                "the probe table on every replica",
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || {
+                    (psql(p, "select to_regclass('probe') is not null", 5).ok()? == "t")
+                        .then_some(())
+                },
+            )?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        c.signal_node(leader, Signal::SIGKILL)?;
+        let deadline = Duration::from_secs(90);
+        for (label, ports, timeout) in [
+            ("direct", others.clone(), 1u64),
+            ("pgherd", vec![px_primary], 60),
+            ("haproxy", vec![ha_primary], 1),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                while start.elapsed() < deadline {
+                    for &p in &ports {
+                        if psql(p, "insert into probe values (now())", timeout).is_ok() {
+                            let _ = tx.send((label, start.elapsed().as_secs_f64()));
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+        drop(tx);
+        let mut failover = Vec::new();
+        for (label, secs) in rx.iter() {
+            report(&format!("failover_first_write_{label}"), secs, "s");
+            failover.push((label, secs));
+        }
+        let f = |l: &str| failover.iter().find(|r| r.0 == l).map_or(f64::NAN, |r| r.1);
+        report(
+            "failover_pgherd_minus_direct",
+            f("pgherd") - f("direct"),
+            "s",
+        );
+        report(
+            "failover_haproxy_minus_pgherd",
+            f("haproxy") - f("pgherd"),
+            "s",
+        );
+    }
+    drop(haproxy);
+    drop(px);
+    Ok(())
+}
+
+/// The pgbench rounds: every peer in both modes, the order reversed every round; prints
+/// per-round paired ratios as each round ends, then medians.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous benchmark driver: pauses its own threads, no async runtime"
+)]
+fn pgbench_rounds(peers: &[Peer], has_pool: bool, seconds: u64, rounds: usize) {
     // What each row is compared with.
     let mut pairs = vec![
         ("pgherd", "haproxy"),
@@ -455,7 +664,7 @@ fn main() -> Result<()> {
         ("pgherd", "pgpool"),
         ("pgherd", "direct"),
     ];
-    if pool.is_some() {
+    if has_pool {
         pairs.extend([
             ("pgherd_pool", "pgbouncer"),
             ("pgherd_pool", "haproxy"),
@@ -541,7 +750,7 @@ fn main() -> Result<()> {
             .collect()
     };
     for (mode, _) in MODES {
-        for p in &peers {
+        for p in peers {
             let n = p.name;
             if p.connect_only && mode == "select" {
                 continue;
@@ -606,142 +815,119 @@ fn main() -> Result<()> {
             }
         }
     }
+}
 
-    // 10,000 idle client connections (connected, not logged in) on each, one after the other.
-    let mut idle_peers = vec![
-        ("pgherd", px_primary, px.pid()),
-        ("pgbouncer", bouncer_port, bouncer.pid()),
-    ];
-    if let Some(p) = &pool {
-        idle_peers.push(("pgherd_pool", pool_port, p.pid()));
-    }
-    let mut rss_10k = Vec::new();
-    for (name, port, pid) in idle_peers {
-        let rss = {
-            let before = rss_kb(pid);
+/// A process whose RSS is measured with 10,000 idle clients on one of its ports.
+struct IdlePeer {
+    name: &'static str,
+    port: u16,
+    pid: i32,
+    /// The clients log in (startup, md5 or SCRAM, `ReadyForQuery`); otherwise they connect
+    /// and say nothing.
+    log_in: bool,
+}
+
+/// Threads logging the idle clients in at once.
+const LOGIN_THREADS: usize = 4;
+
+/// RSS of each peer with no client, then with 10,000 idle ones (one peer after the other),
+/// and the ratios of pgherd's rows to pgbouncer's.
+fn idle_rss(peers: &[IdlePeer]) -> Result<()> {
+    let creds = Credentials {
+        user: "postgres".into(),
+        password: SUPERUSER_PASSWORD.into(),
+        database: "postgres".into(),
+    };
+    let mut with_clients = Vec::new();
+    for p in peers {
+        let before = Memory::of(p.pid);
+        let started = Instant::now();
+        let idle = if p.log_in {
+            idle_clients(p.port, &creds, IDLE_CLIENTS, LOGIN_THREADS)
+                .with_context(|| format!("logging 10,000 clients in to {}", p.name))?
+        } else {
             let mut idle = Vec::with_capacity(IDLE_CLIENTS);
             for _ in 0..IDLE_CLIENTS {
-                idle.push(TcpStream::connect(("127.0.0.1", port))?);
+                idle.push(TcpStream::connect(("127.0.0.1", p.port))?);
             }
-            poll(
-                &format!("{name} to accept 10,000 clients"),
-                Duration::from_secs(60),
-                Duration::from_millis(100),
-                // A few descriptors of its own may close meanwhile (pgbouncer's): 10,000 at
-                // least means every client but a handful is in.
-                || (open_fds(pid) >= IDLE_CLIENTS).then_some(()),
-            )?;
-            let with = rss_kb(pid);
-            // Still serving with them connected.
-            psql(port, "select 1", 5)
-                .with_context(|| format!("{name} with 10,000 idle clients"))?;
-            drop(idle);
-            (before, with)
+            idle
         };
+        poll(
+            &format!("{} to accept 10,000 clients", p.name),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            // A few descriptors of its own may close meanwhile (pgbouncer's): 10,000 at
+            // least means every client but a handful is in.
+            || (open_fds(p.pid) >= IDLE_CLIENTS).then_some(()),
+        )?;
+        let opened = started.elapsed().as_secs_f64();
+        let with = Memory::of(p.pid);
+        // Still serving with them connected.
+        psql(p.port, "select 1", 5)
+            .with_context(|| format!("{} with 10,000 idle clients", p.name))?;
+        drop(idle);
+        let n = p.name;
+        report(&format!("rss_{n}_0_clients"), mib(before.rss), "MiB");
+        report(&format!("rss_{n}_10k_idle_clients"), mib(with.rss), "MiB");
         report(
-            &format!("rss_{name}_before_idle_clients"),
-            rss.0 as f64 / 1024.0,
+            &format!("rss_anon_{n}_10k_idle_clients"),
+            mib(with.anon),
             "MiB",
         );
         report(
-            &format!("rss_{name}_10k_idle_clients"),
-            rss.1 as f64 / 1024.0,
+            &format!("rss_file_{n}_10k_idle_clients"),
+            mib(with.file),
             "MiB",
         );
         report(
-            &format!("rss_{name}_per_idle_client"),
-            rss.1.saturating_sub(rss.0) as f64 * 1024.0 / IDLE_CLIENTS as f64,
+            &format!("rss_{n}_per_idle_client"),
+            with.rss.saturating_sub(before.rss) as f64 * 1024.0 / IDLE_CLIENTS as f64,
             "bytes",
         );
-        rss_10k.push((name, rss.1));
+        report(&format!("open_10k_idle_clients_{n}"), opened, "s");
+        with_clients.push((n, with.rss));
     }
     let rss_of = |n: &str| {
-        rss_10k
+        with_clients
             .iter()
             .find(|r| r.0 == n)
             .map_or(f64::NAN, |r| r.1 as f64)
     };
-    report(
-        "ratio_rss_10k_idle_pgherd_over_pgbouncer",
-        rss_of("pgherd") / rss_of("pgbouncer"),
-        "x",
-    );
-    if pool.is_some() {
-        report(
-            "ratio_rss_10k_idle_pgherd_pool_over_pgbouncer",
-            rss_of("pgherd_pool") / rss_of("pgbouncer"),
-            "x",
-        );
-    }
-    report("proxy_peak_rss", peak_kb(px.pid()) as f64 / 1024.0, "MiB");
-    // pgbouncer and Pgpool-II follow no failover: stop them before the leader is killed.
-    drop(pool);
-    drop(bouncer);
-    drop(bouncer_md5);
-    drop(pgpool);
-
-    // Leader kill: first successful write directly, through pgherd, through HAProxy.
-    psql(
-        direct,
-        "create table if not exists probe(at timestamptz)",
-        5,
-    )?;
-    let others: Vec<u16> = (0..3)
-        .filter(|&i| i != leader)
-        .map(|i| c.members[i].pg_port)
-        .collect();
-    // Replication is asynchronous: a replica promoted without the table would refuse every
-    // probe write.
-    for &p in &others {
-        poll(
-            "the probe table on every replica",
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            || (psql(p, "select to_regclass('probe') is not null", 5).ok()? == "t").then_some(()),
-        )?;
-    }
-    let (tx, rx) = mpsc::channel();
-    let start = Instant::now();
-    c.signal_node(leader, Signal::SIGKILL)?;
-    let deadline = Duration::from_secs(90);
-    for (label, ports, timeout) in [
-        ("direct", others.clone(), 1u64),
-        ("pgherd", vec![px_primary], 60),
-        ("haproxy", vec![ha_primary], 1),
+    for (a, b) in [
+        ("pgherd_pool_logged_in", "pgbouncer_logged_in"),
+        ("pgherd_connected", "pgbouncer_connected"),
     ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            while start.elapsed() < deadline {
-                for &p in &ports {
-                    if psql(p, "insert into probe values (now())", timeout).is_ok() {
-                        let _ = tx.send((label, start.elapsed().as_secs_f64()));
-                        return;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
+        if with_clients.iter().any(|r| r.0 == a) {
+            report(
+                &format!("ratio_rss_10k_idle_{a}_over_{b}"),
+                rss_of(a) / rss_of(b),
+                "x",
+            );
+        }
     }
-    drop(tx);
-    let mut failover = Vec::new();
-    for (label, secs) in rx.iter() {
-        report(&format!("failover_first_write_{label}"), secs, "s");
-        failover.push((label, secs));
-    }
-    let f = |l: &str| failover.iter().find(|r| r.0 == l).map_or(f64::NAN, |r| r.1);
-    report(
-        "failover_pgherd_minus_direct",
-        f("pgherd") - f("direct"),
-        "s",
-    );
-    report(
-        "failover_haproxy_minus_pgherd",
-        f("haproxy") - f("pgherd"),
-        "s",
-    );
-    drop(haproxy);
-    drop(px);
     Ok(())
+}
+
+/// Resident memory of a process, in kB (`/proc/<pid>/status`): all of it, its anonymous
+/// part (heap, stacks) and its file-backed part (the program's and libraries' pages).
+struct Memory {
+    rss: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Memory {
+    fn of(pid: i32) -> Memory {
+        Memory {
+            rss: status_kb(pid, "VmRSS:"),
+            anon: status_kb(pid, "RssAnon:"),
+            file: status_kb(pid, "RssFile:"),
+        }
+    }
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
 }
 
 /// Raises the soft open-files limit to at least `wanted` (up to the hard limit): 10,000 idle
@@ -825,10 +1011,6 @@ fn status_kb(pid: i32, field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn rss_kb(pid: i32) -> u64 {
-    status_kb(pid, "VmRSS:")
 }
 
 fn peak_kb(pid: i32) -> u64 {

@@ -93,10 +93,17 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, clients: 
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    session::serve(ctx, stream, peer).await;
-                    drop(permit);
-                });
+                // Two kinds of task: a pooled client's holds none of the plain path's states.
+                match ctx.pool.clone() {
+                    Some(pc) => tokio::spawn(async move {
+                        session::serve_pooled(ctx, pc, stream, peer).await;
+                        drop(permit);
+                    }),
+                    None => tokio::spawn(async move {
+                        session::serve(ctx, stream, peer).await;
+                        drop(permit);
+                    }),
+                };
             }
             Err(e) => {
                 warn!(listener = %ctx.cfg.name, "accept failed: {e}");

@@ -13,7 +13,7 @@ use crate::backend::SessionGuard;
 use crate::config::{Keepalive, ListenerConfig};
 use crate::copy::{self, Counters, End, Limits};
 use crate::error::Refusal;
-use crate::gate::{Dec, ListenerGate};
+use crate::gate::{ClientGuard, Dec, ListenerGate};
 use crate::opening::{self, read_client_opening, ClientOpening, Offer};
 use crate::proxy_protocol::{self, Origin};
 use crate::routing::{Readiness, Table};
@@ -78,30 +78,11 @@ pub fn keepalive_params(k: &Keepalive) -> socket2::TcpKeepalive {
 
 /// Runs one client session to its end. `peer`: the socket's remote address.
 pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAddr) {
-    let _client = ctx.gate.client();
-    let origin = if ctx.cfg.accept_proxy {
-        match proxy_protocol::read_header(&mut client, client_wait(&ctx)).await {
-            Ok(Origin::Client(addr)) => addr,
-            Ok(Origin::Unknown) => peer,
-            Err(why) => {
-                ctx.gate.refused(Refusal::ProxyHeader);
-                info!(listener = %ctx.cfg.name, %peer, "closing a client: {why}");
-                return;
-            }
-        }
-    } else {
-        peer
+    // Inline: a silent client waits here, and the task is as large as the plain path's
+    // states anyway (boxing the wait would cost it one more allocation).
+    let Some((_client, origin)) = greet(&ctx, &mut client, peer).await else {
+        return;
     };
-    if !first_bytes(&ctx, &client).await {
-        return;
-    }
-    if let Some(pc) = ctx.pool.clone() {
-        // Pooled: the proxy speaks the protocol itself; maxconn/maxqueue do not apply
-        // (max_client_conn and pool_size do). Boxed like the plain path below: inline, its
-        // state would make every waiting client's task (plain listeners' too) several kB.
-        Box::pin(crate::pool::client::serve(ctx, pc, client, origin)).await;
-        return;
-    }
     let _slot = match ctx.gate.enter().await {
         Ok(permit) => permit,
         Err(why) => {
@@ -141,6 +122,46 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
             debug!(listener = %ctx.cfg.name, client = %origin, member = %backend.member, end = ?other, "session ended")
         }
     }
+}
+
+/// Runs one client of a pooled listener to its end: the proxy speaks the protocol itself
+/// ([`crate::pool`]; maxconn/maxqueue do not apply, max_client_conn and pool_size do). Its
+/// own kind of task, so that a pooled client's task holds none of the plain path's states:
+/// that task is what each of many idle pooled clients costs.
+pub async fn serve_pooled(
+    ctx: Arc<ListenerCtx>,
+    pc: Arc<crate::pool::PoolCtx>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) {
+    let Some((_client, origin)) = greet(&ctx, &mut client, peer).await else {
+        return;
+    };
+    crate::pool::client::serve(ctx, pc, client, origin).await;
+}
+
+/// What every client goes through first: counted on its listener, its PROXY header read
+/// (`accept_proxy`), its first bytes waited for. `None`: it left or sent no valid header.
+async fn greet(
+    ctx: &Arc<ListenerCtx>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<(ClientGuard, SocketAddr)> {
+    let counted = ctx.gate.client();
+    let origin = if ctx.cfg.accept_proxy {
+        match proxy_protocol::read_header(client, client_wait(ctx)).await {
+            Ok(Origin::Client(addr)) => addr,
+            Ok(Origin::Unknown) => peer,
+            Err(why) => {
+                ctx.gate.refused(Refusal::ProxyHeader);
+                info!(listener = %ctx.cfg.name, %peer, "closing a client: {why}");
+                return None;
+            }
+        }
+    } else {
+        peer
+    };
+    first_bytes(ctx, client).await.then_some((counted, origin))
 }
 
 /// Waits until the client sends something (or goes away / stays idle too long).

@@ -71,7 +71,7 @@ pub struct TxState {
     /// One of them was an `Execute`.
     pub unsynced_execute: bool,
     /// `Sync`s the proxy sent on its own whose `ReadyForQuery` the client must not see.
-    pub hidden_syncs: usize,
+    pub hidden_syncs: u8,
     /// The last `ReadyForQuery` status (`I`, `T`, `E`).
     pub status: u8,
     /// After a refused `Parse` between transactions: client messages are dropped up to the
@@ -164,24 +164,11 @@ pub async fn serve(
         let _ = client.write_all(&out).await;
         return;
     };
-    let (client, startup) = match timeout(LOGIN_WAIT, opening(&pc, client)).await {
-        Ok(Ok(Some(s))) => s,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            debug!(listener = %ctx.cfg.name, client = %origin, "closing a client: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    let mut session = match login(&ctx, &pc, client, startup).await {
-        Ok(s) => s,
-        Err((mut client, f)) => {
-            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
-            let mut out = BytesMut::new();
-            put_error(&mut out, "FATAL", f.code, &f.message);
-            let _ = client.send(&out).await;
-            return;
-        }
+    // The opening and the login are boxed, as are the session's per-transaction steps
+    // (see `Session::run`): the task of a logged-in idle client is then only as large as
+    // its session and its waiting state, which is what each of many idle clients costs.
+    let Some(mut session) = Box::pin(start(&ctx, &pc, client, origin)).await else {
+        return;
     };
     let lease = session.first_lease.take();
     if let Err(f) = session.run(lease).await {
@@ -189,6 +176,35 @@ pub async fn serve(
         let mut out = BytesMut::new();
         put_error(&mut out, "FATAL", f.code, &f.message);
         let _ = session.client.send(&out).await;
+    }
+}
+
+/// The opening and the login: the logged-in session, or `None` when the client left or was
+/// refused (and told why).
+async fn start<'a>(
+    ctx: &'a ListenerCtx,
+    pc: &'a PoolCtx,
+    client: TcpStream,
+    origin: SocketAddr,
+) -> Option<Session<'a>> {
+    let (client, startup) = match timeout(LOGIN_WAIT, opening(pc, client)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            debug!(listener = %ctx.cfg.name, client = %origin, "closing a client: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    match login(ctx, pc, client, startup).await {
+        Ok(s) => Some(s),
+        Err((mut client, f)) => {
+            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
+            let mut out = BytesMut::new();
+            put_error(&mut out, "FATAL", f.code, &f.message);
+            let _ = client.send(&out).await;
+            None
+        }
     }
 }
 
@@ -228,7 +244,9 @@ struct Session<'a> {
     cbuf: BytesMut,
     user: String,
     database: String,
-    creds: ServerCredentials,
+    /// Boxed: used only when a server connection is opened, inline it would make every idle
+    /// client's task larger.
+    creds: Box<ServerCredentials>,
     /// The client's values of the kept parameters.
     wanted: Params,
     cancel: CancelKey,
@@ -241,10 +259,11 @@ struct Session<'a> {
     statements: HashMap<Vec<u8>, Statement>,
     /// The pool of the last server connection (reused while the routing picks its server).
     last_pool: Option<Arc<super::ServerPool>>,
-    /// An auto listener: where each transaction goes.
-    auto: Option<auto::Auto>,
-    /// Transaction mode: the session settings that follow the client ([`settings`]).
-    settings: ClientSettings,
+    /// An auto listener: where each transaction goes (boxed: most listeners have none).
+    auto: Option<Box<auto::Auto>>,
+    /// Transaction mode: the session settings that follow the client ([`settings`]; boxed:
+    /// an idle client's task stays small).
+    settings: Box<ClientSettings>,
     /// A `DEALLOCATE` waits in the client buffer for the answers in flight before it.
     held: bool,
 }
@@ -316,7 +335,7 @@ async fn login<'a>(
         cbuf,
         user: startup.user,
         database: startup.database,
-        creds,
+        creds: Box::new(creds),
         wanted,
         cancel: pc.cancels.register(),
         target: Target::Listener(ctx.index),
@@ -324,8 +343,8 @@ async fn login<'a>(
         first_lease: None,
         statements: HashMap::new(),
         last_pool: None,
-        auto: ctx.split.as_ref().map(auto::Auto::new),
-        settings: ClientSettings::from_startup(&startup_settings),
+        auto: ctx.split.as_ref().map(|s| Box::new(auto::Auto::new(s))),
+        settings: Box::new(ClientSettings::from_startup(&startup_settings)),
         held: false,
     };
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
@@ -354,7 +373,7 @@ async fn login<'a>(
     };
     for (k, v) in &welcome {
         if let Some(c) = params::canonical(k) {
-            s.wanted.entry(c).or_insert_with(|| v.clone());
+            s.wanted.insert_default(c, v);
         }
     }
     if let Some(lease) = s.first_lease.as_mut() {
@@ -591,11 +610,14 @@ impl Session<'_> {
             match bound.take() {
                 None => {
                     if frame(&self.cbuf).map_err(protocol)?.is_none() {
+                        // The timer is boxed: only listeners with client_idle pay for it.
                         let read = match self.ctx.limits.client_idle {
-                            Some(limit) => timeout(limit, self.client.read_buf(&mut self.cbuf))
-                                .await
-                                .unwrap_or(Ok(0)),
-                            None => self.client.read_buf(&mut self.cbuf).await,
+                            Some(limit) => {
+                                Box::pin(timeout(limit, self.client.read_idle(&mut self.cbuf)))
+                                    .await
+                                    .unwrap_or(Ok(0))
+                            }
+                            None => self.client.read_idle(&mut self.cbuf).await,
                         };
                         if !matches!(read, Ok(n) if n > 0) {
                             return Ok(());
@@ -614,11 +636,11 @@ impl Session<'_> {
                         continue;
                     }
                     let lent = if self.auto.is_some() {
-                        match self.auto_step().await {
+                        match Box::pin(self.auto_step()).await {
                             Ok(auto::Step::Bound(lease)) => Ok(*lease),
                             Ok(auto::Step::Answered) => continue,
                             Ok(auto::Step::NeedMore) => {
-                                let read = self.client.read_buf(&mut self.cbuf).await;
+                                let read = self.client.read_idle(&mut self.cbuf).await;
                                 if !matches!(read, Ok(n) if n > 0) {
                                     return Ok(());
                                 }
@@ -627,20 +649,20 @@ impl Session<'_> {
                             Err(f) => Err(f),
                         }
                     } else {
-                        self.bind().await
+                        Box::pin(self.bind()).await
                     };
                     let mut lease = match lent {
                         Ok(lease) => lease,
                         Err(f) if f.unit_only => {
-                            self.refuse_unit(f).await?;
+                            Box::pin(self.refuse_unit(f)).await?;
                             continue;
                         }
                         Err(f) => return Err(f),
                     };
-                    match self.client_side(&mut lease).await {
+                    match Box::pin(self.client_side(&mut lease)).await {
                         Ok(None) => bound = Some(lease),
                         Ok(Some(_)) => {
-                            self.finish(lease).await;
+                            Box::pin(self.finish(lease)).await;
                             return Ok(());
                         }
                         Err(f) => {
@@ -650,18 +672,18 @@ impl Session<'_> {
                         }
                     }
                 }
-                Some(mut lease) => match self.relay(&mut lease).await {
+                Some(mut lease) => match Box::pin(self.relay(&mut lease)).await {
                     Ok(true) => {
-                        self.auto_before_release(&mut lease).await;
+                        Box::pin(self.auto_before_release(&mut lease)).await;
                         self.cancel.set(None);
-                        if let Err(f) = self.settle_settings(&mut lease).await {
+                        if let Err(f) = Box::pin(self.settle_settings(&mut lease)).await {
                             lease.release(false);
                             return Err(f);
                         }
                         lease.release(true);
                     }
                     Ok(false) => {
-                        self.finish(lease).await;
+                        Box::pin(self.finish(lease)).await;
                         return Ok(());
                     }
                     Err(f) => {
@@ -1052,7 +1074,9 @@ impl Session<'_> {
                     out.extend_from_slice(&msg);
                     return;
                 }
-                let definition = body.slice(n + 1..);
+                // Copied out: a slice would keep the client's whole read buffer (a fresh
+                // one per transaction, see `Stream::read_idle`) alive with the statement.
+                let definition = bytes::Bytes::copy_from_slice(&body[n + 1..]);
                 let server_name = self.pc.names.name_for(&definition);
                 self.statements.insert(
                     body[..n].to_vec(),
@@ -1337,6 +1361,20 @@ mod tests {
         t.sent(b'Q');
         t.ready(b'E');
         assert!(!t.idle());
+    }
+
+    /// The size of what `f` returns (an async fn's future), without calling it.
+    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A logged-in idle client's task is its session and its waiting state: the opening,
+    /// the login and the per-transaction steps are boxed (binding a server connection alone
+    /// is over 2 kB), so their states do not make every idle client's task as large.
+    #[test]
+    fn idle_client_task_is_small() {
+        let task = future_size(crate::session::serve_pooled);
+        assert!(task < 1536, "a pooled client's task is {task} bytes");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `server_tls: {mode, ca}` encrypts the proxy's server connections.
 
 use crate::config::{ServerTlsMode, TlsFiles};
+use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// Spare room a client's read buffer gets before a read: what one `recv` takes in.
+pub const CLIENT_READ: usize = 8192;
 
 /// One connection, either way.
 pub enum Stream {
@@ -30,6 +34,33 @@ impl Stream {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Reads a client's next bytes into `buf` (0: the client closed). A clear client with
+    /// nothing buffered — a pooled client between transactions, what most of them are most
+    /// of the time — holds no buffer while it waits: the socket is waited on for
+    /// readability and the buffer allocated once bytes are there. A partial message stays
+    /// in `buf` and the rest is appended to it. (A TLS client keeps its buffer: its TLS
+    /// state holds larger ones anyway.)
+    pub async fn read_idle(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let Stream::Plain(tcp) = self else {
+            buf.reserve(CLIENT_READ);
+            return self.read_buf(buf).await;
+        };
+        if !buf.is_empty() {
+            buf.reserve(CLIENT_READ);
+            return tcp.read_buf(buf).await;
+        }
+        loop {
+            *buf = BytesMut::new();
+            // Not `readable()`: its waiter would be part of every idle client's task.
+            std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
+            buf.reserve(CLIENT_READ);
+            match tcp.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
     }
 }
 
@@ -180,7 +211,56 @@ pub async fn to_server(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::codec;
+    use bytes::Buf;
+    use futures::FutureExt;
     use pgherd_testkit::pki::Pki;
+
+    /// A connected pair: the proxy's side as a clear [`Stream`], and the client.
+    async fn pair() -> (Stream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (Stream::Plain(server), client)
+    }
+
+    /// Reads until `buf` holds `len` bytes.
+    async fn read_to(s: &mut Stream, buf: &mut BytesMut, len: usize) {
+        while buf.len() < len {
+            assert!(s.read_idle(buf).await.unwrap() > 0, "closed early");
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_reads_hold_no_buffer_and_keep_partial_messages() {
+        let (mut s, mut client) = pair().await;
+        let mut msg = BytesMut::new();
+        codec::put_query(&mut msg, "select 1");
+        let mut buf = BytesMut::with_capacity(CLIENT_READ);
+        // Waiting with nothing buffered, the buffer's memory is given back.
+        assert!(s.read_idle(&mut buf).now_or_never().is_none());
+        assert_eq!(buf.capacity(), 0);
+        // A message split in two: the first part stays and the rest is appended to it.
+        client.write_all(&msg[..3]).await.unwrap();
+        read_to(&mut s, &mut buf, 3).await;
+        assert_eq!(codec::frame(&buf).unwrap(), None);
+        client.write_all(&msg[3..]).await.unwrap();
+        read_to(&mut s, &mut buf, msg.len()).await;
+        assert_eq!(codec::frame(&buf).unwrap(), Some((b'Q', msg.len())));
+        assert_eq!(&buf[..], &msg[..]);
+        // A message larger than one read's room arrives whole, across reads.
+        buf.advance(msg.len());
+        let big = "x".repeat(3 * CLIENT_READ);
+        let mut msg = BytesMut::new();
+        codec::put_query(&mut msg, &big);
+        client.write_all(&msg).await.unwrap();
+        read_to(&mut s, &mut buf, msg.len()).await;
+        assert_eq!(codec::frame(&buf).unwrap(), Some((b'Q', msg.len())));
+        buf.advance(msg.len());
+        // The client leaves: 0 bytes.
+        drop(client);
+        assert_eq!(s.read_idle(&mut buf).await.unwrap(), 0);
+    }
 
     /// A server that answers an SSLRequest with `answer`, then (for `S`) speaks TLS and
     /// echoes "pong" to "ping".
