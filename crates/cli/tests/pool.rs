@@ -193,6 +193,15 @@ async fn session_settings_follow_their_clients(port: u16) {
     assert_eq!(value(&b, "show statement_timeout").await.unwrap(), "0");
     assert_eq!(value(&a, "show timezone").await.unwrap(), "Asia/Tokyo");
     assert_eq!(value(&b, "show timezone").await.unwrap(), default_zone);
+    // The startup packet's parameters survive the RESET ALL of every switch.
+    assert_eq!(
+        value(&b, "show application_name").await.unwrap(),
+        APPLICATION
+    );
+    assert_eq!(
+        value(&a, "show application_name").await.unwrap(),
+        APPLICATION
+    );
     assert_eq!(
         value(&a, "select current_setting('app.tenant')")
             .await
