@@ -15,8 +15,8 @@
 //! That statement is also the fingerprint of a server connection
 //! ([`super::server::ServerConn::session_settings`]): before a client's transaction runs on a
 //! connection whose fingerprint differs from the client's, the proxy sends one simple query,
-//! `RESET ALL`, the client's statement and the `SET`s of the parameters the proxy keeps from
-//! `ParameterStatus` ([`super::params`]), and consumes its answers ([`alignment`]). Clients
+//! `RESET ALL`, the `SET`s of the parameters the proxy keeps from `ParameterStatus`
+//! ([`super::params`]) and the client's statement, and consumes its answers ([`alignment`]). Clients
 //! with the same settings (or none) share connections without any of it.
 //!
 //! Limits: a setting made inside a function (a `SET` or `set_config()` in a PL/pgSQL body) is
@@ -124,14 +124,14 @@ pub fn alignment(
         return params::set_statements(wanted, conn_params);
     }
     // RESET ALL takes the kept parameters back to the login's values too: all of them are
-    // set again.
+    // set again, client_encoding before the settings (whose text was read back in it).
     let mut sql = String::from("RESET ALL;");
+    if let Some(kept) = params::set_statements(wanted, &Params::new()) {
+        sql.push_str(&kept);
+    }
     if let Some(replay) = client {
         sql.push_str(replay);
         sql.push(';');
-    }
-    if let Some(kept) = params::set_statements(wanted, &Params::new()) {
-        sql.push_str(&kept);
     }
     Some(sql)
 }
@@ -202,7 +202,7 @@ mod tests {
         // Settings differ: reset, the client's settings, every kept parameter.
         assert_eq!(
             alignment(Some(&a), None, &wanted, &wanted).as_deref(),
-            Some("RESET ALL;SELECT pg_catalog.set_config('search_path', 'a', false);SET TimeZone = E'UTC';SET application_name = E'app';")
+            Some("RESET ALL;SET TimeZone = E'UTC';SET application_name = E'app';SELECT pg_catalog.set_config('search_path', 'a', false);")
         );
         assert_eq!(
             alignment(None, Some(&a), &wanted, &wanted).as_deref(),
