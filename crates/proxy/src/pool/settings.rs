@@ -25,8 +25,9 @@
 //! with the same settings (or none) share connections without any of it.
 //!
 //! Limits: a setting made inside a function (a `SET` or `set_config()` in a PL/pgSQL body) is
-//! not seen; a `statement_timeout` shorter than the read-back itself (about a millisecond)
-//! makes the read-back fail, and the client then loses its session (`08P01`).
+//! not seen; a `statement_timeout` shorter than the read-back itself (well under a
+//! millisecond by name, about one for a full read) makes the read-back fail, and the client
+//! then loses its session (`08P01`).
 
 use super::params::{self, Params};
 use super::statements::Inspection;
