@@ -194,6 +194,15 @@ async fn session_settings_follow_their_clients(port: u16) {
     assert_eq!(value(&b, "show statement_timeout").await.unwrap(), "0");
     assert_eq!(value(&a, "show timezone").await.unwrap(), "Asia/Tokyo");
     assert_eq!(value(&b, "show timezone").await.unwrap(), default_zone);
+    // The startup packet's parameters survive the RESET ALL of every switch.
+    assert_eq!(
+        value(&b, "show application_name").await.unwrap(),
+        APPLICATION
+    );
+    assert_eq!(
+        value(&a, "show application_name").await.unwrap(),
+        APPLICATION
+    );
     assert_eq!(
         value(&a, "select current_setting('app.tenant')")
             .await
@@ -293,6 +302,11 @@ print(simple(a, "DEALLOCATE _pg3_0"))
 print(run(a, "select %s::int + 100", 2))
 print(run(b, "select %s::int + 100", 2))
 print(simple(a, "DEALLOCATE nosuch"))
+print(simple(a, "BEGIN"), simple(a, "DEALLOCATE nosuch")[:5], simple(a, "select 1")[:5],
+      simple(a, "ROLLBACK"))
+# The proxy's own statement names are not the client's to deallocate.
+print(set(simple(a, f"DEALLOCATE pgherd_{n}")[:5] for n in range(300)))
+print(run(b, "select %s::int + 100", 3))
 print(run(a, "select %s::int * 3", 1))
 print(simple(a, "BEGIN"), simple(a, "DEALLOCATE PREPARE ALL"), simple(a, "COMMIT"))
 print(run(a, "select %s::int * 3", 2))
@@ -324,6 +338,10 @@ fn deallocate_forgets_the_clients_statements(port: u16) {
         "26000",
         "102",
         "26000 prepared statement \"nosuch\" does not exist",
+        // In a transaction it fails the transaction.
+        "BEGIN 26000 25P02 ROLLBACK",
+        "{'26000'}",
+        "103",
         "3",
         "BEGIN DEALLOCATE ALL COMMIT",
         "26000",

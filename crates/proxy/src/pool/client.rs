@@ -975,20 +975,25 @@ impl Session<'_> {
                 }
                 if tag == b'Q' && rename && !self.tx.unsynced {
                     if let Some(d) = found.deallocate.take() {
-                        let known = match &d {
-                            Deallocate::All => true,
-                            Deallocate::Name(n) => self.statements.contains_key(n),
-                        };
-                        if known {
-                            let in_flight = !b.forward.is_empty() || self.tx.pending > 0;
-                            if in_flight && conn.is_some() {
-                                self.held = true;
-                                break;
-                            }
-                            self.cbuf.advance(len);
-                            self.deallocate(d, &mut b.reply);
-                            continue;
+                        let in_flight = !b.forward.is_empty() || self.tx.pending > 0;
+                        if in_flight && conn.is_some() {
+                            self.held = true;
+                            break;
                         }
+                        self.cbuf.advance(len);
+                        match (d, conn.as_deref_mut()) {
+                            (Deallocate::Name(n), Some(c))
+                                if self.tx.status != b'I' && !self.statements.contains_key(&n) =>
+                            {
+                                // In a transaction: the server raises it, so the transaction
+                                // fails there as PostgreSQL's own DEALLOCATE would make it.
+                                codec::put_query(&mut b.forward, &unknown_statement(&n));
+                                self.tx.sent(b'Q');
+                                c.owed.push(Expect::Sync);
+                            }
+                            (d, _) => self.deallocate(d, &mut b.reply),
+                        }
+                        continue;
                     }
                 }
             }
@@ -1016,8 +1021,8 @@ impl Session<'_> {
         Ok(b)
     }
 
-    /// Answers a simple-query `DEALLOCATE` of the client's statements as PostgreSQL would,
-    /// nothing running on a server (see [`prepared`]).
+    /// Answers a simple-query `DEALLOCATE` as PostgreSQL would, outside a transaction or in
+    /// one when the name is the client's (see [`prepared`]); nothing runs on a server.
     fn deallocate(&mut self, d: Deallocate, reply: &mut BytesMut) {
         let status = self.tx.status;
         if status == b'E' {
@@ -1036,7 +1041,11 @@ impl Session<'_> {
                 b"DEALLOCATE ALL\0"
             }
             Deallocate::Name(n) => {
-                self.statements.remove(&n);
+                if self.statements.remove(&n).is_none() {
+                    put_error(reply, "ERROR", "26000", &unknown_statement_text(&n));
+                    put_ready(reply, status);
+                    return;
+                }
                 b"DEALLOCATE\0"
             }
         };
@@ -1060,15 +1069,21 @@ impl Session<'_> {
             b'P' => {
                 let n = body.iter().position(|&c| c == 0).unwrap_or(body.len());
                 if n == 0 || n == body.len() {
-                    // A SQL DEALLOCATE of one of the client's statements: of the server's.
+                    // A SQL DEALLOCATE of one of the client's statements: of the server's. A
+                    // name the client never prepared never reaches the server (it might be
+                    // one of the proxy's).
                     if let Some(Deallocate::Name(name)) = &found.deallocate {
-                        if let Some(st) = self.statements.remove(name.as_slice()) {
-                            ensure_prepared(conn, &st, out);
-                            conn.prepared.remove(&st.server_name);
-                            prepared::deallocate_message(&st.server_name, out);
-                            conn.owed.push(Expect::Parse(None));
-                            return;
-                        }
+                        let query = match self.statements.remove(name.as_slice()) {
+                            Some(st) => {
+                                ensure_prepared(conn, &st, out);
+                                conn.prepared.remove(&st.server_name);
+                                format!("DEALLOCATE {}", st.server_name)
+                            }
+                            None => unknown_statement(name),
+                        };
+                        prepared::unnamed_parse(&query, out);
+                        conn.owed.push(Expect::Parse(None));
+                        return;
                     }
                     conn.owed.push(Expect::Parse(None));
                     out.extend_from_slice(&msg);
@@ -1133,10 +1148,14 @@ impl Session<'_> {
                 conn.owed.push(Expect::Close);
                 let mut rest = &body[1.min(body.len())..];
                 let named = body.first() == Some(&b'S')
-                    && take_cstr(&mut rest)
-                        .is_some_and(|n| !n.is_empty() && self.statements.remove(n).is_some());
+                    && take_cstr(&mut rest).is_some_and(|n| {
+                        self.statements.remove(n);
+                        !n.is_empty()
+                    });
                 if named {
-                    // The server's statement may serve other clients: kept.
+                    // The server's statement may serve other clients: kept. A name that is
+                    // not the client's is not closed either (PostgreSQL answers
+                    // CloseComplete for a statement that does not exist).
                     prepared::close_nothing(out);
                 } else {
                     out.extend_from_slice(&msg);
@@ -1291,10 +1310,28 @@ fn settings_code(code: &str) -> &'static str {
 
 /// A statement that fails on the server with `feature_not_supported` and `text`.
 fn raise(text: &str) -> String {
+    raise_as("feature_not_supported", text)
+}
+
+/// A statement that fails on the server with `condition` and `text`.
+fn raise_as(condition: &str, text: &str) -> String {
     format!(
-        "DO $pgherd$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = '{}'; END$pgherd$",
+        "DO $pgherd$BEGIN RAISE EXCEPTION USING ERRCODE = '{condition}', MESSAGE = '{}'; END$pgherd$",
         text.replace('\'', "''")
     )
+}
+
+/// PostgreSQL's message for a `DEALLOCATE` of a statement that does not exist.
+fn unknown_statement_text(name: &[u8]) -> String {
+    format!(
+        "prepared statement \"{}\" does not exist",
+        String::from_utf8_lossy(name)
+    )
+}
+
+/// A statement that fails on the server as a `DEALLOCATE` of `name` that does not exist.
+fn unknown_statement(name: &[u8]) -> String {
+    raise_as("invalid_sql_statement_name", &unknown_statement_text(name))
 }
 
 fn protocol(e: CodecError) -> Fatal {
@@ -1375,6 +1412,14 @@ mod tests {
     fn idle_client_task_is_small() {
         let task = future_size(crate::session::serve_pooled);
         assert!(task < 1536, "a pooled client's task is {task} bytes");
+    }
+
+    #[test]
+    fn unknown_statement_raises_postgres_error() {
+        assert_eq!(
+            unknown_statement(b"it's"),
+            "DO $pgherd$BEGIN RAISE EXCEPTION USING ERRCODE = 'invalid_sql_statement_name', MESSAGE = 'prepared statement \"it''s\" does not exist'; END$pgherd$"
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! `DEALLOCATE pgherd_<n>` on the server connection (the proxy prepares it there first when
 //! the connection lacks it), so the client gets the server's own answers. `DEALLOCATE ALL`
 //! and `DISCARD ALL` run on the server and the proxy forgets every statement of the client
-//! and of that connection. A name the client never prepared reaches the server unchanged,
-//! which answers PostgreSQL's `26000` error.
+//! and of that connection. A name the client never prepared gets PostgreSQL's `26000` error
+//! (from the proxy, or raised on the server inside a transaction so that it fails there);
+//! it never reaches the server, where it might name one of the proxy's statements, and
+//! neither does a protocol `Close` of it.
 //!
 //! What the proxy believes a connection holds (`ServerConn::prepared`) may miss statements
 //! it really holds (a `DEALLOCATE` skipped after an error), never the reverse: so each
@@ -98,9 +100,8 @@ pub fn close_statement(name: &str, out: &mut BytesMut) {
     out.put_u8(0);
 }
 
-/// An unnamed `Parse` of `DEALLOCATE name` (no parameters).
-pub fn deallocate_message(name: &str, out: &mut BytesMut) {
-    let query = format!("DEALLOCATE {name}");
+/// An unnamed `Parse` of `query` (no parameters).
+pub fn unnamed_parse(query: &str, out: &mut BytesMut) {
     out.put_u8(b'P');
     out.put_u32((4 + 1 + query.len() + 1 + 2) as u32);
     out.put_u8(0);
@@ -249,7 +250,7 @@ mod tests {
         bind_message(b"", "pgherd_1", b"\0\0\0\0\0\0", &mut out);
         assert_eq!(&out[5..], b"\0pgherd_1\0\0\0\0\0\0\0");
         out.clear();
-        deallocate_message("pgherd_1", &mut out);
+        unnamed_parse("DEALLOCATE pgherd_1", &mut out);
         let (name, q, types) = super::super::codec::parse_fields(&out[5..]).unwrap();
         assert_eq!(
             (name, q, types),

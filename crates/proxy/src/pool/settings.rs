@@ -6,22 +6,28 @@
 //! multi-statement query took effect, what `RESET` went back to, and how a value reads back
 //! (`1500` is `1500ms`). So the proxy does not replay the client's text. When a transaction
 //! that may have changed settings ([`super::statements::Inspection::settings`]) ends on a
-//! server connection, the proxy reads the session-level values back from that connection
-//! ([`ClientSettings::read_query`]: `pg_settings` rows whose source is `session`, plus the
-//! custom variables the client named, which `pg_settings` does not list) and keeps them as
-//! one statement that re-creates them ([`ClientSettings::replay`]). A `SET` in a transaction
-//! that rolled back, or in a failed one, is therefore not kept.
+//! server connection, the proxy reads the values back from that connection
+//! ([`ClientSettings::read_query`]) and keeps them as one statement that re-creates them
+//! ([`ClientSettings::replay`]). A `SET` in a transaction that rolled back, or in a failed
+//! one, is therefore not kept. The read names the variables the client has set or reset so
+//! far (`current_setting()` of each, a few microseconds); only after a statement that may
+//! change variables it does not name (`RESET ALL`, `DISCARD ALL`, `set_config()` of a
+//! computed name) does it read every `pg_settings` row whose source is `session` (about a
+//! millisecond: PostgreSQL builds the whole view), plus the custom variables the client
+//! named, which `pg_settings` does not list. A variable set and later reset by name is
+//! replayed at its default value: the same session, told explicitly.
 //!
 //! That statement is also the fingerprint of a server connection
 //! ([`super::server::ServerConn::session_settings`]): before a client's transaction runs on a
 //! connection whose fingerprint differs from the client's, the proxy sends one simple query,
-//! `RESET ALL`, the client's statement and the `SET`s of the parameters the proxy keeps from
-//! `ParameterStatus` ([`super::params`]), and consumes its answers ([`alignment`]). Clients
+//! `RESET ALL`, the `SET`s of the parameters the proxy keeps from `ParameterStatus`
+//! ([`super::params`]) and the client's statement, and consumes its answers ([`alignment`]). Clients
 //! with the same settings (or none) share connections without any of it.
 //!
 //! Limits: a setting made inside a function (a `SET` or `set_config()` in a PL/pgSQL body) is
-//! not seen; a `statement_timeout` shorter than the read-back itself (about a millisecond)
-//! makes the read-back fail, and the client then loses its session (`08P01`).
+//! not seen; a `statement_timeout` shorter than the read-back itself (well under a
+//! millisecond by name, about one for a full read) makes the read-back fail, and the client
+//! then loses its session (`08P01`).
 
 use super::params::{self, Params};
 use super::statements::Inspection;
@@ -33,10 +39,12 @@ use std::sync::Arc;
 pub struct ClientSettings {
     /// `SELECT pg_catalog.set_config(..), ...`: re-creates the settings; `None`: none.
     replay: Option<Arc<str>>,
-    /// Custom (dotted) variables the client has set or reset.
-    custom: BTreeSet<String>,
+    /// The variables the client has set or reset, and those a full read found.
+    names: BTreeSet<String>,
     /// A statement that may change settings went to the server since the last read-back.
     dirty: bool,
+    /// One of them may have changed variables it does not name.
+    unnamed: bool,
 }
 
 impl ClientSettings {
@@ -44,7 +52,8 @@ impl ClientSettings {
     pub fn note(&mut self, found: &Inspection) {
         if found.settings {
             self.dirty = true;
-            self.custom.extend(found.custom.iter().cloned());
+            self.unnamed |= found.unnamed;
+            self.names.extend(found.names.iter().cloned());
         }
     }
 
@@ -75,12 +84,10 @@ impl ClientSettings {
             .collect();
         ClientSettings {
             replay: (!calls.is_empty()).then(|| Arc::from(format!("SELECT {}", calls.join(", ")))),
-            custom: sorted
-                .iter()
-                .filter(|(k, _)| k.contains('.'))
-                .map(|(k, _)| k.clone())
-                .collect(),
+            // Read back by name after a later SET, like the names the client sets itself.
+            names: sorted.iter().map(|(k, _)| k.clone()).collect(),
             dirty: false,
+            unnamed: false,
         }
     }
 
@@ -99,39 +106,57 @@ impl ClientSettings {
         self.replay.as_ref()
     }
 
-    /// The query that reads the session-level settings back from a server connection: one
-    /// row, one column, the list of `set_config` calls (NULL when there is none). Every name
-    /// is schema-qualified: the client may have changed `search_path`.
+    /// The query that reads the settings back from a server connection: one row, one column,
+    /// the list of `set_config` calls (NULL when there is none). Every name is
+    /// schema-qualified: the client may have changed `search_path`.
     pub fn read_query(&self) -> String {
-        let tracked: Vec<String> = params::TRACKED
-            .iter()
-            .map(|t| quote(&t.to_ascii_lowercase()))
-            .collect();
-        let mut sql = format!(
-            "SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', n, v), ', ' ORDER BY n) \
-             FROM (SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
-             WHERE source = 'session' AND pg_catalog.lower(name) <> ALL (ARRAY[{}])",
-            tracked.join(", ")
+        let names: Vec<String> = self.names.iter().map(|n| quote(n)).collect();
+        let named = format!(
+            "SELECT n, v FROM pg_catalog.unnest(ARRAY[{}]::text[]) n, pg_catalog.current_setting(n, true) v",
+            names.join(", ")
         );
-        if !self.custom.is_empty() {
-            let names: Vec<String> = self.custom.iter().map(|n| quote(n)).collect();
-            sql.push_str(&format!(
-                " UNION SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[{}]::text[]) n",
-                names.join(", ")
-            ));
-        }
-        sql.push_str(") s(n, v) WHERE v IS NOT NULL");
-        sql
+        let from = if self.unnamed || self.names.is_empty() {
+            let tracked: Vec<String> = params::TRACKED
+                .iter()
+                .map(|t| quote(&t.to_ascii_lowercase()))
+                .collect();
+            format!(
+                "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings \
+                 WHERE source = 'session' AND pg_catalog.lower(name) <> ALL (ARRAY[{}]) UNION {named}",
+                tracked.join(", ")
+            )
+        } else {
+            named
+        };
+        format!(
+            "SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.set_config(%L, %L, false)', n, v), ', ' ORDER BY n) \
+             FROM ({from}) s(n, v) WHERE v IS NOT NULL"
+        )
     }
 
     /// The answer of [`ClientSettings::read_query`]; returns the new replay statement.
     pub fn read(&mut self, calls: Option<String>) -> Option<Arc<str>> {
         self.dirty = false;
+        if std::mem::take(&mut self.unnamed) {
+            // What a full read found is read by name from now on.
+            if let Some(calls) = &calls {
+                self.names.extend(names_in(calls));
+            }
+        }
         self.replay = calls
             .filter(|c| !c.is_empty())
             .map(|c| Arc::from(format!("SELECT {c}")));
         self.replay.clone()
     }
+}
+
+/// The variable names of a read-back list of `pg_catalog.set_config('name', ...)` calls
+/// (names from `pg_settings` need no quote doubling; custom ones are known already).
+fn names_in(calls: &str) -> impl Iterator<Item = String> + '_ {
+    calls
+        .split("pg_catalog.set_config('")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(name, _)| name.to_string()))
 }
 
 /// A string literal that reads the same whatever `standard_conforming_strings` says.
@@ -161,14 +186,14 @@ pub fn alignment(
         return params::set_statements(wanted, conn_params);
     }
     // RESET ALL takes the kept parameters back to the login's values too: all of them are
-    // set again.
+    // set again, client_encoding before the settings (whose text was read back in it).
     let mut sql = String::from("RESET ALL;");
+    if let Some(kept) = params::set_statements(wanted, &Params::new()) {
+        sql.push_str(&kept);
+    }
     if let Some(replay) = client {
         sql.push_str(replay);
         sql.push(';');
-    }
-    if let Some(kept) = params::set_statements(wanted, &Params::new()) {
-        sql.push_str(&kept);
     }
     Some(sql)
 }
@@ -184,14 +209,19 @@ mod tests {
         s.note(&inspect(b"select 1"));
         assert!(!s.dirty());
         s.note(&inspect(b"SET TIME ZONE 'UTC'"));
+        s.note(&inspect(b"select set_config('TimeZone', 'UTC', false)"));
         assert!(!s.dirty(), "kept from ParameterStatus");
         s.note(&inspect(
             b"BEGIN; SET app.tenant = 'a'; SET search_path = s2",
         ));
         assert!(s.dirty());
-        assert!(s
-            .read_query()
-            .contains("unnest(ARRAY[E'app.tenant']::text[])"));
+        // Read by name: no pg_settings.
+        let q = s.read_query();
+        assert!(
+            q.contains("unnest(ARRAY[E'app.tenant', E'search_path']::text[]) n, pg_catalog.current_setting(n, true) v"),
+            "{q}"
+        );
+        assert!(!q.contains("pg_settings"), "{q}");
         let replay = s.read(Some(
             "pg_catalog.set_config('search_path', 's2', false)".into(),
         ));
@@ -200,12 +230,17 @@ mod tests {
             Some("SELECT pg_catalog.set_config('search_path', 's2', false)")
         );
         assert!(!s.dirty());
-        // The custom names stay known: a later RESET ALL must be read back for them too.
+        // RESET ALL: every session setting is read once, the known names with them.
         s.note(&inspect(b"RESET ALL"));
-        assert!(s.dirty() && s.read_query().contains("E'app.tenant'"));
+        let q = s.read_query();
+        assert!(
+            s.dirty() && q.contains("pg_settings") && q.contains("E'app.tenant'"),
+            "{q}"
+        );
         // Nothing left (a rolled-back SET reads back as nothing too).
         assert_eq!(s.read(None), None);
         assert_eq!(s.replay(), None);
+        assert!(!s.read_query().contains("pg_settings"));
         s.mark_dirty();
         assert!(s.dirty());
     }
@@ -224,7 +259,7 @@ mod tests {
         assert!(!s.dirty());
         assert!(
             s.read_query().contains("E'app.tenant'"),
-            "a custom name is read back"
+            "a startup name is read back"
         );
         assert!(ClientSettings::from_startup(&[]).replay().is_none());
         assert!(ClientSettings::settable_at_startup("extra_float_digits"));
@@ -233,11 +268,26 @@ mod tests {
     }
 
     #[test]
+    fn a_full_read_teaches_the_names_it_found() {
+        let mut s = ClientSettings::default();
+        s.note(&inspect(b"select set_config($1, $2, false)"));
+        assert!(s.read_query().contains("pg_settings"));
+        s.read(Some(
+            "pg_catalog.set_config('work_mem', '8MB', false), pg_catalog.set_config('app.x', 'it''s', false)".into(),
+        ));
+        let q = s.read_query();
+        assert!(!q.contains("pg_settings"), "{q}");
+        assert!(q.contains("ARRAY[E'app.x', E'work_mem']"), "{q}");
+    }
+
+    #[test]
     fn read_query_quotes_names() {
         let mut s = ClientSettings::default();
         s.note(&inspect(b"select set_config('a.it''s\\', 'x', false)"));
         let q = s.read_query();
         assert!(q.contains("E'a.it\\'s\\\\'"), "{q}");
+        s.note(&inspect(b"DISCARD ALL"));
+        let q = s.read_query();
         assert!(q.contains("<> ALL (ARRAY[E'client_encoding', E'datestyle', E'timezone', E'standard_conforming_strings', E'application_name'])"), "{q}");
     }
 
@@ -261,7 +311,7 @@ mod tests {
         // Settings differ: reset, the client's settings, every kept parameter.
         assert_eq!(
             alignment(Some(&a), None, &wanted, &wanted).as_deref(),
-            Some("RESET ALL;SELECT pg_catalog.set_config('search_path', 'a', false);SET TimeZone = E'UTC';SET application_name = E'app';")
+            Some("RESET ALL;SET TimeZone = E'UTC';SET application_name = E'app';SELECT pg_catalog.set_config('search_path', 'a', false);")
         );
         assert_eq!(
             alignment(None, Some(&a), &wanted, &wanted).as_deref(),

@@ -205,9 +205,11 @@ pub struct Inspection {
     /// ([`super::settings`]): `SET`/`RESET` of a variable the pool does not keep itself,
     /// `RESET ALL`, `DISCARD ALL`, `SET SESSION CHARACTERISTICS`, `set_config(.., false)`.
     pub settings: bool,
-    /// Custom (dotted) variables it sets or resets: PostgreSQL lists them nowhere, so the
-    /// pool must know their names to read them back.
-    pub custom: Vec<String>,
+    /// The variables it sets or resets by name (what the pool reads back).
+    pub names: Vec<String>,
+    /// It may change variables it does not name (`RESET ALL`, `DISCARD ALL`, `set_config()`
+    /// of a computed name): the pool reads every session setting back.
+    pub unnamed: bool,
     /// It drops the server's prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
     pub drops_statements: bool,
     /// The whole text is one `DEALLOCATE`.
@@ -268,15 +270,23 @@ fn undouble(text: &[u8], quote: u8) -> Vec<u8> {
     out
 }
 
-/// Notes a variable set or reset by name: the pool reads custom ones back by name.
+/// Notes a variable set or reset by name (the kept parameters need nothing: the server
+/// reports them).
 fn variable(found: &mut Inspection, name: &[u8]) {
-    found.settings = true;
-    if name.contains(&b'.') {
-        let name = String::from_utf8_lossy(name).into_owned();
-        if !found.custom.contains(&name) {
-            found.custom.push(name);
-        }
+    let name = String::from_utf8_lossy(name).into_owned();
+    if params::is_tracked(&name) {
+        return;
     }
+    found.settings = true;
+    if !found.names.contains(&name) {
+        found.names.push(name);
+    }
+}
+
+/// Notes a change of variables the statement does not name.
+fn unnamed(found: &mut Inspection) {
+    found.settings = true;
+    found.unnamed = true;
 }
 
 fn statement(sql: &[u8], s: &[Token], found: &mut Inspection) {
@@ -306,12 +316,12 @@ fn statement(sql: &[u8], s: &[Token], found: &mut Inspection) {
                 )
             }
             "SET_CONFIG" if last_argument(&s[i + 1..]) != Some("TRUE") => {
-                found.settings = true;
-                if let Some(n) = s.get(i + 2).and_then(|t| match t {
+                match s.get(i + 2).and_then(|t| match t {
                     Token::Str(_) => name_of(sql, t),
                     _ => None,
                 }) {
-                    variable(found, &n);
+                    Some(n) => variable(found, &n),
+                    None => unnamed(found),
                 }
             }
             _ => {}
@@ -323,7 +333,7 @@ fn statement(sql: &[u8], s: &[Token], found: &mut Inspection) {
         "LISTEN" => refuse(found, "LISTEN".into()),
         "SET" => set(sql, &s[1..], found),
         "RESET" => match (w(1), s.get(1)) {
-            (Some("ALL"), _) => found.settings = true,
+            (Some("ALL"), _) => unnamed(found),
             // SET ROLE and SET SESSION AUTHORIZATION are refused: nothing to reset.
             (Some("ROLE" | "SESSION"), _) => {}
             (Some(p), _) if params::is_tracked(p) => {}
@@ -336,7 +346,7 @@ fn statement(sql: &[u8], s: &[Token], found: &mut Inspection) {
             (_, None) => {}
         },
         "DISCARD" if w(1) == Some("ALL") => {
-            found.settings = true;
+            unnamed(found);
             found.drops_statements = true;
         }
         "DEALLOCATE" => {
@@ -390,7 +400,13 @@ fn set(sql: &[u8], s: &[Token], found: &mut Inspection) {
                 return;
             }
             Some("CHARACTERISTICS") => {
-                found.settings = true;
+                for n in [
+                    "default_transaction_isolation",
+                    "default_transaction_read_only",
+                    "default_transaction_deferrable",
+                ] {
+                    variable(found, n.as_bytes());
+                }
                 return;
             }
             _ => (&s[1..], "SET SESSION"),
@@ -404,7 +420,7 @@ fn set(sql: &[u8], s: &[Token], found: &mut Inspection) {
         (_, Some(p), _) if params::is_tracked(p) => {}
         (Some(t), _, _) => match name_of(sql, t) {
             Some(n) => variable(found, &n),
-            None => found.settings = true,
+            None => unnamed(found),
         },
         (None, _, _) => {}
     }
@@ -501,21 +517,43 @@ mod tests {
 
     #[test]
     fn follows_session_settings() {
-        for (sql, custom) in [
-            ("SET search_path = x", &[][..]),
-            ("set session work_mem to '1MB'", &[]),
-            ("SET statement_timeout = 100; select 1", &[]),
-            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", &[]),
-            ("RESET ALL", &[]),
-            ("reset search_path", &[]),
-            ("select set_config('work_mem', '1MB', false)", &[]),
-            ("select set_config('search_path', $1, $2)", &[]),
-            ("SET app.Tenant = 'a'", &["app.tenant"]),
-            ("SET \"App.Tenant\" = 'a'", &["App.Tenant"]),
-            ("reset app.tenant", &["app.tenant"]),
+        for (sql, names, unnamed) in [
+            ("SET search_path = x", &["search_path"][..], false),
+            ("set session Work_Mem to '1MB'", &["work_mem"], false),
+            (
+                "SET statement_timeout = 100; select 1",
+                &["statement_timeout"],
+                false,
+            ),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                &[
+                    "default_transaction_isolation",
+                    "default_transaction_read_only",
+                    "default_transaction_deferrable",
+                ],
+                false,
+            ),
+            ("RESET ALL", &[], true),
+            ("reset search_path", &["search_path"], false),
+            (
+                "select set_config('work_mem', '1MB', false)",
+                &["work_mem"],
+                false,
+            ),
+            (
+                "select set_config('search_path', $1, $2)",
+                &["search_path"],
+                false,
+            ),
+            ("select set_config($1, 'x', false)", &[], true),
+            ("SET app.Tenant = 'a'", &["app.tenant"], false),
+            ("SET \"App.Tenant\" = 'a'", &["App.Tenant"], false),
+            ("reset app.tenant", &["app.tenant"], false),
             (
                 "select set_config('app.it''s', 'x', false), set_config('app.b', 'y', false)",
                 &["app.it's", "app.b"],
+                false,
             ),
         ] {
             let found = inspect(sql.as_bytes());
@@ -523,10 +561,17 @@ mod tests {
                 found.settings && found.refused.is_none(),
                 "{sql}: {found:?}"
             );
-            assert_eq!(found.custom, custom, "{sql}");
+            assert_eq!(
+                (found.names.clone(), found.unnamed),
+                (
+                    names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    unnamed
+                ),
+                "{sql}"
+            );
         }
         let discard = inspect(b"DISCARD ALL");
-        assert!(discard.settings && discard.drops_statements);
+        assert!(discard.settings && discard.unnamed && discard.drops_statements);
     }
 
     #[test]
