@@ -205,6 +205,15 @@ pub fn run(net: &Net, root: &Path, pgherd: &Path) -> Result<i32> {
     }
     if let Err(e) = c.wait_healthy(Duration::from_secs(120)) {
         violations.push(e.to_string());
+        // What each node's REST API and agent said, for the report.
+        for (i, node) in NODES.iter().enumerate() {
+            eprintln!(
+                "{node}: /primary {:?} /replica {:?}",
+                c.code(i, "/primary"),
+                c.code(i, "/replica")
+            );
+        }
+        eprintln!("{}", c.log_tails(40));
         return finish(c, violations);
     }
 
