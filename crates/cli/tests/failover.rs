@@ -7,6 +7,8 @@
     reason = "synchronous tests: they wait on the test thread and plain threads, no async runtime"
 )]
 
+mod common;
+
 use nix::sys::signal::Signal;
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster};
 use pgherd_testkit::wait::poll;
@@ -194,6 +196,10 @@ fn postmaster_crash_fails_over_with_zero_start_timeout() {
     for r in (0..3).filter(|&i| i != leader) {
         count_on(&c, r, "1");
     }
+    // The leader's engine picks its failover candidate from the member keys: a replica still
+    // finishing its clone has not said `running` yet, and the leader would then restart in
+    // place instead (as Patroni does when no failover is possible).
+    common::healthy(&c, 2);
     c.kill_postmaster(leader).unwrap();
     let new_leader = new_writable_leader(&c, leader, Duration::from_secs(60));
     assert_ne!(new_leader, leader);
