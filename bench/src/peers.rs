@@ -94,3 +94,18 @@ pub fn give_to_postgres(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Debian's HAProxy in the foreground (`-db`) with configuration `cfg`, its output in `log`.
+pub fn haproxy(cfg: &Path, log: &Path) -> Result<Guard> {
+    Ok(Guard::new(
+        spawn_logged(
+            Command::new("/usr/sbin/haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(cfg),
+            log,
+        )
+        .context("starting haproxy")?,
+        Signal::SIGTERM,
+    ))
+}

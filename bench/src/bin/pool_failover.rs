@@ -23,7 +23,7 @@
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgherd_bench::peers::{as_postgres, give_to_postgres, spawn_logged, Guard};
+use pgherd_bench::peers::{self, as_postgres, give_to_postgres, spawn_logged, Guard};
 use pgherd_bench::{pgherd_bin, report, summary};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::ports::free_ports;
@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const HAPROXY: &str = "/usr/sbin/haproxy";
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 const WRITERS: usize = 16;
 /// Server connections per pool: fewer than writers, as in a real pooled deployment.
@@ -198,14 +197,7 @@ fn main() -> Result<()> {
         ));
     }
     std::fs::write(&ha_cfg, ha)?;
-    let haproxy = Guard::new(
-        spawn_logged(
-            Command::new(HAPROXY).arg("-db").arg("-f").arg(&ha_cfg),
-            &c.root.join("haproxy.log"),
-        )
-        .context("starting haproxy")?,
-        Signal::SIGTERM,
-    );
+    let haproxy = peers::haproxy(&ha_cfg, &c.root.join("haproxy.log"))?;
 
     c.sql(
         leader,

@@ -36,7 +36,7 @@
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use pgherd_bench::login::{idle_clients, Credentials};
-use pgherd_bench::peers::{as_postgres, give_to_postgres, spawn_logged, Guard};
+use pgherd_bench::peers::{self, as_postgres, give_to_postgres, spawn_logged, Guard};
 use pgherd_bench::{pgherd_bin, report, summary};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::ports::free_ports;
@@ -50,7 +50,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
-const HAPROXY: &str = "/usr/sbin/haproxy";
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 const PGPOOL: &str = "/usr/sbin/pgpool";
 const CLIENTS: &str = "16";
@@ -286,14 +285,7 @@ fn main() -> Result<()> {
         ));
     }
     std::fs::write(&ha_cfg, ha)?;
-    let haproxy = Guard::new(
-        spawn_logged(
-            Command::new(HAPROXY).arg("-db").arg("-f").arg(&ha_cfg),
-            &c.root.join("haproxy.log"),
-        )
-        .context("starting haproxy")?,
-        Signal::SIGTERM,
-    );
+    let haproxy = peers::haproxy(&ha_cfg, &c.root.join("haproxy.log"))?;
 
     // pgbouncer: transaction pooling in front of the leader, SCRAM with clients (as
     // PostgreSQL itself asks), the password in its user list to log in to the server.
