@@ -14,7 +14,8 @@
 //! Prints, per path, medians over the rounds:
 //! - `failed_attempts`: statements and connection attempts that failed after the kill;
 //! - `clients_with_errors`: clients (of 16) that saw at least one error;
-//! - `write_gap_median` / `write_gap_max`: from the kill to each client's next committed row;
+//! - `write_gap_median` / `write_gap_max`: from the kill to each client's next committed row
+//!   among the statements it sent once the old primary's processes were gone;
 //! - `lost_acknowledged`: rows a client saw committed that the new primary does not have.
 //!
 //! `cargo build --release && cargo run --release -p pgherd-bench --bin pool_failover [ROUNDS]`
@@ -27,6 +28,7 @@ use pgherd_bench::peers::{self, as_postgres, give_to_postgres, spawn_logged, Gua
 use pgherd_bench::{pgherd_bin, report, summary};
 use pgherd_testkit::cluster::{ClusterOptions, TestCluster, SUPERUSER_PASSWORD};
 use pgherd_testkit::ports::free_ports;
+use pgherd_testkit::procs;
 use pgherd_testkit::wait::poll;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -72,7 +74,8 @@ struct WriterLog {
     acked: Vec<i32>,
     /// Failed statements or connection attempts after the kill.
     failed_after_kill: usize,
-    /// The first commit after the kill.
+    /// The first commit of a statement sent once the old primary's processes were gone
+    /// (a statement sent between the signal and their death may still commit there).
     first_after_kill: Option<Instant>,
     /// What the failures after the kill said.
     errors: Vec<String>,
@@ -371,6 +374,7 @@ async fn kill_under_load(
 ) -> Result<Outcome> {
     let stop = Arc::new(AtomicBool::new(false));
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let dead_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let logs: Vec<Arc<Mutex<WriterLog>>> = (0..WRITERS)
         .map(|_| Arc::new(Mutex::new(WriterLog::default())))
         .collect();
@@ -384,6 +388,7 @@ async fn kill_under_load(
                 i as i32,
                 log.clone(),
                 killed_at.clone(),
+                dead_at.clone(),
                 stop.clone(),
             ))
         })
@@ -394,12 +399,25 @@ async fn kill_under_load(
         stop.store(true, Ordering::SeqCst);
         bail!("no write went through port {port} before the kill");
     }
+    let doomed = c.postgres_pids(leader);
     let at = Instant::now();
     *killed_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(at);
     c.signal_node(leader, Signal::SIGKILL)?;
     if let Some(b) = bouncers[leader].take() {
         let _ = kill(Pid::from_raw(b.pid()), Signal::SIGKILL);
         drop(b);
+    }
+    // Commits count as the new primary's only once the old one cannot take any.
+    let gone = poll(
+        "the old primary's processes to die",
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || doomed.iter().all(|&p| !procs::alive(p)).then_some(()),
+    );
+    *dead_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(Instant::now());
+    if let Err(e) = gone {
+        stop.store(true, Ordering::SeqCst);
+        return Err(e);
     }
     let recovered = loop {
         if logs.iter().all(|l| lock(l).first_after_kill.is_some()) {
@@ -475,6 +493,7 @@ async fn writer(
     client: i32,
     log: Arc<Mutex<WriterLog>>,
     killed_at: Arc<Mutex<Option<Instant>>>,
+    dead_at: Arc<Mutex<Option<Instant>>>,
     stop: Arc<AtomicBool>,
 ) {
     let conf = format!(
@@ -518,8 +537,8 @@ async fn writer(
         if let Ok(Ok(_)) = outcome {
             let mut l = lock(&log);
             l.acked.push(seq);
-            // Sent after the kill: committed by the new primary.
-            let after_kill = killed_at
+            // Sent once the old primary was dead: committed by the new one.
+            let after_kill = dead_at
                 .lock()
                 .ok()
                 .and_then(|k| *k)

@@ -188,6 +188,27 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
         );
         // Unparsable for the classifier (valid for PostgreSQL): the primary.
         assert_eq!(value(&s, "select pg_is_in_recovery() from public.acct for no key update").await, "f");
+        // SERIALIZABLE, which hot standbys refuse ("cannot use serializable mode in a hot
+        // standby"): a read-only serializable transaction, and reads under a serializable
+        // session default (pgJDBC's setTransactionIsolation), run on the primary.
+        let direct = connect(c.members[replicas(&c, leader)[0]].pg_port).await;
+        let refused = direct
+            .simple_query("begin isolation level serializable, read only")
+            .await
+            .expect_err("a standby refuses SERIALIZABLE");
+        assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED));
+        s.simple_query("begin isolation level serializable, read only").await.expect("begin serializable");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "f");
+        s.simple_query("commit").await.expect("commit");
+        s.simple_query("set session characteristics as transaction isolation level serializable")
+            .await
+            .expect("serializable default");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "f");
+        s.simple_query("begin read only").await.expect("begin read only");
+        assert_eq!(value(&s, "select current_setting('transaction_isolation')").await, "serializable");
+        s.simple_query("commit").await.expect("commit");
+        s.simple_query("set default_transaction_isolation = 'read committed'").await.expect("back");
+        assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
     });
     // psql, the command-line client, through the same port.
     let out = pgherd_testkit::cluster::psql_with_timeout(port, "select pg_is_in_recovery()", 45)
@@ -273,6 +294,10 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
     );
     assert!(
         routing["primary"]["session_state"].as_u64() >= Some(2),
+        "{routing}"
+    );
+    assert!(
+        routing["primary"]["serializable"].as_u64() >= Some(3),
         "{routing}"
     );
 }

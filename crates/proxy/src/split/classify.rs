@@ -13,7 +13,8 @@ use super::reason::{PinCause, Reason};
 use sqlparser::ast::{
     self, BinaryOperator, ContextModifier, CopySource, CopyTarget, DiscardObject, Expr,
     FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, ObjectNamePart, Query, Select,
-    SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionMode, Value, Visit, Visitor,
+    SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionIsolationLevel,
+    TransactionMode, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -29,14 +30,18 @@ pub enum StatementClass {
     /// The primary must run it; `pin` is set when it also ties the session to its connection.
     Primary(NotReadOnly),
     /// `BEGIN`/`START TRANSACTION`; `read_only` is `None` unless it says `READ ONLY`/`READ
-    /// WRITE`. `text` is the statement as the proxy replays it.
+    /// WRITE`, `serializable` unless it names an isolation level (hot standbys refuse
+    /// `SERIALIZABLE`). `text` is the statement as the proxy replays it.
     Begin {
         read_only: Option<bool>,
+        serializable: Option<bool>,
         text: String,
     },
-    /// `SET TRANSACTION ...` (or `SET transaction_read_only`): the current transaction only.
+    /// `SET TRANSACTION ...` (or `SET transaction_read_only`/`transaction_isolation`): the
+    /// current transaction only.
     SetTransaction {
         read_only: Option<bool>,
+        serializable: Option<bool>,
         text: String,
     },
     /// `COMMIT`/`END` (`chain`: `AND CHAIN` opens the next transaction at once).
@@ -70,6 +75,10 @@ pub struct SessionSetting {
     /// `Some` when it sets the session's default transaction access mode
     /// (`default_transaction_read_only`, `SET SESSION CHARACTERISTICS AS TRANSACTION READ ...`).
     pub default_read_only: Option<bool>,
+    /// `Some` when it sets the session's default isolation level
+    /// (`default_transaction_isolation`, `SET SESSION CHARACTERISTICS AS TRANSACTION
+    /// ISOLATION LEVEL ...`): `true` for `SERIALIZABLE`, which no replica runs.
+    pub default_serializable: Option<bool>,
 }
 
 /// The statements of one query string, in order. Empty for an empty query.
@@ -263,6 +272,7 @@ impl Classifier {
                 modes, statements, ..
             } if statements.is_empty() => StatementClass::Begin {
                 read_only: access_mode(modes),
+                serializable: isolation_serializable(modes),
                 text: statement.to_string(),
             },
             Statement::Commit { chain, .. } => StatementClass::Commit { chain: *chain },
@@ -281,14 +291,23 @@ impl Classifier {
             Statement::Set(set) => set_statement(set, statement),
             Statement::Reset(reset) => match &reset.reset {
                 ast::Reset::ALL => StatementClass::ResetAll,
-                ast::Reset::SessionAuthorization => {
-                    session_setting("session_authorization".to_string(), statement, None)
-                }
+                ast::Reset::SessionAuthorization => StatementClass::SetSession(session_setting(
+                    "session_authorization".to_string(),
+                    statement,
+                    None,
+                )),
                 ast::Reset::ConfigurationParameter(name) => {
                     let name = dotted(name);
-                    let default_read_only =
-                        (name == "default_transaction_read_only").then_some(false);
-                    session_setting(name, statement, default_read_only)
+                    let mut setting = session_setting(name, statement, None);
+                    // Back to the server's defaults, taken to be read-write, not serializable.
+                    match setting.name.as_str() {
+                        "default_transaction_read_only" => setting.default_read_only = Some(false),
+                        "default_transaction_isolation" => {
+                            setting.default_serializable = Some(false)
+                        }
+                        _ => {}
+                    }
+                    StatementClass::SetSession(setting)
                 }
             },
             Statement::Discard {
@@ -437,11 +456,15 @@ impl Visitor for ReadOnlyCheck<'_> {
                 };
                 self.function(&f.name, args)
             }
-            // `a OPERATOR(schema.op) b`: an operator may call any function.
+            // `a OPERATOR(schema.op) b`: an operator may call any function, except PostgreSQL's
+            // own (psql's `\d` queries spell `OPERATOR(pg_catalog.~)`).
             Expr::BinaryOp {
-                op: BinaryOperator::PGCustomBinaryOperator(_),
+                op: BinaryOperator::PGCustomBinaryOperator(parts),
                 ..
-            } => Err(NotReadOnly::new(Reason::UnknownFunction)),
+            } => match parts.as_slice() {
+                [schema, _] if schema == "pg_catalog" => Ok(()),
+                _ => Err(NotReadOnly::new(Reason::UnknownFunction)),
+            },
             _ => Ok(()),
         };
         match verdict {
@@ -513,16 +536,40 @@ fn access_mode(modes: &[TransactionMode]) -> Option<bool> {
     })
 }
 
+/// Whether a `BEGIN`/`SET TRANSACTION` asks for `SERIALIZABLE`, if it names a level.
+fn isolation_serializable(modes: &[TransactionMode]) -> Option<bool> {
+    modes.iter().rev().find_map(|m| match m {
+        TransactionMode::IsolationLevel(level) => {
+            Some(*level == TransactionIsolationLevel::Serializable)
+        }
+        TransactionMode::AccessMode(_) => None,
+    })
+}
+
 fn session_setting(
     name: String,
     statement: &Statement,
     default_read_only: Option<bool>,
-) -> StatementClass {
-    StatementClass::SetSession(SessionSetting {
+) -> SessionSetting {
+    SessionSetting {
         name,
         replay: statement.to_string(),
         default_read_only,
-    })
+        default_serializable: None,
+    }
+}
+
+/// An isolation level's name as `SET` gives it (`'serializable'`, `serializable`); `None`
+/// for `DEFAULT` and anything unreadable.
+fn isolation_value(values: &[Expr]) -> Option<String> {
+    match values {
+        [Expr::Identifier(ident)] => Some(ident.value.to_lowercase()),
+        [Expr::Value(v)] => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.to_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// A boolean setting's value as PostgreSQL reads it (`on`, `true`, `yes`, `1`, prefixes...);
@@ -562,27 +609,50 @@ fn set_statement(set: &ast::Set, statement: &Statement) -> StatementClass {
                 // `SET transaction_read_only = on` is `SET TRANSACTION READ ONLY`.
                 "transaction_read_only" => StatementClass::SetTransaction {
                     read_only: boolean_value(values),
+                    serializable: None,
                     text: statement.to_string(),
                 },
-                "transaction_isolation" | "transaction_deferrable" => {
-                    StatementClass::SetTransaction {
-                        read_only: None,
-                        text: statement.to_string(),
-                    }
-                }
+                "transaction_isolation" => StatementClass::SetTransaction {
+                    read_only: None,
+                    serializable: Some(
+                        isolation_value(values).is_none_or(|level| level == "serializable"),
+                    ),
+                    text: statement.to_string(),
+                },
+                "transaction_deferrable" => StatementClass::SetTransaction {
+                    read_only: None,
+                    serializable: None,
+                    text: statement.to_string(),
+                },
                 "default_transaction_read_only" => {
                     // `SET ... = DEFAULT` (or an unreadable value) is the server default: off
                     // unless configured otherwise, which the router cannot know; treat it as
                     // read-write, the safe side.
                     let read_only = boolean_value(values).unwrap_or(false);
-                    session_setting(name, statement, Some(read_only))
+                    StatementClass::SetSession(session_setting(name, statement, Some(read_only)))
                 }
-                _ => session_setting(name, statement, None),
+                "default_transaction_isolation" => {
+                    // `DEFAULT` is the server's default, taken to be read committed; an
+                    // unreadable value is taken to be serializable (the primary then runs
+                    // the session's reads).
+                    let serializable = match values.as_slice() {
+                        [Expr::Identifier(ident)]
+                            if ident.value.eq_ignore_ascii_case("default") =>
+                        {
+                            false
+                        }
+                        _ => isolation_value(values).is_none_or(|level| level == "serializable"),
+                    };
+                    let mut setting = session_setting(name, statement, None);
+                    setting.default_serializable = Some(serializable);
+                    StatementClass::SetSession(setting)
+                }
+                _ => StatementClass::SetSession(session_setting(name, statement, None)),
             }
         }
         Set::SetTimeZone { local: true, .. } => StatementClass::SetLocal,
         Set::SetTimeZone { local: false, .. } => {
-            session_setting("timezone".to_string(), statement, None)
+            StatementClass::SetSession(session_setting("timezone".to_string(), statement, None))
         }
         Set::SetRole {
             context_modifier, ..
@@ -590,17 +660,25 @@ fn set_statement(set: &ast::Set, statement: &Statement) -> StatementClass {
             if local(context_modifier) {
                 StatementClass::SetLocal
             } else {
-                session_setting("role".to_string(), statement, None)
+                StatementClass::SetSession(session_setting("role".to_string(), statement, None))
             }
         }
         Set::SetSessionAuthorization(param) => {
             if param.scope == ContextModifier::Local {
                 StatementClass::SetLocal
             } else {
-                session_setting("session_authorization".to_string(), statement, None)
+                StatementClass::SetSession(session_setting(
+                    "session_authorization".to_string(),
+                    statement,
+                    None,
+                ))
             }
         }
-        Set::SetNames { .. } => session_setting("client_encoding".to_string(), statement, None),
+        Set::SetNames { .. } => StatementClass::SetSession(session_setting(
+            "client_encoding".to_string(),
+            statement,
+            None,
+        )),
         Set::SetTransaction {
             modes,
             session: true,
@@ -613,6 +691,7 @@ fn set_statement(set: &ast::Set, statement: &Statement) -> StatementClass {
                 name: text.clone(),
                 replay: text,
                 default_read_only: access_mode(modes),
+                default_serializable: isolation_serializable(modes),
             })
         }
         Set::SetTransaction {
@@ -621,6 +700,7 @@ fn set_statement(set: &ast::Set, statement: &Statement) -> StatementClass {
             ..
         } => StatementClass::SetTransaction {
             read_only: access_mode(modes),
+            serializable: isolation_serializable(modes),
             text: statement.to_string(),
         },
         _ => StatementClass::Primary(NotReadOnly::new(Reason::OtherStatement)),

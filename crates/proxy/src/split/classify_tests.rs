@@ -17,16 +17,16 @@ fn summary(classifier: &Classifier, sql: &str) -> String {
                 Some(cause) => format!("pin {}", cause.label()),
                 None => n.reason.label().to_string(),
             },
-            StatementClass::Begin { read_only, .. } => match read_only {
-                None => "begin".to_string(),
-                Some(true) => "begin ro".to_string(),
-                Some(false) => "begin rw".to_string(),
-            },
-            StatementClass::SetTransaction { read_only, .. } => match read_only {
-                None => "set_tx".to_string(),
-                Some(true) => "set_tx ro".to_string(),
-                Some(false) => "set_tx rw".to_string(),
-            },
+            StatementClass::Begin {
+                read_only,
+                serializable,
+                ..
+            } => transaction_modes("begin", *read_only, *serializable),
+            StatementClass::SetTransaction {
+                read_only,
+                serializable,
+                ..
+            } => transaction_modes("set_tx", *read_only, *serializable),
             StatementClass::Commit { chain: false } => "commit".to_string(),
             StatementClass::Commit { chain: true } => "commit chain".to_string(),
             StatementClass::Rollback { chain: false } => "rollback".to_string(),
@@ -34,9 +34,11 @@ fn summary(classifier: &Classifier, sql: &str) -> String {
             StatementClass::Savepoint { name } => format!("savepoint {name}"),
             StatementClass::ReleaseSavepoint { name } => format!("release {name}"),
             StatementClass::RollbackToSavepoint { name } => format!("rollback_to {name}"),
-            StatementClass::SetSession(s) => match s.default_read_only {
-                None => format!("set {}", s.name),
-                Some(ro) => format!("set default_ro={ro}"),
+            StatementClass::SetSession(s) => match (s.default_read_only, s.default_serializable) {
+                (None, None) => format!("set {}", s.name),
+                (Some(ro), None) => format!("set default_ro={ro}"),
+                (None, Some(ser)) => format!("set default_serializable={ser}"),
+                (Some(ro), Some(ser)) => format!("set default_ro={ro} default_serializable={ser}"),
             },
             StatementClass::SetLocal => "set_local".to_string(),
             StatementClass::ResetAll => "reset_all".to_string(),
@@ -44,6 +46,23 @@ fn summary(classifier: &Classifier, sql: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `begin`/`set_tx` with ` ro`/` rw` when the access mode is named and ` serializable` (or
+/// ` not_serializable`) when the isolation level is.
+fn transaction_modes(word: &str, read_only: Option<bool>, serializable: Option<bool>) -> String {
+    let mut s = word.to_string();
+    match read_only {
+        Some(true) => s.push_str(" ro"),
+        Some(false) => s.push_str(" rw"),
+        None => {}
+    }
+    match serializable {
+        Some(true) => s.push_str(" serializable"),
+        Some(false) => s.push_str(" not_serializable"),
+        None => {}
+    }
+    s
 }
 
 const CASES: &[(&str, &str)] = &[
@@ -91,6 +110,18 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT DISTINCT ON (a) a, b FROM t ORDER BY a, b DESC", "ro"),
     ("SELECT * FROM t FETCH FIRST 3 ROWS ONLY", "ro"),
     ("SELECT 1; SELECT 2", "ro; ro"),
+    ("SELECT ROW(1, 2), ARRAY(SELECT id FROM t)", "ro"),
+    ("SELECT data->'a'->>'b' FROM t WHERE data @> '{\"x\": 1}' AND data ? 'k'", "ro"),
+    ("SELECT array_agg(x ORDER BY y) FILTER (WHERE z > 0) FROM t", "ro"),
+    ("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t", "ro"),
+    ("SELECT * FROM t TABLESAMPLE SYSTEM (10)", "ro"),
+    ("SELECT count(*) FROM t GROUP BY GROUPING SETS ((a), (b))", "ro"),
+    ("SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4)) AND c = ANY($1)", "ro"),
+    ("SELECT host(inet '10.0.0.1'), masklen(cidr '10.0.0.0/8'), isempty(int4range(1, 2))", "ro"),
+    ("SELECT \"users\".* FROM \"users\" WHERE \"users\".\"id\" = $1 LIMIT $2", "ro"),
+    // psql's `\\d t` spells PostgreSQL's own operators with OPERATOR(pg_catalog.~).
+    ("SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)", "ro"),
+    ("SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a WHERE a.attrelid = '\"users\"'::regclass AND a.attnum > 0 AND NOT a.attisdropped", "ro"),
     // Odd casing, quoting and comments.
     ("sElEcT NOW()", "ro"),
     ("/* leading comment */ SELECT 1", "ro"),
@@ -169,6 +200,13 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT public.now()", "unknown_function"),
     ("SELECT pg_current_wal_lsn()", "unknown_function"),
     ("SELECT a OPERATOR(myschema.+++) b FROM t", "unparsable"),
+    ("SELECT a OPERATOR(myschema.@@) b FROM t", "unknown_function"),
+    ("SELECT uuid_generate_v4()", "unknown_function"),
+    ("select nextval ('hibernate_sequence')", "write_function"),
+    ("SELECT lastval()", "write_function"),
+    ("VALUES (nextval('s'))", "write_function"),
+    ("SELECT pg_terminate_backend(1)", "unknown_function"),
+    ("SELECT pg_switch_wal()", "unknown_function"),
     ("CALL transfer(1, 2)", "unknown_function"),
     // Pgpool-II's hint keeps a read on the primary; elsewhere in the text it is a comment.
     ("/*NO LOAD BALANCE*/ SELECT * FROM t", "no_load_balance_hint"),
@@ -201,6 +239,11 @@ const CASES: &[(&str, &str)] = &[
     ("VACUUM t", "other_statement"),
     ("ANALYZE t", "other_statement"),
     ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", "other_statement"),
+    ("CHECKPOINT", "unparsable"),
+    ("DO $$BEGIN PERFORM 1; END$$", "unparsable"),
+    ("REFRESH MATERIALIZED VIEW CONCURRENTLY mv", "ddl"),
+    ("SELECT * INTO UNLOGGED y FROM t", "select_into"),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d; SELECT 1", "data_modifying_cte; ro"),
     ("DISCARD PLANS", "session_state"),
     // LISTEN/NOTIFY.
     ("LISTEN events", "pin listen"),
@@ -213,14 +256,21 @@ const CASES: &[(&str, &str)] = &[
     ("BEGIN READ ONLY", "begin ro"),
     ("BEGIN TRANSACTION READ ONLY", "begin ro"),
     ("START TRANSACTION READ ONLY", "begin ro"),
-    ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", "begin ro"),
+    ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", "begin ro not_serializable"),
     // DEFERRABLE is outside the parser's grammar: the primary runs the transaction.
     ("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE", "unparsable"),
     ("BEGIN READ WRITE", "begin rw"),
-    ("BEGIN ISOLATION LEVEL SERIALIZABLE", "begin"),
+    ("BEGIN ISOLATION LEVEL SERIALIZABLE", "begin serializable"),
+    // Hot standbys refuse SERIALIZABLE: the router sends such transactions to the primary.
+    ("START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE", "begin ro serializable"),
+    ("BEGIN WORK", "begin"),
+    ("COMMIT WORK", "commit"),
     ("SET TRANSACTION READ ONLY", "set_tx ro"),
     ("SET TRANSACTION READ WRITE", "set_tx rw"),
-    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set_tx"),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set_tx serializable"),
+    ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY", "set_tx ro not_serializable"),
+    ("SET transaction_isolation = 'serializable'", "set_tx serializable"),
+    ("SET transaction_isolation TO 'repeatable read'", "set_tx not_serializable"),
     ("SET transaction_read_only = on", "set_tx ro"),
     ("SET transaction_read_only TO off", "set_tx rw"),
     ("COMMIT", "commit"),
@@ -249,6 +299,12 @@ const CASES: &[(&str, &str)] = &[
     ("RESET default_transaction_read_only", "set default_ro=false"),
     ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "set default_ro=true"),
     ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", "set default_ro=false"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "set default_serializable=true"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", "set default_ro=true default_serializable=true"),
+    ("SET default_transaction_isolation = 'serializable'", "set default_serializable=true"),
+    ("SET default_transaction_isolation TO 'read committed'", "set default_serializable=false"),
+    ("SET default_transaction_isolation TO DEFAULT", "set default_serializable=false"),
+    ("RESET default_transaction_isolation", "set default_serializable=false"),
     // Cursors and prepared statements.
     ("DECLARE c CURSOR FOR SELECT * FROM t", "ro"),
     ("DECLARE c CURSOR FOR SELECT nextval('s')", "write_function"),

@@ -128,6 +128,9 @@ pub enum Reason {
     // ---- primary: what the session is doing ----
     /// A statement of a read-write transaction (a plain `BEGIN` runs on the primary in full).
     WriteTransaction,
+    /// A read under `SERIALIZABLE` isolation (the transaction's or the session's default):
+    /// hot standbys refuse it.
+    Serializable,
     /// The session is pinned to the primary (see [`PinCause`]).
     Pinned(PinCause),
     /// A read after this session's write, before a replica replayed it (or any read after a
@@ -165,6 +168,7 @@ impl Reason {
             Reason::NoLoadBalanceHint => "no_load_balance_hint",
             Reason::EmptyQuery => "empty_query",
             Reason::WriteTransaction => "write_transaction",
+            Reason::Serializable => "serializable",
             Reason::Pinned(PinCause::TempTable) => "pinned_temp_table",
             Reason::Pinned(PinCause::Listen) => "pinned_listen",
             Reason::Pinned(PinCause::CursorWithHold) => "pinned_cursor_with_hold",
@@ -191,7 +195,7 @@ impl Reason {
     }
 
     /// Every reason, for metrics that list all label values and for the label tests.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::ReadOnly,
         Reason::ReadOnlyTransaction,
         Reason::Write,
@@ -215,6 +219,7 @@ impl Reason {
         Reason::Unparsable,
         Reason::EmptyQuery,
         Reason::WriteTransaction,
+        Reason::Serializable,
         Reason::Pinned(PinCause::TempTable),
         Reason::Pinned(PinCause::Listen),
         Reason::Pinned(PinCause::CursorWithHold),

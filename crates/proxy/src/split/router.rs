@@ -206,6 +206,7 @@ enum Tx {
     Deferred {
         prelude: Vec<String>,
         read_only: Option<bool>,
+        serializable: Option<bool>,
     },
     Open {
         target: Target,
@@ -236,6 +237,9 @@ pub struct Router {
     classifier: Arc<Classifier>,
     /// The session's committed default access mode.
     default_read_only: bool,
+    /// The session's committed default isolation is `SERIALIZABLE`: hot standbys refuse it
+    /// ("cannot use serializable mode in a hot standby"), so its reads need the primary.
+    default_serializable: bool,
     settings: Vec<SessionSetting>,
     pin: Option<PinCause>,
     tx: Tx,
@@ -259,6 +263,7 @@ impl Router {
             config,
             classifier,
             default_read_only: false,
+            default_serializable: false,
             settings: Vec::new(),
             pin: None,
             tx: Tx::Idle,
@@ -338,15 +343,18 @@ impl Router {
         if let Tx::Deferred {
             prelude: deferred,
             read_only,
+            serializable,
         } = &mut self.tx
         {
             match statements.as_slice() {
                 [StatementClass::SetTransaction {
                     read_only: mode,
+                    serializable: level,
                     text,
                 }] => {
                     deferred.push(text.clone());
                     *read_only = mode.or(*read_only);
+                    *serializable = level.or(*serializable);
                     return Decision::Answer {
                         tag: "SET",
                         status: TxStatus::InTransaction,
@@ -369,11 +377,14 @@ impl Router {
                 _ => {
                     fresh = true;
                     let read_only = read_only.unwrap_or(self.default_read_only);
+                    let serializable = serializable.unwrap_or(self.default_serializable);
                     prelude = std::mem::take(deferred);
-                    let (target, reason) = if read_only {
-                        self.replica_unless_primary_needed(Reason::ReadOnlyTransaction)
-                    } else {
-                        (Target::Primary, Reason::WriteTransaction)
+                    let (target, reason) = match (read_only, serializable) {
+                        (true, false) => {
+                            self.replica_unless_primary_needed(Reason::ReadOnlyTransaction)
+                        }
+                        (true, true) => (Target::Primary, Reason::Serializable),
+                        (false, _) => (Target::Primary, Reason::WriteTransaction),
                     };
                     self.tx = Tx::Open {
                         target,
@@ -390,12 +401,14 @@ impl Router {
         if self.tx == Tx::Idle && deferrable && self.pin.is_none() {
             if let [StatementClass::Begin {
                 read_only: None,
+                serializable,
                 text,
             }] = statements.as_slice()
             {
                 self.tx = Tx::Deferred {
                     prelude: vec![text.clone()],
                     read_only: None,
+                    serializable: *serializable,
                 };
                 return Decision::Answer {
                     tag: "BEGIN",
@@ -500,19 +513,36 @@ impl Router {
                     if in_tx == Some(false) {
                         need(Reason::WriteTransaction)
                     }
+                    if in_tx.is_none() && self.default_serializable {
+                        need(Reason::Serializable)
+                    }
                 }
                 StatementClass::Primary(n) => need(n.reason),
-                StatementClass::Begin { read_only, .. } => {
+                StatementClass::Begin {
+                    read_only,
+                    serializable,
+                    ..
+                } => {
                     if in_tx.is_none() {
                         let read_only = read_only.unwrap_or(self.default_read_only);
                         opens_read_only_tx |= read_only;
                         in_tx = Some(read_only);
+                        if serializable.unwrap_or(self.default_serializable) {
+                            need(Reason::Serializable)
+                        }
                     }
                 }
-                StatementClass::SetTransaction { read_only, .. } => {
+                StatementClass::SetTransaction {
+                    read_only,
+                    serializable,
+                    ..
+                } => {
                     if let (Some(mode), Some(current)) = (read_only, in_tx.as_mut()) {
                         *current = *mode;
                         opens_read_only_tx |= *mode;
+                    }
+                    if in_tx.is_some() && *serializable == Some(true) {
+                        need(Reason::Serializable)
                     }
                 }
                 StatementClass::Commit { chain } | StatementClass::Rollback { chain } => {
@@ -715,16 +745,21 @@ impl Router {
                 if let Some(read_only) = setting.default_read_only {
                     self.default_read_only = read_only;
                 }
+                if let Some(serializable) = setting.default_serializable {
+                    self.default_serializable = serializable;
+                }
                 self.settings.retain(|s| s.name != setting.name);
                 self.settings.push(setting);
             }
             Change::ResetAll => {
                 self.settings.clear();
                 self.default_read_only = false;
+                self.default_serializable = false;
             }
             Change::DiscardAll => {
                 self.settings.clear();
                 self.default_read_only = false;
+                self.default_serializable = false;
                 self.pin = None;
             }
         }

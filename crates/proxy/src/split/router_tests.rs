@@ -252,6 +252,94 @@ fn session_default_read_only_sends_plain_transactions_to_replicas() {
     }
 }
 
+/// Hot standbys refuse SERIALIZABLE ("cannot use serializable mode in a hot standby"), even
+/// for read-only transactions and when it is only the session's default: those reads run on
+/// the primary.
+#[test]
+fn serializable_reads_run_on_the_primary() {
+    for begin in [
+        "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+        "START TRANSACTION READ ONLY, ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        let mut s = session();
+        let route = s.run(begin, TxStatus::InTransaction);
+        assert_eq!(
+            (route.target, route.reason),
+            (PRIMARY, Reason::Serializable),
+            "{begin}"
+        );
+        assert_eq!(s.run("SELECT 1", TxStatus::InTransaction).target, PRIMARY);
+        s.run("COMMIT", TxStatus::Idle);
+        assert_eq!(
+            s.auto("SELECT 1").0,
+            REPLICA,
+            "{begin}: one transaction only"
+        );
+    }
+    // A deferred BEGIN, then SET TRANSACTION in either order.
+    let mut s = session();
+    s.answered("BEGIN");
+    s.answered("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    s.answered("SET TRANSACTION READ ONLY");
+    let read = s.run("SELECT 1", TxStatus::InTransaction);
+    assert_eq!((read.target, read.reason), (PRIMARY, Reason::Serializable));
+    assert_eq!(read.prelude.len(), 3);
+    s.run("COMMIT", TxStatus::Idle);
+    // REPEATABLE READ is fine on a standby.
+    s.answered("BEGIN");
+    s.answered("SET TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ");
+    assert_eq!(s.run("SELECT 1", TxStatus::InTransaction).target, REPLICA);
+    s.run("COMMIT", TxStatus::Idle);
+
+    // The session's default (pgJDBC's setTransactionIsolation sends the first form).
+    for set in [
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET default_transaction_isolation = 'serializable'",
+    ] {
+        let mut s = session();
+        s.auto(set);
+        assert_eq!(s.auto("SELECT 1"), (PRIMARY, Reason::Serializable), "{set}");
+        let route = s.run("BEGIN READ ONLY", TxStatus::InTransaction);
+        assert_eq!(
+            (route.target, route.reason),
+            (PRIMARY, Reason::Serializable)
+        );
+        s.run("COMMIT", TxStatus::Idle);
+        // A transaction that names another level may use a replica.
+        assert_eq!(
+            s.run(
+                "BEGIN READ ONLY ISOLATION LEVEL READ COMMITTED",
+                TxStatus::InTransaction
+            )
+            .target,
+            REPLICA,
+            "{set}"
+        );
+        s.run("COMMIT", TxStatus::Idle);
+        s.auto("RESET default_transaction_isolation");
+        s.auto("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        assert_eq!(
+            s.auto("SELECT 1").0,
+            REPLICA,
+            "{set}: back to read committed"
+        );
+    }
+    // A failed SET changes nothing; RESET ALL and DISCARD ALL clear the default.
+    let mut s = session();
+    s.run_with(
+        "SET default_transaction_isolation = 'serializable'",
+        TxStatus::Idle,
+        true,
+    );
+    assert_eq!(s.auto("SELECT 1").0, REPLICA);
+    for reset in ["RESET ALL", "DISCARD ALL"] {
+        s.auto("SET default_transaction_isolation = 'serializable'");
+        assert_eq!(s.auto("SELECT 1").0, PRIMARY);
+        s.auto(reset);
+        assert_eq!(s.auto("SELECT 1").0, REPLICA, "{reset}");
+    }
+}
+
 #[test]
 fn a_failed_default_read_only_set_changes_nothing() {
     let mut s = session();
