@@ -639,12 +639,26 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
             ("SET SESSION AUTHORIZATION admin", "SET SESSION AUTHORIZATION"),
             ("select pg_advisory_lock(1)", "pg_advisory_lock()"),
             ("create temp table t(a int)", "CREATE TEMPORARY"),
+            // Another server connection's sequence state (or none): refused in a transaction
+            // of its own, also through the extended protocol.
+            ("select currval('seq_t')", "currval() or lastval()"),
+            ("select lastval()", "currval() or lastval()"),
         ] {
             let e = pg.batch_execute(sql).await.map(drop).expect_err(sql);
             assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{sql}: {e}");
             let text = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
             assert!(text.contains(named) && text.contains("pool_mode transaction"), "{text}");
         }
+        let e = pg.query("select currval('seq_t')", &[]).await.map(drop).expect_err("extended");
+        assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e}");
+        // In the transaction that called nextval(), currval() is what PostgreSQL says.
+        pg.batch_execute("create sequence seq_t").await.unwrap();
+        assert_eq!(value(&pg, "select nextval('seq_t'); select currval('seq_t')").await.unwrap(), "1");
+        pg.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(value(&pg, "select nextval('seq_t')").await.unwrap(), "2");
+        let current: i64 = pg.query_one("select currval('seq_t')", &[]).await.expect("in the block").get(0);
+        assert_eq!(current, 2);
+        pg.batch_execute("COMMIT").await.unwrap();
         // Inside a transaction block the transaction fails as for any error.
         pg.batch_execute("BEGIN").await.unwrap();
         let e = pg.batch_execute("SET ROLE admin").await.map(drop).expect_err("refused");

@@ -945,13 +945,17 @@ impl Session<'_> {
                     },
                     _ => None,
                 };
+                let nothing_running = conn.is_none() && b.forward.is_empty() && !self.tx.unsynced;
+                let refused = refused.or_else(|| {
+                    (found.reads_sequence_state && nothing_running).then(|| {
+                        "currval() or lastval() in a transaction of its own (it reads what nextval() left in one server session; use INSERT ... RETURNING, or call it in the transaction that called nextval())".to_string()
+                    })
+                });
                 if let Some(why) = refused {
                     self.cbuf.advance(len);
                     let text = format!(
                         "{why} is not supported in pool_mode transaction: the next transaction may run on another server connection (use a session-mode listener)"
                     );
-                    let nothing_running =
-                        conn.is_none() && b.forward.is_empty() && !self.tx.unsynced;
                     if nothing_running {
                         put_error(&mut b.reply, "ERROR", "0A000", &text);
                         if tag == b'Q' {

@@ -16,6 +16,12 @@
 //!   `pg_advisory_lock_shared`, `pg_try_advisory_lock`, `pg_try_advisory_lock_shared`; the
 //!   `_xact_` variants are fine).
 //!
+//! Refused only when it starts a transaction of its own ([`Inspection::reads_sequence_state`]):
+//! a first statement that calls `currval()` or `lastval()`, which read what `nextval()` left in
+//! one server session: in a later transaction on another connection they fail, or return
+//! another client's value. In the transaction that called `nextval()` (a block, or a later
+//! statement of the same query) they are fine.
+//!
 //! Such a statement is answered `0A000 feature_not_supported` naming the statement and the
 //! pool mode, before anything of the query runs (between transactions the proxy answers
 //! itself; inside a transaction block the server raises it, so the transaction fails as for
@@ -214,6 +220,9 @@ pub struct Inspection {
     pub drops_statements: bool,
     /// The whole text is one `DEALLOCATE`.
     pub deallocate: Option<Deallocate>,
+    /// Its first statement calls `currval()` or `lastval()`: refused when it would start a
+    /// transaction (nothing else of the session's runs on the connection it gets).
+    pub reads_sequence_state: bool,
 }
 
 /// A SQL `DEALLOCATE [PREPARE]`.
@@ -234,6 +243,9 @@ pub fn inspect(sql: &[u8]) -> Inspection {
             continue;
         }
         statements += 1;
+        if statements == 1 {
+            found.reads_sequence_state = reads_sequence_state(stmt);
+        }
         statement(sql, stmt, &mut found);
         if found.refused.is_some() {
             break;
@@ -243,6 +255,16 @@ pub fn inspect(sql: &[u8]) -> Inspection {
         found.deallocate = None;
     }
     found
+}
+
+/// Whether the statement calls `currval()` or `lastval()` (schema-qualified or not).
+fn reads_sequence_state(s: &[Token]) -> bool {
+    s.windows(2).any(|pair| match pair {
+        [Token::Word(name, _), Token::Open] => {
+            matches!(name.rsplit('.').next(), Some("CURRVAL" | "LASTVAL"))
+        }
+        _ => false,
+    })
 }
 
 /// The text of a `Str` or `Quoted` token with its doubled quotes undone, or a word folded to
@@ -484,6 +506,24 @@ mod tests {
             ),
         ] {
             assert_eq!(refused(sql).as_deref(), Some(why), "{sql}");
+        }
+    }
+
+    #[test]
+    fn notes_sequence_state_read_by_the_first_statement() {
+        for (sql, first) in [
+            ("select currval('s')", true),
+            ("SELECT pg_catalog.lastval()", true),
+            ("select currval ('s'), 1", true),
+            (
+                "insert into t values (1); select currval('t_id_seq')",
+                false,
+            ),
+            ("select nextval('s')", false),
+            ("select 'currval(x)'", false),
+            ("select \"currval\"('s')", false),
+        ] {
+            assert_eq!(inspect(sql.as_bytes()).reads_sequence_state, first, "{sql}");
         }
     }
 
