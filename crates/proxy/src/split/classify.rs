@@ -181,6 +181,34 @@ fn shape(sql: &str) -> Option<String> {
     Some(shape)
 }
 
+/// `TABLE name` (PostgreSQL's short form of `SELECT * FROM name`, which the parser does not
+/// know) as that `SELECT`; `None` for any other text.
+fn table_command(sql: &str) -> Option<String> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut words = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_)));
+    match words.next()? {
+        Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("table") => {}
+        _ => return None,
+    }
+    // Only a (qualified) name may follow, optionally ONLY and a final `;`: nothing the
+    // rewrite could change the meaning of.
+    let rest: Vec<&Token> = words.collect();
+    let rest = match rest.as_slice() {
+        [body @ .., Token::SemiColon] => body,
+        body => body,
+    };
+    let name_only = !rest.is_empty()
+        && rest
+            .iter()
+            .all(|t| matches!(t, Token::Word(_) | Token::Period));
+    if !name_only {
+        return None;
+    }
+    let start = sql.to_ascii_lowercase().find("table")? + "table".len();
+    Some(format!("SELECT * FROM {}", &sql[start..]))
+}
+
 /// Texts the classification cache holds before it is emptied.
 pub const CACHE_ENTRIES: usize = 4096;
 /// Longer texts are classified every time (and do not crowd the cache).
@@ -243,7 +271,10 @@ impl Classifier {
                         .collect(),
                 }
             }
-            Err(_) => Classification::unparsable(),
+            Err(_) => match table_command(sql) {
+                Some(select) => self.parse(&select),
+                None => Classification::unparsable(),
+            },
         }
     }
 

@@ -323,7 +323,11 @@ const CASES: &[(&str, &str)] = &[
     ("SELEC 1", "unparsable"),
     ("SELECT (1", "unparsable"),
     ("SELECT 1; DELETE FROM", "unparsable"),
-    ("TABLE t", "unparsable"),
+    // `TABLE name` is `SELECT * FROM name`.
+    ("TABLE t", "ro"),
+    ("table ONLY app.\"T\";", "ro"),
+    ("TABLE t; DELETE FROM t", "unparsable"),
+    ("TABLE nextval('s')", "unparsable"),
     ("\u{0}", "unparsable"),
     ("", ""),
     (";", ""),
