@@ -6,6 +6,7 @@ use crate::config::{ServerTlsMode, TlsFiles};
 use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -56,9 +57,18 @@ impl Stream {
             // Not `readable()`: its waiter would be part of every idle client's task.
             std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
             buf.reserve(CLIENT_READ);
-            match tcp.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                read => return read,
+            // `poll_read`, not `try_read_buf`: tokio clears the socket's readiness after a
+            // short read, so waiting for the server's answer next does not first try a `recv`
+            // on this client that fails with EAGAIN (one syscall per transaction, seen with
+            // strace under `pgbench -S`).
+            let read = {
+                let mut read = std::pin::pin!(tcp.read_buf(buf));
+                std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            match read {
+                Poll::Ready(read) => return read,
+                // Readiness was stale: wait again, without the buffer.
+                Poll::Pending => continue,
             }
         }
     }
