@@ -161,6 +161,11 @@ async fn greet(
     } else {
         peer
     };
+    if ctx.pool.is_some() {
+        // A pooled listener reads the opening itself, within its login timeout: waiting here
+        // would cost one more syscall (a peek) per connection.
+        return Some((counted, origin));
+    }
     first_bytes(ctx, client).await.then_some((counted, origin))
 }
 

@@ -187,7 +187,7 @@ async fn start<'a>(
     client: TcpStream,
     origin: SocketAddr,
 ) -> Option<Session<'a>> {
-    let (client, startup) = match timeout(LOGIN_WAIT, opening(pc, client)).await {
+    let (client, startup, received) = match timeout(LOGIN_WAIT, opening(pc, client)).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -196,7 +196,7 @@ async fn start<'a>(
         }
         Err(_) => return None,
     };
-    match login(ctx, pc, client, startup).await {
+    match login(ctx, pc, client, startup, received).await {
         Ok(s) => Some(s),
         Err((mut client, f)) => {
             info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
@@ -209,19 +209,31 @@ async fn start<'a>(
 }
 
 /// Answers encryption requests (`S` and the TLS handshake when the listener has `tls`, `N`
-/// otherwise) and cancel requests, until a `StartupMessage`.
+/// otherwise) and cancel requests, until a `StartupMessage`; with it, the bytes the client
+/// sent after it (the start of the login's reads).
 async fn opening(
     pc: &PoolCtx,
     mut client: TcpStream,
-) -> Result<Option<(Stream, codec::Startup)>, CodecError> {
+) -> Result<Option<(Stream, codec::Startup, BytesMut)>, CodecError> {
+    let mut received = BytesMut::new();
     loop {
-        match codec::read_opening(&mut client).await? {
+        let opening = codec::read_opening(&mut client, &mut received).await?;
+        if matches!(opening, Opening::Ssl | Opening::Gss) && !received.is_empty() {
+            // As PostgreSQL: bytes sent before the answer to an encryption request would be
+            // taken as if they had come encrypted.
+            return Err(CodecError::Startup(
+                "unencrypted data after an encryption request",
+            ));
+        }
+        match opening {
             Opening::Ssl => match &pc.acceptor {
                 Some(acceptor) => {
                     client.write_all(b"S").await?;
                     let mut tls = acceptor.accept(client).await?;
-                    return match codec::read_opening(&mut tls).await? {
-                        Opening::Startup(s) => Ok(Some((Stream::FromClient(Box::new(tls)), s))),
+                    return match codec::read_opening(&mut tls, &mut received).await? {
+                        Opening::Startup(s) => {
+                            Ok(Some((Stream::FromClient(Box::new(tls)), s, received)))
+                        }
                         _ => Err(CodecError::Startup("expected a startup message after TLS")),
                     };
                 }
@@ -232,7 +244,7 @@ async fn opening(
                 pc.cancels.forward(pid, secret, LOGIN_WAIT).await;
                 return Ok(None);
             }
-            Opening::Startup(s) => return Ok(Some((Stream::Plain(client), s))),
+            Opening::Startup(s) => return Ok(Some((Stream::Plain(client), s, received))),
         }
     }
 }
@@ -273,6 +285,7 @@ async fn login<'a>(
     pc: &'a PoolCtx,
     mut client: Stream,
     startup: codec::Startup,
+    received: BytesMut,
 ) -> Result<Session<'a>, (Stream, Fatal)> {
     let mut wanted = Params::new();
     let mut startup_settings = Vec::new();
@@ -295,7 +308,7 @@ async fn login<'a>(
             ));
         }
     }
-    let mut cbuf = BytesMut::with_capacity(8192);
+    let mut cbuf = received;
     let user = match pc.users.get(&startup.user) {
         Some(u) => Some(u),
         None => lookup_user(ctx, pc, &startup.user, &startup.database).await,

@@ -51,15 +51,31 @@ pub enum CodecError {
     Message(String),
 }
 
-/// Reads the client's next opening message.
-pub async fn read_opening<R: AsyncRead + Unpin>(r: &mut R) -> Result<Opening, CodecError> {
-    let len = r.read_u32().await? as usize;
-    if !(8..=MAX_STARTUP).contains(&len) {
-        return Err(CodecError::Startup("bad length"));
-    }
-    let mut body = vec![0u8; len - 4];
-    r.read_exact(&mut body).await?;
-    let mut b = &body[..];
+/// Reads the client's next opening message: from `buf` first, then from `r` in reads as
+/// large as what the client sent (reading the length, then the body, took two `recv`s per
+/// message and a third that failed with EAGAIN: tokio keeps a socket readable until a read
+/// comes back short). What follows the message stays in `buf`.
+pub async fn read_opening<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Opening, CodecError> {
+    let message = loop {
+        if let Some(head) = buf.get(..4) {
+            let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if !(8..=MAX_STARTUP).contains(&len) {
+                return Err(CodecError::Startup("bad length"));
+            }
+            if buf.len() >= len {
+                break buf.split_to(len);
+            }
+        }
+        buf.reserve(512);
+        if r.read_buf(buf).await? == 0 {
+            return Err(CodecError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+    };
+    let len = message.len();
+    let mut b = &message[4..];
     let code = b.get_u32();
     match code {
         SSL_REQUEST if len == 8 => Ok(Opening::Ssl),
@@ -275,19 +291,23 @@ mod tests {
 
     #[tokio::test]
     async fn openings() {
+        let mut buf = BytesMut::new();
         let mut ssl: &[u8] = &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-        assert_eq!(read_opening(&mut ssl).await.unwrap(), Opening::Ssl);
+        assert_eq!(
+            read_opening(&mut ssl, &mut buf).await.unwrap(),
+            Opening::Ssl
+        );
         let mut cancel = vec![0, 0, 0, 16];
         cancel.extend(CANCEL_REQUEST.to_be_bytes());
         cancel.extend(7u32.to_be_bytes());
         cancel.extend(9u32.to_be_bytes());
         assert_eq!(
-            read_opening(&mut &cancel[..]).await.unwrap(),
+            read_opening(&mut &cancel[..], &mut buf).await.unwrap(),
             Opening::Cancel { pid: 7, secret: 9 }
         );
         let s = startup(&[("user", "alice"), ("application_name", "psql")]);
         assert_eq!(
-            read_opening(&mut &s[..]).await.unwrap(),
+            read_opening(&mut &s[..], &mut buf).await.unwrap(),
             Opening::Startup(Startup {
                 user: "alice".into(),
                 database: "alice".into(),
@@ -296,11 +316,31 @@ mod tests {
         );
         let s = startup(&[("database", "db")]);
         assert!(matches!(
-            read_opening(&mut &s[..]).await,
+            read_opening(&mut &s[..], &mut buf).await,
             Err(CodecError::Startup("no user name"))
         ));
         let mut http: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
-        assert!(read_opening(&mut http).await.is_err());
+        assert!(read_opening(&mut http, &mut BytesMut::new()).await.is_err());
+        // Several messages in one read, one split across reads: each comes out whole, and
+        // what follows stays in the buffer.
+        let mut two = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        two.extend(startup(&[("user", "bob")]));
+        two.extend(b"p\0\0");
+        let mut buf = BytesMut::new();
+        let mut r = &two[..];
+        assert_eq!(read_opening(&mut r, &mut buf).await.unwrap(), Opening::Ssl);
+        assert!(matches!(
+            read_opening(&mut r, &mut buf).await.unwrap(),
+            Opening::Startup(s) if s.user == "bob"
+        ));
+        assert_eq!(&buf[..], b"p\0\0");
+        let s = startup(&[("user", "carol")]);
+        let (head, rest) = s.split_at(3);
+        let mut reader = AsyncReadExt::chain(head, rest);
+        assert!(matches!(
+            read_opening(&mut reader, &mut BytesMut::new()).await.unwrap(),
+            Opening::Startup(s) if s.user == "carol"
+        ));
     }
 
     #[tokio::test]
