@@ -41,6 +41,30 @@ fn pooled_proxy(c: &TestCluster, name: &str, userlist: &Path) -> ProxyProcess {
     .expect("pgherd proxy")
 }
 
+/// A proxy (`extra_yaml` under `proxy:`) with one transaction pool, `name` (pool_size 2 and
+/// `options`), on the primary, once that pool routes to the leader.
+fn one_pool(
+    c: &TestCluster,
+    leader: usize,
+    proxy: &str,
+    extra_yaml: &str,
+    name: &str,
+    options: &str,
+) -> ProxyProcess {
+    let px = ProxyProcess::start_with_listeners(Path::new(PGHERD), c, proxy, extra_yaml, 1, |p| {
+        format!(
+            "    - {{name: {name}, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: 2, {options}}}\n",
+            p[0]
+        )
+    })
+    .expect("pgherd proxy");
+    let member = c.members[leader].name.clone();
+    px.wait_for("the pool routes to the leader", |s| {
+        routed(s, name, &member)
+    });
+    px
+}
+
 fn listener<'a>(s: &'a Value, name: &str) -> &'a Value {
     s["listeners"]
         .as_array()
@@ -880,17 +904,16 @@ fn server_tls_to_postgres_auth_file_reload_and_login_during_a_failover() {
     let userlist = common::userlist(&c, leader, "");
     let file = userlist.display().to_string();
     let ca = pki.ca.display().to_string();
-    let px = ProxyProcess::start_with_listeners(Path::new(PGHERD), &c, "px-tls", "", 1, |p| {
-        format!(
-            "    - {{name: pool_tls, bind: 127.0.0.1:{}, role: primary, pool_mode: transaction, pool_size: 2, auth_file: {file}, hold_timeout: 60s, server_tls: {{mode: verify-full, ca: {ca}}}}}\n",
-            p[0]
-        )
-    })
-    .expect("pgherd proxy");
-    let old = c.members[leader].name.clone();
-    px.wait_for("the pool routes to the leader", |s| {
-        routed(s, "pool_tls", &old)
-    });
+    let px = one_pool(
+        &c,
+        leader,
+        "px-tls",
+        "",
+        "pool_tls",
+        &format!(
+            "auth_file: {file}, hold_timeout: 60s, server_tls: {{mode: verify-full, ca: {ca}}}"
+        ),
+    );
     let port = px.extra[0];
     let pid = nix::unistd::Pid::from_raw(px.pid().expect("proxy pid"));
     let rt = runtime();
@@ -998,4 +1021,69 @@ fn server_tls_to_postgres_auth_file_reload_and_login_during_a_failover() {
             "true"
         );
     });
+}
+
+/// The pooled side of listener `name` in the stats: (clients, parked).
+fn pooled_clients(s: &Value, name: &str) -> (u64, u64) {
+    let pool = &listener(s, name)["pool"];
+    (
+        pool["clients"].as_u64().unwrap_or(u64::MAX),
+        pool["parked"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+/// Idle clients of a transaction pool leave their tasks ("parked", see
+/// crates/proxy/src/pool/client/park.rs): a parked client wakes up for its next transaction,
+/// one that closes is cleaned up, and one idle for `client_idle` is closed by the proxy.
+#[test]
+fn idle_clients_are_parked_woken_up_and_closed() {
+    let (c, leader) = common::cluster("poolpark");
+    let userlist = common::userlist(&c, leader, "");
+    let file = userlist.display().to_string();
+    let px = one_pool(
+        &c,
+        leader,
+        "px-park",
+        "  timeouts:\n    client_idle: 3s\n",
+        "pool_tx",
+        &format!("auth_file: {file}"),
+    );
+    let port = px.extra[0];
+    let rt = runtime();
+
+    // Logged in and idle: parked, and it still runs its next transactions.
+    let a = rt
+        .block_on(connect(port, "postgres", SUPERUSER_PASSWORD))
+        .expect("client a logs in");
+    px.wait_for("client a parked", |s| {
+        pooled_clients(s, "pool_tx") == (1, 1)
+    });
+    assert_eq!(rt.block_on(value(&a, "select 41 + 1")).unwrap(), "42");
+    px.wait_for("client a parked again", |s| {
+        pooled_clients(s, "pool_tx") == (1, 1)
+    });
+    rt.block_on(a.batch_execute("begin; create temp table t(v int) on commit drop; commit"))
+        .expect("a transaction of several statements after parking");
+
+    // A parked client that closes is gone from every count.
+    let b = rt
+        .block_on(connect(port, "postgres", SUPERUSER_PASSWORD))
+        .expect("client b logs in");
+    px.wait_for("clients a and b parked", |s| {
+        pooled_clients(s, "pool_tx") == (2, 2)
+    });
+    drop(b);
+    px.wait_for("client b cleaned up", |s| {
+        pooled_clients(s, "pool_tx") == (1, 1) && listener(s, "pool_tx")["clients"] == 1
+    });
+
+    // Client a, left idle: closed after client_idle (3 s), not before.
+    let last = std::time::Instant::now();
+    assert_eq!(rt.block_on(value(&a, "select 1")).unwrap(), "1");
+    px.wait_for("client a closed after client_idle", |s| {
+        pooled_clients(s, "pool_tx") == (0, 0) && listener(s, "pool_tx")["clients"] == 0
+    });
+    let idle = last.elapsed();
+    assert!(idle >= Duration::from_secs(3), "closed after {idle:?}");
+    assert!(rt.block_on(value(&a, "select 1")).is_err());
 }

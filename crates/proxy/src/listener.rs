@@ -95,10 +95,8 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>, clients: 
                 let ctx = ctx.clone();
                 // Two kinds of task: a pooled client's holds none of the plain path's states.
                 match ctx.pool.clone() {
-                    Some(pc) => tokio::spawn(async move {
-                        session::serve_pooled(ctx, pc, stream, peer).await;
-                        drop(permit);
-                    }),
+                    // The permit goes with the client: a parked client has no task.
+                    Some(pc) => tokio::spawn(session::serve_pooled(ctx, pc, stream, peer, permit)),
                     None => tokio::spawn(async move {
                         session::serve(ctx, stream, peer).await;
                         drop(permit);

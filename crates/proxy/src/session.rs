@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, info};
 
@@ -126,18 +126,25 @@ pub async fn serve(ctx: Arc<ListenerCtx>, mut client: TcpStream, peer: SocketAdd
 
 /// Runs one client of a pooled listener to its end: the proxy speaks the protocol itself
 /// ([`crate::pool`]; maxconn/maxqueue do not apply, max_client_conn and pool_size do). Its
-/// own kind of task, so that a pooled client's task holds none of the plain path's states:
-/// that task is what each of many idle pooled clients costs.
+/// own kind of task, so that a pooled client's task holds none of the plain path's states.
+/// `permit`: its unit of the process-wide `maxconn`, held for as long as the client is
+/// open (also while it is parked without a task, [`crate::pool::park`]).
 pub async fn serve_pooled(
     ctx: Arc<ListenerCtx>,
     pc: Arc<crate::pool::PoolCtx>,
     mut client: TcpStream,
     peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
 ) {
-    let Some((_client, origin)) = greet(&ctx, &mut client, peer).await else {
+    let Some((counted, origin)) = greet(&ctx, &mut client, peer).await else {
         return;
     };
-    crate::pool::client::serve(ctx, pc, client, origin).await;
+    let open = crate::pool::client::Open {
+        origin,
+        _counted: counted,
+        _maxconn: permit,
+    };
+    crate::pool::client::serve(ctx, pc, client, open).await;
 }
 
 /// What every client goes through first: counted on its listener, its PROXY header read

@@ -82,8 +82,10 @@ pub struct User {
     /// a plaintext password (a random salt per proxy start; the iterations are paid here, not
     /// per connection).
     scram: Option<Verifier>,
-    /// The ClientKey learnt from the last SCRAM login (SCRAM-verifier users only).
-    client_key: Mutex<Option<Key>>,
+    /// How the proxy logs in to servers as this user: from the file, or (SCRAM-verifier
+    /// users) with the ClientKey learnt from the last SCRAM login. Shared by every session
+    /// of the user (one allocation per user, not per client).
+    creds: Mutex<Option<Arc<ServerCredentials>>>,
 }
 
 impl User {
@@ -96,24 +98,22 @@ impl User {
             Secret::Md5(_) => None,
             Secret::Scram(v) => Some(v.clone()),
         };
+        let creds = match &secret {
+            Secret::Plain(p) => Some(Arc::new(ServerCredentials::Password(p.clone()))),
+            Secret::Md5(m) => Some(Arc::new(ServerCredentials::Md5(m.clone()))),
+            Secret::Scram(_) => None,
+        };
         User {
             name: name.to_string(),
             secret,
             scram,
-            client_key: Mutex::new(None),
+            creds: Mutex::new(creds),
         }
     }
 
     /// How the proxy logs in to servers as this user, when it can.
-    pub fn server_credentials(&self) -> Option<ServerCredentials> {
-        Some(match &self.secret {
-            Secret::Plain(p) => ServerCredentials::Password(p.clone()),
-            Secret::Md5(m) => ServerCredentials::Md5(m.clone()),
-            Secret::Scram(v) => ServerCredentials::ClientKey {
-                verifier: v.clone(),
-                client_key: (*self.client_key.lock().ok()?)?,
-            },
-        })
+    pub fn server_credentials(&self) -> Option<Arc<ServerCredentials>> {
+        self.creds.lock().ok()?.clone()
     }
 }
 
@@ -276,9 +276,16 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         let (Some(user), Some(key)) = (user.filter(|_| verifier.is_some()), key) else {
             return Err(fail());
         };
-        if let Secret::Scram(_) = user.secret {
-            if let Ok(mut k) = user.client_key.lock() {
-                *k = Some(key);
+        if let Secret::Scram(v) = &user.secret {
+            if let Ok(mut creds) = user.creds.lock() {
+                // Kept when it is the same key: the sessions of the user then share it.
+                let known = matches!(creds.as_deref(), Some(ServerCredentials::ClientKey { client_key, .. }) if bool::from(client_key.ct_eq(&key)));
+                if !known {
+                    *creds = Some(Arc::new(ServerCredentials::ClientKey {
+                        verifier: v.clone(),
+                        client_key: key,
+                    }));
+                }
             }
         }
         return Ok(());
@@ -548,11 +555,11 @@ mod tests {
         assert!(!login(&list, AuthType::ScramSha256, "bob", "pw-b").await);
         // The SCRAM user's ClientKey was learnt: the proxy can now log in to servers.
         assert!(matches!(
-            list.get("carol").unwrap().server_credentials(),
+            list.get("carol").unwrap().server_credentials().as_deref(),
             Some(ServerCredentials::ClientKey { .. })
         ));
         assert!(matches!(
-            list.get("alice").unwrap().server_credentials(),
+            list.get("alice").unwrap().server_credentials().as_deref(),
             Some(ServerCredentials::Password(_))
         ));
     }

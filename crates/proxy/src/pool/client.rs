@@ -9,6 +9,7 @@
 //! ([`TxState`]).
 
 mod auto;
+pub(super) mod park;
 
 use super::auth::{self, ServerCredentials};
 use super::cancel::{CancelKey, Running};
@@ -22,8 +23,10 @@ use super::statements::{self, Deallocate, Inspection};
 use super::stream::Stream;
 use super::{CheckoutError, Lease, PoolCtx, PoolKey};
 use crate::config::PoolMode;
+use crate::gate::ClientGuard;
 use crate::session::ListenerCtx;
 use bytes::{Buf, BytesMut};
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info};
 
@@ -146,14 +150,18 @@ struct Batch {
     needs_server: bool,
 }
 
-/// Runs one pooled client to its end. `client` has sent its first bytes.
-pub async fn serve(
-    ctx: Arc<ListenerCtx>,
-    pc: Arc<PoolCtx>,
-    mut client: TcpStream,
-    origin: SocketAddr,
-) {
-    let Ok(_slot) = pc.clients.clone().try_acquire_owned() else {
+/// What an open client holds, with a task or parked without one: its units of the
+/// listener's client count and of `maxconn`, and its address (for logs).
+pub struct Open {
+    pub origin: SocketAddr,
+    pub _counted: ClientGuard,
+    pub _maxconn: OwnedSemaphorePermit,
+}
+
+/// Runs one pooled client to its end (or until it is parked, [`park`]). `client` has sent
+/// its first bytes.
+pub async fn serve(ctx: Arc<ListenerCtx>, pc: Arc<PoolCtx>, mut client: TcpStream, open: Open) {
+    let Ok(slot) = pc.clients.clone().try_acquire_owned() else {
         let mut out = BytesMut::new();
         put_error(
             &mut out,
@@ -166,28 +174,67 @@ pub async fn serve(
     };
     // The opening and the login are boxed, as are the session's per-transaction steps
     // (see `Session::run`): the task of a logged-in idle client is then only as large as
-    // its session and its waiting state, which is what each of many idle clients costs.
-    let Some(mut session) = Box::pin(start(&ctx, &pc, client, origin)).await else {
+    // its waiting state, which is what each of many idle clients costs until it is parked.
+    let Some(mut session) = Box::pin(start(ctx, pc, client, open, slot)).await else {
         return;
     };
     let lease = session.first_lease.take();
-    if let Err(f) = session.run(lease).await {
-        debug!(listener = %ctx.cfg.name, client = %origin, code = f.code, "session ended: {}", f.message);
-        let mut out = BytesMut::new();
-        put_error(&mut out, "FATAL", f.code, &f.message);
-        let _ = session.client.send(&out).await;
+    drive(session, lease).await;
+}
+
+/// Runs a logged-in session until it ends, or until it has been idle for
+/// [`park::PARK_AFTER`]: then it is parked and its task ends (the parking starts a new one
+/// when the client speaks again).
+async fn drive(mut session: Box<Session>, mut lease: Option<Lease>) {
+    loop {
+        match session.run(lease.take()).await {
+            Ok(Next::Done) => return,
+            Ok(Next::Park(deadline)) => match park::park(session, deadline) {
+                Ok(()) => return,
+                // Not parkable after all: it waits in its task.
+                Err(back) => {
+                    session = back;
+                    session.parkable = false;
+                }
+            },
+            Err(f) => {
+                debug!(listener = %session.ctx.cfg.name, client = %session.open.origin, code = f.code, "session ended: {}", f.message);
+                let mut out = BytesMut::new();
+                put_error(&mut out, "FATAL", f.code, &f.message);
+                let _ = session.client.send(&out).await;
+                return;
+            }
+        }
     }
+}
+
+/// What a wait between messages ended with.
+enum Idle {
+    Read,
+    /// The client left, or stayed idle for `client_idle`.
+    Closed,
+    /// Idle for [`park::PARK_AFTER`]: to be parked, closed at this `client_idle` deadline.
+    Park(Option<Instant>),
+}
+
+/// How a session loop ended.
+enum Next {
+    Done,
+    /// Idle: to be parked, closed at this `client_idle` deadline.
+    Park(Option<Instant>),
 }
 
 /// The opening and the login: the logged-in session, or `None` when the client left or was
 /// refused (and told why).
-async fn start<'a>(
-    ctx: &'a ListenerCtx,
-    pc: &'a PoolCtx,
+async fn start(
+    ctx: Arc<ListenerCtx>,
+    pc: Arc<PoolCtx>,
     client: TcpStream,
-    origin: SocketAddr,
-) -> Option<Session<'a>> {
-    let (client, startup, received) = match timeout(LOGIN_WAIT, opening(pc, client)).await {
+    open: Open,
+    slot: OwnedSemaphorePermit,
+) -> Option<Box<Session>> {
+    let origin = open.origin;
+    let (client, startup, received) = match timeout(LOGIN_WAIT, opening(&pc, client)).await {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -196,10 +243,11 @@ async fn start<'a>(
         }
         Err(_) => return None,
     };
-    match login(ctx, pc, client, startup, received).await {
+    let name = ctx.cfg.name.clone();
+    match login(ctx, pc, client, startup, received, open, slot).await {
         Ok(s) => Some(s),
         Err((mut client, f)) => {
-            info!(listener = %ctx.cfg.name, client = %origin, code = f.code, "login refused: {}", f.message);
+            info!(listener = %name, client = %origin, code = f.code, "login refused: {}", f.message);
             let mut out = BytesMut::new();
             put_error(&mut out, "FATAL", f.code, &f.message);
             let _ = client.send(&out).await;
@@ -249,16 +297,18 @@ async fn opening(
     }
 }
 
-struct Session<'a> {
-    ctx: &'a ListenerCtx,
-    pc: &'a PoolCtx,
+struct Session {
+    ctx: Arc<ListenerCtx>,
+    pc: Arc<PoolCtx>,
+    /// Its units of the client count, `maxconn` and `max_client_conn`.
+    open: Open,
+    _slot: OwnedSemaphorePermit,
     client: Stream,
     cbuf: BytesMut,
     user: String,
     database: String,
-    /// Boxed: used only when a server connection is opened, inline it would make every idle
-    /// client's task larger.
-    creds: Box<ServerCredentials>,
+    /// The user's, shared by its sessions.
+    creds: Arc<ServerCredentials>,
     /// The client's values of the kept parameters.
     wanted: Params,
     cancel: CancelKey,
@@ -278,15 +328,21 @@ struct Session<'a> {
     settings: Box<ClientSettings>,
     /// A `DEALLOCATE` waits in the client buffer for the answers in flight before it.
     held: bool,
+    /// May be parked when idle ([`park`]): a clear client whose parking could be had.
+    parkable: bool,
+    /// Logged in, has not spoken since: parked at once when idle.
+    welcomed: bool,
 }
 
-async fn login<'a>(
-    ctx: &'a ListenerCtx,
-    pc: &'a PoolCtx,
+async fn login(
+    ctx: Arc<ListenerCtx>,
+    pc: Arc<PoolCtx>,
     mut client: Stream,
     startup: codec::Startup,
     received: BytesMut,
-) -> Result<Session<'a>, (Stream, Fatal)> {
+    open: Open,
+    slot: OwnedSemaphorePermit,
+) -> Result<Box<Session>, (Stream, Fatal)> {
     let mut wanted = Params::new();
     let mut startup_settings = Vec::new();
     for (k, v) in &startup.params {
@@ -311,7 +367,7 @@ async fn login<'a>(
     let mut cbuf = received;
     let user = match pc.users.get(&startup.user) {
         Some(u) => Some(u),
-        None => lookup_user(ctx, pc, &startup.user, &startup.database).await,
+        None => lookup_user(&ctx, &pc, &startup.user, &startup.database).await,
     };
     let authenticated = timeout(
         LOGIN_WAIT,
@@ -341,28 +397,33 @@ async fn login<'a>(
             Fatal::new("28000", "no server credentials for this user"),
         ));
     };
-    let mut s = Session {
+    let parkable = matches!(client, Stream::Plain(_));
+    let mut s = Box::new(Session {
+        cancel: pc.cancels.register(),
+        target: Target::Listener(ctx.index),
+        auto: ctx.split.as_ref().map(|s| Box::new(auto::Auto::new(s))),
         ctx,
         pc,
+        open,
+        _slot: slot,
         client,
         cbuf,
         user: startup.user,
         database: startup.database,
-        creds: Box::new(creds),
+        creds,
         wanted,
-        cancel: pc.cancels.register(),
-        target: Target::Listener(ctx.index),
         tx: TxState::default(),
         first_lease: None,
         statements: HashMap::new(),
         last_pool: None,
-        auto: ctx.split.as_ref().map(|s| Box::new(auto::Auto::new(s))),
         settings: Box::new(ClientSettings::from_startup(&startup_settings)),
         held: false,
-    };
+        parkable,
+        welcomed: true,
+    });
     // The welcome needs a server's parameters: the pool's, or a first connection's (which
     // also checks that the database exists and the login works, as pgbouncer does).
-    let welcome = match pc.cfg.mode {
+    let welcome = match s.pc.cfg.mode {
         PoolMode::Session => match s.bind().await {
             Ok(lease) => {
                 let w = lease.conn.welcome.clone();
@@ -470,7 +531,7 @@ async fn lookup_user(
     }
 }
 
-impl Session<'_> {
+impl Session {
     fn mode(&self) -> PoolMode {
         self.pc.cfg.mode
     }
@@ -478,13 +539,13 @@ impl Session<'_> {
     /// The welcome of the pool the routing would pick now, when it has one; while nothing
     /// is routable (a failover), the welcome an earlier primary gave.
     async fn known_welcome(&self) -> Option<Vec<(String, String)>> {
-        let Ok(picked) = route::pick(self.ctx, self.target, Instant::now()).await else {
+        let Ok(picked) = route::pick(&self.ctx, self.target, Instant::now()).await else {
             return self.pc.pools.primary_welcome(&self.user, &self.database);
         };
         let pool = self.pc.pools.get(
             self.key(&picked.member, &picked.addr),
             &picked.backend,
-            self.pc,
+            &self.pc,
             self.ctx.connect_timeout,
             self.ctx.keepalive.clone(),
         );
@@ -504,24 +565,26 @@ impl Session<'_> {
     /// while none is routable), its pool lends a connection, which is brought to the
     /// client's parameters.
     async fn bind(&mut self) -> Result<Lease, Fatal> {
-        let ctx = self.ctx;
+        let ctx = self.ctx.clone();
         let deadline = Instant::now() + ctx.cfg.hold_timeout;
         let mut rx = ctx.table.clone();
         for _ in 0..MAX_ATTEMPTS {
-            let picked = route::pick(ctx, self.target, deadline).await.map_err(|r| {
-                // An auto listener's replicas never hold: their absence is not a refusal
-                // (the primary serves the read).
-                if matches!(self.target, Target::Listener(_)) {
-                    ctx.gate.refused(r);
-                }
-                Fatal::new(
-                    "08001",
-                    format!(
-                        "no server for listener {} within hold_timeout ({:?})",
-                        ctx.cfg.name, ctx.cfg.hold_timeout
-                    ),
-                )
-            })?;
+            let picked = route::pick(&ctx, self.target, deadline)
+                .await
+                .map_err(|r| {
+                    // An auto listener's replicas never hold: their absence is not a refusal
+                    // (the primary serves the read).
+                    if matches!(self.target, Target::Listener(_)) {
+                        ctx.gate.refused(r);
+                    }
+                    Fatal::new(
+                        "08001",
+                        format!(
+                            "no server for listener {} within hold_timeout ({:?})",
+                            ctx.cfg.name, ctx.cfg.hold_timeout
+                        ),
+                    )
+                })?;
             // The pool of the previous transaction when the routing picked the same server
             // (no lookup, no key to build).
             let pool = match &self.last_pool {
@@ -534,7 +597,7 @@ impl Session<'_> {
                     let p = self.pc.pools.get(
                         self.key(&picked.member, &picked.addr),
                         &picked.backend,
-                        self.pc,
+                        &self.pc,
                         ctx.connect_timeout,
                         ctx.keepalive.clone(),
                     );
@@ -548,7 +611,7 @@ impl Session<'_> {
             {
                 Ok(mut lease) => {
                     if lease.conn.guard.killed()
-                        || !route::still_routed(ctx, self.target, &picked.member)
+                        || !route::still_routed(&ctx, self.target, &picked.member)
                     {
                         lease.release(false);
                         continue;
@@ -617,25 +680,61 @@ impl Session<'_> {
         Err(Fatal::new("08001", "no server connection"))
     }
 
+    /// Waits for the client's next bytes between messages. A parkable client with nothing
+    /// buffered waits [`park::PARK_AFTER`] at most (less when `client_idle` ends sooner),
+    /// then is to be parked; the others wait up to `client_idle`. A client just logged in
+    /// that has not spoken yet is parked at once: a storm of logins then leaves no tasks
+    /// (and no heap holes between the sessions) behind.
+    async fn wait_idle(&mut self) -> Idle {
+        let since = Instant::now();
+        let limit = self.ctx.limits.client_idle;
+        let park = self.parkable && self.cbuf.is_empty();
+        if std::mem::take(&mut self.welcomed) && park {
+            let Some(read) = self.client.read_idle(&mut self.cbuf).now_or_never() else {
+                self.cbuf = BytesMut::new();
+                return Idle::Park(limit.map(|l| since + l));
+            };
+            return if matches!(read, Ok(n) if n > 0) {
+                Idle::Read
+            } else {
+                Idle::Closed
+            };
+        }
+        let wait = match (park, limit) {
+            (true, Some(limit)) => Some(limit.min(park::PARK_AFTER)),
+            (true, None) => Some(park::PARK_AFTER),
+            (false, limit) => limit,
+        };
+        let read = match wait {
+            Some(wait) => match timeout(wait, self.client.read_idle(&mut self.cbuf)).await {
+                Ok(read) => read,
+                Err(_) if park && limit.is_none_or(|l| wait < l) => {
+                    self.cbuf = BytesMut::new();
+                    return Idle::Park(limit.map(|l| since + l));
+                }
+                Err(_) => return Idle::Closed,
+            },
+            None => self.client.read_idle(&mut self.cbuf).await,
+        };
+        if matches!(read, Ok(n) if n > 0) {
+            Idle::Read
+        } else {
+            Idle::Closed
+        }
+    }
+
     /// The session loop.
-    async fn run(&mut self, mut bound: Option<Lease>) -> Result<(), Fatal> {
+    async fn run(&mut self, mut bound: Option<Lease>) -> Result<Next, Fatal> {
         loop {
             match bound.take() {
                 None => {
                     if frame(&self.cbuf).map_err(protocol)?.is_none() {
-                        // The timer is boxed: only listeners with client_idle pay for it.
-                        let read = match self.ctx.limits.client_idle {
-                            Some(limit) => {
-                                Box::pin(timeout(limit, self.client.read_idle(&mut self.cbuf)))
-                                    .await
-                                    .unwrap_or(Ok(0))
-                            }
-                            None => self.client.read_idle(&mut self.cbuf).await,
-                        };
-                        if !matches!(read, Ok(n) if n > 0) {
-                            return Ok(());
+                        // Boxed: the timers are not part of the task while it relays.
+                        match Box::pin(self.wait_idle()).await {
+                            Idle::Read => continue,
+                            Idle::Closed => return Ok(Next::Done),
+                            Idle::Park(deadline) => return Ok(Next::Park(deadline)),
                         }
-                        continue;
                     }
                     let batch = self.take_client_messages(None).map_err(protocol)?;
                     self.answer(&batch.reply).await?;
@@ -643,7 +742,7 @@ impl Session<'_> {
                         return Err(f);
                     }
                     if batch.terminate {
-                        return Ok(());
+                        return Ok(Next::Done);
                     }
                     if !batch.needs_server {
                         continue;
@@ -655,7 +754,7 @@ impl Session<'_> {
                             Ok(auto::Step::NeedMore) => {
                                 let read = self.client.read_idle(&mut self.cbuf).await;
                                 if !matches!(read, Ok(n) if n > 0) {
-                                    return Ok(());
+                                    return Ok(Next::Done);
                                 }
                                 continue;
                             }
@@ -676,7 +775,7 @@ impl Session<'_> {
                         Ok(None) => bound = Some(lease),
                         Ok(Some(_)) => {
                             Box::pin(self.finish(lease)).await;
-                            return Ok(());
+                            return Ok(Next::Done);
                         }
                         Err(f) => {
                             self.cancel.set(None);
@@ -697,7 +796,7 @@ impl Session<'_> {
                     }
                     Ok(false) => {
                         Box::pin(self.finish(lease)).await;
-                        return Ok(());
+                        return Ok(Next::Done);
                     }
                     Err(f) => {
                         self.cancel.set(None);
@@ -1418,17 +1517,31 @@ mod tests {
     }
 
     /// The size of what `f` returns (an async fn's future), without calling it.
-    fn future_size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    /// A logged-in idle client's task is its session and its waiting state: the opening,
-    /// the login and the per-transaction steps are boxed (binding a server connection alone
-    /// is over 2 kB), so their states do not make every idle client's task as large.
+    /// The same for a function of two arguments.
+    fn future_size2<A, B, F>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A logged-in client's task, until it is parked, is its boxed session and its waiting
+    /// state: the opening, the login and the per-transaction steps are boxed (binding a
+    /// server connection alone is over 2 kB), so their states do not make every idle
+    /// client's task as large. What a parked client keeps is its session, boxed (its task
+    /// is gone): bounded too.
     #[test]
     fn idle_client_task_is_small() {
         let task = future_size(crate::session::serve_pooled);
         assert!(task < 1536, "a pooled client's task is {task} bytes");
+        let resumed = future_size2(drive);
+        assert!(
+            resumed < 1024,
+            "a woken-up client's task is {resumed} bytes"
+        );
+        let parked = std::mem::size_of::<Session>();
+        assert!(parked < 640, "a parked session is {parked} bytes");
     }
 
     #[test]

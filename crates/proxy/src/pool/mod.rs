@@ -41,11 +41,14 @@
 //! # Idle clients
 //!
 //! Most pooled clients are idle most of the time, so what one idle client holds is what a
-//! pooler's memory is made of: its own task ([`crate::session::serve_pooled`], without the
-//! plain path's states), its session (parameters in a slot array, [`params::Params`]) and
-//! no read buffer ([`stream::Stream::read_idle`]); the login, a bound server connection
-//! and the per-transaction steps are boxed while they run. `bench/proxy --only rss`
-//! measures it against pgbouncer with 10,000 logged-in idle clients.
+//! pooler's memory is made of. While it runs, a client has its own task
+//! ([`crate::session::serve_pooled`], without the plain path's states; the login, a bound
+//! server connection and the per-transaction steps boxed while they run) and no read
+//! buffer between messages ([`stream::Stream::read_idle`]). A clear client idle between
+//! transactions for a moment is parked ([`client::park`]): only its boxed session
+//! (parameters in a slot array, [`params::Params`]) and its socket in an epoll instance of
+//! the listener's are left, no task and no registration with tokio. `bench/proxy --only
+//! rss` measures it against pgbouncer with 10,000 logged-in idle clients.
 
 pub mod auth;
 pub mod auth_query;
@@ -91,6 +94,8 @@ pub struct PoolCtx {
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// `server_tls`.
     pub server_tls: Arc<stream::ServerTls>,
+    /// Where idle clients wait without a task.
+    pub parking: client::park::Lot,
 }
 
 impl PoolCtx {
@@ -108,6 +113,7 @@ impl PoolCtx {
             names: prepared::Names::default(),
             acceptor,
             server_tls: Arc::new(server_tls),
+            parking: client::park::Lot::default(),
             cfg,
             users: Users::new(users),
             cancels,

@@ -295,6 +295,7 @@ impl ServerConn {
             Stream::Plain(s) => s,
             Stream::ToServer(s) => s.get_ref().0,
             Stream::FromClient(s) => s.get_ref().0,
+            Stream::Parked => return false,
         };
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         matches!(

@@ -25,6 +25,13 @@ pub enum Stream {
     FromClient(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// The proxy's TLS to a server.
     ToServer(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An idle client's socket while the parking holds it (`pool::client::park`): reads and
+    /// writes fail until it is given back.
+    Parked,
+}
+
+fn parked() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the client is parked")
 }
 
 impl Stream {
@@ -84,6 +91,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::FromClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::ToServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Parked => Poll::Ready(Err(parked())),
         }
     }
 }
@@ -94,6 +102,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
             Stream::FromClient(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Stream::ToServer(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            Stream::Parked => Poll::Ready(Err(parked())),
         }
     }
 
@@ -102,6 +111,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::FromClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::ToServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Parked => Poll::Ready(Err(parked())),
         }
     }
 
@@ -110,6 +120,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::FromClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::ToServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Parked => Poll::Ready(Err(parked())),
         }
     }
 }

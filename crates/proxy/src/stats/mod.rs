@@ -238,6 +238,7 @@ pub fn snapshot(s: &StatsState) -> Value {
                     "pool_size": p.cfg.pool_size,
                     "max_client_conn": p.cfg.max_client_conn,
                     "clients": p.cfg.max_client_conn - p.clients.available_permits(),
+                    "parked": p.parking.parked(),
                     "pools": p.pools.snapshot(),
                 })),
             })

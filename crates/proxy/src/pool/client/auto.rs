@@ -114,7 +114,7 @@ impl Auto {
     }
 }
 
-impl Session<'_> {
+impl Session {
     /// Routes the unit at the front of the client buffer (see the module doc).
     pub(super) async fn auto_step(&mut self) -> Result<Step, Fatal> {
         let Some(auto) = self.auto.as_mut() else {
