@@ -26,7 +26,6 @@ use crate::config::PoolMode;
 use crate::gate::ClientGuard;
 use crate::session::ListenerCtx;
 use bytes::{Buf, BytesMut};
-use futures::FutureExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -683,26 +682,21 @@ impl Session {
     /// Waits for the client's next bytes between messages. A parkable client with nothing
     /// buffered waits [`park::PARK_AFTER`] at most (less when `client_idle` ends sooner),
     /// then is to be parked; the others wait up to `client_idle`. A client just logged in
-    /// that has not spoken yet is parked at once: a storm of logins then leaves no tasks
-    /// (and no heap holes between the sessions) behind.
+    /// that has not spoken yet waits only [`park::PARK_AFTER_LOGIN`]: a storm of logins then
+    /// leaves almost no tasks (and no heap holes between the sessions) behind, while a
+    /// client that sends its first query at once (`pgbench -C`) is not parked in between.
     async fn wait_idle(&mut self) -> Idle {
         let since = Instant::now();
         let limit = self.ctx.limits.client_idle;
         let park = self.parkable && self.cbuf.is_empty();
-        if std::mem::take(&mut self.welcomed) && park {
-            let Some(read) = self.client.read_idle(&mut self.cbuf).now_or_never() else {
-                self.cbuf = BytesMut::new();
-                return Idle::Park(limit.map(|l| since + l));
-            };
-            return if matches!(read, Ok(n) if n > 0) {
-                Idle::Read
-            } else {
-                Idle::Closed
-            };
-        }
+        let park_after = if std::mem::take(&mut self.welcomed) {
+            park::PARK_AFTER_LOGIN
+        } else {
+            park::PARK_AFTER
+        };
         let wait = match (park, limit) {
-            (true, Some(limit)) => Some(limit.min(park::PARK_AFTER)),
-            (true, None) => Some(park::PARK_AFTER),
+            (true, Some(limit)) => Some(limit.min(park_after)),
+            (true, None) => Some(park_after),
             (false, limit) => limit,
         };
         let read = match wait {
