@@ -103,14 +103,6 @@ async fn value(client: &Client, sql: &str) -> Result<String, tokio_postgres::Err
     Ok(String::new())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 fn pgbench(port: u16, args: &[&str]) -> Command {
     let mut cmd = Command::new("pgbench");
     cmd.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
@@ -465,7 +457,7 @@ fn transaction_pool_bounds_servers_authenticates_refuses_and_cancels() {
          insert into s1.t values ('s1'); insert into s2.t values ('s2')",
     )
     .expect("two schemas");
-    let rt = runtime();
+    let rt = common::runtime();
 
     // pgbench with five times more clients than pool_size, with named prepared statements
     // (each client lands on several server connections): no error, and never more server
@@ -767,7 +759,7 @@ fn switchover_under_pooled_load_moves_clients_between_transactions() {
         routed(s, "pool_tx", &old)
     });
     let tx = px.extra[0];
-    let rt = runtime();
+    let rt = common::runtime();
     rt.block_on(async {
         let idle = connect(tx, "postgres", SUPERUSER_PASSWORD)
             .await
@@ -916,7 +908,7 @@ fn server_tls_to_postgres_auth_file_reload_and_login_during_a_failover() {
     );
     let port = px.extra[0];
     let pid = nix::unistd::Pid::from_raw(px.pid().expect("proxy pid"));
-    let rt = runtime();
+    let rt = common::runtime();
     rt.block_on(async {
         // The server connection is TLS, verified against the CA.
         let pg = connect(port, "postgres", SUPERUSER_PASSWORD)
@@ -1049,7 +1041,7 @@ fn idle_clients_are_parked_woken_up_and_closed() {
         &format!("auth_file: {file}"),
     );
     let port = px.extra[0];
-    let rt = runtime();
+    let rt = common::runtime();
 
     // Logged in and idle: parked, and it still runs its next transactions.
     let a = rt

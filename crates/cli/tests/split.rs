@@ -56,14 +56,6 @@ async fn value(client: &Client, sql: &str) -> String {
     String::new()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 fn auto_listener(s: &serde_json::Value) -> &serde_json::Value {
     s["listeners"]
         .as_array()
@@ -114,7 +106,7 @@ fn auto_listener_routes_reads_to_replicas_and_everything_else_to_the_primary() {
     let proxy = auto_proxy(&c, "px-split", &userlist, "");
     let port = proxy.extra[0];
     wait_replicas_routed(&proxy);
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let s = connect(port).await;
         // Reads: a replica.
         assert_eq!(value(&s, "select pg_is_in_recovery()").await, "t");
@@ -326,7 +318,7 @@ fn a_session_reads_its_own_write_despite_replica_lag() {
         c.sql(*r, "select pg_wal_replay_pause()")
             .expect("pause replay");
     }
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let writer = connect(port).await;
         writer
             .simple_query("insert into seen values (1)")
@@ -359,7 +351,7 @@ fn a_session_reads_its_own_write_despite_replica_lag() {
     // A replica whose agent stops answering leaves the read rotation. Read-only transactions
     // already running there go on (the pool retires the server instead of cutting them) for
     // the grace period; one still open after it is closed; new reads go to the other replica.
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let mut open = Vec::new();
         for _ in 0..4 {
             let s = connect(port).await;

@@ -410,3 +410,12 @@ pub fn psycopg_through(port: u16, user: &str, password: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A two-worker runtime for the tests that drive clients (tokio-postgres) through a proxy.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
