@@ -453,6 +453,24 @@ fn follows_switchover_and_leader_kill_without_restart() {
             .iter()
             .any(|v| v["name"] == old.as_str() && v["sessions"] == 1)
     });
+    // The proxy counts the session once it has a server connection, before PostgreSQL took its
+    // startup: a switchover then could still refuse it (57P03) and the proxy would retry it on
+    // the new leader (seen once in ./dev/test). Wait for its query to run.
+    poll(
+        "the held session's query running on the leader",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            (c.sql(
+                leader,
+                "select count(*) from pg_stat_activity where query = 'select pg_sleep(300)'",
+            )
+            .ok()?
+                == "1")
+                .then_some(())
+        },
+    )
+    .unwrap();
 
     // Switchover (written like patronictl's fallback: the failover key). The leader clears a
     // request it finds no healthy candidate for (e.g. the target's position not yet
