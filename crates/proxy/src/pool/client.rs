@@ -329,7 +329,7 @@ struct Session {
     held: bool,
     /// May be parked when idle ([`park`]): a clear client whose parking could be had.
     parkable: bool,
-    /// Logged in, has not spoken since: parked at once when idle.
+    /// Logged in, has not spoken since: parked after [`park::PARK_AFTER_LOGIN`] when idle.
     welcomed: bool,
 }
 
